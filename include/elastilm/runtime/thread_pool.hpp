@@ -1,0 +1,100 @@
+// A small fixed pool of std::threads that splits a range of work items across cores.
+//
+// Decode runs ~7 matrix-vector products per layer per token, each a few hundred microseconds, so the
+// hand-off must be cheap: workers spin briefly on an epoch counter before sleeping, and the calling
+// thread takes a share of the work itself (a pool of n threads has n-1 workers).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace elastilm {
+
+class ThreadPool {
+public:
+    // n_threads counts the caller: 1 means "run everything on the calling thread".
+    explicit ThreadPool(int n_threads = 1) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+        for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
+    }
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+    ~ThreadPool() {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+            epoch_.fetch_add(1, std::memory_order_release);
+        }
+        wake_.notify_all();
+        for (auto& w : workers_) w.join();
+    }
+
+    int size() const { return n_threads_; }
+
+    // Calls fn(begin, end) on disjoint sub-ranges covering [0, n), split into size() contiguous chunks
+    // whose boundaries are multiples of `grain` (except the last). Returns when all chunks are done.
+    template <class Fn>
+    void parallel_for(int n, Fn&& fn, int grain = 1) {
+        if (n <= 0) return;
+        const int chunks = std::min(n_threads_, (n + grain - 1) / grain);
+        if (chunks <= 1) { fn(0, n); return; }
+        auto run_chunk = [&](int c) {
+            const int units = (n + grain - 1) / grain;
+            const int begin = std::min(n, int(std::int64_t(units) * c / chunks) * grain);
+            const int end = c + 1 == chunks ? n : std::min(n, int(std::int64_t(units) * (c + 1) / chunks) * grain);
+            if (begin < end) fn(begin, end);
+        };
+        Job job{[](void* ctx, int c) { (*static_cast<decltype(run_chunk)*>(ctx))(c); }, &run_chunk, chunks};
+        {
+            std::lock_guard lock(mutex_);
+            job_ = job;
+            pending_.store(chunks - 1, std::memory_order_relaxed);
+            epoch_.fetch_add(1, std::memory_order_release);
+        }
+        wake_.notify_all();
+        run_chunk(0);
+        while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    }
+
+private:
+    struct Job {
+        void (*call)(void*, int) = nullptr;
+        void* ctx = nullptr;
+        int chunks = 0;
+    };
+
+    void worker_loop(int index) {
+        std::uint64_t seen = 0;
+        for (;;) {
+            // Spin a little: the next matvec usually arrives within microseconds.
+            std::uint64_t now = epoch_.load(std::memory_order_acquire);
+            for (int spin = 0; now == seen && spin < 20000; ++spin) now = epoch_.load(std::memory_order_acquire);
+            Job job;
+            {
+                std::unique_lock lock(mutex_);
+                wake_.wait(lock, [&] { return epoch_.load(std::memory_order_acquire) != seen; });
+                if (stop_) return;
+                seen = epoch_.load(std::memory_order_acquire);
+                job = job_;
+            }
+            if (index < job.chunks) {
+                job.call(job.ctx, index);
+                pending_.fetch_sub(1, std::memory_order_acq_rel);
+            }
+        }
+    }
+
+    int n_threads_;
+    std::vector<std::thread> workers_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::atomic<std::uint64_t> epoch_{0};
+    std::atomic<int> pending_{0};
+    Job job_;
+    bool stop_ = false;
+};
+
+}  // namespace elastilm

@@ -1,0 +1,97 @@
+// One transformer block of the sub-model at `Percent`% width (LLaMA: pre-norm attention with GQA and
+// RoPE, then a pre-norm SwiGLU FFN, each added to the residual stream).
+//
+// Every sliced size is a constexpr of Width<Cfg, Percent>: the block reads the first q_dim rows of Wq,
+// the first kv_dim rows of Wk/Wv, the first q_dim inputs of Wo, and the first `hidden` neurons of the
+// FFN. Because elastic models store units in descending importance, these prefixes are the most
+// important units (ElastiLM §3.1). The hidden size `dim` is never sliced.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "elastilm/config.hpp"
+#include "elastilm/model/activations.hpp"
+#include "elastilm/model/kv_cache.hpp"
+#include "elastilm/model/linear.hpp"
+#include "elastilm/model/model.hpp"
+#include "elastilm/ops/attention.hpp"
+#include "elastilm/ops/rmsnorm.hpp"
+#include "elastilm/ops/rope.hpp"
+#include "elastilm/ops/swiglu.hpp"
+
+namespace elastilm {
+
+template <ModelConfig Cfg, int Percent>
+struct Block {
+    using W = Width<Cfg, Percent>;
+    static constexpr int dim = Cfg::dim;
+    static constexpr int head_dim = Cfg::head_dim;
+
+    // Tokens [pos0, pos0 + n) whose residual streams are a.x[0 .. n).
+    static void run(const Model<Cfg>& m, int l, KvCache<Cfg>& cache, int pos0, int n, Activations<Cfg>& a, ThreadPool& pool) {
+        attention(m, l, cache, pos0, n, a, pool);
+        ffn(m.layer(l), n, a, pool);
+    }
+
+    // x += Wo · attend(rope(Wq·norm(x)), cache ∪ rope(Wk·norm(x)), cache ∪ Wv·norm(x))
+    static void attention(const Model<Cfg>& m, int l, KvCache<Cfg>& cache, int pos0, int n, Activations<Cfg>& a,
+                          ThreadPool& pool) {
+        const LayerWeights& w = m.layer(l);
+        normalize(w.attn_norm, n, a);
+        linear(w.wq.prefix(W::q_dim, dim), a.xb.data(), dim, a.q.data(), W::q_dim, n, pool);
+        linear(w.wk.prefix(W::kv_dim, dim), a.xb.data(), dim, a.k.data(), W::kv_dim, n, pool);
+        linear(w.wv.prefix(W::kv_dim, dim), a.xb.data(), dim, a.v.data(), W::kv_dim, n, pool);
+
+        for (int t = 0; t < n; ++t) {
+            float* q = a.q.data() + std::size_t(t) * W::q_dim;
+            float* k = a.k.data() + std::size_t(t) * W::kv_dim;
+            const float* v = a.v.data() + std::size_t(t) * W::kv_dim;
+            apply_rope(q, W::heads, head_dim, pos0 + t, m.rope(), m.rope_pairing());
+            apply_rope(k, W::kv_heads, head_dim, pos0 + t, m.rope(), m.rope_pairing());
+            for (int h = 0; h < W::kv_heads; ++h) {
+                std::copy_n(k + h * head_dim, head_dim, cache.key(l, h, pos0 + t));
+                std::copy_n(v + h * head_dim, head_dim, cache.value(l, h, pos0 + t));
+            }
+        }
+
+        // Each (token, query head) pair is independent: causal, token t sees positions [0, pos0 + t].
+        const KvLayerView kv = cache.layer(l);
+        pool.parallel_for(n * W::heads, [&](int begin, int end) {
+            thread_local std::vector<float> scores;
+            if (scores.size() < std::size_t(Cfg::context)) scores.resize(Cfg::context);
+            for (int i = begin; i < end; ++i) {
+                const int t = i / W::heads, h = i % W::heads;
+                const std::size_t off = std::size_t(t) * W::q_dim + std::size_t(h) * head_dim;
+                KvLayerView head = kv;
+                head.k += std::size_t(h / Shape<Cfg>::group_size) * kv.head_stride;
+                head.v += std::size_t(h / Shape<Cfg>::group_size) * kv.head_stride;
+                attend(a.att_out.data() + off, a.q.data() + off, 1, 1, head_dim, head, pos0 + t + 1, scores.data());
+            }
+        });
+
+        linear(w.wo.prefix(dim, W::q_dim), a.att_out.data(), W::q_dim, a.proj.data(), dim, n, pool);
+        add_residual(n, a);
+    }
+
+    // x += W_down · (silu(W_gate·norm(x)) ⊙ W_up·norm(x))
+    static void ffn(const LayerWeights& w, int n, Activations<Cfg>& a, ThreadPool& pool) {
+        normalize(w.ffn_norm, n, a);
+        linear(w.w_gate.prefix(W::hidden, dim), a.xb.data(), dim, a.gate.data(), W::hidden, n, pool);
+        linear(w.w_up.prefix(W::hidden, dim), a.xb.data(), dim, a.up.data(), W::hidden, n, pool);
+        silu_mul(a.gate.data(), a.up.data(), n * W::hidden);
+        linear(w.w_down.prefix(dim, W::hidden), a.gate.data(), W::hidden, a.proj.data(), dim, n, pool);
+        add_residual(n, a);
+    }
+
+private:
+    static void normalize(const std::vector<float>& weight, int n, Activations<Cfg>& a) {
+        for (int t = 0; t < n; ++t)
+            rmsnorm(a.xb.data() + std::size_t(t) * dim, a.x.data() + std::size_t(t) * dim, weight.data(), dim, Cfg::norm_eps);
+    }
+    static void add_residual(int n, Activations<Cfg>& a) {
+        for (std::size_t i = 0, end = std::size_t(n) * dim; i < end; ++i) a.x[i] += a.proj[i];
+    }
+};
+
+}  // namespace elastilm

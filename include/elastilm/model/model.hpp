@@ -1,0 +1,64 @@
+// A loaded model: its weights, RoPE table and anchor layers, checked against a compiled config.
+#pragma once
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "elastilm/config.hpp"
+#include "elastilm/error.hpp"
+#include "elastilm/model/weights.hpp"
+#include "elastilm/ops/rope.hpp"
+#include "elastilm/simd/f16.hpp"
+
+namespace elastilm {
+
+template <ModelConfig Cfg>
+class Model {
+public:
+    // `anchors`: layers that run at full width whatever the ratio (ElastiLM keeps the most important
+    // layers whole). Plain models have none.
+    explicit Model(ModelWeights weights, std::vector<int> anchors = {})
+        : weights_(std::move(weights)), rope_(Cfg::context, Cfg::head_dim, Cfg::rope_theta), anchor_(Cfg::n_layers, false) {
+        require(int(weights_.layers.size()) == Cfg::n_layers, weights_.source,
+                "has " + std::to_string(weights_.layers.size()) + " layers, config " + std::string(Cfg::name) +
+                    " has " + std::to_string(Cfg::n_layers));
+        for (int l : anchors) {
+            require(l >= 0 && l < Cfg::n_layers, weights_.source,
+                    "anchor layer " + std::to_string(l) + " does not exist (the model has " +
+                        std::to_string(Cfg::n_layers) + " layers)");
+            anchor_[l] = true;
+        }
+    }
+
+    const ModelWeights& weights() const { return weights_; }
+    const LayerWeights& layer(int l) const { return weights_.layers[l]; }
+    const RopeTable& rope() const { return rope_; }
+    RopePairing rope_pairing() const { return weights_.rope_pairing; }
+    bool is_anchor(int l) const { return anchor_[l]; }
+    std::vector<int> anchors() const {
+        std::vector<int> out;
+        for (int l = 0; l < Cfg::n_layers; ++l)
+            if (anchor_[l]) out.push_back(l);
+        return out;
+    }
+
+    // The embedding row of `token`, widened to fp32.
+    void embed(int token, float* out) const {
+        const MatrixView& e = weights_.embedding;
+        const std::size_t row = std::size_t(token) * e.ld;
+        if (e.dtype == DType::f32) {
+            std::copy_n(static_cast<const float*>(e.data) + row, Cfg::dim, out);
+        } else {
+            const auto* h = static_cast<const f16_bits*>(e.data) + row;
+            for (int i = 0; i < Cfg::dim; ++i) out[i] = f16_to_f32(h[i]);
+        }
+    }
+
+private:
+    ModelWeights weights_;
+    RopeTable rope_;
+    std::vector<bool> anchor_;
+};
+
+}  // namespace elastilm

@@ -1,0 +1,81 @@
+// A conversation with the model: the KV cache, the tokens seen so far, and scratch buffers.
+//
+// Each append runs at a width ratio of its own (ElastiLM lets prefill and decode use different
+// sub-models). KV-cache rules across ratios:
+//  * Appending at a ratio no wider than the cache's: attention reads the prefix of the cached heads.
+//  * Appending at a wider ratio: the missing heads' K/V for past tokens do not exist, and the heads that
+//    do exist were computed from a narrower model's residual stream. The session re-runs the past tokens
+//    at the new ratio first, so the output is exactly what a fresh run at that ratio gives.
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "elastilm/elastic/variant_table.hpp"
+
+namespace elastilm {
+
+template <ModelConfig Cfg>
+class Session {
+public:
+    // `context` bounds the cache (≤ Cfg::context); `chunk` is the most tokens one prefill step batches.
+    Session(const Model<Cfg>& model, ThreadPool& pool, int context = Cfg::context, int chunk = 256)
+        : model_(&model), pool_(&pool), cache_(context), acts_(chunk), logits_(Cfg::vocab_size) {}
+
+    void reset() { tokens_.clear(); cache_percent_ = 100; }
+
+    int position() const { return int(tokens_.size()); }
+    int context() const { return cache_.context(); }
+    const std::vector<int>& tokens() const { return tokens_; }
+    // The width the cached K/V were computed at (its heads beyond that width are not valid).
+    int cache_percent() const { return cache_percent_; }
+    // Tokens re-run because a wider ratio followed a narrower one (see the file comment).
+    long long recomputed_tokens() const { return recomputed_; }
+
+    // Appends tokens at `percent`% width; returns the logits after the last one.
+    std::span<const float> append(std::span<const int> tokens, int percent = 100) {
+        run(tokens, percent, logits_.data(), Logits::last);
+        return logits_;
+    }
+    std::span<const float> append(int token, int percent = 100) { return append(std::span<const int>(&token, 1), percent); }
+
+    // Appends tokens and returns logits for every one of them (tokens.size() × vocab), for scoring text.
+    std::vector<float> append_all_logits(std::span<const int> tokens, int percent = 100) {
+        std::vector<float> out(tokens.size() * std::size_t(Cfg::vocab_size));
+        run(tokens, percent, out.data(), Logits::all);
+        return out;
+    }
+
+private:
+    void run(std::span<const int> tokens, int percent, float* logits, Logits which) {
+        const ForwardFn<Cfg> fn = variant<Cfg>(percent);
+        require(!tokens.empty(), "Session", "no tokens to append");
+        for (int id : tokens)
+            require(id >= 0 && id < Cfg::vocab_size, "Session",
+                    "token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(Cfg::vocab_size) + ")");
+        require(position() + int(tokens.size()) <= cache_.context(), "Session",
+                std::to_string(position()) + " cached + " + std::to_string(tokens.size()) + " new tokens exceed the context of " +
+                    std::to_string(cache_.context()));
+        if (tokens_.empty()) cache_percent_ = percent;
+        if (percent > cache_percent_ && !tokens_.empty()) {
+            fn(*model_, cache_, tokens_, 0, acts_, nullptr, Logits::none, *pool_);
+            recomputed_ += tokens_.size();
+            cache_percent_ = percent;
+        }
+        fn(*model_, cache_, tokens, position(), acts_, logits, which, *pool_);
+        tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+        cache_percent_ = std::min(cache_percent_, percent);
+    }
+
+    const Model<Cfg>* model_;
+    ThreadPool* pool_;
+    KvCache<Cfg> cache_;
+    Activations<Cfg> acts_;
+    std::vector<float> logits_;
+    std::vector<int> tokens_;
+    int cache_percent_ = 100;
+    long long recomputed_ = 0;
+};
+
+}  // namespace elastilm

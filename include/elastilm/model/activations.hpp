@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "elastilm/config.hpp"
+#include "elastilm/model/observer.hpp"
 
 namespace elastilm {
 
@@ -30,6 +31,7 @@ struct Activations {
     std::vector<float> att_out;  // [n, q_dim]
     std::vector<float> gate, up; // [n, hidden]
     std::vector<float> scores;   // [context] attention scratch
+    ForwardObserver* observer = nullptr;  // calibration / feature hooks; null when serving
 };
 
 }  // namespace elastilm

@@ -31,7 +31,7 @@ struct Block {
     // Tokens [pos0, pos0 + n) whose residual streams are a.x[0 .. n).
     static void run(const Model<Cfg>& m, int l, KvCache<Cfg>& cache, int pos0, int n, Activations<Cfg>& a, ThreadPool& pool) {
         attention(m, l, cache, pos0, n, a, pool);
-        ffn(m.layer(l), n, a, pool);
+        ffn(m.layer(l), l, n, a, pool);
     }
 
     // x += Wo · attend(rope(Wq·norm(x)), cache ∪ rope(Wk·norm(x)), cache ∪ Wv·norm(x))
@@ -70,16 +70,18 @@ struct Block {
             }
         });
 
+        if (a.observer) a.observer->attention_heads(l, a.att_out.data(), n, W::q_dim);
         linear(w.wo.prefix(dim, W::q_dim), a.att_out.data(), W::q_dim, a.proj.data(), dim, n, pool);
         add_residual(n, a);
     }
 
     // x += W_down · (silu(W_gate·norm(x)) ⊙ W_up·norm(x))
-    static void ffn(const LayerWeights& w, int n, Activations<Cfg>& a, ThreadPool& pool) {
+    static void ffn(const LayerWeights& w, int l, int n, Activations<Cfg>& a, ThreadPool& pool) {
         normalize(w.ffn_norm, n, a);
         linear(w.w_gate.prefix(W::hidden, dim), a.xb.data(), dim, a.gate.data(), W::hidden, n, pool);
         linear(w.w_up.prefix(W::hidden, dim), a.xb.data(), dim, a.up.data(), W::hidden, n, pool);
         silu_mul(a.gate.data(), a.up.data(), n * W::hidden);
+        if (a.observer) a.observer->ffn_hidden(l, a.gate.data(), n, W::hidden);
         linear(w.w_down.prefix(dim, W::hidden), a.gate.data(), W::hidden, a.proj.data(), dim, n, pool);
         add_residual(n, a);
     }

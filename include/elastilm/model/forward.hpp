@@ -24,9 +24,12 @@ void forward(const Model<Cfg>& m, KvCache<Cfg>& cache, std::span<const int> toke
         const int n = std::min(a.capacity, total - done);
         for (int t = 0; t < n; ++t) m.embed(tokens[done + t], a.x.data() + std::size_t(t) * dim);
         for (int l = 0; l < Cfg::n_layers; ++l) {
+            if (a.observer) a.observer->layer_input(l, a.x.data(), n);
             if (m.is_anchor(l)) Block<Cfg, 100>::run(m, l, cache, pos0 + done, n, a, pool);
             else Block<Cfg, Percent>::run(m, l, cache, pos0 + done, n, a, pool);
+            if (a.observer) a.observer->layer_output(l, a.x.data(), n);
         }
+        if (a.observer) a.observer->final_hidden(pos0 + done, a.x.data(), n);
         if (which == Logits::none) continue;
         // Logits::last needs only the final token of the final chunk.
         const bool last_chunk = done + n == total;

@@ -25,6 +25,9 @@ public:
 
     void reset() { tokens_.clear(); cache_percent_ = 100; }
 
+    // Activation hooks for calibration and feature extraction (null to detach).
+    void set_observer(ForwardObserver* o) { acts_.observer = o; }
+
     int position() const { return int(tokens_.size()); }
     int context() const { return cache_.context(); }
     const std::vector<int>& tokens() const { return tokens_; }

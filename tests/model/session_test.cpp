@@ -151,7 +151,7 @@ TEST(Session, RejectsBadInput) {
 
 TEST(Model, RejectsAnchorsThatDoNotExist) {
     try {
-        Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 1}), {0, Cfg::n_layers});
+        Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 1}), std::vector<int>{0, Cfg::n_layers});
         FAIL();
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("anchor layer 5 does not exist"), std::string::npos) << e.what();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,14 +17,16 @@ namespace elastilm {
 template <ModelConfig Cfg>
 class Model {
 public:
-    // `anchors`: layers that run at full width whatever the ratio (ElastiLM keeps the most important
-    // layers whole). Plain models have none.
-    explicit Model(ModelWeights weights, std::vector<int> anchors = {})
+    // Anchor layers run at full width whatever the ratio (ElastiLM keeps the most important layers
+    // whole). By default they come from the file's elastic metadata; plain models have none.
+    explicit Model(ModelWeights weights) : Model(std::move(weights), std::nullopt) {}
+    Model(ModelWeights weights, std::optional<std::vector<int>> anchors)
         : weights_(std::move(weights)), rope_(Cfg::context, Cfg::head_dim, Cfg::rope_theta), anchor_(Cfg::n_layers, false) {
+        if (!anchors) anchors = weights_.elastic.anchors;
         require(int(weights_.layers.size()) == Cfg::n_layers, weights_.source,
                 "has " + std::to_string(weights_.layers.size()) + " layers, config " + std::string(Cfg::name) +
                     " has " + std::to_string(Cfg::n_layers));
-        for (int l : anchors) {
+        for (int l : *anchors) {
             require(l >= 0 && l < Cfg::n_layers, weights_.source,
                     "anchor layer " + std::to_string(l) + " does not exist (the model has " +
                         std::to_string(Cfg::n_layers) + " layers)");
@@ -34,6 +37,7 @@ public:
     const ModelWeights& weights() const { return weights_; }
     const LayerWeights& layer(int l) const { return weights_.layers[l]; }
     const RopeTable& rope() const { return rope_; }
+    bool is_elastic() const { return weights_.is_elastic; }
     RopePairing rope_pairing() const { return weights_.rope_pairing; }
     bool is_anchor(int l) const { return anchor_[l]; }
     std::vector<int> anchors() const {

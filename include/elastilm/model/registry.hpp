@@ -5,6 +5,7 @@
 // compiled config whose shape equals the file's, or throws naming the closest config's first mismatch.
 #pragma once
 
+#include <cmath>
 #include <string>
 #include <tuple>
 
@@ -30,6 +31,10 @@ std::string first_mismatch(const FileHyperParams& h) {
     if (h.n_kv_heads != Cfg::n_kv_heads) return field("n_kv_heads", h.n_kv_heads, Cfg::n_kv_heads);
     if (h.head_dim != 0 && h.head_dim != Cfg::head_dim) return field("head_dim", h.head_dim, Cfg::head_dim);
     if (h.vocab_size != Cfg::vocab_size) return field("vocab_size", h.vocab_size, Cfg::vocab_size);
+    if (h.context != 0 && h.context != Cfg::context) return field("context", h.context, Cfg::context);
+    auto differs = [](float file, float cfg) { return file != 0 && std::fabs(file - cfg) > 1e-3f * std::fabs(cfg); };
+    if (differs(h.rope_theta, Cfg::rope_theta)) return field("rope_theta", h.rope_theta, Cfg::rope_theta);
+    if (differs(h.norm_eps, Cfg::norm_eps)) return field("norm_eps", h.norm_eps, Cfg::norm_eps);
     return {};
 }
 

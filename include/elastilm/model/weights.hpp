@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "elastilm/config.hpp"
+#include "elastilm/elastic/metadata.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm {
@@ -39,6 +40,8 @@ struct ModelWeights {
     std::vector<LayerWeights> layers;
     std::vector<float> final_norm;       // [dim]
     MatrixView lm_head;                  // [vocab, dim]; may alias `embedding` (tied)
+    bool is_elastic = false;             // units importance-ordered by the elasticizer
+    ElasticMetadata elastic;             // ratios, anchors, importances (when is_elastic)
     std::shared_ptr<const void> keepalive;  // the mapping (or owned buffer) every view points into
 };
 

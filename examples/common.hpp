@@ -1,0 +1,77 @@
+// Shared by the example programs: llama.cpp-style flag parsing and model/tokenizer discovery.
+#pragma once
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "elastilm/error.hpp"
+
+namespace elastilm::cli {
+
+// Flags as "-x value", "--name value" or "--name=value"; bare "--flag" is "1". Positional args kept.
+class Args {
+public:
+    Args(int argc, char** argv, std::vector<std::string> boolean_flags = {}) : program_(argv[0]) {
+        for (int i = 1; i < argc; ++i) {
+            std::string a = argv[i];
+            if (a.size() > 1 && a[0] == '-' && !(a.size() > 1 && std::isdigit(static_cast<unsigned char>(a[1])))) {
+                const auto eq = a.find('=');
+                if (eq != std::string::npos) { values_[a.substr(0, eq)] = a.substr(eq + 1); continue; }
+                const bool is_bool = std::find(boolean_flags.begin(), boolean_flags.end(), a) != boolean_flags.end();
+                if (is_bool || i + 1 >= argc) values_[a] = "1";
+                else values_[a] = argv[++i];
+            } else {
+                positional_.push_back(a);
+            }
+        }
+    }
+    bool has(const std::string& k) const { return values_.count(k) > 0; }
+    std::string get(const std::string& k, const std::string& alt, const std::string& def) const {
+        if (auto it = values_.find(k); it != values_.end()) return it->second;
+        if (auto it = values_.find(alt); it != values_.end()) return it->second;
+        return def;
+    }
+    int get_int(const std::string& k, const std::string& alt, int def) const {
+        const std::string v = get(k, alt, "");
+        if (v.empty()) return def;
+        char* end = nullptr;
+        const long x = std::strtol(v.c_str(), &end, 10);
+        require(end && *end == '\0', program_, "flag " + k + " wants an integer, got '" + v + "'");
+        return int(x);
+    }
+    double get_double(const std::string& k, const std::string& alt, double def) const {
+        const std::string v = get(k, alt, "");
+        if (v.empty()) return def;
+        char* end = nullptr;
+        const double x = std::strtod(v.c_str(), &end);
+        require(end && *end == '\0', program_, "flag " + k + " wants a number, got '" + v + "'");
+        return x;
+    }
+    const std::vector<std::string>& positional() const { return positional_; }
+
+private:
+    std::string program_;
+    std::map<std::string, std::string> values_;
+    std::vector<std::string> positional_;
+};
+
+inline std::filesystem::path shared_dir() {
+    if (const char* env = std::getenv("ELASTILM_SHARED"); env && *env) return env;
+    return ELASTILM_SHARED_DIR;
+}
+
+// The tokenizer for a model: tokenizer.model beside it, else ../shared/models/tokenizer.model.
+inline std::filesystem::path find_tokenizer(const std::filesystem::path& model, const std::string& explicit_path) {
+    if (!explicit_path.empty()) return explicit_path;
+    const auto dir = std::filesystem::is_directory(model) ? model : model.parent_path();
+    for (const auto& p : {dir / "tokenizer.model", dir.parent_path() / "tokenizer.model", shared_dir() / "models" / "tokenizer.model"})
+        if (std::filesystem::exists(p)) return p;
+    return {};
+}
+
+}  // namespace elastilm::cli

@@ -1,0 +1,220 @@
+// Loading a model file into ModelWeights: GGUF, Hugging Face (config.json + model.safetensors) or a
+// llama2.c .bin, detected from the file. Weights stay in the memory mapping; only norms are converted.
+//
+//   load_weights(path)      any LLaMA file, checked for internal consistency (tool inspection)
+//   check_against<Cfg>(w)   the file's hyper-parameters against a compiled config, field by field
+//   load_model<Cfg>(path)   both
+#pragma once
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "elastilm/elastic/metadata.hpp"
+#include "elastilm/io/gguf.hpp"
+#include "elastilm/io/hf_config.hpp"
+#include "elastilm/io/llama2c.hpp"
+#include "elastilm/io/safetensors.hpp"
+#include "elastilm/model/registry.hpp"
+#include "elastilm/model/weights.hpp"
+#include "elastilm/simd/f16.hpp"
+
+namespace elastilm {
+
+namespace detail {
+
+inline std::string shape_string(const std::vector<std::int64_t>& s) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+}
+
+// Looks tensors up by name in either container and turns them into views, checking shapes.
+template <class File>
+struct TensorSource {
+    const File& file;
+    std::string where;
+
+    const auto& get(const std::string& name) const {
+        const auto* t = file.find(name);
+        require(t != nullptr, where, "tensor " + name + " is missing");
+        return *t;
+    }
+    // A matrix with `rows` outputs and `cols` inputs, stored [rows, cols] (out_major) or [cols, rows].
+    MatrixView matrix(const std::string& name, int rows, int cols, Layout layout = Layout::out_major) const {
+        const auto& t = get(name);
+        const std::vector<std::int64_t> want = layout == Layout::out_major ? std::vector<std::int64_t>{rows, cols}
+                                                                           : std::vector<std::int64_t>{cols, rows};
+        require(t.shape == want, where,
+                "tensor " + name + " has shape " + shape_string(t.shape) + ", expected " + shape_string(want));
+        return MatrixView{t.data, t.dtype, layout, rows, cols, std::size_t(layout == Layout::out_major ? cols : rows)};
+    }
+    std::vector<float> vector(const std::string& name, int n) const {
+        const auto& t = get(name);
+        require(t.shape == std::vector<std::int64_t>{n}, where,
+                "tensor " + name + " has shape " + shape_string(t.shape) + ", expected [" + std::to_string(n) + "]");
+        std::vector<float> out(n);
+        if (t.dtype == DType::f32) std::memcpy(out.data(), t.data, std::size_t(n) * 4);
+        else
+            for (int i = 0; i < n; ++i) {
+                f16_bits h;
+                std::memcpy(&h, t.data + 2 * i, 2);
+                out[i] = f16_to_f32(h);
+            }
+        for (float v : out) require(std::isfinite(v), where, "tensor " + name + " holds a NaN or infinity");
+        return out;
+    }
+};
+
+inline ModelWeights load_gguf(const std::filesystem::path& path) {
+    const io::GgufFile g = io::GgufFile::open(path);
+    const std::string& where = g.where();
+    require(!g.has("general.architecture") || g.get_string("general.architecture") == "llama", where,
+            "architecture is " + g.get_string("general.architecture") + ", only llama is supported");
+    ModelWeights w;
+    w.source = where;
+    w.format = "gguf";
+    FileHyperParams& h = w.hparams;
+    h.dim = int(g.get_uint("llama.embedding_length"));
+    h.hidden_dim = int(g.get_uint("llama.feed_forward_length"));
+    h.n_layers = int(g.get_uint("llama.block_count"));
+    h.n_heads = int(g.get_uint("llama.attention.head_count"));
+    h.n_kv_heads = g.has("llama.attention.head_count_kv") ? int(g.get_uint("llama.attention.head_count_kv")) : h.n_heads;
+    require(h.dim > 0 && h.n_heads > 0 && h.n_kv_heads > 0 && h.n_layers > 0 && h.n_layers < 100000, where,
+            "hyper-parameters must be positive");
+    h.head_dim = g.has("llama.attention.key_length") ? int(g.get_uint("llama.attention.key_length")) : h.dim / h.n_heads;
+    h.context = g.has("llama.context_length") ? int(g.get_uint("llama.context_length")) : 0;
+    h.rope_theta = g.has("llama.rope.freq_base") ? float(g.get_float("llama.rope.freq_base")) : 10000.0f;
+    h.norm_eps = g.has("llama.attention.layer_norm_rms_epsilon") ? float(g.get_float("llama.attention.layer_norm_rms_epsilon")) : 0;
+    const auto* emb = g.find("token_embd.weight");
+    require(emb && emb->shape.size() == 2, where, "tensor token_embd.weight is missing or not a matrix");
+    h.vocab_size = int(emb->shape[0]);
+    w.rope_pairing = RopePairing::adjacent;  // GGUF stores Q/K rows for adjacent-pair rotation
+
+    // Elastic files may store Wo and W_down input-major (see elastic/metadata.hpp).
+    const Layout out_layout = g.has("elastilm.output_layout") && g.get_string("elastilm.output_layout") == "in_major"
+                                  ? Layout::in_major : Layout::out_major;
+    const TensorSource<io::GgufFile> src{g, where};
+    const int q_dim = h.n_heads * h.head_dim, kv_dim = h.n_kv_heads * h.head_dim;
+    w.embedding = src.matrix("token_embd.weight", h.vocab_size, h.dim);
+    w.layers.resize(h.n_layers);
+    for (int l = 0; l < h.n_layers; ++l) {
+        const std::string p = "blk." + std::to_string(l) + ".";
+        LayerWeights& L = w.layers[l];
+        L.attn_norm = src.vector(p + "attn_norm.weight", h.dim);
+        L.wq = src.matrix(p + "attn_q.weight", q_dim, h.dim);
+        L.wk = src.matrix(p + "attn_k.weight", kv_dim, h.dim);
+        L.wv = src.matrix(p + "attn_v.weight", kv_dim, h.dim);
+        L.wo = src.matrix(p + "attn_output.weight", h.dim, q_dim, out_layout);
+        L.ffn_norm = src.vector(p + "ffn_norm.weight", h.dim);
+        L.w_gate = src.matrix(p + "ffn_gate.weight", h.hidden_dim, h.dim);
+        L.w_up = src.matrix(p + "ffn_up.weight", h.hidden_dim, h.dim);
+        L.w_down = src.matrix(p + "ffn_down.weight", h.dim, h.hidden_dim, out_layout);
+    }
+    w.final_norm = src.vector("output_norm.weight", h.dim);
+    w.lm_head = g.find("output.weight") ? src.matrix("output.weight", h.vocab_size, h.dim) : w.embedding;
+
+    if (g.has("elastilm.elastic") && g.get_bool("elastilm.elastic")) {
+        w.is_elastic = true;
+        auto ints = [&](const char* k) {
+            std::vector<int> v;
+            for (double x : g.get_numbers(k)) v.push_back(int(x));
+            return v;
+        };
+        auto floats = [&](const char* k) {
+            std::vector<float> v;
+            for (double x : g.get_numbers(k)) v.push_back(float(x));
+            return v;
+        };
+        w.elastic.ratios = ints("elastilm.ratios");
+        w.elastic.anchors = ints("elastilm.anchors");
+        w.elastic.importance_measure = g.get_string("elastilm.importance_measure");
+        w.elastic.calibration_tokens = g.get_uint("elastilm.calibration_tokens");
+        w.elastic.layer_importance = floats("elastilm.layer_importance");
+        w.elastic.kv_group_importance = floats("elastilm.kv_group_importance");
+        w.elastic.neuron_importance = floats("elastilm.neuron_importance");
+    }
+    w.keepalive = g.keepalive();
+    return w;
+}
+
+inline ModelWeights load_safetensors(const std::filesystem::path& path) {
+    const auto dir = std::filesystem::is_directory(path) ? path : path.parent_path();
+    const auto file = std::filesystem::is_directory(path) ? path / "model.safetensors" : path;
+    const io::HfConfig cfg = io::read_hf_config(dir / "config.json");
+    const io::SafetensorsFile st = io::SafetensorsFile::open(file);
+    ModelWeights w;
+    w.source = st.where();
+    w.format = "safetensors";
+    w.hparams = cfg.hparams;
+    w.rope_pairing = RopePairing::halves;  // Hugging Face rotates the two halves of each head
+    const FileHyperParams& h = w.hparams;
+    const TensorSource<io::SafetensorsFile> src{st, st.where()};
+    const int q_dim = h.n_heads * h.head_dim, kv_dim = h.n_kv_heads * h.head_dim;
+    w.embedding = src.matrix("model.embed_tokens.weight", h.vocab_size, h.dim);
+    w.layers.resize(h.n_layers);
+    for (int l = 0; l < h.n_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        LayerWeights& L = w.layers[l];
+        L.attn_norm = src.vector(p + "input_layernorm.weight", h.dim);
+        L.wq = src.matrix(p + "self_attn.q_proj.weight", q_dim, h.dim);
+        L.wk = src.matrix(p + "self_attn.k_proj.weight", kv_dim, h.dim);
+        L.wv = src.matrix(p + "self_attn.v_proj.weight", kv_dim, h.dim);
+        L.wo = src.matrix(p + "self_attn.o_proj.weight", h.dim, q_dim);
+        L.ffn_norm = src.vector(p + "post_attention_layernorm.weight", h.dim);
+        L.w_gate = src.matrix(p + "mlp.gate_proj.weight", h.hidden_dim, h.dim);
+        L.w_up = src.matrix(p + "mlp.up_proj.weight", h.hidden_dim, h.dim);
+        L.w_down = src.matrix(p + "mlp.down_proj.weight", h.dim, h.hidden_dim);
+    }
+    w.final_norm = src.vector("model.norm.weight", h.dim);
+    if (st.find("lm_head.weight")) w.lm_head = src.matrix("lm_head.weight", h.vocab_size, h.dim);
+    else {
+        require(cfg.tied_embeddings, st.where(), "tensor lm_head.weight is missing and config.json does not tie embeddings");
+        w.lm_head = w.embedding;
+    }
+    w.keepalive = st.keepalive();
+    return w;
+}
+
+inline ModelWeights load_llama2c(const std::filesystem::path& path) {
+    auto file = io::MappedFile::open(path);
+    ModelWeights w;
+    w.source = file->path();
+    w.format = "llama2c";
+    io::parse_llama2c(file->bytes(), file->path(), w);
+    w.keepalive = file;
+    return w;
+}
+
+}  // namespace detail
+
+// Any supported LLaMA file: a .gguf, a Hugging Face folder or .safetensors (config.json beside it),
+// or a llama2.c .bin.
+inline ModelWeights load_weights(const std::filesystem::path& path) {
+    require(std::filesystem::exists(path), path.string(), "no such file or directory");
+    if (std::filesystem::is_directory(path) || path.extension() == ".safetensors") return detail::load_safetensors(path);
+    char magic[4] = {};
+    std::ifstream(path, std::ios::binary).read(magic, 4);
+    if (std::memcmp(magic, "GGUF", 4) == 0) return detail::load_gguf(path);
+    if (path.extension() == ".bin") return detail::load_llama2c(path);
+    throw Error(path.string(), "unrecognised model file: not GGUF (magic \"GGUF\"), not .safetensors, not a llama2.c .bin");
+}
+
+// Throws, naming the field and both values, unless the file's hyper-parameters are Cfg's.
+template <ModelConfig Cfg>
+void check_against(const ModelWeights& w) {
+    const std::string why = first_mismatch<Cfg>(w.hparams);
+    require(why.empty(), w.source, why);
+    if (w.is_elastic) validate<Cfg>(w.elastic, w.source);
+}
+
+template <ModelConfig Cfg>
+ModelWeights load_model(const std::filesystem::path& path) {
+    ModelWeights w = load_weights(path);
+    check_against<Cfg>(w);
+    return w;
+}
+
+}  // namespace elastilm

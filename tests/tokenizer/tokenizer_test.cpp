@@ -1,0 +1,89 @@
+// Tokenizer checks that need no oracle library (they also run under qemu-aarch64).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "elastilm/tokenizer/tokenizer.hpp"
+#include "shared_models.hpp"
+
+namespace elastilm {
+namespace {
+
+std::string read_file(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+TEST(Tokenizer, ModelAndLlama2cBinGiveIdenticalIds) {
+    const auto model = test::shared_model("tokenizer.model");
+    const auto bin = test::shared_model("tokenizer.bin");
+    ELASTILM_REQUIRE_SHARED(model);
+    ELASTILM_REQUIRE_SHARED(bin);
+    const Tokenizer a = Tokenizer::from_model_file(model);
+    const Tokenizer b = Tokenizer::from_llama2c_file(bin, 32000);
+    EXPECT_EQ(a.vocab_size(), 32000);
+    const auto valid = test::shared_model("tiny-gqa-15M/valid.txt");
+    std::string text = "Hello world! Ünïcödé 日本語 🦙\n\ttabs  double  spaces ";
+    if (std::filesystem::exists(valid)) text += read_file(valid).substr(0, 20000);
+    std::istringstream lines(text);
+    int compared = 0;
+    for (std::string line; std::getline(lines, line); ++compared) ASSERT_EQ(a.encode(line, true), b.encode(line, true)) << line;
+    EXPECT_GT(compared, 5);
+}
+
+TEST(Tokenizer, KnownIdsOfTheReferencePrompt) {
+    const auto model = test::shared_model("tokenizer.model");
+    ELASTILM_REQUIRE_SHARED(model);
+    // The ids Hugging Face's reference.json lists for this prompt (BOS first).
+    const Tokenizer t = Tokenizer::from_model_file(model);
+    const std::vector<int> want = {1, 3237, 29889, 5013, 5790, 29892, 3237, 29889, 7178, 29892, 322, 20660, 341, 13415};
+    EXPECT_EQ(t.encode("Mr. Speaker, Mr. President, and distinguished Members", true), want);
+    EXPECT_EQ(t.decode(want), "Mr. Speaker, Mr. President, and distinguished Members");
+}
+
+TEST(Tokenizer, ByteFallbackRoundTrips) {
+    const auto model = test::shared_model("tokenizer.model");
+    ELASTILM_REQUIRE_SHARED(model);
+    const Tokenizer t = Tokenizer::from_model_file(model);
+    for (std::string s : {"🦙 llama", "tab\there", "line\nbreak", "Ωμέγα", "\xf0\x9f\x98\x80\xf0\x9f\x98\x80"}) {
+        const auto ids = t.encode(s, true);
+        EXPECT_EQ(t.decode(ids), s);
+    }
+    EXPECT_EQ(t.encode("", true), std::vector<int>{1});
+    EXPECT_TRUE(t.encode("", false).empty());
+    EXPECT_THROW(t.decode_piece(1, 32000), Error);
+    EXPECT_THROW(t.decode_piece(1, -1), Error);
+}
+
+TEST(Tokenizer, CorruptFilesGiveErrors) {
+    const auto model = test::shared_model("tokenizer.model");
+    const auto bin = test::shared_model("tokenizer.bin");
+    ELASTILM_REQUIRE_SHARED(model);
+    ELASTILM_REQUIRE_SHARED(bin);
+    const std::string m = read_file(model), b = read_file(bin);
+    int errors = 0;
+    // Truncations at many offsets: an Error or a (shorter) valid vocabulary, never a crash.
+    for (std::size_t cut = 0; cut < m.size(); cut += m.size() / 97 + 1) {
+        try {
+            parse_sentencepiece_model(std::string_view(m).substr(0, cut), "cut");
+        } catch (const Error&) { ++errors; }
+    }
+    EXPECT_GT(errors, 50);
+    // Flipped bytes in the header region.
+    for (std::size_t i = 0; i < 200; ++i) {
+        std::string c = m;
+        c[i * 7 % c.size()] ^= 0x5a;
+        try { parse_sentencepiece_model(c, "flip"); } catch (const Error&) {}
+    }
+    for (std::size_t cut : {std::size_t(0), std::size_t(3), std::size_t(100), b.size() / 2, b.size() - 1}) {
+        EXPECT_THROW(parse_llama2c_tokenizer(std::as_bytes(std::span(b.data(), cut)), 32000, "cut"), Error) << cut;
+    }
+    EXPECT_THROW(parse_llama2c_tokenizer(std::as_bytes(std::span(b.data(), b.size())), 31999, "short"), Error);
+    EXPECT_THROW(parse_sentencepiece_model("not a protobuf at all \xff\xff\xff\xff", "junk"), Error);
+}
+
+}  // namespace
+}  // namespace elastilm

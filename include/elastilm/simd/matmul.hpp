@@ -1,15 +1,130 @@
-// Y = X·Wᵀ for prefill: n tokens at once, compute-bound.
-// PLACEHOLDER body (calls matvec per token): to be replaced by the cache-blocked xsimd kernel.
+// Y = X·Wᵀ for prefill: n tokens at once, compute-bound. A cache-blocked GEMM:
+//
+//   for each block of KC inputs:                       (X[:, k-block] stays in L2)
+//     for each panel of NR outputs (split across threads):
+//       pack W(panel, k-block) as fp32, input-major     (KC × NR floats, in L1; fp16 widened once)
+//       for each MR tokens: micro-kernel                (MR × NR accumulators in registers)
+//
+// The micro-kernel is an outer product: per input k it loads NR weights (two SIMD batches), broadcasts
+// one x per token and issues 2·MR FMAs, so the FMA units — not loads — bound it.
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <utility>
+#include <vector>
+
+#include "elastilm/runtime/thread_pool.hpp"
+#include "elastilm/simd/f16_widen.hpp"
 #include "elastilm/simd/matvec.hpp"
+#include "elastilm/tensor.hpp"
 
 namespace elastilm {
+
+namespace gemm {
+
+using simd::fbatch;
+inline constexpr int S = simd::lanes;
+inline constexpr int NR = 2 * S;                // outputs per panel
+inline constexpr int MR = S == 8 ? 6 : 8;       // tokens per micro-tile: 2·MR accumulators + 3 fit the registers
+inline constexpr int KC = S == 16 ? 384 : 512;  // inputs per block: a packed panel is KC·NR·4 bytes (32–48 KB)
+
+// Packs W(i0 .. i0+NR, k0 .. k0+kc) into panel[k][i] as fp32; rows past W.rows are zero.
+template <class T>
+void pack_panel(const MatrixView& W, int i0, int k0, int kc, float* panel) {
+    const T* data = static_cast<const T*>(W.data);
+    const int rows = std::min(NR, W.rows - i0);
+    if (W.layout == Layout::out_major) {
+        for (int i = 0; i < rows; ++i) {
+            const T* src = data + std::size_t(i0 + i) * W.ld + k0;
+            for (int k = 0; k < kc; ++k) panel[k * NR + i] = simd::to_float(src[k]);
+        }
+        for (int i = rows; i < NR; ++i)
+            for (int k = 0; k < kc; ++k) panel[k * NR + i] = 0.0f;
+    } else {
+        for (int k = 0; k < kc; ++k) {
+            const T* src = data + std::size_t(k0 + k) * W.ld + i0;
+            float* dst = panel + k * NR;
+            if (rows == NR) {
+                simd::load(src).store_unaligned(dst);
+                simd::load(src + S).store_unaligned(dst + S);
+            } else {
+                for (int i = 0; i < rows; ++i) dst[i] = simd::to_float(src[i]);
+                for (int i = rows; i < NR; ++i) dst[i] = 0.0f;
+            }
+        }
+    }
+}
+
+// Y[0..M, 0..cols) (+)= X[0..M, 0..kc) · panel; `accumulate` false on the first k-block.
+template <int M>
+void micro_kernel(const float* X, std::size_t ldx, const float* panel, int kc, float* Y, std::size_t ldy, int cols, bool accumulate) {
+    fbatch acc[M][2];
+    for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = fbatch(0.0f);
+    for (int k = 0; k < kc; ++k) {
+        const fbatch w0 = fbatch::load_unaligned(panel + k * NR);
+        const fbatch w1 = fbatch::load_unaligned(panel + k * NR + S);
+        for (int m = 0; m < M; ++m) {
+            const fbatch xb(X[m * ldx + k]);
+            acc[m][0] = xsimd::fma(xb, w0, acc[m][0]);
+            acc[m][1] = xsimd::fma(xb, w1, acc[m][1]);
+        }
+    }
+    for (int m = 0; m < M; ++m) {
+        float* y = Y + m * ldy;
+        if (cols == NR) {
+            if (accumulate) {
+                (acc[m][0] + fbatch::load_unaligned(y)).store_unaligned(y);
+                (acc[m][1] + fbatch::load_unaligned(y + S)).store_unaligned(y + S);
+            } else {
+                acc[m][0].store_unaligned(y);
+                acc[m][1].store_unaligned(y + S);
+            }
+        } else {
+            alignas(64) float tmp[NR];
+            acc[m][0].store_aligned(tmp);
+            acc[m][1].store_aligned(tmp + S);
+            for (int i = 0; i < cols; ++i) y[i] = accumulate ? y[i] + tmp[i] : tmp[i];
+        }
+    }
+}
+
+using MicroKernel = void (*)(const float*, std::size_t, const float*, int, float*, std::size_t, int, bool);
+
+// micro_kernel<1> … micro_kernel<MR>, for the token tail.
+inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
+    return std::array<MicroKernel, MR>{&micro_kernel<int(I) + 1>...};
+}(std::make_index_sequence<MR>{});
+
+}  // namespace gemm
 
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols.
 // X is row-major with leading dimension ldx (>= W.cols); Y row-major with ldy (>= W.rows).
 inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool = nullptr) {
-    for (int t = 0; t < n; ++t) matvec(W, X + std::size_t(t) * ldx, Y + std::size_t(t) * ldy, pool);
+    using namespace gemm;
+    if (n <= 2) {  // a GEMM's packing does not pay for one or two tokens
+        for (int t = 0; t < n; ++t) matvec(W, X + std::size_t(t) * ldx, Y + std::size_t(t) * ldy, pool);
+        return;
+    }
+    const int panels = (W.rows + NR - 1) / NR;
+    for (int k0 = 0; k0 < W.cols; k0 += KC) {
+        const int kc = std::min(KC, W.cols - k0);
+        auto run = [&](int p0, int p1) {
+            alignas(64) static thread_local float panel[KC * NR];
+            for (int p = p0; p < p1; ++p) {
+                const int i0 = p * NR, cols = std::min(NR, W.rows - i0);
+                if (W.dtype == DType::f16) pack_panel<f16_bits>(W, i0, k0, kc, panel);
+                else pack_panel<float>(W, i0, k0, kc, panel);
+                for (int t0 = 0; t0 < n; t0 += MR) {
+                    const int m = std::min(MR, n - t0);
+                    kernels[m - 1](X + std::size_t(t0) * ldx + k0, std::size_t(ldx), panel, kc, Y + std::size_t(t0) * ldy + i0,
+                                   std::size_t(ldy), cols, k0 > 0);
+                }
+            }
+        };
+        if (pool && pool->size() > 1 && panels > 1) pool->parallel_for(panels, run);
+        else run(0, panels);
+    }
 }
 
 }  // namespace elastilm

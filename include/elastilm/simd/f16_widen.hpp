@@ -1,0 +1,46 @@
+// Loading fp16 weights as fp32 SIMD batches: the one place intrinsics appear. F16C / AVX-512 convert
+// 8 / 16 halves per instruction on x86, `vcvt_f32_f16` 4 on ARM; other targets take a scalar path.
+#pragma once
+
+#include <array>
+
+#include <xsimd/xsimd.hpp>
+
+#include "elastilm/simd/f16.hpp"
+
+#if defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#if defined(__ARM_NEON) || defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+namespace elastilm::simd {
+
+using arch = xsimd::default_arch;
+using fbatch = xsimd::batch<float, arch>;
+inline constexpr int lanes = int(fbatch::size);
+
+// lanes consecutive fp16 values at `p` (any alignment), widened to fp32.
+inline fbatch load_f16(const f16_bits* p) {
+#if defined(__AVX512F__)
+    if constexpr (lanes == 16) return fbatch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#endif
+#if defined(__F16C__)
+    if constexpr (lanes == 8) return fbatch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
+#if defined(__aarch64__)
+    if constexpr (lanes == 4) return fbatch(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))));
+#endif
+    alignas(64) std::array<float, lanes> tmp;
+    for (int i = 0; i < lanes; ++i) tmp[i] = f16_to_f32(p[i]);
+    return fbatch::load_aligned(tmp.data());
+}
+
+inline fbatch load(const float* p) { return fbatch::load_unaligned(p); }
+inline fbatch load(const f16_bits* p) { return load_f16(p); }
+
+inline float to_float(float v) { return v; }
+inline float to_float(f16_bits v) { return f16_to_f32(v); }
+
+}  // namespace elastilm::simd

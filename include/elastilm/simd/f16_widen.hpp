@@ -21,21 +21,27 @@ using arch = xsimd::default_arch;
 using fbatch = xsimd::batch<float, arch>;
 inline constexpr int lanes = int(fbatch::size);
 
-// lanes consecutive fp16 values at `p` (any alignment), widened to fp32.
-inline fbatch load_f16(const f16_bits* p) {
+namespace detail {
+// Widening for a given lane count; a template so only the branch for this target is instantiated.
+template <int Lanes>
+fbatch load_f16(const f16_bits* p) {
 #if defined(__AVX512F__)
-    if constexpr (lanes == 16) return fbatch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+    if constexpr (Lanes == 16) return fbatch(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
 #endif
 #if defined(__F16C__)
-    if constexpr (lanes == 8) return fbatch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    if constexpr (Lanes == 8) return fbatch(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 #endif
 #if defined(__aarch64__)
-    if constexpr (lanes == 4) return fbatch(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))));
+    if constexpr (Lanes == 4) return fbatch(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))));
 #endif
-    alignas(64) std::array<float, lanes> tmp;
-    for (int i = 0; i < lanes; ++i) tmp[i] = f16_to_f32(p[i]);
+    alignas(64) std::array<float, Lanes> tmp;
+    for (int i = 0; i < Lanes; ++i) tmp[i] = f16_to_f32(p[i]);
     return fbatch::load_aligned(tmp.data());
 }
+}  // namespace detail
+
+// `lanes` consecutive fp16 values at `p` (any alignment), widened to fp32.
+inline fbatch load_f16(const f16_bits* p) { return detail::load_f16<lanes>(p); }
 
 inline fbatch load(const float* p) { return fbatch::load_unaligned(p); }
 inline fbatch load(const f16_bits* p) { return load_f16(p); }

@@ -1,0 +1,109 @@
+// Kernel microbenchmarks at real LLaMA shapes, each row against the ceiling measured in the same run:
+//   matvec (decode):  GB/s of weights streamed, and its fraction of the streaming read bandwidth;
+//   matmul (prefill): GFLOP/s for 512 tokens, and its fraction of the fp32 FMA peak.
+// Flags besides Google Benchmark's: --smoke (small shapes, for CI).
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "elastilm/simd/matmul.hpp"
+#include "elastilm/simd/matvec.hpp"
+#include "roofline.hpp"
+
+namespace {
+
+using namespace elastilm;
+
+std::map<int, double> g_bandwidth, g_peak;  // by thread count
+
+struct Weights {
+    std::vector<std::byte> bytes;
+    MatrixView view;
+    Weights(int rows, int cols, DType dtype, Layout layout) : bytes(std::size_t(rows) * cols * dtype_size(dtype)) {
+        std::mt19937 rng(rows ^ cols);
+        if (dtype == DType::f32)
+            for (std::size_t i = 0; i < std::size_t(rows) * cols; ++i) reinterpret_cast<float*>(bytes.data())[i] = float(rng() % 200) / 1e4f;
+        else
+            for (std::size_t i = 0; i < std::size_t(rows) * cols; ++i)
+                reinterpret_cast<f16_bits*>(bytes.data())[i] = f32_to_f16(float(rng() % 200) / 1e4f);
+        view = {bytes.data(), dtype, layout, rows, cols, std::size_t(layout == Layout::out_major ? cols : rows)};
+    }
+};
+
+void BM_Matvec(benchmark::State& state, int rows, int cols, DType dtype, Layout layout) {
+    const int threads = int(state.range(0));
+    Weights w(rows, cols, dtype, layout);
+    std::vector<float> x(cols, 0.5f), y(rows);
+    ThreadPool pool(threads);
+    for (auto _ : state) {
+        matvec(w.view, x.data(), y.data(), &pool);
+        benchmark::DoNotOptimize(y.data());
+    }
+    const double bytes = double(w.view.bytes()) * double(state.iterations());
+    state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+    state.counters["bw_GB/s"] = g_bandwidth[threads];
+}
+
+void BM_Matmul(benchmark::State& state, int rows, int cols, DType dtype, Layout layout) {
+    const int threads = int(state.range(0)), n = int(state.range(1));
+    Weights w(rows, cols, dtype, layout);
+    std::vector<float> X(std::size_t(n) * cols, 0.25f), Y(std::size_t(n) * rows);
+    ThreadPool pool(threads);
+    for (auto _ : state) {
+        matmul(w.view, X.data(), cols, Y.data(), rows, n, &pool);
+        benchmark::DoNotOptimize(Y.data());
+    }
+    const double flops = 2.0 * n * rows * double(cols) * double(state.iterations());
+    state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
+    state.counters["peak_GFLOP/s"] = g_peak[threads];
+}
+
+struct Case {
+    const char* model;
+    int rows, cols;
+    Layout layout;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    bool smoke = false;
+    for (int i = 1; i < argc; ++i) smoke |= std::strcmp(argv[i], "--smoke") == 0;
+    benchmark::Initialize(&argc, argv);
+    const std::vector<int> thread_counts = smoke ? std::vector<int>{1} : std::vector<int>{1, 2};
+    for (int t : thread_counts) {
+        g_bandwidth[t] = bench::measure_read_bandwidth_gbs(t, smoke ? (std::size_t(64) << 20) : (std::size_t(1) << 30));
+        g_peak[t] = bench::measure_fma_peak_gflops(t);
+        std::printf("threads %d: streaming read %.1f GB/s, fp32 FMA peak %.1f GFLOP/s (%d-lane SIMD)\n", t, g_bandwidth[t],
+                    g_peak[t], simd::lanes);
+    }
+    const std::vector<Case> cases = smoke ? std::vector<Case>{{"tiny", 256, 288, Layout::out_major}, {"tiny", 288, 256, Layout::in_major}}
+                                          : std::vector<Case>{{"TinyLlama", 2048, 2048, Layout::out_major},
+                                                              {"TinyLlama", 256, 2048, Layout::out_major},
+                                                              {"TinyLlama", 5632, 2048, Layout::out_major},
+                                                              {"TinyLlama", 2048, 5632, Layout::out_major},
+                                                              {"TinyLlama", 2048, 5632, Layout::in_major},
+                                                              {"OpenLLaMA-3B", 3200, 3200, Layout::out_major},
+                                                              {"OpenLLaMA-3B", 8640, 3200, Layout::out_major}};
+    const int prefill_tokens = smoke ? 16 : 512;
+    for (const Case& c : cases)
+        for (DType dtype : {DType::f16, DType::f32}) {
+            const std::string shape = std::string(c.model) + "/" + std::to_string(c.rows) + "x" + std::to_string(c.cols) + "/" +
+                                      std::string(to_string(dtype)) + (c.layout == Layout::in_major ? "/in_major" : "");
+            auto* mv = benchmark::RegisterBenchmark(("matvec/" + shape).c_str(),
+                                                    [=](benchmark::State& s) { BM_Matvec(s, c.rows, c.cols, dtype, c.layout); });
+            auto* mm = benchmark::RegisterBenchmark(("matmul/" + shape).c_str(),
+                                                    [=](benchmark::State& s) { BM_Matmul(s, c.rows, c.cols, dtype, c.layout); });
+            for (int t : thread_counts) {
+                mv->Arg(t)->ArgName("threads")->UseRealTime();
+                mm->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
+            }
+        }
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+}

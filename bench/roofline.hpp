@@ -1,0 +1,92 @@
+// The machine's ceilings, measured in the same run as the benchmarks that are compared with them:
+//   streaming read bandwidth — decode is memory-bound, so its GB/s is judged against this;
+//   fp32 FMA peak — prefill is compute-bound, so its GFLOP/s is judged against this.
+// Both use the SIMD width our kernels are compiled for (simd::lanes) and `threads` std::threads.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "elastilm/simd/f16_widen.hpp"
+
+namespace elastilm::bench {
+
+namespace detail {
+template <class Fn>
+double median_seconds(int threads, int reps, Fn&& per_thread) {
+    std::vector<double> times;
+    for (int r = 0; r < reps; ++r) {
+        std::atomic<int> ready{0};
+        std::vector<std::thread> pool;
+        std::chrono::steady_clock::time_point start;
+        std::atomic<bool> go{false};
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&, t] {
+                ready.fetch_add(1);
+                while (!go.load(std::memory_order_acquire)) {}
+                per_thread(t);
+            });
+        while (ready.load() != threads) {}
+        start = std::chrono::steady_clock::now();
+        go.store(true, std::memory_order_release);
+        for (auto& th : pool) th.join();
+        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    // The median: this machine's memory bandwidth has rare fast outliers a best-of-N would report.
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+}
+}  // namespace detail
+
+// GB/s reading a buffer far larger than the last-level cache (default 1 GiB), median of 7.
+inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::size_t(1) << 30) {
+    using simd::fbatch;
+    const std::size_t n = bytes / sizeof(float);
+    std::unique_ptr<float[]> buf(new float[n]);
+    for (std::size_t i = 0; i < n; i += 1024) buf[i] = 1.0f;  // touch every page
+    std::fill(buf.get(), buf.get() + n, 1.0f);
+    std::vector<float> sink(threads);
+    const double s = detail::median_seconds(threads, 7, [&](int t) {
+        const std::size_t chunk = n / threads / (4 * simd::lanes) * (4 * simd::lanes);
+        const float* p = buf.get() + chunk * t;
+        fbatch a0{}, a1{}, a2{}, a3{};
+        for (std::size_t i = 0; i < chunk; i += 4 * simd::lanes) {
+            a0 += fbatch::load_unaligned(p + i);
+            a1 += fbatch::load_unaligned(p + i + simd::lanes);
+            a2 += fbatch::load_unaligned(p + i + 2 * simd::lanes);
+            a3 += fbatch::load_unaligned(p + i + 3 * simd::lanes);
+        }
+        sink[t] = xsimd::hadd(a0 + a1 + a2 + a3);
+    });
+    volatile float keep = sink[0];
+    (void)keep;
+    return double(n / threads / (4 * simd::lanes) * (4 * simd::lanes) * threads * sizeof(float)) / s / 1e9;
+}
+
+// GFLOP/s of independent fp32 FMA chains (2 flops per lane per FMA), median of 7.
+inline double measure_fma_peak_gflops(int threads) {
+    using simd::fbatch;
+    constexpr int chains = 12;  // enough independent accumulators to cover FMA latency × throughput
+    constexpr long iters = 20'000'000;
+    std::vector<float> sink(threads);
+    const double s = detail::median_seconds(threads, 7, [&](int t) {
+        fbatch acc[chains];
+        for (int c = 0; c < chains; ++c) acc[c] = fbatch(float(c + t));
+        const fbatch m(0.999999f), a(1e-7f);
+        for (long i = 0; i < iters; ++i)
+            for (int c = 0; c < chains; ++c) acc[c] = xsimd::fma(acc[c], m, a);
+        fbatch sum{};
+        for (int c = 0; c < chains; ++c) sum += acc[c];
+        sink[t] = xsimd::hadd(sum);
+    });
+    volatile float keep = sink[0];
+    (void)keep;
+    return 2.0 * simd::lanes * chains * double(iters) * threads / s / 1e9;
+}
+
+}  // namespace elastilm::bench

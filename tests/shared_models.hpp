@@ -17,6 +17,12 @@ inline std::filesystem::path shared_dir() {
 
 inline std::filesystem::path shared_model(const std::string& relative) { return shared_dir() / "models" / relative; }
 
+// True when the tests run under an emulator (the aarch64 build under qemu), ~50x slower than native.
+inline bool emulated() {
+    const char* e = std::getenv("ELASTILM_EMULATED");
+    return e && *e == '1';
+}
+
 }  // namespace elastilm::test
 
 // Skips the current test, saying which file it needs, when that file from ../shared is missing.

@@ -1,0 +1,130 @@
+// perplexity: quality of every width ratio on held-out text, llama-perplexity style.
+//
+//   perplexity -m MODEL [-f TEXT] [--window 256] [--max-tokens 16384] [--ratios 20,30,...,100] [-t 2]
+//              [--compare-orderings [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--anchors 1]]
+//
+// Text is tokenized as paragraphs (BOS + ids) and scored in non-overlapping windows. With
+// --compare-orderings the model (a plain one) is scored in four unit orderings built in memory:
+//   ours       importance-ordered units + anchor layers (what `elasticize` writes)
+//   no-anchor  importance-ordered units, no anchors (ablation)
+//   original   the units in the file's order
+//   random     a random permutation of every layer's units (seed 1)
+// Calibration text must not overlap the scored text: by default it is taken from token 16384 on.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "common.hpp"
+#include "elastilm/elastic/elasticize.hpp"
+#include "elastilm/model/load.hpp"
+#include "elastilm/model/perplexity.hpp"
+#include "elastilm/tokenizer/tokenizer.hpp"
+
+namespace {
+
+using namespace elastilm;
+
+constexpr const char* kUsage =
+    "usage: perplexity -m MODEL [-f TEXT] [--window 256] [--max-tokens 16384] [--ratios 20,30,...,100] [-t 2]\n"
+    "                  [--compare-orderings [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--anchors 1]]\n";
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    require(bool(in), path, "cannot open text");
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+std::vector<int> parse_list(const std::string& s) {
+    std::vector<int> v;
+    std::stringstream ss(s);
+    for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stoi(item));
+    return v;
+}
+
+int run(const cli::Args& args) {
+    const std::string model_path = args.get("-m", "--model", "");
+    if (model_path.empty()) {
+        std::fputs(kUsage, stderr);
+        return 2;
+    }
+    const std::string default_text = (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string();
+    const std::string text_path = args.get("-f", "--file", default_text);
+    const int window = args.get_int("--window", "--ctx-size", 256);
+    const int max_tokens = args.get_int("--max-tokens", "--max-tokens", 16384);
+    const int threads = args.get_int("-t", "--threads", 2);
+    std::vector<int> ratios(kRatios.begin(), kRatios.end());
+    if (args.has("--ratios")) ratios = parse_list(args.get("--ratios", "--ratios", ""));
+    for (int r : ratios) require(ratio_index(r) >= 0, "--ratios", std::to_string(r) + " is not a compiled ratio (20, 30, …, 100)");
+    const bool compare = args.has("--compare-orderings");
+
+    const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));
+    require(!tok_path.empty(), model_path, "no tokenizer.model found; pass --tokenizer");
+    const Tokenizer tok = Tokenizer::from_model_file(tok_path);
+    ModelWeights weights = load_weights(model_path);
+    return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
+        check_against<Cfg>(weights);
+        const auto stream = paragraph_stream(tok, read_text(text_path));
+        ThreadPool pool(threads);
+        std::vector<std::pair<std::string, ModelWeights>> variants;
+        if (compare) {
+            const int skip = args.get_int("--calib-skip", "--calib-skip", 16384);
+            const int n = args.get_int("--calib-tokens", "--calib-tokens", 8192);
+            const auto calib_text = paragraph_stream(tok, read_text(args.get("--calib", "--calib", text_path)));
+            require(calib_text.size() > std::size_t(skip) + std::size_t(window), "perplexity",
+                    "calibration text has " + std::to_string(calib_text.size()) + " tokens, not enough after --calib-skip");
+            const auto calib = std::span<const int>(calib_text).subspan(skip, std::min<std::size_t>(n, calib_text.size() - skip));
+            require(args.has("--calib") || skip >= max_tokens, "perplexity",
+                    "calibration tokens would overlap the scored tokens: use --calib-skip >= --max-tokens");
+            std::fprintf(stderr, "calibrating on %zu tokens...\n", calib.size());
+            const UnitImportance imp = measure_importance<Cfg>(weights, calib, window, pool);
+            ElasticizeOptions ours;
+            ours.anchors = args.get_int("--anchors", "--anchors", 1);
+            ElasticizeOptions no_anchor = ours;
+            no_anchor.anchors = 0;
+            variants.emplace_back("ours", make_elastic<Cfg>(weights, imp, ours));
+            variants.emplace_back("no-anchor", make_elastic<Cfg>(weights, imp, no_anchor));
+            variants.emplace_back("original", weights);
+            ModelWeights shuffled = reorder_units<Cfg>(weights, UnitOrder::random<Cfg>(1));
+            shuffled.is_elastic = false;
+            variants.emplace_back("random", std::move(shuffled));
+        } else {
+            variants.emplace_back(weights.is_elastic ? "elastic" : "plain", weights);
+        }
+        std::vector<Model<Cfg>> models;
+        for (auto& [name, w] : variants) models.emplace_back(w);
+
+        std::printf("# %s, %s, window %d, first %d tokens, %d threads\n\n| ratio |", std::string(Cfg::name).c_str(),
+                    text_path.c_str(), window, max_tokens, threads);
+        for (auto& [name, w] : variants) std::printf(" %s |", name.c_str());
+        std::printf("\n|---|");
+        for (std::size_t i = 0; i < variants.size(); ++i) std::printf("---|");
+        std::printf("\n");
+        std::fflush(stdout);
+        for (int r : ratios) {
+            std::printf("| %d%% |", r);
+            for (std::size_t i = 0; i < models.size(); ++i) {
+                const auto res = perplexity(models[i], pool, stream, window, r, max_tokens, [&](int done, int total) {
+                    std::fprintf(stderr, "\r  %s at %d%%: window %d/%d   ", variants[i].first.c_str(), r, done, total);
+                });
+                std::printf(" %.2f |", res.perplexity);
+                std::fflush(stdout);
+            }
+            std::printf("\n");
+        }
+        std::fprintf(stderr, "\n");
+        return 0;
+    });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(cli::Args(argc, argv, {"--compare-orderings"}));
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+}

@@ -217,4 +217,12 @@ ModelWeights load_model(const std::filesystem::path& path) {
     return w;
 }
 
+// An elastic model (written by elasticize): a plain file is an error here, not a silent fallback.
+template <ModelConfig Cfg>
+ModelWeights load_elastic_model(const std::filesystem::path& path) {
+    ModelWeights w = load_model<Cfg>(path);
+    require(w.is_elastic, w.source, "is not an elastic model (no elastilm.elastic metadata): run elasticize on it first");
+    return w;
+}
+
 }  // namespace elastilm

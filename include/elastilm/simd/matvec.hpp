@@ -20,6 +20,10 @@ namespace detail {
 // One row at a time: consecutive rows are consecutive in memory, so the thread reads one sequential
 // stream the hardware prefetcher can follow across pages (several rows at once would be several short,
 // page-bounded streams — measured 30% slower). x stays in L1.
+// Bytes ahead of the read position to prefetch: each thread's stream restarts at every matrix, and the
+// hardware prefetcher needs a while to ramp up; a software hint one or two pages ahead covers that.
+inline constexpr std::size_t kPrefetchAhead = 2048;
+
 template <class T>
 void matvec_rows(const T* W, std::size_t ld, int cols, const float* x, float* y, int r0, int r1) {
     using simd::fbatch;
@@ -30,6 +34,7 @@ void matvec_rows(const T* W, std::size_t ld, int cols, const float* x, float* y,
         fbatch a0{}, a1{}, a2{}, a3{};
         int j = 0;
         for (; j < end4; j += 4 * S) {
+            __builtin_prefetch(w + j + kPrefetchAhead / sizeof(T), 0, 0);
             a0 = xsimd::fma(simd::load(w + j), simd::load(x + j), a0);
             a1 = xsimd::fma(simd::load(w + j + S), simd::load(x + j + S), a1);
             a2 = xsimd::fma(simd::load(w + j + 2 * S), simd::load(x + j + 2 * S), a2);

@@ -27,6 +27,14 @@ for b in "$root"/native/bench/elastilm_bench_*; do
   echo "ok  $(basename "$b")"
 done
 
+step "install, then build a host app with find_package(elastilm)"
+if [[ $(uname -m) == x86_64 ]]; then
+  cmake --install "$root/native" --prefix "$root/prefix" > /dev/null
+  cmake -S tests/install -B "$root/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$PWD/$root/prefix" > /dev/null
+  cmake --build "$root/consumer" > /dev/null
+  "$root/consumer/consumer"
+fi
+
 step "fuzz targets (clang, libFuzzer, 20 s each)"
 CXX=clang++ cmake -S . -B "$root/fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DELASTILM_BUILD_FUZZ=ON \
   -DELASTILM_BUILD_TESTS=ON -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
@@ -42,3 +50,10 @@ cmake -S . -B "$root/aarch64" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCH
   -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF
 cmake --build "$root/aarch64" -j "$jobs"
 ctest --test-dir "$root/aarch64" --output-on-failure -j "$jobs" --timeout 1200
+
+step "llama.cpp comparison, smoke mode (bench/versus-llamacpp.sh --smoke)"
+if command -v npm > /dev/null; then
+  bash bench/versus-llamacpp.sh --smoke
+else
+  echo "skipped: npm is not installed (the comparison fetches llama.cpp from the npm registry)"
+fi

@@ -1,12 +1,17 @@
 // elasticize: turn a plain LLaMA model into an elastic one (ElastiLM §3.1).
 //
 //   elasticize -m MODEL -o OUT.gguf [--calib TEXT] [--calib-tokens 4096] [--calib-skip 0] [--anchors 1]
-//              [--window 256] [-t THREADS] [--in-major-outputs]
+//              [--window 256] [-t THREADS] [--llama-compatible]
 //
 // Runs calibration text (paragraphs as BOS + ids) through the full model, scores every attention KV group
 // and FFN neuron by its residual-contribution norm and every layer by its block influence, sorts units
-// by importance, marks the most influential layers as anchors, and writes a LLaMA GGUF (loadable by
-// llama.cpp at full width) whose elastilm.* metadata records ratios, anchors and importances.
+// by importance, marks the most influential layers as anchors, and writes a GGUF whose elastilm.* metadata
+// records ratios, anchors and importances.
+//
+// Layout: by default Wo and W_down are stored input-major, so every ratio reads one contiguous prefix of
+// every matrix (decode at 20% is then 3.9x faster than at 100% on TinyLlama, in proportion to the bytes;
+// output-major prefixes are short strided row pieces and reach only 2.5x). llama.cpp cannot load that
+// layout; --llama-compatible writes the standard output-major layout, a plain LLaMA GGUF at full width.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -25,7 +30,7 @@ using namespace elastilm;
 
 constexpr const char* kUsage =
     "usage: elasticize -m MODEL -o OUT.gguf [--calib TEXT] [--calib-tokens 4096] [--calib-skip 0] [--anchors 1]\n"
-    "                  [--window 256] [-t THREADS=2] [--tokenizer PATH] [--in-major-outputs]\n";
+    "                  [--window 256] [-t THREADS=2] [--tokenizer PATH] [--llama-compatible]\n";
 
 std::string read_text(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -75,8 +80,9 @@ int run(const cli::Args& args) {
         const ModelWeights elastic = make_elastic<Cfg>(weights, imp, opt);
         std::fprintf(stderr, "\n  anchors:");
         for (int a : elastic.elastic.anchors) std::fprintf(stderr, " %d", a);
-        std::fprintf(stderr, "\n  writing %s\n", out_path.c_str());
-        io::export_gguf(elastic, &tok.vocabulary(), out_path, {std::string(Cfg::name) + "-elastic", args.has("--in-major-outputs")});
+        std::fprintf(stderr, "\n  writing %s (%s layout)\n", out_path.c_str(),
+                     args.has("--llama-compatible") ? "llama.cpp-compatible output-major" : "elastic input-major");
+        io::export_gguf(elastic, &tok.vocabulary(), out_path, {std::string(Cfg::name) + "-elastic", !args.has("--llama-compatible")});
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         std::fprintf(stderr, "done in %.1f s\n", s);
         return 0;
@@ -87,7 +93,7 @@ int run(const cli::Args& args) {
 
 int main(int argc, char** argv) {
     try {
-        return run(cli::Args(argc, argv, {"--in-major-outputs"}));
+        return run(cli::Args(argc, argv, {"--llama-compatible"}));
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

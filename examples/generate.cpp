@@ -74,8 +74,7 @@ int run(const cli::Args& args) {
                 require(!tok_path.empty(), model_path, "no vocabulary in the file and no tokenizer.model found; pass --tokenizer or --ids");
                 tok.emplace(Tokenizer::from_model_file(tok_path));
             }
-            require(tok->vocab_size() == Cfg::vocab_size, tok_path.string(),
-                    "has " + std::to_string(tok->vocab_size()) + " tokens but the model's vocabulary is " + std::to_string(Cfg::vocab_size));
+            cli::require_same_vocabulary(tok->vocab_size(), Cfg::vocab_size, gguf_vocab ? model_path : tok_path.string());
             ids = tok->encode(prompt, true);
             opt.eos_id = tok->eos_id();
             std::printf("%s", prompt.c_str());
@@ -103,11 +102,4 @@ int run(const cli::Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    try {
-        return run(cli::Args(argc, argv));
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {}, run); }

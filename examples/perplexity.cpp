@@ -58,6 +58,7 @@ int run(const cli::Args& args) {
     ModelWeights weights = load_weights(model_path);
     return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(weights);
+        cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
         const auto stream = paragraph_stream(tok, cli::read_text(text_path));
         ThreadPool pool(threads);
         std::vector<std::pair<std::string, ModelWeights>> variants;
@@ -113,11 +114,4 @@ int run(const cli::Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    try {
-        return run(cli::Args(argc, argv, {"--compare-orderings"}));
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--compare-orderings"}, run); }

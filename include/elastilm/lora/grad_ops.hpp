@@ -17,6 +17,7 @@
 #include "elastilm/ops/attention.hpp"
 #include "elastilm/ops/rope.hpp"
 #include "elastilm/runtime/thread_pool.hpp"
+#include "elastilm/simd/f16_widen.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm {
@@ -271,20 +272,65 @@ inline void lora_linear_backward(const MatrixView& W, const LoraPair& pair, floa
 
 // ---- Distillation loss -------------------------------------------------------------------------------
 
+namespace detail {
+// Vectorised pieces of the loss: the cost is 3·vocab exponentials per token (vocab 32000), as much as a
+// quarter of a step when done one at a time. Float sums are flushed to double every kFlush batches.
+inline constexpr int kFlush = 64;
+
+inline float max_value(const float* z, int n) {
+    using simd::fbatch;
+    constexpr int S = simd::lanes;
+    float mx = z[0];
+    int i = 0;
+    if (n >= S) {
+        fbatch m = fbatch::load_unaligned(z);
+        for (i = S; i + S <= n; i += S) m = xsimd::max(m, fbatch::load_unaligned(z + i));
+        alignas(64) float lanes[S];
+        m.store_aligned(lanes);
+        mx = *std::max_element(lanes, lanes + S);
+    }
+    for (; i < n; ++i) mx = std::max(mx, z[i]);
+    return mx;
+}
+
+// log Σ exp(z)
+inline float log_sum_exp(const float* z, int n) {
+    using simd::fbatch;
+    constexpr int S = simd::lanes;
+    const float mx = max_value(z, n);
+    double sum = 0;
+    fbatch acc(0.0f);
+    int i = 0, blocks = 0;
+    for (; i + S <= n; i += S) {
+        acc += xsimd::exp(fbatch::load_unaligned(z + i) - fbatch(mx));
+        if (++blocks == kFlush) sum += xsimd::hadd(acc), acc = fbatch(0.0f), blocks = 0;
+    }
+    sum += xsimd::hadd(acc);
+    for (; i < n; ++i) sum += std::exp(z[i] - mx);
+    return float(double(mx) + std::log(sum));
+}
+}  // namespace detail
+
 // KL(p_teacher ‖ p_student) of one token from the two logit rows, p = softmax(logits). Writes
 // dstudent = (p_student − p_teacher)·grad_scale (grad_scale = 1/n_tokens for a mean over tokens).
-// dstudent may be `student` itself (the logits are consumed in the last pass).
+// dstudent may be `student` itself (each logit is read before its gradient is written).
 inline double distill_kl(const float* student, const float* teacher, int vocab, float grad_scale, float* dstudent) {
-    // fp32 exponentials (the cost is 3·vocab of them per token) summed in double.
-    auto log_normalizer = [vocab](const float* z) {
-        const float mx = *std::max_element(z, z + vocab);
-        double sum = 0;
-        for (int i = 0; i < vocab; ++i) sum += std::exp(z[i] - mx);
-        return float(double(mx) + std::log(sum));
-    };
-    const float ls = log_normalizer(student), lt = log_normalizer(teacher);
+    using simd::fbatch;
+    constexpr int S = simd::lanes;
+    const float ls = detail::log_sum_exp(student, vocab), lt = detail::log_sum_exp(teacher, vocab);
     double kl = 0;
-    for (int i = 0; i < vocab; ++i) {
+    fbatch acc(0.0f);
+    int i = 0, blocks = 0;
+    for (; i + S <= vocab; i += S) {
+        const fbatch log_pt = fbatch::load_unaligned(teacher + i) - fbatch(lt);
+        const fbatch log_ps = fbatch::load_unaligned(student + i) - fbatch(ls);
+        const fbatch pt = xsimd::exp(log_pt), ps = xsimd::exp(log_ps);
+        acc = xsimd::fma(pt, log_pt - log_ps, acc);
+        ((ps - pt) * fbatch(grad_scale)).store_unaligned(dstudent + i);
+        if (++blocks == detail::kFlush) kl += xsimd::hadd(acc), acc = fbatch(0.0f), blocks = 0;
+    }
+    kl += xsimd::hadd(acc);
+    for (; i < vocab; ++i) {
         const float log_pt = teacher[i] - lt, log_ps = student[i] - ls;
         const float pt = std::exp(log_pt), ps = std::exp(log_ps);
         kl += double(pt) * (double(log_pt) - double(log_ps));

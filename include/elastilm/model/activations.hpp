@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "elastilm/config.hpp"
+#include "elastilm/lora/apply.hpp"
 #include "elastilm/model/observer.hpp"
 
 namespace elastilm {
@@ -31,6 +32,7 @@ struct Activations {
     std::vector<float> att_out;  // [n, q_dim]
     std::vector<float> gate, up; // [n, hidden]
     std::vector<float> scores;   // [context] attention scratch
+    LoraScratch lora;            // adapter products (grows on first use)
     ForwardObserver* observer = nullptr;  // calibration / feature hooks; null when serving
 };
 

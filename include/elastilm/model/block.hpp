@@ -4,13 +4,16 @@
 // Every sliced size is a constexpr of Width<Cfg, Percent>: the block reads the first q_dim rows of Wq,
 // the first kv_dim rows of Wk/Wv, the first q_dim inputs of Wo, and the first `hidden` neurons of the
 // FFN. Because elastic models store units in descending importance, these prefixes are the most
-// important units (ElastiLM §3.1). The hidden size `dim` is never sliced.
+// important units (ElastiLM §3.1). The hidden size `dim` is never sliced. When the running ratio has a
+// LoRA adapter, every projection adds its low-rank correction (lora/apply.hpp); otherwise the only cost
+// is one null test per projection.
 #pragma once
 
 #include <cstddef>
 #include <vector>
 
 #include "elastilm/config.hpp"
+#include "elastilm/lora/apply.hpp"
 #include "elastilm/model/activations.hpp"
 #include "elastilm/model/kv_cache.hpp"
 #include "elastilm/model/linear.hpp"
@@ -29,19 +32,20 @@ struct Block {
     static constexpr int head_dim = Cfg::head_dim;
 
     // Tokens [pos0, pos0 + n) whose residual streams are a.x[0 .. n).
-    static void run(const Model<Cfg>& m, int l, KvCache<Cfg>& cache, int pos0, int n, Activations<Cfg>& a, ThreadPool& pool) {
-        attention(m, l, cache, pos0, n, a, pool);
-        ffn(m.layer(l), l, n, a, pool);
+    static void run(const Model<Cfg>& m, int l, KvCache<Cfg>& cache, int pos0, int n, Activations<Cfg>& a, ThreadPool& pool,
+                    LayerLora lora = {}) {
+        attention(m, l, cache, pos0, n, a, pool, lora);
+        ffn(m.layer(l), l, n, a, pool, lora);
     }
 
     // x += Wo · attend(rope(Wq·norm(x)), cache ∪ rope(Wk·norm(x)), cache ∪ Wv·norm(x))
     static void attention(const Model<Cfg>& m, int l, KvCache<Cfg>& cache, int pos0, int n, Activations<Cfg>& a,
-                          ThreadPool& pool) {
+                          ThreadPool& pool, LayerLora lora = {}) {
         const LayerWeights& w = m.layer(l);
         normalize(w.attn_norm, n, a);
-        linear(w.wq.prefix(W::q_dim, dim), a.xb.data(), dim, a.q.data(), W::q_dim, n, pool);
-        linear(w.wk.prefix(W::kv_dim, dim), a.xb.data(), dim, a.k.data(), W::kv_dim, n, pool);
-        linear(w.wv.prefix(W::kv_dim, dim), a.xb.data(), dim, a.v.data(), W::kv_dim, n, pool);
+        project(w.wq.prefix(W::q_dim, dim), lora, lora_slot::q, a.xb.data(), dim, a.q.data(), W::q_dim, n, a, pool);
+        project(w.wk.prefix(W::kv_dim, dim), lora, lora_slot::k, a.xb.data(), dim, a.k.data(), W::kv_dim, n, a, pool);
+        project(w.wv.prefix(W::kv_dim, dim), lora, lora_slot::v, a.xb.data(), dim, a.v.data(), W::kv_dim, n, a, pool);
 
         for (int t = 0; t < n; ++t) {
             float* q = a.q.data() + std::size_t(t) * W::q_dim;
@@ -71,22 +75,28 @@ struct Block {
         });
 
         if (a.observer) a.observer->attention_heads(l, a.att_out.data(), n, W::q_dim);
-        linear(w.wo.prefix(dim, W::q_dim), a.att_out.data(), W::q_dim, a.proj.data(), dim, n, pool);
+        project(w.wo.prefix(dim, W::q_dim), lora, lora_slot::o, a.att_out.data(), W::q_dim, a.proj.data(), dim, n, a, pool);
         add_residual(n, a);
     }
 
     // x += W_down · (silu(W_gate·norm(x)) ⊙ W_up·norm(x))
-    static void ffn(const LayerWeights& w, int l, int n, Activations<Cfg>& a, ThreadPool& pool) {
+    static void ffn(const LayerWeights& w, int l, int n, Activations<Cfg>& a, ThreadPool& pool, LayerLora lora = {}) {
         normalize(w.ffn_norm, n, a);
-        linear(w.w_gate.prefix(W::hidden, dim), a.xb.data(), dim, a.gate.data(), W::hidden, n, pool);
-        linear(w.w_up.prefix(W::hidden, dim), a.xb.data(), dim, a.up.data(), W::hidden, n, pool);
+        project(w.w_gate.prefix(W::hidden, dim), lora, lora_slot::gate, a.xb.data(), dim, a.gate.data(), W::hidden, n, a, pool);
+        project(w.w_up.prefix(W::hidden, dim), lora, lora_slot::up, a.xb.data(), dim, a.up.data(), W::hidden, n, a, pool);
         silu_mul(a.gate.data(), a.up.data(), n * W::hidden);
         if (a.observer) a.observer->ffn_hidden(l, a.gate.data(), n, W::hidden);
-        linear(w.w_down.prefix(dim, W::hidden), a.gate.data(), W::hidden, a.proj.data(), dim, n, pool);
+        project(w.w_down.prefix(dim, W::hidden), lora, lora_slot::down, a.gate.data(), W::hidden, a.proj.data(), dim, n, a, pool);
         add_residual(n, a);
     }
 
 private:
+    // Y = X·W_sliceᵀ, plus the adapter's low-rank correction when this ratio has one.
+    static void project(const MatrixView& W, LayerLora lora, std::size_t slot, const float* X, int ldx, float* Y, int ldy,
+                        int n, Activations<Cfg>& a, ThreadPool& pool) {
+        linear(W, X, ldx, Y, ldy, n, pool);
+        if (lora) add_lora(lora.layer->pairs[slot], lora.scale, X, ldx, Y, ldy, n, a.lora, pool);
+    }
     static void normalize(const std::vector<float>& weight, int n, Activations<Cfg>& a) {
         for (int t = 0; t < n; ++t)
             rmsnorm(a.xb.data() + std::size_t(t) * dim, a.x.data() + std::size_t(t) * dim, weight.data(), dim, Cfg::norm_eps);

@@ -2,12 +2,15 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "elastilm/config.hpp"
 #include "elastilm/error.hpp"
+#include "elastilm/lora/adapter.hpp"
 #include "elastilm/model/weights.hpp"
 #include "elastilm/ops/rope.hpp"
 #include "elastilm/simd/f16.hpp"
@@ -47,6 +50,21 @@ public:
         return out;
     }
 
+    // Per-ratio LoRA adapters (lora/adapter.hpp): the variant at adapter->percent applies it, unmerged,
+    // in every layer; other ratios are untouched. Attach before serving: the blocks read it unlocked.
+    void set_adapter(std::shared_ptr<const LoraAdapter> adapter) {
+        require(adapter != nullptr, weights_.source, "set_adapter: null adapter");
+        validate<Cfg>(*adapter, anchors());
+        adapters_[ratio_index(adapter->percent)] = std::move(adapter);
+    }
+    void clear_adapter(int percent) {
+        const int i = ratio_index(percent);
+        require(i >= 0, weights_.source, std::to_string(percent) + "% is not a compiled width ratio");
+        adapters_[i].reset();
+    }
+    // The adapter of a compiled ratio, or null.
+    const LoraAdapter* adapter(int percent) const { return adapters_[ratio_index(percent)].get(); }
+
     // The embedding row of `token`, widened to fp32.
     void embed(int token, float* out) const {
         const MatrixView& e = weights_.embedding;
@@ -63,6 +81,7 @@ private:
     ModelWeights weights_;
     RopeTable rope_;
     std::vector<bool> anchor_;
+    std::array<std::shared_ptr<const LoraAdapter>, kRatios.size()> adapters_;
 };
 
 }  // namespace elastilm

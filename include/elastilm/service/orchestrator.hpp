@@ -1,0 +1,132 @@
+// The orchestrator (ElastiLM §4): for one request, choose the prompt compression ratio and the model
+// ratios for prefill and decode that meet the SLO with the best expected answer quality.
+//
+//   TTFT(p, m) = TLM time over the whole prompt + prefill at m% of the prompt compressed to p%
+//   TPOT(d)    = decode step at d% with the prompt's context
+// The decision head rates every (p, m) pair for this prompt; the orchestrator masks the pairs the latency
+// model says miss the TTFT objective and takes the best-rated one left. Decode takes the widest ratio
+// that meets TPOT, capped at the prefill ratio: a wider decode would find no K/V for its extra heads and
+// re-run the whole prompt (Session's rule), which would land on the first decode step.
+// If nothing is feasible the plan is the fastest pair, flagged — serving never throws on an SLO.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <limits>
+#include <optional>
+#include <string>
+
+#include "elastilm/service/slo.hpp"
+
+namespace elastilm {
+
+// Decision-head output: ratings[p][m] for prompt ratio kRatios[p] and model ratio kRatios[m]; higher is
+// better (the head predicts the continuation's mean log-likelihood).
+using PairRatings = std::array<std::array<double, kRatios.size()>, kRatios.size()>;
+
+// Which elasticity dimensions a plan may use (the evaluation's baselines are the restricted ones).
+enum class Elasticity : std::uint8_t { prompt_and_model, model_only, prompt_only, none };
+
+constexpr std::string_view to_string(Elasticity e) {
+    switch (e) {
+        case Elasticity::prompt_and_model: return "prompt x model";
+        case Elasticity::model_only: return "model only";
+        case Elasticity::prompt_only: return "prompt only";
+        case Elasticity::none: return "full model";
+    }
+    return "?";
+}
+
+struct Plan {
+    int prompt_percent = 100;   // share of prompt tokens kept
+    int prefill_percent = 100;  // model width for the prompt
+    int decode_percent = 100;   // model width for generated tokens
+    int kept_tokens = 0;        // prompt tokens after compression
+    bool uses_tlm = false;      // the TLM scores the prompt (its time is inside predicted_ttft_ms)
+    double predicted_ttft_ms = 0;
+    double predicted_tpot_ms = 0;
+    bool ttft_feasible = true;  // the latency model predicts the objective is met
+    bool tpot_feasible = true;
+    bool feasible() const { return ttft_feasible && tpot_feasible; }
+};
+
+// Prompt tokens kept at `percent`: round(percent × n), at least `min_keep` (special + protected tokens)
+// and at least 1, at most n. The compressor (service/prompt_compression.hpp) keeps exactly this many.
+inline int kept_tokens(int n, int percent, int min_keep = 1) {
+    const int k = (n * percent + 50) / 100;
+    return std::clamp(std::max(k, min_keep), std::min(1, n), n);
+}
+
+struct PlanRequest {
+    int prompt_tokens = 0;        // before compression
+    int protected_tokens = 0;     // special + caller-protected tokens: never dropped
+    int new_tokens = 64;          // tokens to generate (TPOT is predicted at the mid-answer context)
+    Slo slo;                      // absolute objective
+    double elapsed_ms = 0;        // already spent (queueing) — counts against TTFT
+    Elasticity elasticity = Elasticity::prompt_and_model;
+    int tlm_percent = 20;         // the TLM trunk's width (it reads the whole, uncompressed prompt)
+};
+
+// `ratings` may be empty (no trained decision head): pairs are then ranked by a fixed prior — wider model
+// first, then more prompt kept — which is what a user expects when nothing better is known.
+template <LatencyPredictor L>
+Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<PairRatings>& ratings) {
+    check(r.slo);
+    require(r.prompt_tokens > 0, "orchestrator", "empty prompt");
+    const double ttft_budget = r.slo.ttft_ms - std::max(0.0, r.elapsed_ms);
+    const int n = r.prompt_tokens;
+    auto tpot_at = [&](int m, int kept) { return latency.tpot_ms(m, kept + r.new_tokens / 2); };
+
+    // The full model on the whole prompt needs no decision: when it fits, nothing beats it.
+    Plan full;
+    full.kept_tokens = n;
+    full.predicted_ttft_ms = latency.ttft_ms(100, n);
+    full.predicted_tpot_ms = tpot_at(100, n);
+    full.ttft_feasible = full.predicted_ttft_ms <= ttft_budget;
+    full.tpot_feasible = full.predicted_tpot_ms <= r.slo.tpot_ms;
+    if (r.elasticity == Elasticity::none || full.feasible()) return full;
+
+    const bool vary_prompt = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::prompt_only;
+    const bool vary_model = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::model_only;
+    const double tlm_ms = vary_prompt ? latency.ttft_ms(r.tlm_percent, n) : 0.0;
+
+    auto rating = [&](std::size_t pi, std::size_t mi) {
+        if (ratings) return (*ratings)[pi][mi];
+        return double(mi) * 100.0 + double(pi);  // prior: model width first, then prompt kept
+    };
+
+    std::optional<Plan> best, fastest;
+    double best_rating = -std::numeric_limits<double>::infinity();
+    for (std::size_t pi = 0; pi < kRatios.size(); ++pi) {
+        const int p = kRatios[pi];
+        if (!vary_prompt && p != 100) continue;
+        for (std::size_t mi = 0; mi < kRatios.size(); ++mi) {
+            const int m = kRatios[mi];
+            if (!vary_model && m != 100) continue;
+            Plan c;
+            c.prompt_percent = p;
+            c.prefill_percent = m;
+            c.uses_tlm = vary_prompt;
+            c.kept_tokens = kept_tokens(n, p, r.protected_tokens);
+            c.predicted_ttft_ms = tlm_ms + latency.ttft_ms(m, c.kept_tokens);
+            c.ttft_feasible = c.predicted_ttft_ms <= ttft_budget;
+            // Decode: the widest ratio meeting TPOT, no wider than the prefill (see the file comment).
+            c.decode_percent = vary_model ? kRatios.front() : 100;
+            if (vary_model)
+                for (int d : kRatios)
+                    if (d <= m && tpot_at(d, c.kept_tokens) <= r.slo.tpot_ms) c.decode_percent = d;
+            c.predicted_tpot_ms = tpot_at(c.decode_percent, c.kept_tokens);
+            c.tpot_feasible = c.predicted_tpot_ms <= r.slo.tpot_ms;
+            if (!fastest || c.predicted_ttft_ms + c.predicted_tpot_ms * r.new_tokens <
+                                fastest->predicted_ttft_ms + fastest->predicted_tpot_ms * r.new_tokens)
+                fastest = c;
+            if (!c.ttft_feasible) continue;
+            // Among TTFT-feasible pairs: those that also meet TPOT first, then the decision head's rating.
+            const double score = rating(pi, mi) + (c.tpot_feasible ? 1e9 : 0.0);
+            if (score > best_rating) { best_rating = score; best = c; }
+        }
+    }
+    return best ? *best : *fastest;
+}
+
+}  // namespace elastilm

@@ -273,6 +273,38 @@ INSTANTIATE_TEST_SUITE_P(Ratios, DistillGradient,
                                     (info.param.layout == Layout::out_major ? "_out_major" : "_in_major");
                          });
 
+// The training forward is the engine's forward: Session logits with the adapter attached
+// (Model::set_adapter) equal DistillStep's, at several widths, with an anchor layer.
+TEST(DistillStep, ForwardEqualsSessionWithTheAdapterAttached) {
+    const std::vector<int> anchors = {3};
+    for (const SyntheticOptions& o : {SyntheticOptions{DType::f32, 13}, SyntheticOptions{DType::f16, 14, Layout::in_major}})
+        for (int percent : {20, 50, 100}) {
+            SCOPED_TRACE(std::to_string(percent) + "% " + std::string(to_string(o.dtype)));
+            Model<Cfg> m(synthetic_weights<Cfg>(o), anchors);
+            ThreadPool pool(2);
+            const auto tokens = some_tokens(11, 4);
+            const auto ad = std::make_shared<LoraAdapter>(random_adapter(percent, anchors, 4, 21 + percent));
+            DistillStep<Cfg> step(m, 16);
+            const auto trained = step.forward(*ad, tokens, pool);
+            const std::vector<float> plain = [&] {  // before attaching: the sliced base model
+                Session<Cfg> s(m, pool, 16, 16);
+                return s.append_all_logits(tokens, percent);
+            }();
+            m.set_adapter(ad);
+            Session<Cfg> s(m, pool, 16, 5);  // chunk 5: prefill crosses chunk boundaries
+            const auto served = s.append_all_logits(tokens, percent);
+            ASSERT_EQ(served.size(), trained.size());
+            double largest = 0, err = 0, moved = 0;
+            for (std::size_t i = 0; i < served.size(); ++i) {
+                largest = std::max(largest, std::fabs(double(served[i])));
+                err = std::max(err, std::fabs(double(served[i]) - trained[i]));
+                moved = std::max(moved, std::fabs(double(served[i]) - plain[i]));
+            }
+            EXPECT_LT(err, 1e-3 * largest);
+            EXPECT_GT(moved, 1e-2 * largest) << "the adapter should change the logits";
+        }
+}
+
 TEST(DistillStep, ZeroLossAndGradientAtTheTeacher) {
     Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 6}), std::vector<int>{2});
     ThreadPool pool(2);

@@ -118,6 +118,17 @@ TEST(Orchestrator, ProtectedTokensAreNeverCompressedAway) {
     EXPECT_GE(p.kept_tokens, 50);
 }
 
+TEST(Orchestrator, LongPromptsAreCompressedToFitTheContext) {
+    PlanRequest r = request(100, 1000, 1000);  // the full model fits the SLO easily…
+    r.max_kept = 45;                             // …but only 45 prompt tokens fit beside the answer
+    const Plan p = choose_plan(r, LinearLatency{}, std::nullopt);
+    EXPECT_LE(p.kept_tokens, 45);
+    EXPECT_EQ(p.prompt_percent, 40);
+    EXPECT_EQ(p.prefill_percent, 100);
+    r.max_kept = 10;  // not even 20% fits: the caller gets a plan it must refuse
+    EXPECT_GT(choose_plan(r, LinearLatency{}, std::nullopt).kept_tokens, 10);
+}
+
 TEST(Orchestrator, BadObjectivesAreErrors) {
     EXPECT_THROW(choose_plan(request(10, 0, 1), LinearLatency{}, std::nullopt), Error);
     EXPECT_THROW(choose_plan(request(10, 5, -1), LinearLatency{}, std::nullopt), Error);

@@ -8,6 +8,7 @@
 // that meets TPOT, capped at the prefill ratio: a wider decode would find no K/V for its extra heads and
 // re-run the whole prompt (Session's rule), which would land on the first decode step.
 // If nothing is feasible the plan is the fastest pair, flagged — serving never throws on an SLO.
+// A prompt too long for the context beside the answer is compressed until it fits, when it can be.
 #pragma once
 
 #include <algorithm>
@@ -65,6 +66,7 @@ struct PlanRequest {
     double elapsed_ms = 0;        // already spent (queueing) — counts against TTFT
     Elasticity elasticity = Elasticity::prompt_and_model;
     int tlm_percent = 20;         // the TLM trunk's width (it reads the whole, uncompressed prompt)
+    int max_kept = 1 << 30;       // most prompt tokens that fit the context beside the answer
 };
 
 // `ratings` may be empty (no trained decision head): pairs are then ranked by a fixed prior — wider model
@@ -84,7 +86,7 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
     full.predicted_tpot_ms = tpot_at(100, n);
     full.ttft_feasible = full.predicted_ttft_ms <= ttft_budget;
     full.tpot_feasible = full.predicted_tpot_ms <= r.slo.tpot_ms;
-    if (r.elasticity == Elasticity::none || full.feasible()) return full;
+    if (r.elasticity == Elasticity::none || (full.feasible() && n <= r.max_kept)) return full;
 
     const bool vary_prompt = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::prompt_only;
     const bool vary_model = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::model_only;
@@ -108,6 +110,7 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
             c.prefill_percent = m;
             c.uses_tlm = vary_prompt;
             c.kept_tokens = kept_tokens(n, p, r.protected_tokens);
+            if (c.kept_tokens > r.max_kept) continue;  // would not fit the context: not a candidate at all
             c.predicted_ttft_ms = tlm_ms + latency.ttft_ms(m, c.kept_tokens);
             c.ttft_feasible = c.predicted_ttft_ms <= ttft_budget;
             // Decode: the widest ratio meeting TPOT, no wider than the prefill (see the file comment).
@@ -126,7 +129,8 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
             if (score > best_rating) { best_rating = score; best = c; }
         }
     }
-    return best ? *best : *fastest;
+    if (best) return *best;
+    return fastest ? *fastest : full;  // nothing fits the context: the caller reports it
 }
 
 }  // namespace elastilm

@@ -158,8 +158,10 @@ void validate(const LoraAdapter& ad, const std::vector<int>& anchors) {
                         " the matrix is " + std::to_string(rows) + "x" + std::to_string(cols));
             require(p.a.size() == std::size_t(p.rank) * p.cols && p.b.size() == std::size_t(p.rows) * p.rank, where,
                     name + " adapter: lora_a/lora_b sizes do not match rank " + std::to_string(p.rank));
-            for (float v : p.a) require(std::isfinite(v), where, name + ".lora_a holds a NaN or infinity");
-            for (float v : p.b) require(std::isfinite(v), where, name + ".lora_b holds a NaN or infinity");
+            // One pass per tensor, the message built only on failure (adapters reach millions of values).
+            auto finite = [](const std::vector<float>& x) { return std::all_of(x.begin(), x.end(), [](float v) { return std::isfinite(v); }); };
+            if (!finite(p.a)) throw Error(where, name + ".lora_a holds a NaN or infinity");
+            if (!finite(p.b)) throw Error(where, name + ".lora_b holds a NaN or infinity");
         }
     }
 }

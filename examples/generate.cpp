@@ -1,7 +1,7 @@
 // generate: run a model on a prompt and stream the answer, llama.cpp style.
 //
 //   generate -m MODEL [-p PROMPT] [-n TOKENS] [-t THREADS] [--temp T] [--top-p P] [--seed S]
-//            [--ratio PERCENT | --prefill-ratio P --decode-ratio D] [--tokenizer tokenizer.model]
+//            [--ratio PERCENT | --prefill-ratio P --decode-ratio D] [--tokenizer tokenizer.model] [--adapters DIR]
 //
 // MODEL is a .gguf, a Hugging Face folder (config.json + model.safetensors) or a llama2.c .bin; its
 // shape picks the compiled config. Prints prefill tok/s, TTFT and TPOT at the end.
@@ -10,6 +10,7 @@
 
 #include "common.hpp"
 #include "elastilm/generate/generate.hpp"
+#include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/model/load.hpp"
 #include "elastilm/tokenizer/from_gguf.hpp"
 
@@ -19,7 +20,7 @@ using namespace elastilm;
 
 constexpr const char* kUsage =
     "usage: generate -m MODEL [-p PROMPT] [-n TOKENS=64] [-t THREADS=2] [--temp 0] [--top-p 0.9] [--seed 42]\n"
-    "                [--ratio 100 | --prefill-ratio P --decode-ratio D] [--tokenizer PATH] [--ids 1,2,3]\n"
+    "                [--ratio 100 | --prefill-ratio P --decode-ratio D] [--tokenizer PATH] [--ids 1,2,3] [--adapters DIR]\n"
     "MODEL: .gguf, Hugging Face folder (config.json + model.safetensors) or llama2.c .bin\n";
 
 std::vector<int> parse_ids(const std::string& s) {
@@ -61,6 +62,10 @@ int run(const cli::Args& args) {
             std::fprintf(stderr, "warning: %s is not elasticized: ratios below 100%% keep units in their original order "
                                  "(run elasticize for importance-ordered sub-models)\n", model_path.c_str());
         Model<Cfg> model(std::move(weights));
+        if (args.has("--adapters")) {
+            const auto attached = attach_adapters(model, args.get("--adapters", "--adapters", ""));
+            std::fprintf(stderr, "LoRA adapters attached for %zu ratios\n", attached.size());
+        }
         std::vector<int> ids;
         std::optional<Tokenizer> tok;
         const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));

@@ -1,6 +1,7 @@
 // perplexity: quality of every width ratio on held-out text, llama-perplexity style.
 //
 //   perplexity -m MODEL [-f TEXT] [--window 256] [--max-tokens 16384] [--ratios 20,30,...,100] [-t 2]
+//              [--adapters DIR]
 //              [--compare-orderings [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--anchors 1]]
 //
 // Text is tokenized as paragraphs (BOS + ids) and scored in non-overlapping windows. With
@@ -10,12 +11,14 @@
 //   original   the units in the file's order
 //   random     a random permutation of every layer's units (seed 1)
 // Calibration text must not overlap the scored text: by default it is taken from token 16384 on.
+// With --adapters DIR (recover's output) a second column scores each ratio with its LoRA adapter.
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
 #include "common.hpp"
 #include "elastilm/elastic/elasticize.hpp"
+#include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/model/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
@@ -25,7 +28,7 @@ namespace {
 using namespace elastilm;
 
 constexpr const char* kUsage =
-    "usage: perplexity -m MODEL [-f TEXT] [--window 256] [--max-tokens 16384] [--ratios 20,30,...,100] [-t 2]\n"
+    "usage: perplexity -m MODEL [-f TEXT] [--window 256] [--max-tokens 16384] [--ratios 20,30,...,100] [-t 2] [--adapters DIR]\n"
     "                  [--compare-orderings [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--anchors 1]]\n";
 
 
@@ -88,6 +91,15 @@ int run(const cli::Args& args) {
         }
         std::vector<Model<Cfg>> models;
         for (auto& [name, w] : variants) models.emplace_back(w);
+        if (args.has("--adapters")) {
+            require(!compare, "perplexity", "--adapters and --compare-orderings are separate tables");
+            variants.emplace_back("with LoRA", weights);
+            models.emplace_back(weights);
+            const auto attached = attach_adapters(models.back(), args.get("--adapters", "--adapters", ""));
+            std::size_t bytes = 0;
+            for (int r : attached) bytes += models.back().adapter(r)->bytes();
+            std::fprintf(stderr, "adapters for %zu ratios, %.1f KB in all\n", attached.size(), bytes / 1024.0);
+        }
 
         std::printf("# %s, %s, window %d, first %d tokens, %d threads\n\n| ratio |", std::string(Cfg::name).c_str(),
                     text_path.c_str(), window, max_tokens, threads);

@@ -1,0 +1,194 @@
+// recover: train one LoRA adapter per width ratio by self-distillation (ElastiLM §3.2).
+//
+//   recover -m ELASTIC.gguf -o DIR [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--window 128]
+//           [--ratios 20,30,...,90] [--rank 8] [--alpha 16] [--lr 1e-3] [--epochs 2] [--checkpoint-every 50]
+//           [--resume] [--peft] [-t 2]
+//
+// The teacher is the full model itself: its next-token distribution on calibration text is computed once
+// (shared by every ratio), and the sub-model at each ratio learns, through its adapter only, to match it —
+// loss = mean KL(p_full ‖ p_sub) over the tokens of a window. AdamW; the window order is a fixed shuffle
+// per epoch, so a run resumed from a checkpoint (DIR/lora-P.gguf + its optimizer state) continues exactly
+// where it stopped. Writes DIR/lora-P.gguf per ratio (load with `perplexity --adapters DIR`,
+// `generate --adapters DIR`, or Model::set_adapter); --peft also writes DIR/peft-P/ for PEFT users.
+// Calibration text must not overlap held-out text: by default it starts at token 16384 of valid.txt.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "common.hpp"
+#include "elastilm/lora/adamw.hpp"
+#include "elastilm/lora/adapter_folder.hpp"
+#include "elastilm/lora/peft.hpp"
+#include "elastilm/lora/train_step.hpp"
+#include "elastilm/model/load.hpp"
+#include "elastilm/model/perplexity.hpp"
+#include "elastilm/tokenizer/tokenizer.hpp"
+
+namespace {
+
+using namespace elastilm;
+namespace fs = std::filesystem;
+using clock_type = std::chrono::steady_clock;
+
+constexpr const char* kUsage =
+    "usage: recover -m ELASTIC.gguf -o DIR [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--window 128]\n"
+    "               [--ratios 20,30,...,90] [--rank 8] [--alpha 16] [--lr 1e-3] [--epochs 2] [--checkpoint-every 50]\n"
+    "               [--resume] [--peft] [-t 2] [--tokenizer PATH]\n";
+
+std::vector<int> parse_list(const std::string& s) {
+    std::vector<int> v;
+    std::stringstream ss(s);
+    for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stoi(item));
+    return v;
+}
+
+double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
+
+struct TrainOptions {
+    int window = 128, rank = 8, epochs = 2, checkpoint_every = 50;
+    float alpha = 16, lr = 1e-3f;
+    bool resume = false, peft = false;
+};
+
+// The window visited at global step s: epoch e = s / W visits a shuffle of the W windows seeded by e.
+int window_at(long long step, int windows) {
+    std::vector<int> order(windows);
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937_64 rng(0x5eed + std::uint64_t(step / windows));
+    std::shuffle(order.begin(), order.end(), rng);
+    return order[std::size_t(step % windows)];
+}
+
+template <ModelConfig Cfg>
+void train_ratio(const Model<Cfg>& model, int percent, std::span<const int> calib, const std::vector<float>& teacher,
+                 const TrainOptions& o, const fs::path& dir, ThreadPool& pool) {
+    const int windows = int(calib.size() / o.window);
+    const long long total_steps = (long long)windows * o.epochs;
+    const fs::path path = adapter_file(dir, percent);
+    const LoraModelIdentity identity = lora_identity<Cfg>(model.anchors());
+
+    LoraAdapter adapter;
+    std::optional<AdamW> opt;
+    if (o.resume && fs::exists(path) && fs::exists(adamw_state_path(path))) {
+        auto [params, state] = load_checkpoint<Cfg>(path, model.anchors(), percent);
+        adapter = std::move(params);
+        opt.emplace(std::move(state));
+        std::fprintf(stderr, "%d%%: resuming %s at step %llu/%lld\n", percent, path.c_str(),
+                     (unsigned long long)opt->steps(), total_steps);
+    } else {
+        adapter = make_lora<Cfg>(percent, model.anchors(), o.rank, o.alpha, std::uint64_t(percent));
+        AdamWOptions ao;
+        ao.lr = o.lr;
+        opt.emplace(adapter, ao);
+    }
+    LoraAdapter grad = lora_zeros_like(adapter);
+    DistillStep<Cfg> step(model, o.window);
+
+    const auto t0 = clock_type::now();
+    double loss_sum = 0, first_epoch_loss = -1;
+    int loss_count = 0;
+    for (long long s = (long long)opt->steps(); s < total_steps; s = (long long)opt->steps()) {
+        const int w = window_at(s, windows);
+        set_zero(grad);
+        const double loss = step.step(adapter, calib.subspan(std::size_t(w) * o.window, o.window),
+                                      std::span<const float>(teacher).subspan(std::size_t(w) * o.window * Cfg::vocab_size,
+                                                                              std::size_t(o.window) * Cfg::vocab_size),
+                                      grad, pool);
+        opt->step(adapter, grad);
+        loss_sum += loss;
+        ++loss_count;
+        const long long done = s + 1;
+        if (done % windows == 0 || done == total_steps) {
+            const double mean = loss_sum / std::max(1, loss_count);
+            if (first_epoch_loss < 0) first_epoch_loss = mean;
+            std::fprintf(stderr, "\r%d%%: epoch %lld/%d  mean KL %.4f  (%.0f tok/s)                 \n", percent,
+                         done / windows, o.epochs, mean, double(loss_count) * o.window / std::max(1e-9, seconds_since(t0)));
+            loss_sum = 0;
+            loss_count = 0;
+        } else {
+            std::fprintf(stderr, "\r%d%%: step %lld/%lld  KL %.4f", percent, done, total_steps, loss);
+        }
+        if (o.checkpoint_every > 0 && done % o.checkpoint_every == 0) save_checkpoint(adapter, *opt, path, identity);
+    }
+    save_checkpoint(adapter, *opt, path, identity);
+    if (o.peft) write_peft(adapter, dir / ("peft-" + std::to_string(percent)), std::string(Cfg::name));
+    std::printf("| %d%% | %d | %.1f KB | %lld | %.1f s |\n", percent, adapter.rank, adapter.bytes() / 1024.0, total_steps,
+                seconds_since(t0));
+    std::fflush(stdout);
+}
+
+int run(const cli::Args& args) {
+    const std::string model_path = args.get("-m", "--model", ""), out_dir = args.get("-o", "--output", "");
+    if (model_path.empty() || out_dir.empty()) {
+        std::fputs(kUsage, stderr);
+        return 2;
+    }
+    TrainOptions o;
+    o.window = args.get_int("--window", "--window", 128);
+    o.rank = args.get_int("--rank", "-r", 8);
+    o.alpha = float(args.get_double("--alpha", "--lora-alpha", 16));
+    o.lr = float(args.get_double("--lr", "--learning-rate", 1e-3));
+    o.epochs = args.get_int("--epochs", "--epochs", 2);
+    o.checkpoint_every = args.get_int("--checkpoint-every", "--checkpoint-every", 50);
+    o.resume = args.has("--resume");
+    o.peft = args.has("--peft");
+    require(o.epochs >= 1, "--epochs", "must be at least 1");
+    require(std::isfinite(o.lr) && o.lr > 0, "--lr", "must be a positive number");
+    const int threads = args.get_int("-t", "--threads", 2);
+    const std::string calib_path =
+        args.get("--calib", "--calibration", (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string());
+    const int calib_skip = args.get_int("--calib-skip", "--calib-skip", 16384);
+    const int calib_tokens = args.get_int("--calib-tokens", "--calib-tokens", 8192);
+    std::vector<int> ratios = {20, 30, 40, 50, 60, 70, 80, 90};
+    if (args.has("--ratios")) ratios = parse_list(args.get("--ratios", "--ratios", ""));
+    for (int r : ratios) require(ratio_index(r) >= 0, "--ratios", std::to_string(r) + " is not a compiled ratio (20, 30, …, 100)");
+
+    const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));
+    require(!tok_path.empty(), model_path, "no tokenizer.model found; pass --tokenizer");
+    const Tokenizer tok = Tokenizer::from_model_file(tok_path);
+    ModelWeights weights = load_weights(model_path);
+    return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
+        check_against<Cfg>(weights);
+        cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
+        require(o.window >= 2 && o.window <= Cfg::context, "--window", "must be in 2.." + std::to_string(Cfg::context));
+        if (!weights.is_elastic)
+            std::fprintf(stderr, "warning: %s is not an elastic model (run elasticize first): sub-models will be poor\n",
+                         model_path.c_str());
+        const auto stream = paragraph_stream(tok, cli::read_text(calib_path));
+        require(stream.size() >= std::size_t(calib_skip) + std::size_t(o.window), calib_path,
+                "has " + std::to_string(stream.size()) + " tokens, not enough after --calib-skip " + std::to_string(calib_skip));
+        const std::size_t usable = std::min<std::size_t>(std::size_t(calib_tokens), stream.size() - calib_skip) / o.window * o.window;
+        const auto calib = std::span<const int>(stream).subspan(calib_skip, usable);
+        Model<Cfg> model(weights);
+        ThreadPool pool(threads);
+        fs::create_directories(out_dir);
+
+        // The teacher: the full model's logits on every calibration window, once for all ratios.
+        const auto t0 = clock_type::now();
+        std::fprintf(stderr, "teacher: full model over %zu calibration tokens (%zu windows of %d)...\n", calib.size(),
+                     calib.size() / o.window, o.window);
+        std::vector<float> teacher(calib.size() * std::size_t(Cfg::vocab_size));
+        Session<Cfg> session(model, pool, o.window, o.window);
+        for (std::size_t w = 0; w < calib.size() / o.window; ++w) {
+            session.reset();
+            const auto logits = session.append_all_logits(calib.subspan(w * o.window, o.window), 100);
+            std::copy(logits.begin(), logits.end(), teacher.begin() + std::ptrdiff_t(w * o.window * Cfg::vocab_size));
+        }
+        std::fprintf(stderr, "teacher done in %.1f s (%.0f MB of logits)\n", seconds_since(t0), teacher.size() * 4.0 / 1e6);
+
+        std::printf("# %s, %zu calibration tokens from %s (skip %d), window %d, rank %d, alpha %.0f, lr %g, %d epochs, %d threads\n\n",
+                    std::string(Cfg::name).c_str(), calib.size(), calib_path.c_str(), calib_skip, o.window, o.rank, o.alpha,
+                    double(o.lr), o.epochs, threads);
+        std::printf("| ratio | rank | adapter memory | steps | training time |\n|---|---|---|---|---|\n");
+        for (int r : ratios) train_ratio(model, r, calib, teacher, o, out_dir, pool);
+        return 0;
+    });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--resume", "--peft"}, run); }

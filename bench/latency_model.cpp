@@ -82,7 +82,7 @@ int run(ModelWeights weights, const BenchOptions& o) {
 
     // Fresh measurements off the grid, taken the way the profile takes its own.
     const std::vector<int> lengths = off_grid(grid);
-    Session<Cfg> session(model, pool, hi, std::min(o.profile.chunk, hi));
+    Session<Cfg> session(model, pool, Cfg::context, std::min(o.profile.chunk, hi));
     const LatencyMeasurements fresh = measure_latency(session, o.profile.ratios, lengths, o.reps, o.profile.decode_steps);
     std::vector<ErrorStats> per_ratio(o.profile.ratios.size());
     ErrorStats all;

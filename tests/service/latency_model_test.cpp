@@ -187,7 +187,7 @@ ProfileOptions quick_options() {
     ProfileOptions o;
     o.repetitions = 1;
     o.grid_points = 3;
-    o.max_tokens = 48;
+    o.max_tokens = 32;
     o.decode_steps = 2;
     o.ratios = {20, 100};
     return o;
@@ -299,7 +299,9 @@ void expect_monotone_and_positive(const LatencyModel& m) {
 TEST(ProfileLatency, Stories260KShapeIsMonotoneInLength) {
     Model<Stories260K> model(synthetic_weights<Stories260K>({DType::f16, 5, Layout::in_major}));
     ThreadPool pool(2);
-    ProfileOptions o;  // defaults: every ratio, the full context
+    ProfileOptions o;  // defaults but half the context and two sweeps: every ratio, a second at most
+    o.max_tokens = 256;
+    o.repetitions = 2;
     if (test::emulated()) o = quick_options();
     Log log;
     const LatencyModel m = profile_latency(model, pool, o, log.fn());

@@ -429,7 +429,7 @@ LatencyModel profile_latency(const Model<Cfg>& model, ThreadPool& pool, const Pr
     const std::vector<int> grid = profile_grid(o.min_tokens, hi, o.grid_points);
     require(grid.size() >= 2, "profile_latency", "needs at least two distinct prompt lengths to fit");
 
-    Session<Cfg> session(model, pool, hi, std::min(o.chunk, hi));
+    Session<Cfg> session(model, pool, Cfg::context, std::min(o.chunk, hi));  // room to decode after the longest prompt
     const auto started = clock::now();
     auto seconds = [&] { return std::chrono::duration<double>(clock::now() - started).count(); };
     char line[200];

@@ -92,12 +92,13 @@ public:
 
     // Predicted time to first token for a prompt of `prompt_tokens` at `percent`% width.
     double ttft_ms(int percent, int prompt_tokens) const {
-        require(prompt_tokens >= 0, "LatencyModel::ttft_ms", "prompt length must be >= 0, got " + std::to_string(prompt_tokens));
+        // Checked before building a message: the orchestrator calls this in its search loop.
+        if (prompt_tokens < 0) throw Error("LatencyModel::ttft_ms", "prompt length must be >= 0, got " + std::to_string(prompt_tokens));
         return eval_polynomial(ratio(percent).ttft, prompt_tokens);
     }
     // Predicted time of one decode step at `percent`% width with `context_tokens` already cached.
     double tpot_ms(int percent, int context_tokens) const {
-        require(context_tokens >= 0, "LatencyModel::tpot_ms", "context length must be >= 0, got " + std::to_string(context_tokens));
+        if (context_tokens < 0) throw Error("LatencyModel::tpot_ms", "context length must be >= 0, got " + std::to_string(context_tokens));
         return eval_polynomial(ratio(percent).tpot, context_tokens);
     }
 
@@ -106,7 +107,10 @@ public:
         for (const RatioLatency& r : ratios_)
             if (r.percent == percent) return r;
         std::string list;
-        for (const RatioLatency& r : ratios_) list += (list.empty() ? "" : ", ") + std::to_string(r.percent);
+        for (const RatioLatency& r : ratios_) {
+            if (!list.empty()) list += ", ";
+            list += std::to_string(r.percent);
+        }
         throw Error("LatencyModel", std::to_string(percent) + "% has no latency profile (profiled: " +
                                         (list.empty() ? "none" : list) + ")");
     }
@@ -334,18 +338,85 @@ LatencyKey latency_key(const Model<Cfg>& model, const ThreadPool& pool, const Pr
             profile_signature<Cfg>(o)};
 }
 
-// Measures TTFT and TPOT of every requested ratio and fits the curves.
-//
-// For each ratio: a warm-up (pages the ratio's weight prefix in, settles the pool's threads), then
-// `repetitions` sweeps over the grid — sweeps outermost, so a slow spell on a shared machine spreads
-// over all lengths instead of bending the curve at one. Each grid point is a fresh session: TTFT is
-// append(prompt, ratio) + argmax, as generate() times it; then `decode_steps` decode steps at contexts
-// L, L+1, … give TPOT samples at no extra prefill cost. Per point the median is kept.
+// A deterministic prompt of n valid ids (timing does not depend on which ids).
+template <ModelConfig Cfg>
+std::vector<int> probe_tokens(int n) {
+    std::vector<int> ids(std::max(0, n));
+    for (int i = 0; i < n; ++i) ids[i] = 1 + int((std::int64_t(i) * 7919) % (Cfg::vocab_size - 1));
+    return ids;
+}
+
+// One timed request on a fresh session: TTFT = append(prompt, percent) + argmax, as generate() times
+// it, then up to `decode_steps` decode steps (fewer when the context fills), each timed alone and
+// recorded with the context it ran at.
+struct RequestTiming {
+    double ttft_ms = 0;
+    std::vector<LatencySample> steps;  // tokens = context before the step
+};
+
+template <ModelConfig Cfg>
+RequestTiming time_request(Session<Cfg>& session, std::span<const int> prompt, int percent, int decode_steps) {
+    using clock = std::chrono::steady_clock;
+    auto ms = [](clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+    RequestTiming r;
+    session.reset();
+    const auto t0 = clock::now();
+    int next = Sampler::argmax(session.append(prompt, percent));
+    r.ttft_ms = ms(clock::now() - t0);
+    for (int i = 0; i < decode_steps && session.position() < session.context(); ++i) {
+        const int context = session.position();
+        const auto t1 = clock::now();
+        next = Sampler::argmax(session.append(next, percent));
+        r.steps.push_back({double(context), ms(clock::now() - t1)});
+    }
+    return r;
+}
+
+// Median TTFT and TPOT of each (ratio, prompt length) point, measured the way the profile does:
+// ttft[r][i] is a prompt of lengths[i] tokens at ratios[r]; tpot[r][i] the decode steps after it,
+// at their mean context. Used by profile_latency and by anything checking its predictions.
+struct LatencyMeasurements {
+    std::vector<std::vector<LatencySample>> ttft, tpot;  // [ratio][length]; tpot may be shorter
+};
+
+// Every ratio is warmed up first (pages its weight prefix in, settles the pool's threads). Then
+// `repetitions` sweeps, each over all ratios and lengths, so a slow spell on a shared machine spreads
+// over every point instead of biasing one ratio's curve. Each point is a fresh session.
+// on_sweep(done, total) reports progress.
+template <ModelConfig Cfg>
+LatencyMeasurements measure_latency(Session<Cfg>& session, std::span<const int> ratios, std::span<const int> lengths,
+                                    int repetitions, int decode_steps, const std::function<void(int, int)>& on_sweep = {}) {
+    const std::vector<int> prompt = probe_tokens<Cfg>(*std::max_element(lengths.begin(), lengths.end()));
+    const std::span<const int> tokens(prompt);
+    for (int percent : ratios) time_request(session, tokens.first(lengths[lengths.size() / 2]), percent, decode_steps);
+    const std::size_t nr = ratios.size(), nl = lengths.size();
+    std::vector<std::vector<std::vector<double>>> ttft(nr, std::vector<std::vector<double>>(nl)), steps = ttft;
+    std::vector<std::vector<double>> context_sum(nr, std::vector<double>(nl, 0.0));
+    for (int rep = 0; rep < repetitions; ++rep) {
+        for (std::size_t r = 0; r < nr; ++r)
+            for (std::size_t i = 0; i < nl; ++i) {
+                const RequestTiming t = time_request(session, tokens.first(lengths[i]), ratios[r], decode_steps);
+                ttft[r][i].push_back(t.ttft_ms);
+                for (const LatencySample& s : t.steps) steps[r][i].push_back(s.ms), context_sum[r][i] += s.tokens;
+            }
+        if (on_sweep) on_sweep(rep + 1, repetitions);
+    }
+    LatencyMeasurements m;
+    m.ttft.resize(nr), m.tpot.resize(nr);
+    for (std::size_t r = 0; r < nr; ++r)
+        for (std::size_t i = 0; i < nl; ++i) {
+            m.ttft[r].push_back({double(lengths[i]), std::max(1e-6, detail::median(ttft[r][i]))});
+            if (steps[r][i].empty()) continue;  // a prompt filling the context leaves no room to decode
+            m.tpot[r].push_back({context_sum[r][i] / double(steps[r][i].size()), std::max(1e-6, detail::median(steps[r][i]))});
+        }
+    return m;
+}
+
+// Measures TTFT and TPOT of every requested ratio over the grid (measure_latency) and fits the curves.
 template <ModelConfig Cfg>
 LatencyModel profile_latency(const Model<Cfg>& model, ThreadPool& pool, const ProfileOptions& o = {},
                              const LatencyLog& log = {}) {
     using clock = std::chrono::steady_clock;
-    auto ms = [](clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
     const int hi = o.max_tokens > 0 ? o.max_tokens : Cfg::context;
     require(hi <= Cfg::context, "profile_latency",
             "max_tokens " + std::to_string(hi) + " exceeds the context of " + std::string(Cfg::name) + " (" +
@@ -358,57 +429,37 @@ LatencyModel profile_latency(const Model<Cfg>& model, ThreadPool& pool, const Pr
     const std::vector<int> grid = profile_grid(o.min_tokens, hi, o.grid_points);
     require(grid.size() >= 2, "profile_latency", "needs at least two distinct prompt lengths to fit");
 
-    std::vector<int> prompt(hi);
-    for (int i = 0; i < hi; ++i) prompt[i] = 1 + int((std::int64_t(i) * 7919) % (Cfg::vocab_size - 1));
-    Session<Cfg> session(model, pool, hi, std::min(o.chunk, hi));
+    Session<Cfg> session(model, pool, Cfg::context, std::min(o.chunk, hi));  // room to decode after the longest prompt
     const auto started = clock::now();
+    auto seconds = [&] { return std::chrono::duration<double>(clock::now() - started).count(); };
+    char line[200];
+    const LatencyMeasurements m = measure_latency(session, o.ratios, grid, o.repetitions, o.decode_steps, [&](int done, int total) {
+        if (!log) return;
+        std::snprintf(line, sizeof line, "latency: sweep %d/%d over %zu ratios x %zu lengths (%.1f s)", done, total,
+                      o.ratios.size(), grid.size(), seconds());
+        log(line);
+    });
 
     std::vector<RatioLatency> out;
     for (std::size_t ri = 0; ri < o.ratios.size(); ++ri) {
-        const int percent = o.ratios[ri];
-        // Runs one grid point; returns the TTFT and appends decode-step times to `steps`.
-        auto run_point = [&](int L, std::vector<double>* steps, double* context_sum) {
-            session.reset();
-            const auto t0 = clock::now();
-            int next = Sampler::argmax(session.append(std::span<const int>(prompt).first(L), percent));
-            const double ttft = ms(clock::now() - t0);
-            for (int i = 0; i < o.decode_steps && session.position() < session.context(); ++i) {
-                const int context = session.position();
-                const auto t1 = clock::now();
-                next = Sampler::argmax(session.append(next, percent));
-                if (steps) steps->push_back(ms(clock::now() - t1)), *context_sum += context;
-            }
-            return ttft;
-        };
-        run_point(grid[std::min<std::size_t>(1, grid.size() - 1)], nullptr, nullptr);  // warm-up
-
-        std::vector<std::vector<double>> ttft(grid.size()), steps(grid.size());
-        std::vector<double> context_sum(grid.size(), 0.0);
-        for (int rep = 0; rep < o.repetitions; ++rep)
-            for (std::size_t g = 0; g < grid.size(); ++g) ttft[g].push_back(run_point(grid[g], &steps[g], &context_sum[g]));
-
         RatioLatency r;
-        r.percent = percent;
-        std::vector<double> lx, ly, cx, cy;
-        for (std::size_t g = 0; g < grid.size(); ++g) {
-            r.ttft_samples.push_back({double(grid[g]), std::max(1e-6, detail::median(ttft[g]))});
-            lx.push_back(r.ttft_samples.back().tokens), ly.push_back(r.ttft_samples.back().ms);
-            if (steps[g].empty()) continue;  // L == context: no room to decode
-            r.tpot_samples.push_back({context_sum[g] / double(steps[g].size()), std::max(1e-6, detail::median(steps[g]))});
-            cx.push_back(r.tpot_samples.back().tokens), cy.push_back(r.tpot_samples.back().ms);
-        }
-        const auto a = fit_nonnegative_polynomial(lx, ly, 2);
-        const auto b = fit_nonnegative_polynomial(cx, cy, 1);
+        r.percent = o.ratios[ri];
+        r.ttft_samples = m.ttft[ri];
+        r.tpot_samples = m.tpot[ri];
+        auto fit = [](const std::vector<LatencySample>& samples, int degree) {
+            std::vector<double> x, y;
+            for (const LatencySample& s : samples) x.push_back(s.tokens), y.push_back(s.ms);
+            return fit_nonnegative_polynomial(x, y, degree);
+        };
+        const auto a = fit(r.ttft_samples, 2), b = fit(r.tpot_samples, 1);
         std::copy(a.begin(), a.end(), r.ttft.begin());
         std::copy(b.begin(), b.end(), r.tpot.begin());
-        out.push_back(std::move(r));
         if (log) {
-            char line[200];
-            std::snprintf(line, sizeof line, "latency: ratio %3d%% [%zu/%zu]  TTFT(%d) %.2f ms  TPOT(%d) %.3f ms  (%.1f s)",
-                          percent, ri + 1, o.ratios.size(), hi, eval_polynomial(out.back().ttft, hi), hi - 1,
-                          eval_polynomial(out.back().tpot, hi - 1), ms(clock::now() - started) / 1e3);
+            std::snprintf(line, sizeof line, "latency: ratio %3d%%  TTFT(%d) %.2f ms  TPOT(%d) %.3f ms", r.percent, hi,
+                          eval_polynomial(r.ttft, hi), hi - 1, eval_polynomial(r.tpot, hi - 1));
             log(line);
         }
+        out.push_back(std::move(r));
     }
     return LatencyModel(latency_key(model, pool, o), std::move(out), model.weights().source);
 }

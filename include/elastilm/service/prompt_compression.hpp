@@ -26,7 +26,9 @@ struct SpecialTokens {
 
     template <class Tok>
     static SpecialTokens from(const Tok& tok) {
-        return {tok.unk_id(), tok.bos_id(), tok.eos_id()};
+        SpecialTokens s{0, tok.bos_id(), tok.eos_id()};
+        if constexpr (requires { tok.vocabulary().unk_id; }) s.unk = tok.vocabulary().unk_id;
+        return s;
     }
     bool contains(int id) const { return id == unk || id == bos || id == eos; }
 };

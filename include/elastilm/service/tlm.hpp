@@ -1,0 +1,406 @@
+// The tiny language model (TLM) of ElastiLM's prompt elasticity (§4): a small trunk reads the prompt and
+// two linear heads on its features decide (1) which tokens matter — the score head, used to compress the
+// prompt — and (2) how good each (prompt ratio, model ratio) pair would be for this prompt — the decision
+// head, which the SLO orchestrator ranks after masking the pairs too slow for the deadline.
+//
+// Trunk: by default the LLM's own 20% width variant (no second model to ship or page in); any compiled
+// config with the LLM's vocabulary works (Tlm is templated on the trunk's config).
+// Per-token features, width = trunk dim + 2:
+//   [0, dim)   the trunk's final hidden state after the final RMSNorm (what its LM head reads),
+//   dim        surprisal −log p(token | prefix) from the trunk's logits (the LLMLingua signal),
+//   dim + 1    log(1 + tokens between this one and the prompt's end) — the labels show that tokens near
+//              the continuation matter most, and the hidden state alone cannot know where the prompt ends.
+// Heads are ridge regressions on standardised features (service/ridge.hpp), trained on self-induced
+// labels (service/tlm_labels.hpp) and stored beside the model as a small GGUF naming the model they
+// were trained for, so heads for another model are refused.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "elastilm/io/gguf.hpp"
+#include "elastilm/io/gguf_writer.hpp"
+#include "elastilm/model/observer.hpp"
+#include "elastilm/model/session.hpp"
+#include "elastilm/ops/rmsnorm.hpp"
+#include "elastilm/service/prompt_compression.hpp"
+#include "elastilm/service/ridge.hpp"
+
+namespace elastilm {
+
+// ---- Model identity ----------------------------------------------------------------------------------
+
+// What heads were trained for. The fingerprint hashes weight bytes, so the same config with other
+// weights, or the plain model versus its elastic reordering, are told apart.
+struct ModelIdentity {
+    std::string config;
+    int dim = 0, vocab = 0, n_layers = 0;
+    std::uint64_t fingerprint = 0;
+
+    bool operator==(const ModelIdentity&) const = default;
+    std::string describe() const {
+        char fp[17];
+        std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(fingerprint));
+        return config + " (dim " + std::to_string(dim) + ", vocab " + std::to_string(vocab) + ", " + std::to_string(n_layers) +
+               " layers, fingerprint " + fp + ")";
+    }
+};
+
+namespace detail {
+inline std::uint64_t fnv1a(std::uint64_t h, const void* p, std::size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+// FNV-1a of the first and last KB of a matrix's bytes.
+inline std::uint64_t hash_ends(std::uint64_t h, const MatrixView& m) {
+    const std::size_t major = m.layout == Layout::out_major ? std::size_t(m.rows) : std::size_t(m.cols);
+    const std::size_t minor = m.layout == Layout::out_major ? std::size_t(m.cols) : std::size_t(m.rows);
+    const std::size_t bytes = ((major - 1) * m.ld + minor) * dtype_size(m.dtype);
+    const std::size_t n = std::min<std::size_t>(1024, bytes);
+    const auto* base = static_cast<const unsigned char*>(m.data);
+    return fnv1a(fnv1a(h, base, n), base + bytes - n, n);
+}
+}  // namespace detail
+
+// Embedding ends (the brief's identity) plus the FFN gate of the first and last layer: elasticizing
+// leaves embeddings alone but permutes FFN neurons, and the decision head's labels depend on that order.
+inline std::uint64_t weights_fingerprint(const ModelWeights& w) {
+    std::uint64_t h = 14695981039346656037ull;
+    h = detail::hash_ends(h, w.embedding);
+    if (!w.layers.empty()) {
+        h = detail::hash_ends(h, w.layers.front().w_gate);
+        h = detail::hash_ends(h, w.layers.back().w_gate);
+    }
+    return h;
+}
+
+template <ModelConfig Cfg>
+ModelIdentity identity_of(const Model<Cfg>& m) {
+    return {std::string(Cfg::name), Cfg::dim, Cfg::vocab_size, Cfg::n_layers, weights_fingerprint(m.weights())};
+}
+
+// ---- Features ----------------------------------------------------------------------------------------
+
+// One row of `width` features per prompt token (layout in the file comment).
+struct PromptFeatures {
+    int tokens = 0, width = 0;
+    std::vector<float> values;  // tokens × width
+
+    const float* row(int i) const { return values.data() + std::size_t(i) * width; }
+    float surprisal(int i) const { return row(i)[width - 2]; }
+};
+
+// The extra columns after the trunk's hidden state.
+inline constexpr int kExtraTokenFeatures = 2;
+
+// ---- Heads -------------------------------------------------------------------------------------------
+
+// (prompt ratio, model ratio) pairs, prompt-major: pair = ratio_index(prompt) · 9 + ratio_index(model).
+inline constexpr int kPairs = int(kRatios.size() * kRatios.size());
+inline int pair_index(int prompt_percent, int model_percent) {
+    const int p = ratio_index(prompt_percent), m = ratio_index(model_percent);
+    require(p >= 0 && m >= 0, "pair_index",
+            std::to_string(prompt_percent) + "%/" + std::to_string(model_percent) + "% is not a pair of compiled ratios");
+    return p * int(kRatios.size()) + m;
+}
+constexpr int pair_prompt_percent(int pair) { return kRatios[pair / kRatios.size()]; }
+constexpr int pair_model_percent(int pair) { return kRatios[pair % kRatios.size()]; }
+
+// Importance per token = w · standardise(features) + b; the target is the loss increase of the full LLM
+// on the continuation when the token is dropped (tlm_labels.hpp).
+struct ScoreHead {
+    Standardizer norm;
+    RidgeSolution ridge;
+
+    bool trained() const { return ridge.cols > 0; }
+
+    // `rows` stacks labelled tokens' feature rows (labels.size() × width).
+    static ScoreHead fit(std::span<const float> rows, std::span<const float> labels, int width, double lambda) {
+        const int n = int(labels.size());
+        ScoreHead h;
+        h.norm = Standardizer::fit(rows, n, width);
+        h.ridge = ridge_fit(h.norm.apply_all(rows), labels, n, width, 1, lambda);
+        return h;
+    }
+
+    // The trained head's importances, or the surprisal baseline when untrained.
+    std::vector<float> scores(const PromptFeatures& f) const {
+        std::vector<float> out(f.tokens);
+        std::vector<float> z(f.width);
+        for (int i = 0; i < f.tokens; ++i) {
+            if (!trained()) { out[i] = f.surprisal(i); continue; }
+            require(f.width == norm.width(), "ScoreHead", "features of width " + std::to_string(f.width) +
+                                                              ", the head was trained on width " + std::to_string(norm.width()));
+            norm.apply(f.row(i), z.data());
+            out[i] = ridge.predict(z.data());
+        }
+        return out;
+    }
+};
+
+// Predicted mean log-likelihood of the continuation for every pair; higher is better.
+struct PairRatings {
+    std::array<float, kPairs> value{};
+
+    float at(int prompt_percent, int model_percent) const { return value[pair_index(prompt_percent, model_percent)]; }
+    // The best pair among those `feasible` marks (all when empty; kPairs entries otherwise), -1 if none;
+    // ties go to the lower index (the smaller prompt ratio, then the smaller model).
+    int best(std::span<const std::uint8_t> feasible = {}) const {
+        require(feasible.empty() || feasible.size() == std::size_t(kPairs), "PairRatings::best",
+                "feasible mask needs " + std::to_string(kPairs) + " entries");
+        int b = -1;
+        for (int i = 0; i < kPairs; ++i)
+            if ((feasible.empty() || feasible[i]) && (b < 0 || value[i] > value[b])) b = i;
+        return b;
+    }
+};
+
+// Rates pairs from the prompt's pooled features: mean token features plus log(prompt length). One ridge
+// per pair (sharing one factorisation): a shared regression with pair one-hots would let the prompt
+// shift every pair's rating by the same amount, which never changes the ranking the orchestrator needs.
+struct DecisionHead {
+    Standardizer norm;
+    RidgeSolution ridge;
+
+    bool trained() const { return ridge.cols > 0; }
+
+    static std::vector<float> pooled(const PromptFeatures& f) {
+        require(f.tokens > 0, "DecisionHead", "no prompt features to pool");
+        std::vector<float> out(f.width + 1, 0);
+        for (int i = 0; i < f.tokens; ++i)
+            for (int j = 0; j < f.width; ++j) out[j] += f.row(i)[j];
+        for (int j = 0; j < f.width; ++j) out[j] /= float(f.tokens);
+        out[f.width] = std::log(float(f.tokens));
+        return out;
+    }
+
+    // `rows`: n pooled vectors; `labels`: n × kPairs measured mean log-likelihoods.
+    static DecisionHead fit(std::span<const float> rows, std::span<const float> labels, int pooled_width, double lambda) {
+        const int n = int(labels.size() / kPairs);
+        require(labels.size() == std::size_t(n) * kPairs && n > 0, "DecisionHead", "labels must be prompts × 81 pairs");
+        DecisionHead h;
+        h.norm = Standardizer::fit(rows, n, pooled_width);
+        h.ridge = ridge_fit(h.norm.apply_all(rows), labels, n, pooled_width, kPairs, lambda);
+        return h;
+    }
+
+    PairRatings rate(const PromptFeatures& f) const {
+        require(trained(), "DecisionHead", "the decision head is not trained (load heads written by train_tlm)");
+        const auto p = pooled(f);
+        require(int(p.size()) == norm.width(), "DecisionHead", "pooled features of width " + std::to_string(p.size()) +
+                                                                   ", the head was trained on width " + std::to_string(norm.width()));
+        std::vector<float> z(p.size());
+        norm.apply(p.data(), z.data());
+        PairRatings r;
+        for (int t = 0; t < kPairs; ++t) r.value[t] = ridge.predict(z.data(), t);
+        return r;
+    }
+};
+
+// Both heads and what they were trained for: the LLM whose losses labelled them and the trunk (and its
+// width) whose features they read.
+struct TlmHeads {
+    ModelIdentity llm, trunk;
+    int trunk_percent = 20;
+    ScoreHead score;
+    DecisionHead decision;
+
+    // Throws unless these heads were trained for exactly this LLM and trunk.
+    void require_for(const ModelIdentity& llm_now, const ModelIdentity& trunk_now, int trunk_percent_now, const std::string& where) const {
+        require(llm == llm_now, where, "TLM heads were trained for " + llm.describe() + ", not for this model " + llm_now.describe());
+        require(trunk == trunk_now, where, "TLM heads read features of trunk " + trunk.describe() + ", not of " + trunk_now.describe());
+        require(trunk_percent == trunk_percent_now, where,
+                "TLM heads read the trunk at " + std::to_string(trunk_percent) + "% width, not " + std::to_string(trunk_percent_now) + "%");
+    }
+
+    void save(const std::filesystem::path& path) const {
+        require(score.trained() && decision.trained(), path.string(), "both heads must be trained before saving");
+        io::GgufWriter w;
+        w.set_string("general.architecture", kArchitecture);
+        put_identity(w, "elastilm.tlm.llm", llm);
+        put_identity(w, "elastilm.tlm.trunk", trunk);
+        w.set_u32("elastilm.tlm.trunk_percent", std::uint32_t(trunk_percent));
+        const auto sw = std::int64_t(score.norm.width()), dw = std::int64_t(decision.norm.width());
+        w.add_tensor("score.mean", {sw}, DType::f32, score.norm.mean.data());
+        w.add_tensor("score.scale", {sw}, DType::f32, score.norm.scale.data());
+        w.add_tensor("score.weight", {sw}, DType::f32, score.ridge.weight.data());
+        w.add_tensor("score.bias", {1}, DType::f32, score.ridge.bias.data());
+        w.add_tensor("decision.mean", {dw}, DType::f32, decision.norm.mean.data());
+        w.add_tensor("decision.scale", {dw}, DType::f32, decision.norm.scale.data());
+        w.add_tensor("decision.weight", {kPairs, dw}, DType::f32, decision.ridge.weight.data());
+        w.add_tensor("decision.bias", {kPairs}, DType::f32, decision.ridge.bias.data());
+        w.write(path);
+    }
+
+    static TlmHeads load(const std::filesystem::path& path) {
+        const io::GgufFile g = io::GgufFile::open(path);
+        const std::string& where = g.where();
+        require(g.has("general.architecture") && g.value("general.architecture").type == io::GgufType::string &&
+                    g.get_string("general.architecture") == kArchitecture,
+                where, std::string("is not a TLM heads file (general.architecture is not ") + kArchitecture + ")");
+        TlmHeads h;
+        h.llm = get_identity(g, "elastilm.tlm.llm");
+        h.trunk = get_identity(g, "elastilm.tlm.trunk");
+        h.trunk_percent = int(g.get_uint("elastilm.tlm.trunk_percent"));
+        require(ratio_index(h.trunk_percent) >= 0, where, "elastilm.tlm.trunk_percent " + std::to_string(h.trunk_percent) + " is not a compiled ratio");
+        const int sw = h.trunk.dim + kExtraTokenFeatures, dw = sw + 1;
+        h.score.norm.mean = tensor(g, "score.mean", {sw});
+        h.score.norm.scale = tensor(g, "score.scale", {sw});
+        h.score.ridge = {sw, 1, tensor(g, "score.weight", {sw}), tensor(g, "score.bias", {1})};
+        h.decision.norm.mean = tensor(g, "decision.mean", {dw});
+        h.decision.norm.scale = tensor(g, "decision.scale", {dw});
+        h.decision.ridge = {dw, kPairs, tensor(g, "decision.weight", {kPairs, dw}), tensor(g, "decision.bias", {kPairs})};
+        for (float s : h.score.norm.scale) require(s > 0, where, "score.scale holds a non-positive value");
+        for (float s : h.decision.norm.scale) require(s > 0, where, "decision.scale holds a non-positive value");
+        return h;
+    }
+
+    static constexpr const char* kArchitecture = "elastilm.tlm_heads";
+
+private:
+    static void put_identity(io::GgufWriter& w, const std::string& prefix, const ModelIdentity& id) {
+        char fp[17];
+        std::snprintf(fp, sizeof fp, "%016llx", static_cast<unsigned long long>(id.fingerprint));
+        w.set_string(prefix + ".config", id.config);
+        w.set_u32(prefix + ".dim", std::uint32_t(id.dim));
+        w.set_u32(prefix + ".vocab", std::uint32_t(id.vocab));
+        w.set_u32(prefix + ".n_layers", std::uint32_t(id.n_layers));
+        w.set_string(prefix + ".fingerprint", fp);  // a string: the GGUF reader keeps integers signed-safe only
+    }
+    static ModelIdentity get_identity(const io::GgufFile& g, const std::string& prefix) {
+        ModelIdentity id;
+        id.config = g.get_string(prefix + ".config");
+        id.dim = int(g.get_uint(prefix + ".dim"));
+        id.vocab = int(g.get_uint(prefix + ".vocab"));
+        id.n_layers = int(g.get_uint(prefix + ".n_layers"));
+        require(id.dim > 0 && id.dim <= 65536 && id.vocab > 0 && id.n_layers > 0, g.where(), prefix + ": dim, vocab and n_layers must be positive");
+        const std::string& fp = g.get_string(prefix + ".fingerprint");
+        require(fp.size() == 16 && fp.find_first_not_of("0123456789abcdef") == std::string::npos, g.where(),
+                prefix + ".fingerprint must be 16 hex digits");
+        id.fingerprint = std::stoull(fp, nullptr, 16);
+        return id;
+    }
+    static std::vector<float> tensor(const io::GgufFile& g, const std::string& name, std::vector<std::int64_t> shape) {
+        const io::GgufTensor* t = g.find(name);
+        require(t != nullptr, g.where(), "tensor " + name + " is missing");
+        require(t->shape == shape && t->dtype == DType::f32, g.where(), "tensor " + name + " has the wrong shape or type (F32 expected)");
+        std::vector<float> out(t->nbytes / 4);
+        std::memcpy(out.data(), t->data, t->nbytes);
+        for (float v : out) require(std::isfinite(v), g.where(), "tensor " + name + " holds a NaN or infinity");
+        return out;
+    }
+};
+
+// ---- The TLM -----------------------------------------------------------------------------------------
+
+// The trunk at `percent`% width of `trunk` plus (optionally) trained heads. Not thread-safe: one per
+// thread, like a Session.
+template <ModelConfig TrunkCfg>
+class Tlm {
+public:
+    static constexpr int feature_width = TrunkCfg::dim + kExtraTokenFeatures;
+
+    explicit Tlm(const Model<TrunkCfg>& trunk, ThreadPool& pool, int percent = 20)
+        : trunk_(&trunk), percent_(percent), session_(trunk, pool, TrunkCfg::context, kChunk) {
+        variant<TrunkCfg>(percent);  // an uncompiled width is an Error now, not at the first prompt
+    }
+
+    int percent() const { return percent_; }
+    const Model<TrunkCfg>& trunk() const { return *trunk_; }
+    const TlmHeads* heads() const { return has_heads_ ? &heads_ : nullptr; }
+
+    // Attaches heads after checking they were trained for `llm` and for this trunk at this width.
+    // The LLM is any compiled config; its vocabulary must be the trunk's (the TLM reads the LLM's ids).
+    template <ModelConfig LlmCfg>
+    void use_heads(TlmHeads heads, const Model<LlmCfg>& llm, const std::string& where = "TLM heads") {
+        require_same_vocabulary<LlmCfg>();
+        heads.require_for(identity_of(llm), identity_of(*trunk_), percent_, where);
+        heads_ = std::move(heads);
+        has_heads_ = true;
+    }
+    template <ModelConfig LlmCfg>
+    static void require_same_vocabulary() {
+        require(LlmCfg::vocab_size == TrunkCfg::vocab_size, "TLM",
+                "the trunk " + std::string(TrunkCfg::name) + " has a vocabulary of " + std::to_string(TrunkCfg::vocab_size) +
+                    " tokens but the LLM " + std::string(LlmCfg::name) + " has " + std::to_string(LlmCfg::vocab_size));
+    }
+
+    PromptFeatures features(std::span<const int> prompt) {
+        const int n = int(prompt.size());
+        require(n > 0, "TLM", "the prompt is empty");
+        require(n <= TrunkCfg::context, "TLM",
+                "a prompt of " + std::to_string(n) + " tokens exceeds the trunk's context of " + std::to_string(TrunkCfg::context));
+        PromptFeatures f;
+        f.tokens = n;
+        f.width = feature_width;
+        f.values.assign(std::size_t(n) * feature_width, 0);
+        FinalHidden capture(f);
+        session_.reset();
+        session_.set_observer(&capture);
+        struct Detach {
+            Session<TrunkCfg>& s;
+            ~Detach() { s.set_observer(nullptr); }
+        } detach{session_};
+        // Chunks bound the logits buffer (chunk × vocab); the last row of a chunk predicts the next one's first token.
+        std::vector<float> carry;
+        double surprisal_sum = 0;
+        for (int done = 0; done < n; done += kChunk) {
+            const auto chunk = prompt.subspan(done, std::min(kChunk, n - done));
+            const auto logits = session_.append_all_logits(chunk, percent_);
+            const float first = carry.empty() ? 0.0f : float(-log_softmax_at(carry, chunk[0]));
+            const auto s = token_surprisal(logits, chunk, TrunkCfg::vocab_size, first);
+            for (std::size_t i = 0; i < chunk.size(); ++i) f.values[(done + i) * feature_width + TrunkCfg::dim] = s[i];
+            for (std::size_t i = (done == 0); i < s.size(); ++i) surprisal_sum += s[i];
+            carry.assign(logits.end() - TrunkCfg::vocab_size, logits.end());
+        }
+        // Token 0 has no prefix: give it the prompt's mean surprisal, a neutral value for the heads.
+        f.values[TrunkCfg::dim] = n > 1 ? float(surprisal_sum / (n - 1)) : 0.0f;
+        const float* norm = trunk_->weights().final_norm.data();
+        std::vector<float> x(TrunkCfg::dim);
+        for (int i = 0; i < n; ++i) {
+            float* row = f.values.data() + std::size_t(i) * feature_width;
+            std::copy_n(row, TrunkCfg::dim, x.data());
+            rmsnorm(row, x.data(), norm, TrunkCfg::dim, TrunkCfg::norm_eps);
+            row[TrunkCfg::dim + 1] = std::log1p(float(n - 1 - i));
+        }
+        return f;
+    }
+
+    // Importance per token: the trained score head, or the surprisal baseline without heads.
+    std::vector<float> scores(const PromptFeatures& f) const { return has_heads_ ? heads_.score.scores(f) : ScoreHead{}.scores(f); }
+
+    PairRatings rate(const PromptFeatures& f) const {
+        require(has_heads_, "TLM", "no heads attached: rating pairs needs a trained decision head");
+        return heads_.decision.rate(f);
+    }
+
+private:
+    static constexpr int kChunk = 64;
+
+    // Copies the final residual stream into the first dim columns of each token's row.
+    struct FinalHidden : ForwardObserver {
+        PromptFeatures& f;
+        explicit FinalHidden(PromptFeatures& f) : f(f) {}
+        void final_hidden(int pos0, const float* x, int n) override {
+            for (int t = 0; t < n; ++t)
+                std::copy_n(x + std::size_t(t) * TrunkCfg::dim, TrunkCfg::dim, f.values.data() + std::size_t(pos0 + t) * f.width);
+        }
+    };
+
+    const Model<TrunkCfg>* trunk_;
+    int percent_;
+    Session<TrunkCfg> session_;
+    TlmHeads heads_;
+    bool has_heads_ = false;
+};
+
+}  // namespace elastilm

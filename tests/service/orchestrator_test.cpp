@@ -35,10 +35,9 @@ TEST(Orchestrator, FullModelWhenItFits) {
 TEST(Orchestrator, BestRatedFeasiblePairWins) {
     // n = 100: TLM (20%) costs 2 ms; pair (p, m) costs 2 + 0.1·(p)·(m/100) ms. Budget 5 ms leaves 3 ms.
     PairRatings ratings{};
-    for (std::size_t p = 0; p < kRatios.size(); ++p)
-        for (std::size_t m = 0; m < kRatios.size(); ++m) ratings[p][m] = -double(p + m);  // favours small
-    ratings[ratio_index(60)][ratio_index(50)] = 10;  // 2 + 0.1·60·0.5 = 5.0: feasible, rated best
-    ratings[ratio_index(100)][ratio_index(100)] = 20;  // rated higher but infeasible (12 ms)
+    for (int i = 0; i < kPairs; ++i) ratings.value[i] = -float(i);  // favours small
+    ratings.value[pair_index(60, 50)] = 10;   // 2 + 0.1·60·0.5 = 5.0: feasible, rated best
+    ratings.value[pair_index(100, 100)] = 20;  // rated higher but infeasible (12 ms)
     const Plan p = choose_plan(request(100, 5.0, 10.0), LinearLatency{}, ratings);
     EXPECT_EQ(p.prompt_percent, 60);
     EXPECT_EQ(p.prefill_percent, 50);
@@ -108,10 +107,9 @@ TEST(Orchestrator, BaselinesStayInTheirDimension) {
 }
 
 TEST(Orchestrator, ProtectedTokensAreNeverCompressedAway) {
-    EXPECT_EQ(kept_tokens(100, 20), 20);
-    EXPECT_EQ(kept_tokens(100, 20, 35), 35);
-    EXPECT_EQ(kept_tokens(7, 20), 1);
-    EXPECT_EQ(kept_tokens(3, 100, 5), 3);
+    EXPECT_EQ(kept_count(100, 20, 0), 20);
+    EXPECT_EQ(kept_count(100, 20, 35), 35);
+    EXPECT_EQ(kept_count(7, 20, 1), 1);
     PlanRequest r = request(100, 3.0, 10.0);
     r.protected_tokens = 50;
     const Plan p = choose_plan(r, LinearLatency{}, std::nullopt);

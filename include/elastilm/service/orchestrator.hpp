@@ -17,13 +17,40 @@
 #include <optional>
 #include <string>
 
+#include "elastilm/service/prompt_compression.hpp"
 #include "elastilm/service/slo.hpp"
 
 namespace elastilm {
 
-// Decision-head output: ratings[p][m] for prompt ratio kRatios[p] and model ratio kRatios[m]; higher is
-// better (the head predicts the continuation's mean log-likelihood).
-using PairRatings = std::array<std::array<double, kRatios.size()>, kRatios.size()>;
+// (prompt ratio, model ratio) pairs, prompt-major: pair = ratio_index(prompt) · 9 + ratio_index(model).
+inline constexpr int kPairs = int(kRatios.size() * kRatios.size());
+inline int pair_index(int prompt_percent, int model_percent) {
+    const int p = ratio_index(prompt_percent), m = ratio_index(model_percent);
+    require(p >= 0 && m >= 0, "pair_index",
+            std::to_string(prompt_percent) + "%/" + std::to_string(model_percent) + "% is not a pair of compiled ratios");
+    return p * int(kRatios.size()) + m;
+}
+constexpr int pair_prompt_percent(int pair) { return kRatios[pair / kRatios.size()]; }
+constexpr int pair_model_percent(int pair) { return kRatios[pair % kRatios.size()]; }
+
+// The decision head's output: the predicted mean log-likelihood of the continuation for every pair;
+// higher is better.
+struct PairRatings {
+    std::array<float, kPairs> value{};
+
+    float at(int prompt_percent, int model_percent) const { return value[pair_index(prompt_percent, model_percent)]; }
+    // The best pair among those `feasible` marks (all when empty; kPairs entries otherwise), -1 if none;
+    // ties go to the lower index (the smaller prompt ratio, then the smaller model).
+    int best(std::span<const std::uint8_t> feasible = {}) const {
+        require(feasible.empty() || feasible.size() == std::size_t(kPairs), "PairRatings::best",
+                "feasible mask needs " + std::to_string(kPairs) + " entries");
+        int b = -1;
+        for (int i = 0; i < kPairs; ++i)
+            if ((feasible.empty() || feasible[i]) && (b < 0 || value[i] > value[b])) b = i;
+        return b;
+    }
+};
+
 
 // Which elasticity dimensions a plan may use (the evaluation's baselines are the restricted ones).
 enum class Elasticity : std::uint8_t { prompt_and_model, model_only, prompt_only, none };
@@ -50,13 +77,6 @@ struct Plan {
     bool tpot_feasible = true;
     bool feasible() const { return ttft_feasible && tpot_feasible; }
 };
-
-// Prompt tokens kept at `percent`: round(percent × n), at least `min_keep` (special + protected tokens)
-// and at least 1, at most n. The compressor (service/prompt_compression.hpp) keeps exactly this many.
-inline int kept_tokens(int n, int percent, int min_keep = 1) {
-    const int k = (n * percent + 50) / 100;
-    return std::clamp(std::max(k, min_keep), std::min(1, n), n);
-}
 
 struct PlanRequest {
     int prompt_tokens = 0;        // before compression
@@ -93,7 +113,7 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
     const double tlm_ms = vary_prompt ? latency.ttft_ms(r.tlm_percent, n) : 0.0;
 
     auto rating = [&](std::size_t pi, std::size_t mi) {
-        if (ratings) return (*ratings)[pi][mi];
+        if (ratings) return double(ratings->value[pi * kRatios.size() + mi]);
         return double(mi) * 100.0 + double(pi);  // prior: model width first, then prompt kept
     };
 
@@ -109,7 +129,7 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
             c.prompt_percent = p;
             c.prefill_percent = m;
             c.uses_tlm = vary_prompt;
-            c.kept_tokens = kept_tokens(n, p, r.protected_tokens);
+            c.kept_tokens = kept_count(n, p, r.protected_tokens);
             if (c.kept_tokens > r.max_kept) continue;  // would not fit the context: not a candidate at all
             c.predicted_ttft_ms = tlm_ms + latency.ttft_ms(m, c.kept_tokens);
             c.ttft_feasible = c.predicted_ttft_ms <= ttft_budget;

@@ -31,6 +31,7 @@
 #include "elastilm/model/observer.hpp"
 #include "elastilm/model/session.hpp"
 #include "elastilm/ops/rmsnorm.hpp"
+#include "elastilm/service/orchestrator.hpp"
 #include "elastilm/service/prompt_compression.hpp"
 #include "elastilm/service/ridge.hpp"
 
@@ -104,17 +105,6 @@ inline constexpr int kExtraTokenFeatures = 2;
 
 // ---- Heads -------------------------------------------------------------------------------------------
 
-// (prompt ratio, model ratio) pairs, prompt-major: pair = ratio_index(prompt) · 9 + ratio_index(model).
-inline constexpr int kPairs = int(kRatios.size() * kRatios.size());
-inline int pair_index(int prompt_percent, int model_percent) {
-    const int p = ratio_index(prompt_percent), m = ratio_index(model_percent);
-    require(p >= 0 && m >= 0, "pair_index",
-            std::to_string(prompt_percent) + "%/" + std::to_string(model_percent) + "% is not a pair of compiled ratios");
-    return p * int(kRatios.size()) + m;
-}
-constexpr int pair_prompt_percent(int pair) { return kRatios[pair / kRatios.size()]; }
-constexpr int pair_model_percent(int pair) { return kRatios[pair % kRatios.size()]; }
-
 // Importance per token = w · standardise(features) + b; the target is the loss increase of the full LLM
 // on the continuation when the token is dropped (tlm_labels.hpp).
 struct ScoreHead {
@@ -144,23 +134,6 @@ struct ScoreHead {
             out[i] = ridge.predict(z.data());
         }
         return out;
-    }
-};
-
-// Predicted mean log-likelihood of the continuation for every pair; higher is better.
-struct PairRatings {
-    std::array<float, kPairs> value{};
-
-    float at(int prompt_percent, int model_percent) const { return value[pair_index(prompt_percent, model_percent)]; }
-    // The best pair among those `feasible` marks (all when empty; kPairs entries otherwise), -1 if none;
-    // ties go to the lower index (the smaller prompt ratio, then the smaller model).
-    int best(std::span<const std::uint8_t> feasible = {}) const {
-        require(feasible.empty() || feasible.size() == std::size_t(kPairs), "PairRatings::best",
-                "feasible mask needs " + std::to_string(kPairs) + " entries");
-        int b = -1;
-        for (int i = 0; i < kPairs; ++i)
-            if ((feasible.empty() || feasible[i]) && (b < 0 || value[i] > value[b])) b = i;
-        return b;
     }
 };
 

@@ -55,6 +55,7 @@ public:
     }
 
     int vocab_size() const { return int(v_.pieces.size()); }
+    int unk_id() const { return v_.unk_id; }
     int bos_id() const { return v_.bos_id; }
     int eos_id() const { return v_.eos_id; }
     const Vocabulary& vocabulary() const { return v_; }

@@ -1,6 +1,6 @@
 // train_tlm: train the TLM's score and decision heads on self-induced labels (ElastiLM §4.2).
 //
-//   train_tlm -m MODEL [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 40] [--prompt-len 32]
+//   train_tlm -m MODEL [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32] [--prompt-len 32]
 //             [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20] [--train-split 75] [-t 2]
 //             -o HEADS.gguf
 //
@@ -33,7 +33,7 @@ namespace {
 using namespace elastilm;
 
 constexpr const char* kUsage =
-    "usage: train_tlm -m MODEL -o HEADS.gguf [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 40]\n"
+    "usage: train_tlm -m MODEL -o HEADS.gguf [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32]\n"
     "                 [--prompt-len 32] [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20]\n"
     "                 [--train-split 75] [-t 2]\n";
 
@@ -75,7 +75,7 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
     const auto t_start = std::chrono::steady_clock::now();
     const std::string calib_path = args.get("--calib", "--calibration", (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string());
     const int skip = args.get_int("--calib-skip", "--calib-skip", 16384);
-    const int n_prompts = args.get_int("--prompts", "--prompts", 40);
+    const int n_prompts = args.get_int("--prompts", "--prompts", 32);
     const int prompt_len = args.get_int("--prompt-len", "--prompt-len", 32);
     const int cont_len = args.get_int("--cont-len", "--cont-len", 8);
     const int span = args.get_int("--span", "--span", 2);

@@ -5,6 +5,8 @@
 //            streaming read bandwidth (decode is memory-bound).
 //   prefill: tok/s for a 512-token prompt and GFLOP/s against the measured fp32 FMA peak.
 //   switch:  the cost of choosing another ratio (a variant-table index) against a TTFT.
+//   +lora8:  the same decode and prefill with a rank-8 LoRA recovery adapter attached to every ratio
+//            (on all seven projections), to show what recovery costs per token.
 //
 // Flags besides Google Benchmark's: --threads=N (default 2), --smoke (stories260K shape, for a
 // quick smoke run).
@@ -34,6 +36,21 @@ struct Fixture {
         static Model<Cfg> m(synthetic_weights<Cfg>({DType::f16, 1, Layout::in_major}));
         return m;
     }
+    // The same weights (shared views) with a random rank-8 adapter on every ratio.
+    static Model<Cfg>& model_with_lora() {
+        static Model<Cfg> m = [] {
+            Model<Cfg> with(model().weights());
+            for (int r : kRatios) {
+                LoraAdapter ad = make_lora<Cfg>(r, with.anchors(), 8, 16.0f, std::uint64_t(r));
+                for (auto& l : ad.layers)
+                    for (auto& p : l.pairs) std::fill(p.b.begin(), p.b.end(), 1e-3f);
+                with.set_adapter(std::make_shared<const LoraAdapter>(std::move(ad)));
+            }
+            return with;
+        }();
+        return m;
+    }
+    static Model<Cfg>& model(bool lora) { return lora ? model_with_lora() : model(); }
     static ThreadPool& pool() {
         static ThreadPool p(g_threads);
         return p;
@@ -45,12 +62,12 @@ struct Fixture {
     }
 };
 
-template <ModelConfig Cfg, int Percent>
+template <ModelConfig Cfg, int Percent, bool Lora = false>
 void BM_Decode(benchmark::State& state) {
     using F = Fixture<Cfg>;
     constexpr int prompt_len = 64;
     const int context = std::min(Cfg::context, 512);
-    Session<Cfg> s(F::model(), F::pool(), context, 64);
+    Session<Cfg> s(F::model(Lora), F::pool(), context, 64);
     const auto prompt = F::prompt(prompt_len);
     s.append(prompt, Percent);
     int token = 1;
@@ -73,11 +90,11 @@ void BM_Decode(benchmark::State& state) {
     state.SetLabel("ratio " + std::to_string(Percent) + "%");
 }
 
-template <ModelConfig Cfg, int Percent>
+template <ModelConfig Cfg, int Percent, bool Lora = false>
 void BM_Prefill(benchmark::State& state) {
     using F = Fixture<Cfg>;
     const int n = int(state.range(0));
-    Session<Cfg> s(F::model(), F::pool(), std::min(Cfg::context, n), std::min(n, 512));
+    Session<Cfg> s(F::model(Lora), F::pool(), std::min(Cfg::context, n), std::min(n, 512));
     const auto prompt = F::prompt(n);
     for (auto _ : state) {
         s.reset();
@@ -123,6 +140,25 @@ void register_all(int prompt_tokens, int min_time_decode_reps) {
          ...);
     }(std::make_index_sequence<kRatios.size()>{});
     benchmark::RegisterBenchmark(("switch_ratio/" + std::string(Cfg::name)).c_str(), BM_SwitchRatio<Cfg>);
+    // With recovery adapters: decode and prefill per ratio, rank 8.
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+        (benchmark::RegisterBenchmark(("decode+lora8/" + std::string(Cfg::name) + "/" + std::to_string(kRatios[I])).c_str(),
+                                      BM_Decode<Cfg, kRatios[I], true>)
+             ->Unit(benchmark::kMillisecond)
+             ->MinTime(0.5)
+             ->Repetitions(min_time_decode_reps)
+             ->ReportAggregatesOnly(min_time_decode_reps > 1),
+         ...);
+        (benchmark::RegisterBenchmark(("prefill" + std::to_string(prompt_tokens) + "+lora8/" + std::string(Cfg::name) + "/" +
+                                       std::to_string(kRatios[I])).c_str(),
+                                      BM_Prefill<Cfg, kRatios[I], true>)
+             ->Arg(prompt_tokens)
+             ->Unit(benchmark::kMillisecond)
+             ->Iterations(1)
+             ->Repetitions(min_time_decode_reps)
+             ->ReportAggregatesOnly(min_time_decode_reps > 1),
+         ...);
+    }(std::make_index_sequence<kRatios.size()>{});
 }
 
 }  // namespace

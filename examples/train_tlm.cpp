@@ -2,7 +2,9 @@
 //
 //   train_tlm -m MODEL [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32] [--prompt-len 32]
 //             [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20] [--train-split 75] [-t 2]
-//             -o HEADS.gguf
+//             [--features hidden|hidden+surprisal] -o HEADS.gguf
+// --features hidden (default) trains heads that read no surprisal, so the TLM computes no logits over
+// the prompt (tlm.hpp explains why that matters); the surprisal baseline is reported either way.
 //
 // Calibration prompts come from the text as paragraphs (BOS + ids): each prompt starts at a BOS and is
 // followed by the text's own continuation. The LLM labels them (tlm_labels.hpp), the heads are fitted by
@@ -35,7 +37,7 @@ using namespace elastilm;
 constexpr const char* kUsage =
     "usage: train_tlm -m MODEL -o HEADS.gguf [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32]\n"
     "                 [--prompt-len 32] [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20]\n"
-    "                 [--train-split 75] [-t 2]\n";
+    "                 [--train-split 75] [-t 2] [--features hidden|hidden+surprisal]\n";
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -82,6 +84,10 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
     const int trunk_percent = args.get_int("--trunk-percent", "--trunk-percent", 20);
     const int split = args.get_int("--train-split", "--train-split", 75);
     const std::string out_path = args.get("-o", "--output", "");
+    const std::string feature_flag = args.get("--features", "--features", "hidden");
+    require(feature_flag == "hidden" || feature_flag == "hidden+surprisal", "--features",
+            "must be 'hidden' (no trunk logits: a cheap TLM) or 'hidden+surprisal', got '" + feature_flag + "'");
+    const TlmFeatures mode = feature_flag == "hidden" ? TlmFeatures::hidden : TlmFeatures::hidden_and_surprisal;
     require(n_prompts >= 8, "--prompts", "needs at least 8 prompts (train and held-out splits)");
     require(split > 0 && split < 100, "--train-split", "must be in 1..99");
     require(prompt_len + cont_len <= std::min(Cfg::context, TrunkCfg::context), "--prompt-len",
@@ -103,6 +109,12 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
     std::vector<PromptFeatures> feats;
     for (const auto& ex : examples) feats.push_back(tlm.features(ex.prompt));
     std::fprintf(stderr, "  features: %.1f s\n", seconds_since(t_start));
+    // What the heads read: without surprisal the column is 0, as Tlm computes it in TlmFeatures::hidden
+    // mode. `feats` keeps surprisal for the baseline's report.
+    std::vector<PromptFeatures> head_feats = feats;
+    if (mode == TlmFeatures::hidden)
+        for (auto& f : head_feats)
+            for (int t = 0; t < f.tokens; ++t) f.values[std::size_t(t) * f.width + TrunkCfg::dim] = 0.0f;
 
     // ---- Score head: labels, fit, held-out report -------------------------------------------------------
     auto t0 = std::chrono::steady_clock::now();
@@ -119,7 +131,7 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
         for (int i = from; i < to; ++i)
             for (int t = 0; t < feats[i].tokens; ++t)
                 if (std::isfinite(labels[i][t])) {
-                    rows.insert(rows.end(), feats[i].row(t), feats[i].row(t) + width);
+                    rows.insert(rows.end(), head_feats[i].row(t), head_feats[i].row(t) + width);
                     y.push_back(labels[i][t]);
                 }
     };
@@ -155,7 +167,7 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
     Session<Cfg> eval(llm, pool, prompt_len + cont_len, prompt_len + cont_len);
     constexpr int kRandomDraws = 3;
     for (int i = n_train; i < n; ++i) {
-        const auto head_scores = score.scores(feats[i]);
+        const auto head_scores = score.scores(head_feats[i]);
         const auto surprisal_scores = ScoreHead{}.scores(feats[i]);
         for (int t = 0; t < feats[i].tokens; ++t)
             if (std::isfinite(labels[i][t])) {
@@ -189,14 +201,14 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
     t0 = std::chrono::steady_clock::now();
     std::vector<float> pair_y;  // n × kPairs
     for (int i = 0; i < n; ++i) {
-        const auto l = pair_labels(llm, pool, examples[i], score.scores(feats[i]), special);
+        const auto l = pair_labels(llm, pool, examples[i], score.scores(head_feats[i]), special);
         pair_y.insert(pair_y.end(), l.begin(), l.end());
         std::fprintf(stderr, "\r  pair labels: prompt %d/%d (%.1f s)", i + 1, n, seconds_since(t0));
     }
     std::fprintf(stderr, "\n");
     const int pw = width + 1;
     std::vector<float> pooled;
-    for (const auto& f : feats) {
+    for (const auto& f : head_feats) {
         const auto p = DecisionHead::pooled(f);
         pooled.insert(pooled.end(), p.begin(), p.end());
     }
@@ -217,7 +229,7 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
                 }
             const DecisionHead h = DecisionHead::fit(fr, fy, pw, lambda);
             for (int i = fold; i < n_train; i += 4) {
-                const auto r = h.rate(feats[i]);
+                const auto r = h.rate(head_feats[i]);
                 for (int k = 0; k < kPairs; ++k) e += std::pow(r.value[k] - pair_y[std::size_t(i) * kPairs + k], 2);
             }
         }
@@ -242,7 +254,7 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
         for (int i = n_train; i < n; ++i) {
             PairRatings truth;
             std::copy_n(pair_y.begin() + std::size_t(i) * kPairs, kPairs, truth.value.begin());
-            const int best = truth.best(feasible), h = decision.rate(feats[i]).best(feasible), p = prior.best(feasible);
+            const int best = truth.best(feasible), h = decision.rate(head_feats[i]).best(feasible), p = prior.best(feasible);
             hits_head += h == best;
             hits_prior += p == best;
             regret_head += truth.value[best] - truth.value[h];
@@ -258,6 +270,7 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
     heads.llm = identity_of(llm);
     heads.trunk = identity_of(trunk_model);
     heads.trunk_percent = trunk_percent;
+    heads.features = mode;
     heads.score = score;
     heads.decision = decision;
     heads.save(out_path);

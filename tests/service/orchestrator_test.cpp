@@ -20,6 +20,7 @@ PlanRequest request(int n, double ttft_ms, double tpot_ms) {
     r.prompt_tokens = n;
     r.new_tokens = 0;
     r.slo = {ttft_ms, tpot_ms};
+    r.tlm_ms = 0.02 * n;  // as the 20% model's prefill would take under LinearLatency
     return r;
 }
 

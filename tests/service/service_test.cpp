@@ -26,12 +26,13 @@ std::vector<int> ids(int n, int salt) {
     return t;
 }
 
-// A scorer that prefers later tokens and rates wide models with more prompt highest.
-PromptAnalysis later_is_better(std::span<const int> prompt) {
-    PromptAnalysis a;
-    for (std::size_t i = 0; i < prompt.size(); ++i) a.scores.push_back(float(i));
-    return a;
-}
+// A scorer that prefers later tokens (pairs by the orchestrator's prior), costing 0.002 ms a token.
+const PromptScorer later_is_better{[](std::span<const int> prompt) {
+                                       PromptAnalysis a;
+                                       for (std::size_t i = 0; i < prompt.size(); ++i) a.scores.push_back(float(i));
+                                       return a;
+                                   },
+                                   [](int tokens) { return 0.002 * tokens; }};
 
 struct Fixture {
     Model<Cfg> model{synthetic_weights<Cfg>({DType::f32, 5})};

@@ -89,6 +89,25 @@ TEST(TlmFeatures, HiddenStateSurprisalAndPositionColumns) {
     EXPECT_THROW(tlm.rate(f), Error);
 }
 
+// Heads trained without surprisal: the trunk computes no logits, the surprisal column is 0 and every other
+// column is what the full feature set holds; the surprisal baseline refuses such features.
+TEST(TlmFeatures, HiddenModeSkipsTheLogits) {
+    Model<Small> m(synthetic_weights<Small>({DType::f32, 3}));
+    ThreadPool pool(1);
+    Tlm<Small> full(m, pool, 20), hidden(m, pool, 20);
+    hidden.set_feature_mode(TlmFeatures::hidden);
+    const auto prompt = tokens(90, 2);
+    const PromptFeatures a = full.features(prompt), b = hidden.features(prompt);
+    ASSERT_EQ(a.values.size(), b.values.size());
+    for (int i = 0; i < 90; ++i) {
+        EXPECT_EQ(b.surprisal(i), 0.0f);
+        EXPECT_NE(a.surprisal(i), 0.0f);
+        for (int j = 0; j < a.width; ++j)
+            if (j != Small::dim) ASSERT_NEAR(a.row(i)[j], b.row(i)[j], 1e-5) << i << "," << j;
+    }
+    EXPECT_THROW(hidden.scores(b), Error);
+}
+
 TEST(TlmLabels, DropLabelsMatchDirectRecomputation) {
     Model<Small> m(synthetic_weights<Small>({DType::f32, 4}));
     ThreadPool pool(2);
@@ -150,6 +169,23 @@ TlmHeads fitted_heads(const Model<Small>& m, int seed) {
     h.score = ScoreHead::fit(rows, y, w, 1.0);
     h.decision = DecisionHead::fit(pooled, py, w + 1, 1.0);
     return h;
+}
+
+TEST(TlmHeads, FeatureModeRoundTripsAndSetsTheTrunk) {
+    Model<Small> m(synthetic_weights<Small>({DType::f32, 8}));
+    ThreadPool pool(1);
+    TlmHeads h = fitted_heads(m, 4);
+    h.features = TlmFeatures::hidden;
+    const auto path = temp_file("hidden.gguf");
+    h.save(path);
+    const TlmHeads back = TlmHeads::load(path);
+    std::filesystem::remove(path);
+    EXPECT_EQ(back.features, TlmFeatures::hidden);
+    Tlm<Small> tlm(m, pool);
+    tlm.use_heads(back, m);
+    EXPECT_EQ(tlm.feature_mode(), TlmFeatures::hidden);
+    EXPECT_EQ(tlm.features(tokens(20, 1)).surprisal(5), 0.0f);
+    EXPECT_THROW(tlm.set_feature_mode(TlmFeatures::hidden_and_surprisal), Error);
 }
 
 TEST(TlmHeads, SaveLoadRoundTripAndRefusals) {

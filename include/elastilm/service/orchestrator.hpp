@@ -85,7 +85,7 @@ struct PlanRequest {
     Slo slo;                      // absolute objective
     double elapsed_ms = 0;        // already spent (queueing) — counts against TTFT
     Elasticity elasticity = Elasticity::prompt_and_model;
-    int tlm_percent = 20;         // the TLM trunk's width (it reads the whole, uncompressed prompt)
+    double tlm_ms = 0;            // predicted TLM time on the whole, uncompressed prompt (the scorer measures it)
     int max_kept = 1 << 30;       // most prompt tokens that fit the context beside the answer
 };
 
@@ -110,7 +110,7 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
 
     const bool vary_prompt = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::prompt_only;
     const bool vary_model = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::model_only;
-    const double tlm_ms = vary_prompt ? latency.ttft_ms(r.tlm_percent, n) : 0.0;
+    const double tlm_ms = vary_prompt ? r.tlm_ms : 0.0;
 
     auto rating = [&](std::size_t pi, std::size_t mi) {
         if (ratings) return double(ratings->value[pi * kRatios.size() + mi]);

@@ -81,13 +81,19 @@ struct ServiceResult {
     bool slo_met() const { return ttft_met && tpot_met; }
 };
 
-// What prompt elasticity needs from the TLM: per-token importance and the decision head's pair ratings.
+// What prompt elasticity needs from the TLM: per-token importance and the decision head's pair ratings,
+// and how long producing them takes (the orchestrator counts it in TTFT before deciding to run it).
 // An empty scorer disables compression (the service then varies the model only).
 struct PromptAnalysis {
     std::vector<float> scores;            // one per prompt token, higher = keep
     std::optional<PairRatings> ratings;   // absent: the orchestrator's prior
 };
-using PromptScorer = std::function<PromptAnalysis(std::span<const int> ids)>;
+struct PromptScorer {
+    std::function<PromptAnalysis(std::span<const int> ids)> analyze;
+    std::function<double(int prompt_tokens)> predicted_ms;  // measured on this device
+
+    explicit operator bool() const { return bool(analyze); }
+};
 
 // The prompt of one request as ids (BOS first) and which of them may never be dropped.
 struct TokenizedPrompt {
@@ -116,12 +122,13 @@ PreparedPrompt prepare_prompt(const TokenizedPrompt& prompt, PlanRequest pr, con
     if (!scorer && (pr.elasticity == Elasticity::prompt_and_model || pr.elasticity == Elasticity::prompt_only))
         pr.elasticity = pr.elasticity == Elasticity::prompt_only ? Elasticity::none : Elasticity::model_only;
     pr.elapsed_ms = elapsed_ms();
+    if (scorer) pr.tlm_ms = scorer.predicted_ms ? scorer.predicted_ms(pr.prompt_tokens) : 0.0;
     PreparedPrompt out;
     out.plan = choose_plan(pr, latency, std::nullopt);
     out.kept = prompt.ids;
     if (!out.plan.uses_tlm) return out;
     const auto t0 = clock::now();
-    const PromptAnalysis a = scorer(prompt.ids);
+    const PromptAnalysis a = scorer.analyze(prompt.ids);
     out.tlm_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     require(a.scores.size() == prompt.ids.size(), "TLM",
             "scored " + std::to_string(a.scores.size()) + " of " + std::to_string(prompt.ids.size()) + " prompt tokens");

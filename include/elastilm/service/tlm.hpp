@@ -10,6 +10,10 @@
 //   dim        surprisal −log p(token | prefix) from the trunk's logits (the LLMLingua signal),
 //   dim + 1    log(1 + tokens between this one and the prompt's end) — the labels show that tokens near
 //              the continuation matter most, and the hidden state alone cannot know where the prompt ends.
+// Surprisal needs the trunk's logits at every prompt position: with a 32000-token vocabulary that LM head
+// costs more than the sliced layers (on tiny-gqa-15M, more than the full model's prefill). Heads can
+// therefore be trained without it (TlmFeatures::hidden: the column is 0, the trunk computes no logits),
+// which makes the TLM a fraction of a 20% prefill. The heads file records which features it reads.
 // Heads are ridge regressions on standardised features (service/ridge.hpp), trained on self-induced
 // labels (service/tlm_labels.hpp) and stored beside the model as a small GGUF naming the model they
 // were trained for, so heads for another model are refused.
@@ -103,6 +107,11 @@ struct PromptFeatures {
 // The extra columns after the trunk's hidden state.
 inline constexpr int kExtraTokenFeatures = 2;
 
+// Which token features the trunk computes (see the file comment).
+enum class TlmFeatures : std::uint8_t { hidden_and_surprisal, hidden };
+
+constexpr std::string_view to_string(TlmFeatures f) { return f == TlmFeatures::hidden ? "hidden" : "hidden+surprisal"; }
+
 // ---- Heads -------------------------------------------------------------------------------------------
 
 // Importance per token = w · standardise(features) + b; the target is the loss increase of the full LLM
@@ -184,6 +193,7 @@ struct DecisionHead {
 struct TlmHeads {
     ModelIdentity llm, trunk;
     int trunk_percent = 20;
+    TlmFeatures features = TlmFeatures::hidden_and_surprisal;
     ScoreHead score;
     DecisionHead decision;
 
@@ -202,6 +212,7 @@ struct TlmHeads {
         put_identity(w, "elastilm.tlm.llm", llm);
         put_identity(w, "elastilm.tlm.trunk", trunk);
         w.set_u32("elastilm.tlm.trunk_percent", std::uint32_t(trunk_percent));
+        w.set_string("elastilm.tlm.features", std::string(to_string(features)));
         const auto sw = std::int64_t(score.norm.width()), dw = std::int64_t(decision.norm.width());
         w.add_tensor("score.mean", {sw}, DType::f32, score.norm.mean.data());
         w.add_tensor("score.scale", {sw}, DType::f32, score.norm.scale.data());
@@ -225,6 +236,12 @@ struct TlmHeads {
         h.trunk = get_identity(g, "elastilm.tlm.trunk");
         h.trunk_percent = int(g.get_uint("elastilm.tlm.trunk_percent"));
         require(ratio_index(h.trunk_percent) >= 0, where, "elastilm.tlm.trunk_percent " + std::to_string(h.trunk_percent) + " is not a compiled ratio");
+        if (g.has("elastilm.tlm.features")) {
+            const std::string f = g.get_string("elastilm.tlm.features");
+            require(f == to_string(TlmFeatures::hidden) || f == to_string(TlmFeatures::hidden_and_surprisal), where,
+                    "elastilm.tlm.features is '" + f + "', expected 'hidden' or 'hidden+surprisal'");
+            h.features = f == to_string(TlmFeatures::hidden) ? TlmFeatures::hidden : TlmFeatures::hidden_and_surprisal;
+        }
         const int sw = h.trunk.dim + kExtraTokenFeatures, dw = sw + 1;
         h.score.norm.mean = tensor(g, "score.mean", {sw});
         h.score.norm.scale = tensor(g, "score.scale", {sw});
@@ -297,8 +314,17 @@ public:
     void use_heads(TlmHeads heads, const Model<LlmCfg>& llm, const std::string& where = "TLM heads") {
         require_same_vocabulary<LlmCfg>();
         heads.require_for(identity_of(llm), identity_of(*trunk_), percent_, where);
+        features_ = heads.features;
         heads_ = std::move(heads);
         has_heads_ = true;
+    }
+
+    // Which features features() computes; set by use_heads to what the heads read. Without heads the
+    // surprisal baseline needs hidden_and_surprisal (the default).
+    TlmFeatures feature_mode() const { return features_; }
+    void set_feature_mode(TlmFeatures f) {
+        require(!has_heads_ || f == heads_.features, "TLM", "the attached heads read " + std::string(to_string(heads_.features)) + " features");
+        features_ = f;
     }
     template <ModelConfig LlmCfg>
     static void require_same_vocabulary() {
@@ -328,6 +354,10 @@ public:
         double surprisal_sum = 0;
         for (int done = 0; done < n; done += kChunk) {
             const auto chunk = prompt.subspan(done, std::min(kChunk, n - done));
+            if (features_ == TlmFeatures::hidden) {  // no logits but the last: the surprisal column stays 0
+                session_.append(chunk, percent_);
+                continue;
+            }
             const auto logits = session_.append_all_logits(chunk, percent_);
             const float first = carry.empty() ? 0.0f : float(-log_softmax_at(carry, chunk[0]));
             const auto s = token_surprisal(logits, chunk, TrunkCfg::vocab_size, first);
@@ -336,7 +366,7 @@ public:
             carry.assign(logits.end() - TrunkCfg::vocab_size, logits.end());
         }
         // Token 0 has no prefix: give it the prompt's mean surprisal, a neutral value for the heads.
-        f.values[TrunkCfg::dim] = n > 1 ? float(surprisal_sum / (n - 1)) : 0.0f;
+        if (features_ == TlmFeatures::hidden_and_surprisal) f.values[TrunkCfg::dim] = n > 1 ? float(surprisal_sum / (n - 1)) : 0.0f;
         const float* norm = trunk_->weights().final_norm.data();
         std::vector<float> x(TrunkCfg::dim);
         for (int i = 0; i < n; ++i) {
@@ -349,7 +379,11 @@ public:
     }
 
     // Importance per token: the trained score head, or the surprisal baseline without heads.
-    std::vector<float> scores(const PromptFeatures& f) const { return has_heads_ ? heads_.score.scores(f) : ScoreHead{}.scores(f); }
+    std::vector<float> scores(const PromptFeatures& f) const {
+        require(has_heads_ || features_ == TlmFeatures::hidden_and_surprisal, "TLM",
+                "the surprisal baseline needs hidden+surprisal features");
+        return has_heads_ ? heads_.score.scores(f) : ScoreHead{}.scores(f);
+    }
 
     PairRatings rate(const PromptFeatures& f) const {
         require(has_heads_, "TLM", "no heads attached: rating pairs needs a trained decision head");
@@ -374,6 +408,7 @@ private:
     Session<TrunkCfg> session_;
     TlmHeads heads_;
     bool has_heads_ = false;
+    TlmFeatures features_ = TlmFeatures::hidden_and_surprisal;
 };
 
 }  // namespace elastilm

@@ -6,12 +6,18 @@
 // and the pairs are left to the orchestrator's prior. A prompt longer than the trunk's context is read in
 // context-sized windows whose features are joined (each window's position feature then counts to its
 // own end: an approximation only long prompts see).
+//
+// Its own latency is measured at construction (a few prompt lengths, fitted a + b·L + c·L²): the TLM
+// computes logits at every prompt position (surprisal needs them), so it is not a 20% prefill, and the
+// orchestrator must know what it costs before deciding to run it.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
 
+#include "elastilm/service/nonnegative_fit.hpp"
 #include "elastilm/service/service.hpp"
 #include "elastilm/service/tlm.hpp"
 
@@ -39,10 +45,19 @@ public:
             description_ = "trunk = this model at " + std::to_string(trunk_percent) +
                            "%, no trained heads: surprisal scores (LLMLingua-style baseline), pairs by the prior";
         }
+        measure_latency();
     }
 
     bool has_heads() const { return tlm_.heads() != nullptr; }
     const std::string& description() const { return description_; }
+
+    // Predicted time of analyze() on a prompt of `tokens`, from this device's measurement.
+    double predicted_ms(int tokens) const { return eval_polynomial(latency_, double(tokens)); }
+
+    // The scorer a Service takes; it refers to this object, which must outlive the service.
+    PromptScorer as_prompt_scorer() {
+        return {[this](std::span<const int> ids) { return analyze(ids); }, [this](int n) { return predicted_ms(n); }};
+    }
 
     PromptAnalysis analyze(std::span<const int> ids) {
         PromptFeatures f;
@@ -59,8 +74,30 @@ public:
     }
 
 private:
+    // Median of 3 timings at 4 lengths up to the context, after a warm-up run.
+    void measure_latency() {
+        using clock = std::chrono::steady_clock;
+        std::vector<int> probe(Cfg::context);
+        for (int i = 0; i < Cfg::context; ++i) probe[i] = 3 + (i * 7919) % (Cfg::vocab_size - 3);
+        analyze(std::span<const int>(probe).first(std::min(Cfg::context, 16)));
+        std::vector<double> lengths, ms;
+        for (int L : {std::min(Cfg::context, 16), std::max(1, Cfg::context / 4), std::max(1, Cfg::context / 2), Cfg::context}) {
+            std::vector<double> t;
+            for (int r = 0; r < 3; ++r) {
+                const auto t0 = clock::now();
+                analyze(std::span<const int>(probe).first(L));
+                t.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+            }
+            std::sort(t.begin(), t.end());
+            lengths.push_back(L);
+            ms.push_back(std::max(t[1], 1e-6));
+        }
+        latency_ = fit_nonnegative_polynomial(lengths, ms, 2);
+    }
+
     Tlm<Cfg> tlm_;
     std::string description_;
+    std::vector<double> latency_;  // ms = Σ latency_[i]·L^i
 };
 
 }  // namespace elastilm

@@ -1,0 +1,177 @@
+// service_eval: the end-to-end evaluation of the elastic service (ElastiLM §5's comparison), on this
+// machine. A trace of requests — prompts cut from held-out text, each followed by its true continuation —
+// with mixed SLOs (TTFT and TPOT levels drawn from 20%…100% of the full model's latency) is served by
+// four strategies:
+//   ours          prompt × model elasticity (TLM + decision head + orchestrator)
+//   model only    width elasticity alone (no TLM, whole prompt)
+//   prompt only   prompt compression alone (full-width model)
+//   full model    always 100% / 100%
+// For each request it measures TTFT (planning + TLM + prefill + first-token choice) and TPOT (decode steps,
+// teacher-forced on the true continuation), checks them against the SLO, and scores the continuation's
+// mean log-likelihood under the chosen plan — the quality the plan kept.
+//
+//   elastilm_bench_service_eval [-m ELASTIC.gguf] [--heads HEADS.gguf] [--adapters DIR] [--requests 40]
+//                               [--prompt-len 160] [--question-len 8] [--cont-len 16] [-t 2] [--seed 1]
+//   elastilm_bench_service_eval --smoke      (synthetic stories260K shape, no tokenizer: CI)
+// Without -m it uses ../shared/models/tiny-gqa-15M elasticized in memory; prompts come from the first
+// 16,128 tokens of its valid.txt, which no calibration step (elasticize, train_tlm, recover) reads.
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "../examples/shared_model.hpp"
+#include "elastilm/lora/adapter_folder.hpp"
+#include "elastilm/model/synthetic.hpp"
+#include "elastilm/service/latency_model.hpp"
+#include "elastilm/service/service.hpp"
+#include "elastilm/service/tlm_scorer.hpp"
+
+namespace {
+
+using namespace elastilm;
+using clock_type = std::chrono::steady_clock;
+
+double ms_since(clock_type::time_point t) { return std::chrono::duration<double, std::milli>(clock_type::now() - t).count(); }
+
+struct TraceRequest {
+    TokenizedPrompt prompt;
+    std::vector<int> continuation;
+    RelativeSlo slo;
+};
+
+// Non-overlapping windows of the held-out stream: BOS + prompt_len tokens (the last question_len of them
+// protected), then cont_len tokens of true continuation. SLO levels drawn from the nine demo levels.
+std::vector<TraceRequest> make_trace(std::span<const int> stream, int requests, int prompt_len, int question_len, int cont_len,
+                                     std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int> level(0, int(kRatios.size()) - 1);
+    std::vector<TraceRequest> trace;
+    const std::size_t stride = std::size_t(prompt_len + cont_len);
+    for (int i = 0; i < requests && (std::size_t(i) + 1) * stride <= stream.size(); ++i) {
+        TraceRequest r;
+        const auto window = stream.subspan(std::size_t(i) * stride, stride);
+        r.prompt.ids.push_back(1);
+        r.prompt.keep.push_back(1);
+        for (int t = 0; t < prompt_len; ++t) {
+            r.prompt.ids.push_back(window[t]);
+            r.prompt.keep.push_back(t >= prompt_len - question_len || window[t] <= 2 ? 1 : 0);
+        }
+        r.continuation.assign(window.begin() + prompt_len, window.end());
+        r.slo = {double(kRatios[level(rng)]), double(kRatios[level(rng)])};
+        trace.push_back(std::move(r));
+    }
+    require(!trace.empty(), "service_eval", "held-out text too short for one request");
+    return trace;
+}
+
+double log_prob(std::span<const float> logits, int id) {
+    float mx = logits[0];
+    for (float v : logits) mx = std::max(mx, v);
+    double sum = 0;
+    for (float v : logits) sum += std::exp(double(v - mx));
+    return double(logits[id] - mx) - std::log(sum);
+}
+
+struct Tally {
+    int n = 0, met = 0, ttft_met = 0, tpot_met = 0;
+    double loglik = 0, kept = 0, prefill = 0, decode = 0, ttft_err = 0;
+};
+
+template <ModelConfig Cfg>
+int evaluate(ModelWeights weights, const std::vector<int>& stream, const cli::Args& args, const Tokenizer* tok, bool smoke) {
+    const int threads = args.get_int("-t", "--threads", 2);
+    const int requests = args.get_int("--requests", "--requests", smoke ? 6 : 40);
+    const int prompt_len = args.get_int("--prompt-len", "--prompt-len", smoke ? 48 : 160);
+    const int question_len = args.get_int("--question-len", "--question-len", 8);
+    const int cont_len = args.get_int("--cont-len", "--cont-len", smoke ? 4 : 16);
+    require(prompt_len + 1 + cont_len <= Cfg::context, "service_eval", "--prompt-len + --cont-len exceed the context");
+    Model<Cfg> model(std::move(weights));
+    if (args.has("--adapters")) attach_adapters(model, args.get("--adapters", "--adapters", ""));
+    ThreadPool pool(threads);
+
+    ProfileOptions popt;
+    popt.repetitions = smoke ? 1 : 3;
+    const LatencyModel latency = load_or_profile(model, pool, popt, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
+    TlmScorer<Cfg> scorer(model, pool, args.get("--heads", "--heads", ""));
+    const PromptScorer score = scorer.as_prompt_scorer();
+    const auto trace = make_trace(stream, requests, prompt_len, question_len, cont_len, std::uint64_t(args.get_int("--seed", "--seed", 1)));
+
+    Session<Cfg> session(model, pool);
+    session.append(trace[0].prompt.ids, 100);  // warm-up: page the weights in
+    const Elasticity strategies[] = {Elasticity::prompt_and_model, Elasticity::model_only, Elasticity::prompt_only, Elasticity::none};
+    std::printf("# %s, %zu requests (prompt %d tokens incl. a protected %d-token question, continuation %d), %d threads\n",
+                std::string(Cfg::name).c_str(), trace.size(), prompt_len + 1, question_len, cont_len, threads);
+    std::printf("# TLM: %s\n\n", scorer.description().c_str());
+    std::printf("| strategy | SLO attainment | TTFT met | TPOT met | mean log-lik of continuation | prompt kept | prefill width | decode width |\n");
+    std::printf("|---|---|---|---|---|---|---|---|\n");
+    for (Elasticity e : strategies) {
+        Tally t;
+        for (const TraceRequest& req : trace) {
+            const auto start = clock_type::now();
+            const int n = int(req.prompt.ids.size());
+            PlanRequest pr;
+            pr.new_tokens = cont_len;
+            pr.slo = absolute(req.slo, latency, n, cont_len);
+            pr.elasticity = e;
+            pr.max_kept = session.context() - cont_len;
+            const PreparedPrompt p = prepare_prompt(req.prompt, pr, latency, score, [&] { return ms_since(start); });
+            session.reset();
+            auto logits = session.append(p.kept, p.plan.prefill_percent);
+            double ll = log_prob(logits, req.continuation[0]);
+            (void)Sampler::argmax(logits);  // the first token's choice is part of TTFT
+            const double ttft = ms_since(start);
+            const auto decode_start = clock_type::now();
+            for (int j = 1; j < cont_len; ++j) {
+                logits = session.append(req.continuation[j - 1], p.plan.decode_percent);
+                ll += log_prob(logits, req.continuation[j]);
+            }
+            const double tpot = cont_len > 1 ? ms_since(decode_start) / (cont_len - 1) : 0.0;
+            const bool ttft_ok = ttft <= pr.slo.ttft_ms, tpot_ok = tpot <= pr.slo.tpot_ms;
+            ++t.n;
+            t.ttft_met += ttft_ok;
+            t.tpot_met += tpot_ok;
+            t.met += ttft_ok && tpot_ok;
+            t.loglik += ll / cont_len;
+            t.kept += double(p.kept.size()) / n;
+            t.prefill += p.plan.prefill_percent;
+            t.decode += p.plan.decode_percent;
+        }
+        std::printf("| %s | %.1f%% | %.1f%% | %.1f%% | %.3f | %.0f%% | %.0f%% | %.0f%% |\n", std::string(to_string(e)).c_str(),
+                    100.0 * t.met / t.n, 100.0 * t.ttft_met / t.n, 100.0 * t.tpot_met / t.n, t.loglik / t.n, 100.0 * t.kept / t.n,
+                    t.prefill / t.n, t.decode / t.n);
+        std::fflush(stdout);
+    }
+    return 0;
+}
+
+int run(const cli::Args& args) {
+    const bool smoke = args.has("--smoke");
+    const int threads = args.get_int("-t", "--threads", 2);
+    if (smoke) {
+        // No tokenizer for stories260K's 512-token vocabulary: a deterministic id stream stands in for text.
+        std::vector<int> stream(4096);
+        for (std::size_t i = 0; i < stream.size(); ++i) stream[i] = 3 + int((i * 7919 + i / 13) % 509);
+        return evaluate<Stories260K>(synthetic_weights<Stories260K>({DType::f32, 3, Layout::in_major}), stream, args, nullptr, true);
+    }
+    const std::string model_path = args.get("-m", "--model", "");
+    const auto tok_path = cli::find_tokenizer(model_path.empty() ? cli::shared_tiny_gqa() : std::filesystem::path(model_path),
+                                              args.get("--tokenizer", "--tokenizer", ""));
+    require(!tok_path.empty(), "service_eval", "no tokenizer.model found (../shared/models or --tokenizer)");
+    const Tokenizer tok = Tokenizer::from_model_file(tok_path);
+    const std::string text = args.get("-f", "--file", (cli::shared_tiny_gqa() / "valid.txt").string());
+    auto stream = paragraph_stream(tok, cli::read_text(text));
+    stream.resize(std::min<std::size_t>(stream.size(), 16128));  // held out: never used for calibration
+    std::optional<ModelWeights> weights;
+    if (model_path.empty()) weights = cli::elastic_tiny_gqa(tok, threads);
+    else weights = load_weights(model_path);
+    require(weights.has_value(), "service_eval", "no model: pass -m ELASTIC.gguf or provide ../shared/models/tiny-gqa-15M");
+    return with_config(weights->hparams, weights->source, [&]<ModelConfig Cfg>() -> int {
+        check_against<Cfg>(*weights);
+        cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
+        return evaluate<Cfg>(std::move(*weights), stream, args, &tok, false);
+    });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--smoke"}, run); }

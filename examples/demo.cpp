@@ -1,0 +1,226 @@
+// demo: the elastic on-device LLM service, as in the ElastiLM paper's demo.
+//
+//   demo [-m ELASTIC.gguf] [--heads HEADS.gguf] [--adapters DIR] [-t 2] [-n 32]
+//        [--ttft-slo 50 --tpot-slo 50 | --ttft-ms X --tpot-ms Y] [-p CONTEXT --question Q] [--all-prompts]
+//
+// Shows a context and a question, asks for a prefill SLO and a decode SLO — each a level of the full
+// model's own latency on this prompt, 20%, 30%, … 100% — and answers through elastilm::Service: the
+// orchestrator picks the prompt compression ratio and the model ratios, the TLM compresses the context
+// (the question is protected), and the answer streams. Then TTFT/TPOT are shown against the SLO.
+// With --ttft-slo/--tpot-slo (or --ttft-ms/--tpot-ms) nothing is asked: for scripts.
+//
+// With no -m it uses the trained tiny-gqa-15M from ../shared/models (elasticized in memory), or, when
+// that is absent, a synthetic TinyLlama-1.1B-shaped elastic model (random weights: real latencies,
+// meaningless answers), and says which on screen.
+#include <cstdio>
+#include <iostream>
+
+#include "elastilm/lora/adapter_folder.hpp"
+#include "elastilm/model/synthetic.hpp"
+#include "elastilm/service/latency_model.hpp"
+#include "elastilm/service/service.hpp"
+#include "elastilm/service/tlm_scorer.hpp"
+#include "shared_model.hpp"
+
+namespace {
+
+using namespace elastilm;
+namespace fs = std::filesystem;
+
+constexpr const char* kUsage =
+    "usage: demo [-m ELASTIC.gguf] [--heads HEADS.gguf] [--adapters DIR] [-t 2] [-n 32]\n"
+    "            [--ttft-slo 20..100 --tpot-slo 20..100 | --ttft-ms X --tpot-ms Y] [-p CONTEXT --question Q] [--all-prompts]\n"
+    "With no -m: ../shared/models/tiny-gqa-15M elasticized in memory, else a synthetic 1B-class model.\n";
+
+// Built-in prompts in the style of the model's training text (addresses to Congress; plays).
+struct DemoPrompt {
+    const char* context;
+    const char* question;
+};
+constexpr DemoPrompt kPrompts[] = {
+    {"The revenues of the Government during the last fiscal year were larger than in any year before, and the "
+     "expenditures were kept within them. The public debt was reduced, the credit of the nation was never higher, "
+     "and the people have been relieved of a part of the taxes laid upon them during the war. It will be for the "
+     "Congress to decide how much further the burden may be lifted without harm to the Treasury.",
+     "What should the Congress do with the taxes?"},
+    {"Our relations with the nations of the world continue friendly. Treaties of commerce have been concluded, "
+     "disputes about the fisheries and the boundaries have been settled by arbitration, and our ministers abroad "
+     "report that American trade is welcomed in every port. Peace is the first interest of a people devoted to "
+     "industry.",
+     "How are the relations of the United States with other nations?"},
+    {"My lord, the king is come to the castle with all his train, and the queen his mother waits upon him in the "
+     "great hall. The soldiers keep the gate, the torches burn, and there is no man in the house that sleeps "
+     "tonight, for they say the enemy is near.",
+     "Where is the king?"},
+};
+
+constexpr std::array<int, 9> kLevels = kRatios;  // SLO levels offered: 20%, 30%, … 100% of the full model
+
+// Reads a level (20…100) from the terminal; empty input keeps the default. Any other input asks again.
+int ask_level(const char* what, int def) {
+    for (;;) {
+        std::printf("%s — %% of the full model's latency (20, 30, …, 100) [%d]: ", what, def);
+        std::fflush(stdout);
+        std::string line;
+        if (!std::getline(std::cin, line)) return -1;
+        if (line.empty()) return def;
+        try {
+            const int v = std::stoi(line);
+            if (std::find(kLevels.begin(), kLevels.end(), v) != kLevels.end()) return v;
+        } catch (const std::exception&) {
+        }
+        std::printf("  please enter one of 20, 30, 40, 50, 60, 70, 80, 90, 100\n");
+    }
+}
+
+bool ask_yes(const char* question) {
+    std::printf("%s [y/N]: ", question);
+    std::fflush(stdout);
+    std::string line;
+    return std::getline(std::cin, line) && !line.empty() && (line[0] == 'y' || line[0] == 'Y');
+}
+
+struct LoadedModel {
+    ModelWeights weights;
+    std::string description;
+    fs::path path;  // heads and adapters are looked for beside it
+};
+
+LoadedModel load_default_model(const std::optional<Tokenizer>& tok, int threads) {
+    if (tok && fs::exists(cli::shared_tiny_gqa() / "model.safetensors")) {
+        std::printf("model: %s (trained, ../shared/models) — elasticizing in memory…\n", cli::shared_tiny_gqa().c_str());
+        if (auto w = cli::elastic_tiny_gqa(*tok, threads)) return {std::move(*w), "tiny-gqa-15M, elasticized in memory", {}};
+    }
+    std::printf("NOTE: ../shared/models/tiny-gqa-15M (or its tokenizer) is not here: using a SYNTHETIC elastic model of the\n"
+                "      TinyLlama-1.1B shape (22 layers, 2.2 GB fp16, deterministic random weights). Its latencies are real;\n"
+                "      its answers are noise.\n");
+    SyntheticOptions o;
+    o.output_layout = Layout::in_major;
+    ModelWeights w = synthetic_weights<TinyLlama1B>(o);
+    w.is_elastic = true;
+    return {std::move(w), "synthetic TinyLlama-1.1B shape", {}};
+}
+
+template <ModelConfig Cfg>
+int serve(const cli::Args& args, LoadedModel loaded, std::optional<Tokenizer>& tok, int threads) {
+    check_against<Cfg>(loaded.weights);
+    if (tok) cli::require_same_vocabulary(tok->vocab_size(), Cfg::vocab_size, "tokenizer");
+    Model<Cfg> model(std::move(loaded.weights));
+    ThreadPool pool(threads);
+    const int new_tokens = args.get_int("-n", "--n-predict", 32);
+
+    if (args.has("--adapters")) {
+        const auto attached = attach_adapters(model, args.get("--adapters", "--adapters", ""));
+        std::printf("LoRA adapters: %zu ratios attached from %s\n", attached.size(), args.get("--adapters", "", "").c_str());
+    }
+
+    ProfileOptions popt;
+    popt.max_tokens = std::min(Cfg::context, 256);  // the demo's prompts are short; a 1B model profiles in ~a minute
+    popt.repetitions = 2;
+    std::printf("latency model: ");
+    std::fflush(stdout);
+    const LatencyModel latency = load_or_profile(model, pool, popt, [](const std::string& line) {
+        std::printf("%s\n               ", line.c_str());
+        std::fflush(stdout);
+    });
+    std::printf("full model here: TTFT %.1f ms for 100 tokens, TPOT %.2f ms\n", latency.ttft_ms(100, 100), latency.tpot_ms(100, 100));
+
+    const std::string heads = args.get("--heads", "--heads", loaded.path.empty() ? "" : default_heads_path(loaded.path).string());
+    TlmScorer<Cfg> scorer(model, pool, heads);
+    std::printf("TLM: %s\n\n", scorer.description().c_str());
+
+    Service<Cfg, LatencyModel> service(model, tok ? &*tok : nullptr, pool, latency,
+                                       scorer.as_prompt_scorer());
+
+    std::vector<DemoPrompt> prompts(std::begin(kPrompts), std::end(kPrompts));
+    std::string user_context, user_question;
+    if (args.has("-p") || args.has("--prompt")) {
+        user_context = args.get("-p", "--prompt", "");
+        user_question = args.get("--question", "-q", "");
+        prompts = {{user_context.c_str(), user_question.c_str()}};
+    }
+    const bool scripted = args.has("--ttft-slo") || args.has("--ttft-ms");
+    const bool all = args.has("--all-prompts");
+    for (std::size_t i = 0;; i = (i + 1) % prompts.size()) {
+        const DemoPrompt& p = prompts[i];
+        std::printf("──────────────────────────────────────────────────────────────────────────────\n");
+        std::printf("context:  %s\nquestion: %s\n\n", p.context, p.question);
+        ServiceRequest req;
+        if (tok) req.prompt = {{p.context, {}, false}, {std::string("\n\n") + p.question, {}, true}};
+        else {
+            // No tokenizer: the words' lengths as stand-in ids, so the pipeline still runs end to end.
+            std::vector<int> ctx, q;
+            for (const char* c = p.context; *c; ++c) ctx.push_back(3 + (unsigned char)(*c) % (Cfg::vocab_size - 3));
+            for (const char* c = p.question; *c; ++c) q.push_back(3 + (unsigned char)(*c) % (Cfg::vocab_size - 3));
+            req.prompt = {{"", ctx, false}, {"", q, true}};
+        }
+        req.max_new_tokens = new_tokens;
+        if (args.has("--ttft-ms")) req.slo = Slo{args.get_double("--ttft-ms", "", 0), args.get_double("--tpot-ms", "", 0)};
+        else {
+            RelativeSlo r;
+            r.ttft_percent = scripted ? args.get_double("--ttft-slo", "", 100) : ask_level("prefill SLO (TTFT)", 50);
+            r.tpot_percent = scripted ? args.get_double("--tpot-slo", "", 100) : ask_level("decode SLO (TPOT) ", 50);
+            if (r.ttft_percent < 0 || r.tpot_percent < 0) return 0;  // end of input
+            req.slo = r;
+        }
+        std::printf("\nanswer:   ");
+        std::fflush(stdout);
+        req.on_token = [&](int id, const std::string& piece) {
+            if (tok) std::printf("%s", piece.c_str());
+            else std::printf(" %d", id);
+            std::fflush(stdout);
+            return true;
+        };
+        const ServiceResult& r = service.submit(std::move(req)).wait();
+        std::printf("\n\n");
+        if (r.status != RequestStatus::done) {
+            std::printf("request %s: %s\n", std::string(to_string(r.status)).c_str(), r.error.c_str());
+        } else {
+            const Plan& pl = r.plan;
+            std::printf("plan:     prompt %d%% (%d → %d tokens), prefill model %d%%, decode model %d%%%s\n", pl.prompt_percent,
+                        r.prompt_tokens, int(r.kept_ids.size()), pl.prefill_percent, pl.decode_percent,
+                        pl.uses_tlm ? "" : "  (the full model fits the SLO: no TLM run)");
+            if (pl.prompt_percent < 100)
+                std::printf("compressed prompt: %s\n", tok ? r.compressed_prompt.c_str() : "(token ids; no tokenizer)");
+            std::printf("TTFT %7.1f ms  (SLO %7.1f ms: %s; TLM %.1f ms, queue %.1f ms, predicted %.1f ms)\n", r.ttft_ms, r.slo.ttft_ms,
+                        r.ttft_met ? "met" : "MISSED", r.tlm_ms, r.queue_ms, pl.predicted_ttft_ms);
+            std::printf("TPOT %7.2f ms  (SLO %7.2f ms: %s; predicted %.2f ms)%s\n", r.tpot_ms, r.slo.tpot_ms,
+                        r.tpot_met ? "met" : "MISSED", pl.predicted_tpot_ms,
+                        pl.feasible() ? "" : "\n          the latency model said this SLO cannot be met: fastest plan used");
+        }
+        if (scripted) {
+            if (!all || i + 1 == prompts.size()) return 0;
+            continue;
+        }
+        if (!ask_yes("\nanother question?")) return 0;
+    }
+}
+
+int run(const cli::Args& args) {
+    if (args.has("-h") || args.has("--help")) {
+        std::fputs(kUsage, stdout);
+        return 0;
+    }
+    const int threads = args.get_int("-t", "--threads", 2);
+    const std::string model_path = args.get("-m", "--model", "");
+    std::optional<Tokenizer> tok;
+    const auto tok_path = cli::find_tokenizer(model_path.empty() ? cli::shared_dir() / "models" : fs::path(model_path),
+                                              args.get("--tokenizer", "--tokenizer", ""));
+    if (!tok_path.empty() && fs::exists(tok_path)) tok.emplace(Tokenizer::from_model_file(tok_path));
+
+    LoadedModel loaded;
+    if (model_path.empty()) loaded = load_default_model(tok, threads);
+    else {
+        loaded = {load_weights(model_path), model_path, model_path};
+        require(tok.has_value(), model_path, "no tokenizer.model found; pass --tokenizer");
+        if (!loaded.weights.is_elastic)
+            std::printf("warning: %s is not elasticized (run elasticize): small ratios will answer poorly\n", model_path.c_str());
+    }
+    std::printf("elastilm demo — %s, %d threads\n", loaded.description.c_str(), threads);
+    return with_config(loaded.weights.hparams, loaded.weights.source,
+                       [&]<ModelConfig Cfg>() -> int { return serve<Cfg>(args, std::move(loaded), tok, threads); });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--all-prompts"}, run); }

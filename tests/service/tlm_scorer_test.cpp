@@ -1,0 +1,85 @@
+// The TLM as the service's PromptScorer: scores every token of prompts longer than the trunk's context,
+// predicts its own latency from a measurement, uses trained heads (and their feature mode) when given,
+// and refuses heads trained for another model.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <unistd.h>
+
+#include "elastilm/model/synthetic.hpp"
+#include "elastilm/service/tlm_scorer.hpp"
+
+namespace elastilm {
+namespace {
+
+using Cfg = Stories260K;
+
+std::vector<int> prompt(int n) {
+    std::vector<int> t(n);
+    t[0] = 1;
+    for (int i = 1; i < n; ++i) t[i] = 3 + (i * 41 + 7) % (Cfg::vocab_size - 3);
+    return t;
+}
+
+TlmHeads random_heads(const Model<Cfg>& m, TlmFeatures mode) {
+    std::mt19937 rng(3);
+    std::normal_distribution<float> g(0, 1);
+    const int w = Cfg::dim + kExtraTokenFeatures, n = 40;
+    std::vector<float> rows(n * w), y(n), pooled(n * (w + 1)), py(n * kPairs);
+    for (auto* v : {&rows, &y, &pooled, &py})
+        for (float& x : *v) x = g(rng);
+    TlmHeads h;
+    h.llm = h.trunk = identity_of(m);
+    h.features = mode;
+    h.score = ScoreHead::fit(rows, y, w, 1.0);
+    h.decision = DecisionHead::fit(pooled, py, w + 1, 1.0);
+    return h;
+}
+
+TEST(TlmScorer, BaselineScoresEveryTokenOfLongPrompts) {
+    Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 2}));
+    ThreadPool pool(1);
+    TlmScorer<Cfg> scorer(m, pool, "");
+    EXPECT_FALSE(scorer.has_heads());
+    const auto ids = prompt(Cfg::context + 150);  // two trunk windows
+    const PromptAnalysis a = scorer.analyze(ids);
+    ASSERT_EQ(a.scores.size(), ids.size());
+    EXPECT_FALSE(a.ratings.has_value());
+    int distinct = 0;
+    for (std::size_t i = 1; i < a.scores.size(); ++i) distinct += a.scores[i] != a.scores[i - 1];
+    EXPECT_GT(distinct, 100);  // real surprisal, not a constant
+    // Its own latency, measured: positive and growing with the prompt.
+    EXPECT_GT(scorer.predicted_ms(16), 0.0);
+    EXPECT_GE(scorer.predicted_ms(Cfg::context), scorer.predicted_ms(16));
+    const PromptScorer ps = scorer.as_prompt_scorer();
+    EXPECT_EQ(ps.analyze(ids).scores, a.scores);
+    EXPECT_EQ(ps.predicted_ms(100), scorer.predicted_ms(100));
+}
+
+TEST(TlmScorer, TrainedHeadsRateEveryPairAndForeignHeadsAreRefused) {
+    Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 2})), other(synthetic_weights<Cfg>({DType::f32, 6}));
+    ThreadPool pool(1);
+    const auto path = std::filesystem::temp_directory_path() / ("elastilm_scorer_" + std::to_string(::getpid()) + ".gguf");
+    random_heads(m, TlmFeatures::hidden).save(path);
+    {
+        TlmScorer<Cfg> scorer(m, pool, path);
+        EXPECT_TRUE(scorer.has_heads());
+        const PromptAnalysis a = scorer.analyze(prompt(60));
+        ASSERT_TRUE(a.ratings.has_value());
+        EXPECT_EQ(a.scores.size(), 60u);
+        int distinct = 0;
+        for (int i = 1; i < kPairs; ++i) distinct += a.ratings->value[i] != a.ratings->value[0];
+        EXPECT_GT(distinct, 0);
+    }
+    try {
+        TlmScorer<Cfg> wrong(other, pool, path);
+        ADD_FAILURE() << "heads for another model were accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("TLM heads were trained for"), std::string::npos) << e.what();
+    }
+    std::filesystem::remove(path);
+    EXPECT_EQ(default_heads_path("dir/model.gguf"), std::filesystem::path("dir/model.tlm.gguf"));
+}
+
+}  // namespace
+}  // namespace elastilm

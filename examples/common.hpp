@@ -12,7 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "elastilm/config.hpp"
 #include "elastilm/error.hpp"
+#include "elastilm/tokenizer/tokenizer.hpp"
 
 namespace elastilm::cli {
 
@@ -83,6 +85,34 @@ inline std::filesystem::path find_tokenizer(const std::filesystem::path& model, 
     for (const auto& p : {dir / "tokenizer.model", dir.parent_path() / "tokenizer.model", shared_dir() / "models" / "tokenizer.model"})
         if (std::filesystem::exists(p)) return p;
     return {};
+}
+
+// The tokenizer a tool uses for `model`: --tokenizer, else tokenizer.model beside it or in ../shared.
+// Returns its path too, for messages. Refuses when none is found.
+struct FoundTokenizer {
+    std::filesystem::path path;
+    Tokenizer tokenizer;
+};
+inline FoundTokenizer load_tokenizer(const std::string& model, const Args& args) {
+    auto path = find_tokenizer(model, args.get("--tokenizer", "--tokenizer", ""));
+    require(!path.empty(), model, "no tokenizer.model found; pass --tokenizer");
+    return {path, Tokenizer::from_model_file(path)};
+}
+
+// "--ratios 20,50,100": each must be a compiled width ratio.
+inline std::vector<int> ratio_list(const Args& args, std::vector<int> def) {
+    if (!args.has("--ratios")) return def;
+    std::vector<int> v;
+    std::stringstream ss(args.get("--ratios", "--ratios", ""));
+    for (std::string item; std::getline(ss, item, ',');) {
+        char* end = nullptr;
+        const long r = std::strtol(item.c_str(), &end, 10);
+        require(!item.empty() && end && *end == '\0' && ratio_index(int(r)) >= 0, "--ratios",
+                "'" + item + "' is not a compiled ratio (20, 30, …, 100)");
+        v.push_back(int(r));
+    }
+    require(!v.empty(), "--ratios", "is empty");
+    return v;
 }
 
 // Refuses a tokenizer whose vocabulary is not the model's, naming both sizes.

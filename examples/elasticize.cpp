@@ -48,9 +48,9 @@ int run(const cli::Args& args) {
     opt.window = args.get_int("--window", "--window", 256);
     const int threads = args.get_int("-t", "--threads", 2);
 
-    const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));
-    require(!tok_path.empty(), model_path, "no tokenizer.model found; pass --tokenizer");
-    const Tokenizer tok = Tokenizer::from_model_file(tok_path);
+    const cli::FoundTokenizer found = cli::load_tokenizer(model_path, args);
+    const Tokenizer& tok = found.tokenizer;
+    const std::filesystem::path& tok_path = found.path;
     ModelWeights weights = load_weights(model_path);
     return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(weights);

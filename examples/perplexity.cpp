@@ -32,12 +32,6 @@ constexpr const char* kUsage =
     "                  [--compare-orderings [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--anchors 1]]\n";
 
 
-std::vector<int> parse_list(const std::string& s) {
-    std::vector<int> v;
-    std::stringstream ss(s);
-    for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stoi(item));
-    return v;
-}
 
 int run(const cli::Args& args) {
     const std::string model_path = args.get("-m", "--model", "");
@@ -50,14 +44,12 @@ int run(const cli::Args& args) {
     const int window = args.get_int("--window", "--ctx-size", 256);
     const int max_tokens = args.get_int("--max-tokens", "--max-tokens", 16384);
     const int threads = args.get_int("-t", "--threads", 2);
-    std::vector<int> ratios(kRatios.begin(), kRatios.end());
-    if (args.has("--ratios")) ratios = parse_list(args.get("--ratios", "--ratios", ""));
-    for (int r : ratios) require(ratio_index(r) >= 0, "--ratios", std::to_string(r) + " is not a compiled ratio (20, 30, …, 100)");
+    const std::vector<int> ratios = cli::ratio_list(args, {kRatios.begin(), kRatios.end()});
     const bool compare = args.has("--compare-orderings");
 
-    const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));
-    require(!tok_path.empty(), model_path, "no tokenizer.model found; pass --tokenizer");
-    const Tokenizer tok = Tokenizer::from_model_file(tok_path);
+    const cli::FoundTokenizer found = cli::load_tokenizer(model_path, args);
+    const Tokenizer& tok = found.tokenizer;
+    const std::filesystem::path& tok_path = found.path;
     ModelWeights weights = load_weights(model_path);
     return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(weights);

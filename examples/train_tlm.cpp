@@ -284,9 +284,9 @@ int run(const cli::Args& args) {
         std::fputs(kUsage, stderr);
         return 2;
     }
-    const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));
-    require(!tok_path.empty(), model_path, "no tokenizer.model found; pass --tokenizer");
-    const Tokenizer tok = Tokenizer::from_model_file(tok_path);
+    const cli::FoundTokenizer found = cli::load_tokenizer(model_path, args);
+    const Tokenizer& tok = found.tokenizer;
+    const std::filesystem::path& tok_path = found.path;
     ThreadPool pool(args.get_int("-t", "--threads", 2));
     ModelWeights weights = load_weights(model_path);
     if (!weights.is_elastic)

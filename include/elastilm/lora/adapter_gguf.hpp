@@ -179,7 +179,7 @@ LoraAdapter parse_adapter_gguf(std::span<const std::byte> bytes, const std::stri
     require(std::isfinite(ad.alpha) && std::isfinite(ad.scale_override), where, "elastilm.lora.alpha or .scale is not finite");
 
     const auto names = detail::lora_tensor_names(Cfg::n_layers);
-    std::vector<std::array<std::array<const io::GgufTensor*, 2>, kLayerMatrixCount>> found(Cfg::n_layers);
+    detail::FoundPairs<io::GgufTensor> found(Cfg::n_layers);
     for (const io::GgufTensor& t : g.tensors()) {
         auto it = names.find(t.name);
         require(it != names.end(), where,
@@ -188,17 +188,7 @@ LoraAdapter parse_adapter_gguf(std::span<const std::byte> bytes, const std::stri
         const auto& [l, m, b] = it->second;
         found[l][m][b] = &t;
     }
-    ad.layers.resize(Cfg::n_layers);
-    for (int l = 0; l < Cfg::n_layers; ++l)
-        for (std::size_t m = 0; m < kLayerMatrixCount; ++m) {
-            const auto* a = found[l][m][0];
-            const auto* b = found[l][m][1];
-            if (!a && !b) continue;
-            require(a && b, where,
-                    "tensor " + lora_tensor_name(l, m, a != nullptr) + " is missing (its partner " + lora_tensor_name(l, m, a == nullptr) +
-                        " is present)");
-            ad.layers[l].pairs[m] = detail::lora_pair_from(*a, *b, ad.rank, where);
-        }
+    detail::assemble_pairs(ad, found, lora_tensor_name, where);
     validate<Cfg>(ad, anchors);
     return ad;
 }

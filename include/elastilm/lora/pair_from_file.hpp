@@ -3,6 +3,7 @@
 // ranks agree with each other and with the adapter's. Shapes against the model are validate<Cfg>'s job.
 #pragma once
 
+#include <array>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -57,6 +58,26 @@ LoraPair lora_pair_from(const FileTensor& a, const FileTensor& b, int rank, cons
     p.a = lora_floats(a);
     p.b = lora_floats(b);
     return p;
+}
+
+// A file's lora_a / lora_b tensors per layer and matrix (null: absent), as the loaders collect them.
+template <class FileTensor>
+using FoundPairs = std::vector<std::array<std::array<const FileTensor*, 2>, kLayerMatrixCount>>;
+
+// Turns the collected tensors into the adapter's pairs: a matrix with neither tensor gets rank 0, one
+// with only one of them is an error naming the missing partner (`name(l, m, b)` is the file's name).
+template <class FileTensor, class Name>
+void assemble_pairs(LoraAdapter& ad, const FoundPairs<FileTensor>& found, Name&& name, const std::string& where) {
+    ad.layers.resize(found.size());
+    for (std::size_t l = 0; l < found.size(); ++l)
+        for (std::size_t m = 0; m < kLayerMatrixCount; ++m) {
+            const FileTensor* a = found[l][m][0];
+            const FileTensor* b = found[l][m][1];
+            if (!a && !b) continue;
+            require(a && b, where,
+                    "tensor " + name(int(l), m, a != nullptr) + " is missing (its partner " + name(int(l), m, a == nullptr) + " is present)");
+            ad.layers[l].pairs[m] = lora_pair_from(*a, *b, ad.rank, where);
+        }
 }
 
 }  // namespace elastilm::detail

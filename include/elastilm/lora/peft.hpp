@@ -171,7 +171,7 @@ LoraAdapter parse_peft(std::string_view config_text, std::span<const std::byte> 
     ad.scale_override = c.use_rslora ? rslora_scale(c.lora_alpha, c.r) : 0.0f;
 
     const io::SafetensorsFile st = io::SafetensorsFile::parse(weights, where);
-    std::vector<std::array<std::array<const io::SafeTensor*, 2>, kLayerMatrixCount>> found(Cfg::n_layers);
+    detail::FoundPairs<io::SafeTensor> found(Cfg::n_layers);
     std::map<std::string, std::tuple<int, std::size_t, bool>> names;
     for (int l = 0; l < Cfg::n_layers; ++l)
         for (std::size_t m = 0; m < kLayerMatrixCount; ++m)
@@ -189,17 +189,7 @@ LoraAdapter parse_peft(std::string_view config_text, std::span<const std::byte> 
         }
         found[l][m][b] = &t;
     }
-    ad.layers.resize(Cfg::n_layers);
-    for (int l = 0; l < Cfg::n_layers; ++l)
-        for (std::size_t m = 0; m < kLayerMatrixCount; ++m) {
-            const auto* a = found[l][m][0];
-            const auto* b = found[l][m][1];
-            if (!a && !b) continue;
-            require(a && b, where,
-                    "tensor " + peft_tensor_name(l, m, a != nullptr) + " is missing (its partner " + peft_tensor_name(l, m, a == nullptr) +
-                        " is present)");
-            ad.layers[l].pairs[m] = detail::lora_pair_from(*a, *b, ad.rank, where);
-        }
+    detail::assemble_pairs(ad, found, peft_tensor_name, where);
     validate<Cfg>(ad, anchors);
     return ad;
 }

@@ -123,6 +123,7 @@ void train_ratio(const Model<Cfg>& model, int percent, std::span<const int> cali
     }
 
     const auto t0 = clock_type::now();
+    auto t_report = t0;
     double loss_sum = 0;
     int loss_count = 0;
     for (long long s = (long long)opt->steps(); s < total_steps; s = (long long)opt->steps()) {
@@ -144,7 +145,8 @@ void train_ratio(const Model<Cfg>& model, int percent, std::span<const int> cali
             if (better) { best = adapter; best_kl = val; }
             std::fprintf(stderr, "\r%d%%: epoch %.1f/%d  train KL %.4f  validation KL %.4f%s  (%.0f tok/s)          \n", percent,
                          double(done) / windows, o.epochs, loss_sum / std::max(1, loss_count), val, better ? " (best)" : "",
-                         double(loss_count) * o.window / std::max(1e-9, seconds_since(t0)));
+                         double(loss_count) * o.window / std::max(1e-9, seconds_since(t_report)));
+            t_report = clock_type::now();
             loss_sum = 0;
             loss_count = 0;
         } else {

@@ -12,6 +12,7 @@
 // quick smoke run).
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -161,6 +162,39 @@ void register_all(int prompt_tokens, int min_time_decode_reps) {
     }(std::make_index_sequence<kRatios.size()>{});
 }
 
+// The adapter's decode cost, measured without the run-to-run drift of the machine's bandwidth: decode
+// steps with and without a rank-8 adapter alternate, token by token, on the same weights.
+template <ModelConfig Cfg>
+void print_lora_overhead(int steps) {
+    using F = Fixture<Cfg>;
+    using clock = std::chrono::steady_clock;
+    const auto prompt = F::prompt(64);
+    std::printf("\nLoRA rank 8 on every projection, decode alternating with/without, %d steps per ratio:\n\n", steps);
+    std::printf("| ratio | TPOT without | TPOT with adapter | adapter cost | adapter bytes read / weight bytes |\n|---|---|---|---|---|\n");
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+        ([&] {
+            constexpr int percent = kRatios[I];
+            Session<Cfg> plain(F::model(false), F::pool(), 64 + steps + 1, 64), lora(F::model(true), F::pool(), 64 + steps + 1, 64);
+            plain.append(prompt, percent);
+            lora.append(prompt, percent);
+            double t_plain = 0, t_lora = 0;
+            int token = 1;
+            for (int i = 0; i < steps; ++i) {
+                auto t0 = clock::now();
+                token = 1 + int(plain.append(token, percent)[0] > 0);
+                t_plain += std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+                t0 = clock::now();
+                token = 1 + int(lora.append(token, percent)[0] > 0);
+                t_lora += std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+            }
+            const double adapter_bytes = double(F::model(true).adapter_runtime(percent)->bytes());
+            std::printf("| %d%% | %.2f ms | %.2f ms | %+.1f%% | %.2f%% |\n", percent, t_plain / steps, t_lora / steps,
+                        100.0 * (t_lora - t_plain) / t_plain, 100.0 * adapter_bytes / double(decode_weight_bytes<Cfg, percent>(DType::f16)));
+            std::fflush(stdout);
+        }(), ...);
+    }(std::make_index_sequence<kRatios.size()>{});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -183,5 +217,7 @@ int main(int argc, char** argv) {
         register_all<elastilm::TinyLlama1B>(512, reps);
     }
     benchmark::RunSpecifiedBenchmarks();
+    if (tiny) print_lora_overhead<elastilm::Stories260K>(32);
+    else print_lora_overhead<elastilm::TinyLlama1B>(96);
     benchmark::Shutdown();
 }

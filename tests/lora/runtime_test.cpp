@@ -33,7 +33,8 @@ LoraAdapter random_adapter(int percent, int rank, std::uint64_t seed) {
     return ad;
 }
 
-// W + scale·B·A on the sliced prefix of every layer matrix, as owned fp32 copies (out_major).
+// W + scale·B·A on the sliced prefix of every layer matrix, as owned fp32 copies (out_major). A and B are
+// rounded to fp16 first: the runtime applies the adapter at the base weights' storage precision.
 struct MergedWeights {
     ModelWeights weights;
     std::vector<std::vector<float>> storage;
@@ -51,7 +52,9 @@ MergedWeights merge(const ModelWeights& base, const LoraAdapter& ad) {
             for (int i = 0; i < p.rows; ++i)
                 for (int j = 0; j < p.cols; ++j) {
                     double d = 0;
-                    for (int r = 0; r < p.rank; ++r) d += double(p.b[std::size_t(i) * p.rank + r]) * p.a[std::size_t(r) * p.cols + j];
+                    for (int r = 0; r < p.rank; ++r)
+                        d += double(f16_to_f32(f32_to_f16(p.b[std::size_t(i) * p.rank + r]))) *
+                             f16_to_f32(f32_to_f16(p.a[std::size_t(r) * p.cols + j]));
                     w[std::size_t(i) * W.cols + j] += float(ad.scale() * d);
                 }
             m.storage.push_back(std::move(w));

@@ -20,13 +20,13 @@ void forward(const Model<Cfg>& m, KvCache<Cfg>& cache, std::span<const int> toke
              float* logits, Logits which, ThreadPool& pool) {
     constexpr int dim = Cfg::dim;
     const int total = int(tokens.size());
-    const LoraAdapter* adapter = m.adapter(Percent);  // this ratio's recovery adapter, or null
+    const LoraRuntime* adapter = m.adapter_runtime(Percent);  // this ratio's recovery adapter, or null
     for (int done = 0; done < total; done += a.capacity) {
         const int n = std::min(a.capacity, total - done);
         for (int t = 0; t < n; ++t) m.embed(tokens[done + t], a.x.data() + std::size_t(t) * dim);
         for (int l = 0; l < Cfg::n_layers; ++l) {
             if (a.observer) a.observer->layer_input(l, a.x.data(), n);
-            const LayerLora lora = adapter ? LayerLora{&adapter->layers[l], adapter->scale()} : LayerLora{};
+            const LayerLora lora = adapter ? LayerLora{&adapter->layers[l], adapter->scale} : LayerLora{};
             if (m.is_anchor(l)) Block<Cfg, 100>::run(m, l, cache, pos0 + done, n, a, pool, lora);
             else Block<Cfg, Percent>::run(m, l, cache, pos0 + done, n, a, pool, lora);
             if (a.observer) a.observer->layer_output(l, a.x.data(), n);

@@ -10,7 +10,7 @@
 
 #include "elastilm/config.hpp"
 #include "elastilm/error.hpp"
-#include "elastilm/lora/adapter.hpp"
+#include "elastilm/lora/apply.hpp"
 #include "elastilm/model/weights.hpp"
 #include "elastilm/ops/rope.hpp"
 #include "elastilm/simd/f16.hpp"
@@ -52,18 +52,23 @@ public:
 
     // Per-ratio LoRA adapters (lora/adapter.hpp): the variant at adapter->percent applies it, unmerged,
     // in every layer; other ratios are untouched. Attach before serving: the blocks read it unlocked.
+    // The blocks read its runtime form (lora/apply.hpp: fp16, laid out for streaming), made here once.
     void set_adapter(std::shared_ptr<const LoraAdapter> adapter) {
         require(adapter != nullptr, weights_.source, "set_adapter: null adapter");
         validate<Cfg>(*adapter, anchors());
-        adapters_[ratio_index(adapter->percent)] = std::move(adapter);
+        const int i = ratio_index(adapter->percent);
+        runtime_[i] = std::make_shared<const LoraRuntime>(LoraRuntime::from(*adapter));
+        adapters_[i] = std::move(adapter);
     }
     void clear_adapter(int percent) {
         const int i = ratio_index(percent);
         require(i >= 0, weights_.source, std::to_string(percent) + "% is not a compiled width ratio");
         adapters_[i].reset();
+        runtime_[i].reset();
     }
-    // The adapter of a compiled ratio, or null.
+    // The adapter of a compiled ratio, or null; and the form the forward pass applies.
     const LoraAdapter* adapter(int percent) const { return adapters_[ratio_index(percent)].get(); }
+    const LoraRuntime* adapter_runtime(int percent) const { return runtime_[ratio_index(percent)].get(); }
 
     // The embedding row of `token`, widened to fp32.
     void embed(int token, float* out) const {
@@ -82,6 +87,7 @@ private:
     RopeTable rope_;
     std::vector<bool> anchor_;
     std::array<std::shared_ptr<const LoraAdapter>, kRatios.size()> adapters_;
+    std::array<std::shared_ptr<const LoraRuntime>, kRatios.size()> runtime_;
 };
 
 }  // namespace elastilm

@@ -21,6 +21,7 @@ PlanRequest request(int n, double ttft_ms, double tpot_ms) {
     r.new_tokens = 0;
     r.slo = {ttft_ms, tpot_ms};
     r.tlm_ms = 0.02 * n;  // as the 20% model's prefill would take under LinearLatency
+    r.headroom = 1.0;     // plan to the objective exactly: the expectations are worked out that way
     return r;
 }
 
@@ -126,6 +127,17 @@ TEST(Orchestrator, LongPromptsAreCompressedToFitTheContext) {
     EXPECT_EQ(p.prefill_percent, 100);
     r.max_kept = 10;  // not even 20% fits: the caller gets a plan it must refuse
     EXPECT_GT(choose_plan(r, LinearLatency{}, std::nullopt).kept_tokens, 10);
+}
+
+TEST(Orchestrator, HeadroomPlansBelowTheObjective) {
+    PlanRequest r = request(100, 10.5, 10.0);
+    EXPECT_EQ(choose_plan(r, LinearLatency{}, std::nullopt).prefill_percent, 100);  // 10 ms ≤ 10.5
+    r.headroom = 0.9;                                                               // 10 ms > 9.45
+    const Plan p = choose_plan(r, LinearLatency{}, std::nullopt);
+    EXPECT_LE(p.predicted_ttft_ms, 9.45);
+    EXPECT_TRUE(p.uses_tlm);
+    r.headroom = 0;
+    EXPECT_THROW(choose_plan(r, LinearLatency{}, std::nullopt), Error);
 }
 
 TEST(Orchestrator, BadObjectivesAreErrors) {

@@ -34,6 +34,12 @@ const PromptScorer later_is_better{[](std::span<const int> prompt) {
                                    },
                                    [](int tokens) { return 0.002 * tokens; }};
 
+ServiceOptions queue_of(int capacity) {
+    ServiceOptions o;
+    o.queue_capacity = capacity;
+    return o;
+}
+
 struct Fixture {
     Model<Cfg> model{synthetic_weights<Cfg>({DType::f32, 5})};
     ThreadPool pool{1};
@@ -50,7 +56,7 @@ ServiceRequest request(std::vector<int> context, std::vector<int> question, Slo 
 
 TEST(Service, AnswersFromManyThreadsLikeADirectRun) {
     Fixture f;
-    Service<Cfg, FakeLatency> service(f.model, nullptr, f.pool, f.latency, later_is_better, ServiceOptions{64, 0, {}});
+    Service<Cfg, FakeLatency> service(f.model, nullptr, f.pool, f.latency, later_is_better, queue_of(64));
     constexpr int kThreads = 4, kPerThread = 5;
     std::vector<std::vector<Ticket>> tickets(kThreads);
     std::vector<std::vector<std::vector<int>>> streamed(kThreads, std::vector<std::vector<int>>(kPerThread));
@@ -106,7 +112,7 @@ TEST(Service, AnswersFromManyThreadsLikeADirectRun) {
 
 TEST(Service, FullQueueRejectsAndCancellationWorks) {
     Fixture f;
-    Service<Cfg, FakeLatency> service(f.model, nullptr, f.pool, f.latency, {}, ServiceOptions{2, 0, {}});
+    Service<Cfg, FakeLatency> service(f.model, nullptr, f.pool, f.latency, {}, queue_of(2));
     std::latch started(1), release(1);
     ServiceRequest blocker = request(ids(8, 1), {}, {1e6, 1e6}, 20);
     blocker.on_token = [&, first = true](int, const std::string&) mutable {
@@ -131,7 +137,7 @@ TEST(Service, FullQueueRejectsAndCancellationWorks) {
 
 TEST(Service, BadRequestsFailAloneAndTheServiceGoesOn) {
     Fixture f;
-    Service<Cfg, FakeLatency> service(f.model, nullptr, f.pool, f.latency, later_is_better, ServiceOptions{16, 0, {}});
+    Service<Cfg, FakeLatency> service(f.model, nullptr, f.pool, f.latency, later_is_better, queue_of(16));
     auto fails = [&](ServiceRequest r, const std::string& needle) {
         const ServiceResult& res = service.submit(std::move(r)).wait();
         EXPECT_EQ(res.status, RequestStatus::failed);

@@ -87,6 +87,7 @@ struct PlanRequest {
     Elasticity elasticity = Elasticity::prompt_and_model;
     double tlm_ms = 0;            // predicted TLM time on the whole, uncompressed prompt (the scorer measures it)
     int max_kept = 1 << 30;       // most prompt tokens that fit the context beside the answer
+    double headroom = 0.9;        // plan to this share of each objective: predictions err by ~10 % either way
 };
 
 // `ratings` may be empty (no trained decision head): pairs are then ranked by a fixed prior — wider model
@@ -95,7 +96,9 @@ template <LatencyPredictor L>
 Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<PairRatings>& ratings) {
     check(r.slo);
     require(r.prompt_tokens > 0, "orchestrator", "empty prompt");
-    const double ttft_budget = r.slo.ttft_ms - std::max(0.0, r.elapsed_ms);
+    require(r.headroom > 0 && r.headroom <= 1, "orchestrator", "headroom must be in (0, 1]");
+    const double ttft_budget = r.slo.ttft_ms * r.headroom - std::max(0.0, r.elapsed_ms);
+    const double tpot_budget = r.slo.tpot_ms * r.headroom;
     const int n = r.prompt_tokens;
     auto tpot_at = [&](int m, int kept) { return latency.tpot_ms(m, kept + r.new_tokens / 2); };
 
@@ -105,7 +108,7 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
     full.predicted_ttft_ms = latency.ttft_ms(100, n);
     full.predicted_tpot_ms = tpot_at(100, n);
     full.ttft_feasible = full.predicted_ttft_ms <= ttft_budget;
-    full.tpot_feasible = full.predicted_tpot_ms <= r.slo.tpot_ms;
+    full.tpot_feasible = full.predicted_tpot_ms <= tpot_budget;
     if (r.elasticity == Elasticity::none || (full.feasible() && n <= r.max_kept)) return full;
 
     const bool vary_prompt = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::prompt_only;
@@ -137,9 +140,9 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
             c.decode_percent = vary_model ? kRatios.front() : 100;
             if (vary_model)
                 for (int d : kRatios)
-                    if (d <= m && tpot_at(d, c.kept_tokens) <= r.slo.tpot_ms) c.decode_percent = d;
+                    if (d <= m && tpot_at(d, c.kept_tokens) <= tpot_budget) c.decode_percent = d;
             c.predicted_tpot_ms = tpot_at(c.decode_percent, c.kept_tokens);
-            c.tpot_feasible = c.predicted_tpot_ms <= r.slo.tpot_ms;
+            c.tpot_feasible = c.predicted_tpot_ms <= tpot_budget;
             if (!fastest || c.predicted_ttft_ms + c.predicted_tpot_ms * r.new_tokens <
                                 fastest->predicted_ttft_ms + fastest->predicted_tpot_ms * r.new_tokens)
                 fastest = c;

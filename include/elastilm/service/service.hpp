@@ -159,6 +159,7 @@ struct ServiceOptions {
     int queue_capacity = 16;  // requests waiting (not counting the running one); more are rejected
     int context = 0;          // KV cache length; 0 = the model's
     SamplerOptions sampling;  // greedy by default
+    double headroom = 0.9;    // plan to this share of each SLO (the latency model errs by ~10 %)
 };
 
 template <ModelConfig Cfg, LatencyPredictor Latency>
@@ -303,6 +304,7 @@ private:
         pr.new_tokens = req.max_new_tokens;
         pr.slo = r.slo;
         pr.elasticity = req.elasticity;
+        pr.headroom = options_.headroom;
         pr.max_kept = session_.context() - req.max_new_tokens;
         require(pr.max_kept >= 1, "request",
                 std::to_string(req.max_new_tokens) + " new tokens leave no room for a prompt in the context of " +

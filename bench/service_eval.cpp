@@ -81,7 +81,7 @@ struct Tally {
 };
 
 template <ModelConfig Cfg>
-int evaluate(ModelWeights weights, const std::vector<int>& stream, const cli::Args& args, const Tokenizer* tok, bool smoke) {
+int evaluate(ModelWeights weights, const std::vector<int>& stream, const cli::Args& args, bool smoke) {
     const int threads = args.get_int("-t", "--threads", 2);
     const int requests = args.get_int("--requests", "--requests", smoke ? 6 : 40);
     const int prompt_len = args.get_int("--prompt-len", "--prompt-len", smoke ? 48 : 160);
@@ -172,7 +172,7 @@ int run(const cli::Args& args) {
         // No tokenizer for stories260K's 512-token vocabulary: a deterministic id stream stands in for text.
         std::vector<int> stream(4096);
         for (std::size_t i = 0; i < stream.size(); ++i) stream[i] = 3 + int((i * 7919 + i / 13) % 509);
-        return evaluate<Stories260K>(synthetic_weights<Stories260K>({DType::f32, 3, Layout::in_major}), stream, args, nullptr, true);
+        return evaluate<Stories260K>(synthetic_weights<Stories260K>({DType::f32, 3, Layout::in_major}), stream, args, true);
     }
     const std::string model_path = args.get("-m", "--model", "");
     const auto tok_path = cli::find_tokenizer(model_path.empty() ? cli::shared_tiny_gqa() : std::filesystem::path(model_path),
@@ -189,7 +189,7 @@ int run(const cli::Args& args) {
     return with_config(weights->hparams, weights->source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(*weights);
         cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
-        return evaluate<Cfg>(std::move(*weights), stream, args, &tok, false);
+        return evaluate<Cfg>(std::move(*weights), stream, args, false);
     });
 }
 

@@ -15,6 +15,7 @@
 //
 //   elastilm_bench_service_eval [-m ELASTIC.gguf] [--heads HEADS.gguf] [--adapters DIR] [--requests 40]
 //                               [--prompt-len 160] [--question-len 8] [--cont-len 16] [-t 2] [--seed 1] [--verbose]
+//                               [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
 //   elastilm_bench_service_eval --smoke      (synthetic stories260K shape, no tokenizer: CI)
 // Without -m it uses ../shared/models/tiny-gqa-15M elasticized in memory; prompts come from the first
 // 16,128 tokens of its valid.txt, which no calibration step (elasticize, train_tlm, recover) reads.
@@ -45,9 +46,9 @@ struct TraceRequest {
 // Non-overlapping windows of the held-out stream: BOS + prompt_len tokens (the last question_len of them
 // protected), then cont_len tokens of true continuation. SLO levels drawn from the nine demo levels.
 std::vector<TraceRequest> make_trace(std::span<const int> stream, int requests, int prompt_len, int question_len, int cont_len,
-                                     std::uint64_t seed) {
+                                     const std::vector<int>& ttft_levels, const std::vector<int>& tpot_levels, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
-    std::uniform_int_distribution<int> level(0, int(kRatios.size()) - 1);
+    std::uniform_int_distribution<std::size_t> ttft_level(0, ttft_levels.size() - 1), tpot_level(0, tpot_levels.size() - 1);
     std::vector<TraceRequest> trace;
     const std::size_t stride = std::size_t(prompt_len + cont_len);
     for (int i = 0; i < requests && (std::size_t(i) + 1) * stride <= stream.size(); ++i) {
@@ -60,7 +61,8 @@ std::vector<TraceRequest> make_trace(std::span<const int> stream, int requests, 
             r.prompt.keep.push_back(t >= prompt_len - question_len || window[t] <= 2 ? 1 : 0);
         }
         r.continuation.assign(window.begin() + prompt_len, window.end());
-        r.slo = {double(kRatios[level(rng)]), double(kRatios[level(rng)])};
+        r.slo.ttft_percent = ttft_levels[ttft_level(rng)];
+        r.slo.tpot_percent = tpot_levels[tpot_level(rng)];
         trace.push_back(std::move(r));
     }
     require(!trace.empty(), "service_eval", "held-out text too short for one request");
@@ -98,14 +100,26 @@ int evaluate(ModelWeights weights, const std::vector<int>& stream, const cli::Ar
     const LatencyModel latency = load_or_profile(model, pool, popt, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
     TlmScorer<Cfg> scorer(model, pool, args.get("--heads", "--heads", ""));
     const PromptScorer score = scorer.as_prompt_scorer();
-    const auto trace = make_trace(stream, requests, prompt_len, question_len, cont_len, std::uint64_t(args.get_int("--seed", "--seed", 1)));
+    const std::vector<int> all(kRatios.begin(), kRatios.end());
+    const auto ttft_levels = cli::ratio_list(args, all, "--ttft-levels"), tpot_levels = cli::ratio_list(args, all, "--tpot-levels");
+    const auto trace = make_trace(stream, requests, prompt_len, question_len, cont_len, ttft_levels, tpot_levels,
+                                  std::uint64_t(args.get_int("--seed", "--seed", 1)));
 
     Session<Cfg> session(model, pool);
     session.append(trace[0].prompt.ids, 100);  // warm-up: page the weights in
     const Elasticity strategies[] = {Elasticity::prompt_and_model, Elasticity::model_only, Elasticity::prompt_only, Elasticity::none};
     std::printf("# %s, %zu requests (prompt %d tokens incl. a protected %d-token question, continuation %d), %d threads\n",
                 std::string(Cfg::name).c_str(), trace.size(), prompt_len + 1, question_len, cont_len, threads);
-    std::printf("# TLM: %s\n\n", scorer.description().c_str());
+    auto levels = [](const std::vector<int>& v) {
+        std::string s;
+        for (int l : v) {
+            if (!s.empty()) s += ',';
+            s += std::to_string(l);
+        }
+        return s;
+    };
+    std::printf("# TLM: %s\n# SLO levels (%% of the full model's predicted latency): TTFT {%s}, TPOT {%s}\n\n", scorer.description().c_str(),
+                levels(ttft_levels).c_str(), levels(tpot_levels).c_str());
     std::printf("| strategy | SLO attainment | on feasible SLOs | TTFT met | TPOT met | mean log-lik of continuation | prompt kept | prefill width | decode width |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (Elasticity e : strategies) {
@@ -145,6 +159,7 @@ int evaluate(ModelWeights weights, const std::vector<int>& stream, const cli::Ar
             any.protected_tokens = req.prompt.protected_count();
             any.elasticity = Elasticity::prompt_and_model;
             any.tlm_ms = score.predicted_ms(n);
+            any.headroom = 1.0;  // feasible as predicted, without the planner's safety margin
             const bool feasible = choose_plan(any, latency, std::nullopt).feasible();
             t.feasible += feasible;
             t.feasible_met += feasible && ttft_ok && tpot_ok;

@@ -99,19 +99,19 @@ inline FoundTokenizer load_tokenizer(const std::string& model, const Args& args)
     return {path, Tokenizer::from_model_file(path)};
 }
 
-// "--ratios 20,50,100": each must be a compiled width ratio.
-inline std::vector<int> ratio_list(const Args& args, std::vector<int> def) {
-    if (!args.has("--ratios")) return def;
+// "--ratios 20,50,100" (or another flag): each must be a compiled width ratio.
+inline std::vector<int> ratio_list(const Args& args, std::vector<int> def, const std::string& flag = "--ratios") {
+    if (!args.has(flag)) return def;
     std::vector<int> v;
-    std::stringstream ss(args.get("--ratios", "--ratios", ""));
+    std::stringstream ss(args.get(flag, flag, ""));
     for (std::string item; std::getline(ss, item, ',');) {
         char* end = nullptr;
         const long r = std::strtol(item.c_str(), &end, 10);
-        require(!item.empty() && end && *end == '\0' && ratio_index(int(r)) >= 0, "--ratios",
+        require(!item.empty() && end && *end == '\0' && ratio_index(int(r)) >= 0, flag,
                 "'" + item + "' is not a compiled ratio (20, 30, …, 100)");
         v.push_back(int(r));
     }
-    require(!v.empty(), "--ratios", "is empty");
+    require(!v.empty(), flag, "is empty");
     return v;
 }
 

@@ -81,5 +81,19 @@ TEST(TlmScorer, TrainedHeadsRateEveryPairAndForeignHeadsAreRefused) {
     EXPECT_EQ(default_heads_path("dir/model.gguf"), std::filesystem::path("dir/model.tlm.gguf"));
 }
 
+TEST(TlmScorer, SeparateTrunkModel) {
+    Model<Cfg> llm(synthetic_weights<Cfg>({DType::f32, 2})), small(synthetic_weights<Cfg>({DType::f32, 11}));
+    ThreadPool pool(1);
+    TlmScorer<Cfg, Cfg> scorer(llm, small, pool, "");
+    EXPECT_NE(scorer.description().find("trunk = stories260K at 20%"), std::string::npos) << scorer.description();
+    // Its scores are the small model's surprisal, not the served model's.
+    TlmScorer<Cfg> own(llm, pool, "");
+    EXPECT_NE(scorer.analyze(prompt(40)).scores, own.analyze(prompt(40)).scores);
+    // A trunk with another vocabulary cannot read the served model's ids.
+    Model<TinyGqa15M> other(synthetic_weights<TinyGqa15M>({DType::f16, 1}));
+    using Mixed = TlmScorer<TinyGqa15M, Cfg>;
+    EXPECT_THROW(Mixed(other, small, pool, ""), Error);
+}
+
 }  // namespace
 }  // namespace elastilm

@@ -1,7 +1,8 @@
 // The TLM as the Service sees it (a PromptScorer): per-token importances and the decision head's pair
 // ratings for one prompt.
 //
-// The trunk is the served model's own 20% variant. With heads (`train_tlm`'s output, checked to belong to
+// The trunk is by default the served model's own 20% variant; a separate small model of any compiled
+// config with the same vocabulary can be the trunk instead (TlmScorer<Cfg, TrunkCfg>). With heads (`train_tlm`'s output, checked to belong to
 // this model) both heads are used; without, the scores are the trunk's surprisal — the LLMLingua baseline —
 // and the pairs are left to the orchestrator's prior. A prompt longer than the trunk's context is read in
 // context-sized windows whose features are joined (each window's position feature then counts to its
@@ -30,20 +31,29 @@ inline std::filesystem::path default_heads_path(const std::filesystem::path& mod
     return p.replace_extension(".tlm.gguf");
 }
 
-template <ModelConfig Cfg>
+template <ModelConfig Cfg, ModelConfig TrunkCfg = Cfg>
 class TlmScorer {
 public:
-    // `heads` may be empty or name a file that does not exist: the surprisal baseline is used then.
-    // A heads file that exists but belongs to another model is an Error.
+    // The served model's own sub-model as the trunk. `heads` may be empty or name a file that does not
+    // exist: the surprisal baseline is used then. Heads that belong to another model are an Error.
     TlmScorer(const Model<Cfg>& model, ThreadPool& pool, const std::filesystem::path& heads, int trunk_percent = 20)
-        : tlm_(model, pool, trunk_percent) {
+        requires std::same_as<Cfg, TrunkCfg>
+        : TlmScorer(model, model, pool, heads, trunk_percent) {}
+
+    // A separate trunk model; its vocabulary must be the served model's.
+    TlmScorer(const Model<Cfg>& llm, const Model<TrunkCfg>& trunk, ThreadPool& pool, const std::filesystem::path& heads,
+              int trunk_percent = 20)
+        : tlm_((Tlm<TrunkCfg>::template require_same_vocabulary<Cfg>(), trunk), pool, trunk_percent) {
+        const std::string what = (static_cast<const void*>(&llm) == static_cast<const void*>(&trunk)
+                                      ? std::string("this model")
+                                      : std::string(TrunkCfg::name)) +
+                                 " at " + std::to_string(trunk_percent) + "%";
         if (!heads.empty() && std::filesystem::exists(heads)) {
-            tlm_.use_heads(TlmHeads::load(heads), model, heads.string());
-            description_ = "trunk = this model at " + std::to_string(trunk_percent) + "%, trained score + decision heads (" +
-                           heads.string() + ")";
+            tlm_.use_heads(TlmHeads::load(heads), llm, heads.string());
+            description_ = "trunk = " + what + ", trained score + decision heads (" + heads.string() + ", " +
+                           std::string(to_string(tlm_.feature_mode())) + " features)";
         } else {
-            description_ = "trunk = this model at " + std::to_string(trunk_percent) +
-                           "%, no trained heads: surprisal scores (LLMLingua-style baseline), pairs by the prior";
+            description_ = "trunk = " + what + ", no trained heads: surprisal scores (LLMLingua-style baseline), pairs by the prior";
         }
         measure_latency();
     }
@@ -61,8 +71,8 @@ public:
 
     PromptAnalysis analyze(std::span<const int> ids) {
         PromptFeatures f;
-        for (std::size_t done = 0; done < ids.size(); done += Cfg::context) {
-            PromptFeatures w = tlm_.features(ids.subspan(done, std::min<std::size_t>(Cfg::context, ids.size() - done)));
+        for (std::size_t done = 0; done < ids.size(); done += TrunkCfg::context) {
+            PromptFeatures w = tlm_.features(ids.subspan(done, std::min<std::size_t>(TrunkCfg::context, ids.size() - done)));
             f.width = w.width;
             f.tokens += w.tokens;
             f.values.insert(f.values.end(), w.values.begin(), w.values.end());
@@ -78,9 +88,9 @@ private:
     // prompts are extrapolated: measuring a 1B model's TLM at 2048 tokens would take a minute at start-up.
     void measure_latency() {
         using clock = std::chrono::steady_clock;
-        constexpr int longest = std::min(Cfg::context, 256);
+        constexpr int longest = std::min(TrunkCfg::context, 256);
         std::vector<int> probe(longest);
-        for (int i = 0; i < longest; ++i) probe[i] = 3 + (i * 7919) % (Cfg::vocab_size - 3);
+        for (int i = 0; i < longest; ++i) probe[i] = 3 + (i * 7919) % (TrunkCfg::vocab_size - 3);
         analyze(std::span<const int>(probe).first(std::min(longest, 16)));
         std::vector<double> lengths, ms;
         for (int L : {std::min(longest, 16), std::max(1, longest / 4), std::max(1, longest / 2), longest}) {
@@ -97,7 +107,7 @@ private:
         latency_ = fit_nonnegative_polynomial(lengths, ms, 2);
     }
 
-    Tlm<Cfg> tlm_;
+    Tlm<TrunkCfg> tlm_;
     std::string description_;
     std::vector<double> latency_;  // ms = Σ latency_[i]·L^i
 };

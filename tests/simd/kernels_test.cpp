@@ -63,6 +63,31 @@ TEST_P(Kernels, MatvecMatchesReference) {
     }
 }
 
+// y = W·x + E·z in one pass (how decode reads a LoRA adapter's B): E is f16 in W's layout with a few
+// columns, the threads split W's rows (out_major) or the columns of [W | E] (in_major).
+TEST_P(Kernels, MatvecWithExtraColumnsMatchesReference) {
+    const auto [dtype, layout, threads] = GetParam();
+    ThreadPool pool(threads);
+    for (Shape sh : {Shape{17, 3}, Shape{173, 257}, Shape{300, 700}, Shape{1030, 96}}) {
+        for (int extra_cols : {1, 4, 8, 11}) {
+            const Stored s = make(sh.rows, sh.cols, sh.rows + 5, sh.cols + 9, dtype, layout, sh.rows * 31 + sh.cols);
+            const Stored e = make(sh.rows, extra_cols, sh.rows, extra_cols, DType::f16, layout, 99 + extra_cols);
+            std::vector<float> x(sh.cols), z(extra_cols), y(sh.rows, NAN);
+            std::mt19937 rng(extra_cols);
+            for (auto& v : x) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+            for (auto& v : z) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+            const ExtraColumns extra{e.view, z.data()};
+            matvec(s.view, x.data(), y.data(), &pool, &extra);
+            for (int i = 0; i < sh.rows; ++i) {
+                double want = 0, scale = 0;
+                for (int j = 0; j < sh.cols; ++j) { want += at(s, i, j) * x[j]; scale += std::fabs(at(s, i, j) * x[j]); }
+                for (int k = 0; k < extra_cols; ++k) { want += at(e, i, k) * z[k]; scale += std::fabs(at(e, i, k) * z[k]); }
+                ASSERT_NEAR(y[i], want, 1e-5 * scale + 1e-6) << sh.rows << "x" << sh.cols << " + " << extra_cols << " row " << i;
+            }
+        }
+    }
+}
+
 TEST_P(Kernels, MatmulMatchesReference) {
     const auto [dtype, layout, threads] = GetParam();
     ThreadPool pool(threads);

@@ -5,8 +5,9 @@
 // the first kv_dim rows of Wk/Wv, the first q_dim inputs of Wo, and the first `hidden` neurons of the
 // FFN. Because elastic models store units in descending importance, these prefixes are the most
 // important units (ElastiLM §3.1). The hidden size `dim` is never sliced. When the running ratio has a
-// LoRA adapter, every projection adds its low-rank correction (lora/apply.hpp); otherwise the only cost
-// is one null test per projection.
+// LoRA adapter, each group of projections that share an input first forms its low-rank inputs, then
+// every projection adds its correction (lora/apply.hpp); otherwise the only cost is one null test per
+// projection.
 #pragma once
 
 #include <cstddef>
@@ -43,6 +44,7 @@ struct Block {
                           ThreadPool& pool, LayerLora lora = {}) {
         const LayerWeights& w = m.layer(l);
         normalize(w.attn_norm, n, a);
+        lora_inputs_of(lora_group::qkv, lora, a.xb.data(), dim, n, a, pool);
         project(w.wq.prefix(W::q_dim, dim), lora, lora_slot::q, a.xb.data(), dim, a.q.data(), W::q_dim, n, a, pool);
         project(w.wk.prefix(W::kv_dim, dim), lora, lora_slot::k, a.xb.data(), dim, a.k.data(), W::kv_dim, n, a, pool);
         project(w.wv.prefix(W::kv_dim, dim), lora, lora_slot::v, a.xb.data(), dim, a.v.data(), W::kv_dim, n, a, pool);
@@ -75,6 +77,7 @@ struct Block {
         });
 
         if (a.observer) a.observer->attention_heads(l, a.att_out.data(), n, W::q_dim);
+        lora_inputs_of(lora_group::o, lora, a.att_out.data(), W::q_dim, n, a, pool);
         project(w.wo.prefix(dim, W::q_dim), lora, lora_slot::o, a.att_out.data(), W::q_dim, a.proj.data(), dim, n, a, pool);
         add_residual(n, a);
     }
@@ -82,20 +85,27 @@ struct Block {
     // x += W_down · (silu(W_gate·norm(x)) ⊙ W_up·norm(x))
     static void ffn(const LayerWeights& w, int l, int n, Activations<Cfg>& a, ThreadPool& pool, LayerLora lora = {}) {
         normalize(w.ffn_norm, n, a);
+        lora_inputs_of(lora_group::gate_up, lora, a.xb.data(), dim, n, a, pool);
         project(w.w_gate.prefix(W::hidden, dim), lora, lora_slot::gate, a.xb.data(), dim, a.gate.data(), W::hidden, n, a, pool);
         project(w.w_up.prefix(W::hidden, dim), lora, lora_slot::up, a.xb.data(), dim, a.up.data(), W::hidden, n, a, pool);
         silu_mul(a.gate.data(), a.up.data(), n * W::hidden);
         if (a.observer) a.observer->ffn_hidden(l, a.gate.data(), n, W::hidden);
+        lora_inputs_of(lora_group::down, lora, a.gate.data(), W::hidden, n, a, pool);
         project(w.w_down.prefix(dim, W::hidden), lora, lora_slot::down, a.gate.data(), W::hidden, a.proj.data(), dim, n, a, pool);
         add_residual(n, a);
     }
 
 private:
+    // The adapter's low-rank inputs for the projections of `group`, which all read X.
+    static void lora_inputs_of(std::size_t group, LayerLora lora, const float* X, int ldx, int n, Activations<Cfg>& a,
+                               ThreadPool& pool) {
+        if (lora) lora_inputs(*lora.layer, group, lora.scale, X, ldx, n, a.lora, pool);
+    }
     // Y = X·W_sliceᵀ, plus the adapter's low-rank correction when this ratio has one.
     static void project(const MatrixView& W, LayerLora lora, std::size_t slot, const float* X, int ldx, float* Y, int ldy,
                         int n, Activations<Cfg>& a, ThreadPool& pool) {
-        linear(W, X, ldx, Y, ldy, n, pool);
-        if (lora) add_lora(lora.layer->pairs[slot], lora.scale, X, ldx, Y, ldy, n, a.lora, pool);
+        if (lora) linear_with_lora(W, lora.layer->pairs[slot], X, ldx, Y, ldy, n, a.lora, pool);
+        else linear(W, X, ldx, Y, ldy, n, pool);
     }
     static void normalize(const std::vector<float>& weight, int n, Activations<Cfg>& a) {
         for (int t = 0; t < n; ++t)

@@ -57,7 +57,7 @@ public:
         require(adapter != nullptr, weights_.source, "set_adapter: null adapter");
         validate<Cfg>(*adapter, anchors());
         const int i = ratio_index(adapter->percent);
-        runtime_[i] = std::make_shared<const LoraRuntime>(LoraRuntime::from(*adapter));
+        runtime_[i] = std::make_shared<const LoraRuntime>(LoraRuntime::from(*adapter, weights_));
         adapters_[i] = std::move(adapter);
     }
     void clear_adapter(int percent) {

@@ -2,6 +2,8 @@
 // at full bandwidth. Rows (outputs) are split across the thread pool.
 //  out_major: four rows at a time share each loaded slice of x; two batches per row in flight.
 //  in_major:  y[r0:r1] += x[j]·W[:, j] over columns, four columns per pass over the thread's y block.
+// A product may carry a few extra input columns E (same layout and rows as W) with their own inputs z:
+// y = W·x + E·z in the same pass. Decode reads a LoRA adapter's B this way, as [W | B]·[x ; s·A·x].
 #pragma once
 
 #include <algorithm>
@@ -14,6 +16,12 @@
 
 namespace elastilm {
 
+// Extra input columns of a product: E (f16, the layout and rows of W) applied to inputs z.
+struct ExtraColumns {
+    MatrixView E;
+    const float* z = nullptr;
+};
+
 namespace detail {
 
 // y[i] for rows [r0, r1) of an out_major W (element type T).
@@ -24,7 +32,7 @@ namespace detail {
 // hardware prefetcher needs a while to ramp up; a software hint one or two pages ahead covers that.
 inline constexpr std::size_t kPrefetchAhead = 2048;
 
-template <class T>
+template <class T, bool Accumulate = false>
 void matvec_rows(const T* W, std::size_t ld, int cols, const float* x, float* y, int r0, int r1) {
     using simd::fbatch;
     constexpr int S = simd::lanes;
@@ -43,17 +51,17 @@ void matvec_rows(const T* W, std::size_t ld, int cols, const float* x, float* y,
         for (; j < end1; j += S) a0 = xsimd::fma(simd::load(w + j), simd::load(x + j), a0);
         float sum = xsimd::hadd((a0 + a1) + (a2 + a3));
         for (; j < cols; ++j) sum += simd::to_float(w[j]) * x[j];
-        y[r] = sum;
+        if constexpr (Accumulate) y[r] += sum;
+        else y[r] = sum;
     }
 }
 
-// y[0:rows] = Σ_{j in [c0, c1)} x[j]·W[:, j] for an in_major W: column j is contiguous (W + j·ld), so
+// y[0:rows] += Σ_{j in [c0, c1)} x[j]·W[:, j] for an in_major W: column j is contiguous (W + j·ld), so
 // a range of columns is one sequential stream. Four columns per pass over y.
 template <class T>
 void matvec_columns(const T* W, std::size_t ld, int rows, const float* x, float* y, int c0, int c1) {
     using simd::fbatch;
     constexpr int S = simd::lanes;
-    std::fill(y, y + rows, 0.0f);
     const int vec_end = rows / S * S;
     int j = c0;
     for (; j + 4 <= c1; j += 4) {
@@ -77,11 +85,21 @@ void matvec_columns(const T* W, std::size_t ld, int rows, const float* x, float*
     }
 }
 
+// Columns [c0, c1) of [W | E] (E optional, f16) into y, which the caller has zeroed.
 template <class T>
-void matvec_in_major(const MatrixView& W, const float* x, float* y, ThreadPool* pool) {
-    const T* data = static_cast<const T*>(W.data);
+void matvec_columns_extended(const MatrixView& W, const float* x, const ExtraColumns* extra, float* y, int c0, int c1) {
+    if (c0 < W.cols) matvec_columns(static_cast<const T*>(W.data), W.ld, W.rows, x, y, c0, std::min(c1, W.cols));
+    if (extra && c1 > W.cols)
+        matvec_columns(static_cast<const f16_bits*>(extra->E.data), extra->E.ld, W.rows, extra->z, y,
+                       std::max(c0, W.cols) - W.cols, c1 - W.cols);
+}
+
+template <class T>
+void matvec_in_major(const MatrixView& W, const float* x, float* y, ThreadPool* pool, const ExtraColumns* extra) {
+    const int columns = W.cols + (extra ? extra->E.cols : 0);
     if (!pool || pool->size() == 1) {
-        matvec_columns(data, W.ld, W.rows, x, y, 0, W.cols);
+        std::fill(y, y + W.rows, 0.0f);
+        matvec_columns_extended<T>(W, x, extra, y, 0, columns);
         return;
     }
     // Each thread sums its own columns into a partial y; the caller adds the partials.
@@ -90,8 +108,10 @@ void matvec_in_major(const MatrixView& W, const float* x, float* y, ThreadPool* 
     partial.resize(stride * pool->size());
     std::atomic<int> slots{0};
     float* base = partial.data();
-    pool->parallel_for(W.cols, [&](int c0, int c1) {
-        matvec_columns(data, W.ld, W.rows, x, base + stride * slots.fetch_add(1), c0, c1);
+    pool->parallel_for(columns, [&](int c0, int c1) {
+        float* part = base + stride * slots.fetch_add(1);
+        std::fill(part, part + W.rows, 0.0f);
+        matvec_columns_extended<T>(W, x, extra, part, c0, c1);
     }, 4);
     const int used = slots.load();
     std::copy_n(base, W.rows, y);
@@ -99,20 +119,32 @@ void matvec_in_major(const MatrixView& W, const float* x, float* y, ThreadPool* 
         for (int r = 0; r < W.rows; ++r) y[r] += base[stride * s + r];
 }
 
+// Rows [r0, r1) of [W | E]·[x ; z] for an out_major W: each thread adds E's rows right after W's.
+template <class T>
+void matvec_rows_extended(const MatrixView& W, const float* x, const ExtraColumns* extra, float* y, int r0, int r1) {
+    matvec_rows(static_cast<const T*>(W.data), W.ld, W.cols, x, y, r0, r1);
+    if (extra) matvec_rows<f16_bits, true>(static_cast<const f16_bits*>(extra->E.data), extra->E.ld, extra->E.cols, extra->z, y, r0, r1);
+}
+
 }  // namespace detail
 
-// y[i] = Σ_j W(i, j) · x[j] for i < W.rows, j < W.cols. Either layout, either dtype.
-inline void matvec(const MatrixView& W, const float* x, float* y, ThreadPool* pool = nullptr) {
-    // Below ~64K weights the hand-off costs more than the work.
-    if (pool && std::size_t(W.rows) * W.cols < (1u << 16)) pool = nullptr;
+// Below ~64K weights that sit in cache, the hand-off to the pool costs more than the work.
+inline constexpr std::size_t kParallelMatvecWeights = std::size_t(1) << 16;
+
+// y[i] = Σ_j W(i, j) · x[j] for i < W.rows, j < W.cols, plus Σ_k E(i, k) · z[k] when `extra` is given.
+// Either layout, either dtype. Split across `pool` from `parallel_from` weights of W.
+inline void matvec(const MatrixView& W, const float* x, float* y, ThreadPool* pool = nullptr, const ExtraColumns* extra = nullptr,
+                   std::size_t parallel_from = kParallelMatvecWeights) {
+    assert(!extra || (extra->E.layout == W.layout && extra->E.rows == W.rows && extra->E.dtype == DType::f16));
+    if (pool && std::size_t(W.rows) * W.cols < parallel_from) pool = nullptr;
     if (W.layout == Layout::in_major) {
-        if (W.dtype == DType::f16) detail::matvec_in_major<f16_bits>(W, x, y, pool);
-        else detail::matvec_in_major<float>(W, x, y, pool);
+        if (W.dtype == DType::f16) detail::matvec_in_major<f16_bits>(W, x, y, pool, extra);
+        else detail::matvec_in_major<float>(W, x, y, pool, extra);
         return;
     }
     auto rows = [&](int r0, int r1) {
-        if (W.dtype == DType::f16) detail::matvec_rows(static_cast<const f16_bits*>(W.data), W.ld, W.cols, x, y, r0, r1);
-        else detail::matvec_rows(static_cast<const float*>(W.data), W.ld, W.cols, x, y, r0, r1);
+        if (W.dtype == DType::f16) detail::matvec_rows_extended<f16_bits>(W, x, extra, y, r0, r1);
+        else detail::matvec_rows_extended<float>(W, x, extra, y, r0, r1);
     };
     if (pool && pool->size() > 1) pool->parallel_for(W.rows, rows, 16);
     else rows(0, W.rows);

@@ -185,8 +185,24 @@ TEST(AdamW, CheckpointResumesTheIdenticalTrajectory) {
         EXPECT_NE(std::string(e.what()).find("blk.0.attn_q.weight.lora_a.adam_m has rank 2, the adapter declares rank 3"), std::string::npos)
             << e.what();
     }
-    // A truncated state file is an Error.
+    // A pair from different steps (a run killed between the two writes) is refused, naming both steps.
     const auto state = adamw_state_path(path);
+    save_adamw(resumed_opt, state);
+    try {
+        load_checkpoint<Stories260K>(path, {});
+        ADD_FAILURE() << "resumed from a step-4 adapter with step-10 optimizer state";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("is at step 4 but its optimizer state " + state.filename().string() + " is at step 10"), std::string::npos)
+            << e.what();
+    }
+    save_adamw(first_opt, state);
+    EXPECT_NO_THROW(load_checkpoint<Stories260K>(path, {}));
+    // An adapter written outside training has no step: not a checkpoint.
+    write_adapter_gguf(first, path, id);
+    EXPECT_THROW(load_checkpoint<Stories260K>(path, {}), Error);
+    save_checkpoint(first, first_opt, path, id);
+
+    // A truncated state file is an Error.
     const auto size = fs::file_size(state);
     for (auto cut : {size / 3, size - 5}) {
         fs::resize_file(state, cut);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "elastilm/error.hpp"
+#include "elastilm/io/atomic_write.hpp"
 #include "elastilm/io/gguf.hpp"
 #include "elastilm/tensor.hpp"
 
@@ -58,9 +59,13 @@ public:
         add_tensor(name, std::move(shape), dtype, [data, n](std::FILE* f) { std::fwrite(data, 1, n, f); });
     }
 
+    // Written atomically (io/atomic_write.hpp): the file at `path` is the old one until this one is whole.
     void write(const std::filesystem::path& path) const {
-        std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
-        require(f != nullptr, path.string(), "cannot open for writing");
+        write_atomically(path, [&](std::FILE* f) { write_to(f, path); });
+    }
+
+private:
+    void write_to(std::FILE* f, const std::filesystem::path& path) const {
         std::vector<std::byte> head;
         auto raw = [&](const void* p, std::size_t n) {
             head.insert(head.end(), static_cast<const std::byte*>(p), static_cast<const std::byte*>(p) + n);
@@ -91,19 +96,17 @@ public:
             offset += pad(t.nbytes);
         }
         head.resize(pad(head.size()), std::byte{0});
-        std::fwrite(head.data(), 1, head.size(), f.get());
+        std::fwrite(head.data(), 1, head.size(), f);
         const std::vector<char> zeros(alignment_, 0);
         for (const Tensor& t : tensors_) {
-            const long before = std::ftell(f.get());
-            t.fill(f.get());
-            require(std::size_t(std::ftell(f.get()) - before) == t.nbytes, path.string(),
+            const long before = std::ftell(f);
+            t.fill(f);
+            require(std::size_t(std::ftell(f) - before) == t.nbytes, path.string(),
                     "tensor " + t.name + ": filler wrote the wrong number of bytes");
-            std::fwrite(zeros.data(), 1, pad(t.nbytes) - t.nbytes, f.get());
+            std::fwrite(zeros.data(), 1, pad(t.nbytes) - t.nbytes, f);
         }
-        require(std::fflush(f.get()) == 0 && !std::ferror(f.get()), path.string(), "write failed (disk full?)");
     }
 
-private:
     struct Tensor {
         std::string name;
         std::vector<std::int64_t> shape;

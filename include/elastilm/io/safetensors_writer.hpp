@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "elastilm/error.hpp"
+#include "elastilm/io/atomic_write.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm::io {
@@ -60,12 +61,10 @@ public:
         return out;
     }
 
+    // Written atomically (io/atomic_write.hpp).
     void write(const std::filesystem::path& path) const {
         const std::vector<std::byte> b = bytes();
-        std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
-        require(f != nullptr, path.string(), "cannot open for writing");
-        const std::size_t written = std::fwrite(b.data(), 1, b.size(), f.get());
-        require(written == b.size() && std::fflush(f.get()) == 0, path.string(), "write failed (disk full?)");
+        write_atomically(path, [&](std::FILE* f) { std::fwrite(b.data(), 1, b.size(), f); });
     }
 
 private:

@@ -208,11 +208,12 @@ inline AdamW load_adamw(const std::filesystem::path& path, const LoraAdapter& pa
 }
 
 // A training checkpoint: the adapter (loadable on its own, load_adapter_gguf) and, beside it, the
-// optimizer state.
+// optimizer state. Each file is replaced atomically and both record the step, so a run killed between
+// the two writes is detected on resume instead of continuing from a mismatched pair.
 inline void save_checkpoint(const LoraAdapter& params, const AdamW& opt, const std::filesystem::path& adapter_path,
                             const LoraModelIdentity& model) {
-    write_adapter_gguf(params, adapter_path, model);
     save_adamw(opt, adamw_state_path(adapter_path));
+    write_adapter_gguf(params, adapter_path, model, opt.steps());
 }
 
 template <ModelConfig Cfg>
@@ -220,6 +221,13 @@ std::pair<LoraAdapter, AdamW> load_checkpoint(const std::filesystem::path& adapt
                                               std::optional<int> percent = std::nullopt) {
     LoraAdapter params = load_adapter_gguf<Cfg>(adapter_path, anchors, percent);
     AdamW opt = load_adamw(adamw_state_path(adapter_path), params);
+    const auto file = io::MappedFile::open(adapter_path);
+    const io::GgufFile g = io::GgufFile::parse(file->bytes(), file->path());
+    require(g.has("elastilm.lora.train_step"), g.where(), "is not a training checkpoint (no elastilm.lora.train_step)");
+    const std::uint64_t step = g.get_uint("elastilm.lora.train_step");
+    require(step == opt.steps(), g.where(),
+            "is at step " + std::to_string(step) + " but its optimizer state " + adamw_state_path(adapter_path).filename().string() +
+                " is at step " + std::to_string(opt.steps()) + " (interrupted between the two writes?); delete both to start over");
     return {std::move(params), std::move(opt)};
 }
 

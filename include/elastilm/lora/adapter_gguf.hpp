@@ -98,7 +98,10 @@ inline void add_lora_tensors(io::GgufWriter& g, const LoraAdapter& ad, const std
 
 }  // namespace detail
 
-inline void write_adapter_gguf(const LoraAdapter& ad, const std::filesystem::path& path, const LoraModelIdentity& model) {
+// `train_step`: set on training checkpoints (elastilm.lora.train_step), so that the optimizer state saved
+// beside it can be checked to belong to the same step.
+inline void write_adapter_gguf(const LoraAdapter& ad, const std::filesystem::path& path, const LoraModelIdentity& model,
+                               std::optional<std::uint64_t> train_step = std::nullopt) {
     const std::string where = path.string();
     require(ad.rank > 0, where, "adapter rank must be positive to be written");
     require(ratio_index(ad.percent) >= 0, where, std::to_string(ad.percent) + "% is not a compiled width ratio");
@@ -124,6 +127,7 @@ inline void write_adapter_gguf(const LoraAdapter& ad, const std::filesystem::pat
     g.set_u32("elastilm.lora.dim", std::uint32_t(model.dim));
     g.set_u32("elastilm.lora.vocab", std::uint32_t(model.vocab));
     g.set_i32_array("elastilm.lora.anchors", {anchors.begin(), anchors.end()});
+    if (train_step) g.set_u64("elastilm.lora.train_step", *train_step);
     detail::add_lora_tensors(g, ad);
     g.write(path);
 }

@@ -33,6 +33,7 @@
 
 #include "elastilm/config.hpp"
 #include "elastilm/error.hpp"
+#include "elastilm/io/atomic_write.hpp"
 #include "elastilm/io/mapped_file.hpp"
 #include "elastilm/io/safetensors.hpp"
 #include "elastilm/io/safetensors_writer.hpp"
@@ -258,9 +259,7 @@ inline void write_peft(const LoraAdapter& ad, const std::filesystem::path& folde
     std::filesystem::create_directories(folder);
     st.write(folder / kPeftWeightsFile);
     const auto config_path = folder / kPeftConfigFile;
-    std::ofstream out(config_path, std::ios::binary);
-    out << config.dump(2) << "\n";
-    require(bool(out.flush()), config_path.string(), "write failed");
+    io::write_text_atomically(config_path, config.dump(2) + "\n");
 }
 
 }  // namespace elastilm

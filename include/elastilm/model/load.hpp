@@ -80,8 +80,10 @@ struct TensorSource {
 inline ModelWeights load_gguf(const std::filesystem::path& path) {
     const io::GgufFile g = io::GgufFile::open(path);
     const std::string& where = g.where();
-    require(!g.has("general.architecture") || g.get_string("general.architecture") == "llama", where,
-            "architecture is " + g.get_string("general.architecture") + ", only llama is supported");
+    if (g.has("general.architecture")) {
+        const std::string& arch = g.get_string("general.architecture");
+        require(arch == "llama", where, "architecture is " + arch + ", only llama is supported");
+    }
     ModelWeights w;
     w.source = where;
     w.format = "gguf";

@@ -39,6 +39,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "elastilm/generate/sampler.hpp"
+#include "elastilm/io/atomic_write.hpp"
 #include "elastilm/model/session.hpp"
 #include "elastilm/service/nonnegative_fit.hpp"
 
@@ -171,20 +172,10 @@ public:
         }
     }
 
-    // Written to a temporary file and renamed, so a crash mid-write never leaves a half file behind.
+    // Written atomically (io/atomic_write.hpp): a crash mid-write never leaves a half file behind.
     void save(const std::filesystem::path& file) const {
         if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
-        const std::filesystem::path tmp = file.string() + ".tmp" + std::to_string(std::hash<std::thread::id>()(std::this_thread::get_id()));
-        {
-            std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-            require(bool(out), tmp.string(), "cannot open for writing");
-            out << to_json().dump(1) << '\n';
-            require(bool(out.flush()), tmp.string(), "write failed");
-        }
-        std::error_code ec;
-        std::filesystem::rename(tmp, file, ec);
-        if (ec) std::filesystem::remove(tmp, ec);
-        require(!ec, file.string(), "cannot replace the cache file");
+        io::write_text_atomically(file, to_json().dump(1) + "\n");
     }
 
     static LatencyModel load(const std::filesystem::path& file) {

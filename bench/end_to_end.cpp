@@ -12,12 +12,14 @@
 // quick smoke run).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <numeric>
 #include <string>
+#include <vector>
 
 #include "elastilm/model/session.hpp"
 #include "elastilm/model/synthetic.hpp"
@@ -120,76 +122,89 @@ void BM_SwitchRatio(benchmark::State& state) {
     }
 }
 
+template <ModelConfig Cfg, int Percent, bool Lora>
+void register_decode(int reps) {
+    benchmark::RegisterBenchmark(("decode" + std::string(Lora ? "+lora8" : "") + "/" + std::string(Cfg::name) + "/" +
+                                  std::to_string(Percent)).c_str(),
+                                 BM_Decode<Cfg, Percent, Lora>)
+        ->Unit(benchmark::kMillisecond)
+        ->MinTime(0.5)
+        ->Repetitions(reps)
+        ->ReportAggregatesOnly(reps > 1);
+}
+
+template <ModelConfig Cfg, int Percent, bool Lora>
+void register_prefill(int prompt_tokens, int reps) {
+    benchmark::RegisterBenchmark(("prefill" + std::to_string(prompt_tokens) + (Lora ? "+lora8" : "") + "/" + std::string(Cfg::name) +
+                                  "/" + std::to_string(Percent)).c_str(),
+                                 BM_Prefill<Cfg, Percent, Lora>)
+        ->Arg(prompt_tokens)
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(1)
+        ->Repetitions(reps)
+        ->ReportAggregatesOnly(reps > 1);
+}
+
+// Per ratio, without and then with a rank-8 adapter, back to back: the machine's bandwidth drifts over
+// minutes, so the two rows of a ratio are taken as close together as possible.
 template <ModelConfig Cfg>
-void register_all(int prompt_tokens, int min_time_decode_reps) {
+void register_all(int prompt_tokens, int reps) {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-        (benchmark::RegisterBenchmark(("decode/" + std::string(Cfg::name) + "/" + std::to_string(kRatios[I])).c_str(),
-                                      BM_Decode<Cfg, kRatios[I]>)
-             ->Unit(benchmark::kMillisecond)
-             ->MinTime(0.5)
-             ->Repetitions(min_time_decode_reps)
-             ->ReportAggregatesOnly(min_time_decode_reps > 1),
-         ...);
-        (benchmark::RegisterBenchmark(("prefill" + std::to_string(prompt_tokens) + "/" + std::string(Cfg::name) + "/" +
-                                       std::to_string(kRatios[I])).c_str(),
-                                      BM_Prefill<Cfg, kRatios[I]>)
-             ->Arg(prompt_tokens)
-             ->Unit(benchmark::kMillisecond)
-             ->Iterations(1)
-             ->Repetitions(min_time_decode_reps)
-             ->ReportAggregatesOnly(min_time_decode_reps > 1),
+        ((register_decode<Cfg, kRatios[I], false>(reps), register_decode<Cfg, kRatios[I], true>(reps),
+          register_prefill<Cfg, kRatios[I], false>(prompt_tokens, reps), register_prefill<Cfg, kRatios[I], true>(prompt_tokens, reps)),
          ...);
     }(std::make_index_sequence<kRatios.size()>{});
     benchmark::RegisterBenchmark(("switch_ratio/" + std::string(Cfg::name)).c_str(), BM_SwitchRatio<Cfg>);
-    // With recovery adapters: decode and prefill per ratio, rank 8.
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-        (benchmark::RegisterBenchmark(("decode+lora8/" + std::string(Cfg::name) + "/" + std::to_string(kRatios[I])).c_str(),
-                                      BM_Decode<Cfg, kRatios[I], true>)
-             ->Unit(benchmark::kMillisecond)
-             ->MinTime(0.5)
-             ->Repetitions(min_time_decode_reps)
-             ->ReportAggregatesOnly(min_time_decode_reps > 1),
-         ...);
-        (benchmark::RegisterBenchmark(("prefill" + std::to_string(prompt_tokens) + "+lora8/" + std::string(Cfg::name) + "/" +
-                                       std::to_string(kRatios[I])).c_str(),
-                                      BM_Prefill<Cfg, kRatios[I], true>)
-             ->Arg(prompt_tokens)
-             ->Unit(benchmark::kMillisecond)
-             ->Iterations(1)
-             ->Repetitions(min_time_decode_reps)
-             ->ReportAggregatesOnly(min_time_decode_reps > 1),
-         ...);
-    }(std::make_index_sequence<kRatios.size()>{});
 }
 
-// The adapter's decode cost, measured without the run-to-run drift of the machine's bandwidth: decode
-// steps with and without a rank-8 adapter alternate, token by token, on the same weights.
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The adapter's decode cost, measured without the run-to-run drift of the machine's bandwidth: one session
+// on one model decodes token after token, with the rank-8 adapter attached for one step of each pair and
+// detached for the other (which goes first alternates). Same session, same KV cache, same weights: two
+// separate sessions differ by up to ~1 ms per token on their own (memory placement), which would be
+// credited to the adapter. The cost is the median of the per-pair differences, so a burst of contention
+// that hits one side of a pair does not count as the adapter's.
 template <ModelConfig Cfg>
 void print_lora_overhead(int steps) {
     using F = Fixture<Cfg>;
     using clock = std::chrono::steady_clock;
     const auto prompt = F::prompt(64);
-    std::printf("\nLoRA rank 8 on every projection, decode alternating with/without, %d steps per ratio:\n\n", steps);
+    std::printf("\nLoRA rank 8 on every projection, decode alternating with/without, %d pairs per ratio (medians):\n\n", steps);
     std::printf("| ratio | TPOT without | TPOT with adapter | adapter cost | adapter bytes read / weight bytes |\n|---|---|---|---|---|\n");
     [&]<std::size_t... I>(std::index_sequence<I...>) {
         ([&] {
             constexpr int percent = kRatios[I];
-            Session<Cfg> plain(F::model(false), F::pool(), 64 + steps + 1, 64), lora(F::model(true), F::pool(), 64 + steps + 1, 64);
-            plain.append(prompt, percent);
-            lora.append(prompt, percent);
-            double t_plain = 0, t_lora = 0;
+            Model<Cfg> model(F::model(false).weights());
+            const auto adapter = std::make_shared<const LoraAdapter>(*F::model(true).adapter(percent));
+            Session<Cfg> session(model, F::pool(), 64 + 2 * steps + 1, 64);
+            session.append(prompt, percent);
+            std::vector<double> t_plain, t_lora, diff;
             int token = 1;
+            // Attaching converts the adapter, which leaves it in cache; in real decode the base weights
+            // stream through in between. Both sides start after the same cache-clearing sweep.
+            static std::vector<float> sweep(std::size_t(64) << 20 >> 2, 1.0f);
+            auto timed_step = [&](bool with_adapter, std::vector<double>& times) {
+                if (with_adapter) model.set_adapter(adapter);
+                else model.clear_adapter(percent);
+                benchmark::DoNotOptimize(std::accumulate(sweep.begin(), sweep.end(), 0.0f));
+                const auto t0 = clock::now();
+                token = 1 + int(session.append(token, percent)[0] > 0);
+                times.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+            };
             for (int i = 0; i < steps; ++i) {
-                auto t0 = clock::now();
-                token = 1 + int(plain.append(token, percent)[0] > 0);
-                t_plain += std::chrono::duration<double, std::milli>(clock::now() - t0).count();
-                t0 = clock::now();
-                token = 1 + int(lora.append(token, percent)[0] > 0);
-                t_lora += std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+                if (i % 2 == 0) { timed_step(false, t_plain); timed_step(true, t_lora); }
+                else { timed_step(true, t_lora); timed_step(false, t_plain); }
+                diff.push_back(t_lora.back() - t_plain.back());
             }
+            const double base = median(t_plain), cost = median(diff);
             const double adapter_bytes = double(F::model(true).adapter_runtime(percent)->bytes());
-            std::printf("| %d%% | %.2f ms | %.2f ms | %+.1f%% | %.2f%% |\n", percent, t_plain / steps, t_lora / steps,
-                        100.0 * (t_lora - t_plain) / t_plain, 100.0 * adapter_bytes / double(decode_weight_bytes<Cfg, percent>(DType::f16)));
+            std::printf("| %d%% | %.2f ms | %.2f ms | %+.2f ms (%+.1f%%) | %.2f%% |\n", percent, base, median(t_lora), cost,
+                        100.0 * cost / base, 100.0 * adapter_bytes / double(decode_weight_bytes<Cfg, percent>(DType::f16)));
             std::fflush(stdout);
         }(), ...);
     }(std::make_index_sequence<kRatios.size()>{});

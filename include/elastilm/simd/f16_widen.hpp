@@ -2,7 +2,9 @@
 // 8 / 16 halves per instruction on x86, `vcvt_f32_f16` 4 on ARM; other targets take a scalar path.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <bit>
 
 #include <xsimd/xsimd.hpp>
 
@@ -46,7 +48,23 @@ inline fbatch load_f16(const f16_bits* p) { return detail::load_f16<lanes>(p); }
 inline fbatch load(const float* p) { return fbatch::load_unaligned(p); }
 inline fbatch load(const f16_bits* p) { return load_f16(p); }
 
+// The first `count` (< lanes) values at `p`, the other lanes zero: a short tail as one batch.
+template <class T>
+fbatch load_partial(const T* p, int count) {
+    alignas(64) std::array<T, lanes> tmp{};
+    std::copy_n(p, count, tmp.data());
+    return load(tmp.data());
+}
+
 inline float to_float(float v) { return v; }
-inline float to_float(f16_bits v) { return f16_to_f32(v); }
+inline float to_float(f16_bits v) {
+#if defined(__F16C__)
+    return _cvtsh_ss(v);
+#elif defined(__aarch64__)
+    return static_cast<float>(std::bit_cast<__fp16>(v));
+#else
+    return f16_to_f32(v);
+#endif
+}
 
 }  // namespace elastilm::simd

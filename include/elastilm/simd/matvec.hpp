@@ -32,11 +32,14 @@ namespace detail {
 // hardware prefetcher needs a while to ramp up; a software hint one or two pages ahead covers that.
 inline constexpr std::size_t kPrefetchAhead = 2048;
 
-template <class T, bool Accumulate = false>
-void matvec_rows(const T* W, std::size_t ld, int cols, const float* x, float* y, int r0, int r1) {
+template <class T>
+void matvec_rows(const T* W, std::size_t ld, int cols, const float* x, float* y, int r0, int r1, const ExtraColumns* extra = nullptr) {
     using simd::fbatch;
     constexpr int S = simd::lanes;
     const int end4 = cols / (4 * S) * (4 * S), end1 = cols / S * S;
+    // Extra columns join the row's own accumulators: a few more lanes, not a second reduction per row.
+    const auto* E = extra ? static_cast<const f16_bits*>(extra->E.data) : nullptr;
+    const int e_cols = extra ? extra->E.cols : 0, e_end = e_cols / S * S;
     for (int r = r0; r < r1; ++r) {
         const T* w = W + std::size_t(r) * ld;
         fbatch a0{}, a1{}, a2{}, a3{};
@@ -49,10 +52,15 @@ void matvec_rows(const T* W, std::size_t ld, int cols, const float* x, float* y,
             a3 = xsimd::fma(simd::load(w + j + 3 * S), simd::load(x + j + 3 * S), a3);
         }
         for (; j < end1; j += S) a0 = xsimd::fma(simd::load(w + j), simd::load(x + j), a0);
+        if (E) {
+            const f16_bits* e = E + std::size_t(r) * extra->E.ld;
+            int k = 0;
+            for (; k < e_end; k += S) a1 = xsimd::fma(simd::load(e + k), simd::load(extra->z + k), a1);
+            if (k < e_cols) a2 = xsimd::fma(simd::load_partial(e + k, e_cols - k), simd::load_partial(extra->z + k, e_cols - k), a2);
+        }
         float sum = xsimd::hadd((a0 + a1) + (a2 + a3));
         for (; j < cols; ++j) sum += simd::to_float(w[j]) * x[j];
-        if constexpr (Accumulate) y[r] += sum;
-        else y[r] = sum;
+        y[r] = sum;
     }
 }
 
@@ -119,13 +127,6 @@ void matvec_in_major(const MatrixView& W, const float* x, float* y, ThreadPool* 
         for (int r = 0; r < W.rows; ++r) y[r] += base[stride * s + r];
 }
 
-// Rows [r0, r1) of [W | E]·[x ; z] for an out_major W: each thread adds E's rows right after W's.
-template <class T>
-void matvec_rows_extended(const MatrixView& W, const float* x, const ExtraColumns* extra, float* y, int r0, int r1) {
-    matvec_rows(static_cast<const T*>(W.data), W.ld, W.cols, x, y, r0, r1);
-    if (extra) matvec_rows<f16_bits, true>(static_cast<const f16_bits*>(extra->E.data), extra->E.ld, extra->E.cols, extra->z, y, r0, r1);
-}
-
 }  // namespace detail
 
 // Below ~64K weights that sit in cache, the hand-off to the pool costs more than the work.
@@ -143,8 +144,8 @@ inline void matvec(const MatrixView& W, const float* x, float* y, ThreadPool* po
         return;
     }
     auto rows = [&](int r0, int r1) {
-        if (W.dtype == DType::f16) detail::matvec_rows_extended<f16_bits>(W, x, extra, y, r0, r1);
-        else detail::matvec_rows_extended<float>(W, x, extra, y, r0, r1);
+        if (W.dtype == DType::f16) detail::matvec_rows(static_cast<const f16_bits*>(W.data), W.ld, W.cols, x, y, r0, r1, extra);
+        else detail::matvec_rows(static_cast<const float*>(W.data), W.ld, W.cols, x, y, r0, r1, extra);
     };
     if (pool && pool->size() > 1) pool->parallel_for(W.rows, rows, 16);
     else rows(0, W.rows);

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -213,6 +214,13 @@ TEST(AdapterGguf, NanWeightsAreRefusedNamingTheTensor) {
     ad.layers[2].pairs[lora_slot::up].a[3] = std::numeric_limits<float>::quiet_NaN();
     write_adapter_gguf(ad, path, lora_identity<Stories260K>({}));
     EXPECT_TRUE(fails_with([&] { (void)load_adapter_gguf<Stories260K>(path, {}); }, "blk.2.ffn_up.weight.lora_a holds a NaN"));
+    fs::remove(path);
+    // The model-typed writer validates first and writes nothing.
+    EXPECT_TRUE(fails_with([&] { write_adapter_gguf<Stories260K>(ad, path, {}); }, "blk.2.ffn_up.weight.lora_a holds a NaN"));
+    EXPECT_FALSE(fs::exists(path));
+    ad.layers[2].pairs[lora_slot::up].a[3] = 0.5f;
+    write_adapter_gguf<Stories260K>(ad, path, {});
+    expect_identical(ad, load_adapter_gguf<Stories260K>(path, {}));
     fs::remove(path);
 }
 

@@ -132,6 +132,14 @@ inline void write_adapter_gguf(const LoraAdapter& ad, const std::filesystem::pat
     g.write(path);
 }
 
+// The same, for model Cfg with `anchors`: the adapter is validated first, so a wrongly shaped or NaN
+// adapter is never written.
+template <ModelConfig Cfg>
+void write_adapter_gguf(const LoraAdapter& ad, const std::filesystem::path& path, const std::vector<int>& anchors) {
+    validate<Cfg>(ad, anchors);
+    write_adapter_gguf(ad, path, lora_identity<Cfg>(anchors));
+}
+
 // Parses an adapter GGUF held in `bytes` (kept alive by the caller) for model Cfg with `anchors`;
 // `percent`, when given, is the ratio the caller wants, and any other ratio is refused.
 template <ModelConfig Cfg>

@@ -219,12 +219,14 @@ inline void save_checkpoint(const LoraAdapter& params, const AdamW& opt, const s
 template <ModelConfig Cfg>
 std::pair<LoraAdapter, AdamW> load_checkpoint(const std::filesystem::path& adapter_path, const std::vector<int>& anchors,
                                               std::optional<int> percent = std::nullopt) {
+    // The step first: a file that is not a checkpoint fails before its tensors are read.
+    const io::GgufFile g = io::GgufFile::open(adapter_path);
+    require(g.has("elastilm.lora.train_step"), g.where(),
+            "is not a training checkpoint (no elastilm.lora.train_step; written by an older elastilm?); delete it and its "
+            ".adamw.gguf to start over");
+    const std::uint64_t step = g.get_uint("elastilm.lora.train_step");
     LoraAdapter params = load_adapter_gguf<Cfg>(adapter_path, anchors, percent);
     AdamW opt = load_adamw(adamw_state_path(adapter_path), params);
-    const auto file = io::MappedFile::open(adapter_path);
-    const io::GgufFile g = io::GgufFile::parse(file->bytes(), file->path());
-    require(g.has("elastilm.lora.train_step"), g.where(), "is not a training checkpoint (no elastilm.lora.train_step)");
-    const std::uint64_t step = g.get_uint("elastilm.lora.train_step");
     require(step == opt.steps(), g.where(),
             "is at step " + std::to_string(step) + " but its optimizer state " + adamw_state_path(adapter_path).filename().string() +
                 " is at step " + std::to_string(opt.steps()) + " (interrupted between the two writes?); delete both to start over");

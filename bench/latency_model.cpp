@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "../examples/common.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/service/latency_model.hpp"
 

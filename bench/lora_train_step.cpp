@@ -11,7 +11,7 @@
 #include <memory>
 
 #include "elastilm/lora/train_step.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/session.hpp"
 #include "elastilm/model/synthetic.hpp"
 

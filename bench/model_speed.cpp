@@ -12,8 +12,8 @@
 #include <sstream>
 
 #include "../examples/common.hpp"
-#include "elastilm/io/gguf_export.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/gguf_export.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/session.hpp"
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
@@ -66,7 +66,7 @@ int run(const cli::Args& args) {
         const std::string shape = args.get("--write-synthetic", "", "");
         require(args.positional().size() == 1, "model_speed", "--write-synthetic SHAPE OUT.gguf");
         const std::string tok = args.get("--tokenizer", "", (cli::shared_dir() / "models" / "tokenizer.model").string());
-        const bool in_major = args.has("--in-major-outputs");  // elastilm-only layout (see io/gguf_export.hpp)
+        const bool in_major = args.has("--in-major-outputs");  // elastilm-only layout (see formats/gguf_export.hpp)
         if (shape == "tinyllama") write_synthetic<TinyLlama1B>(args.positional()[0], tok, in_major);
         else if (shape == "openllama3b") write_synthetic<OpenLlama3B>(args.positional()[0], tok, in_major);
         else if (shape == "tinygqa") write_synthetic<TinyGqa15M>(args.positional()[0], tok, in_major);

@@ -11,7 +11,7 @@
 #include "common.hpp"
 #include "elastilm/generate/generate.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/tokenizer/from_gguf.hpp"
 
 namespace {

@@ -19,7 +19,7 @@
 #include "common.hpp"
 #include "elastilm/elastic/elasticize.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 

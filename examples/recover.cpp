@@ -29,7 +29,7 @@
 #include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/lora/peft.hpp"
 #include "elastilm/lora/train_step.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 

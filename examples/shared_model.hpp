@@ -7,7 +7,7 @@
 
 #include "common.hpp"
 #include "elastilm/elastic/elasticize.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 

@@ -24,7 +24,7 @@
 #include <random>
 
 #include "common.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/service/tlm.hpp"
 #include "elastilm/service/tlm_labels.hpp"

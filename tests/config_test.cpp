@@ -1,7 +1,7 @@
 // The sliced shapes of every width ratio follow the rules of the width-elasticity design.
 #include <gtest/gtest.h>
 
-#include "elastilm/elastic/variant_table.hpp"
+#include "elastilm/model/variant_table.hpp"
 
 namespace elastilm {
 namespace {

@@ -7,8 +7,8 @@
 #include <sstream>
 
 #include "elastilm/elastic/elasticize.hpp"
-#include "elastilm/io/gguf_export.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/gguf_export.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 #include "shared_models.hpp"

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "elastilm/io/gguf_export.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/gguf_export.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/session.hpp"
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"

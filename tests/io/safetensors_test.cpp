@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "elastilm/io/hf_config.hpp"
+#include "elastilm/formats/hf_config.hpp"
 #include "elastilm/io/safetensors.hpp"
 #include "shared_models.hpp"
 

@@ -6,7 +6,7 @@
 #include "elastilm/elastic/elasticize.hpp"
 #include "elastilm/lora/adamw.hpp"
 #include "elastilm/lora/train_step.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 #include "shared_models.hpp"

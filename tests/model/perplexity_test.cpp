@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 #include "shared_models.hpp"

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "elastilm/generate/sampler.hpp"
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/session.hpp"
 #include "shared_models.hpp"
 

@@ -9,7 +9,7 @@
 #include <sstream>
 #include <unistd.h>
 
-#include "elastilm/model/load.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/service/tlm.hpp"

@@ -22,7 +22,7 @@
 #include "elastilm/error.hpp"
 #include "elastilm/io/gguf.hpp"
 #include "elastilm/io/gguf_writer.hpp"
-#include "elastilm/lora/adapter.hpp"
+#include "elastilm/model/lora_adapter.hpp"
 #include "elastilm/lora/adapter_gguf.hpp"
 #include "elastilm/lora/pair_from_file.hpp"
 

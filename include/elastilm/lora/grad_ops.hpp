@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "elastilm/config.hpp"
-#include "elastilm/lora/adapter.hpp"
+#include "elastilm/model/lora_adapter.hpp"
 #include "elastilm/model/linear.hpp"
 #include "elastilm/ops/attention.hpp"
 #include "elastilm/ops/rope.hpp"

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "elastilm/error.hpp"
-#include "elastilm/lora/adapter.hpp"
+#include "elastilm/model/lora_adapter.hpp"
 #include "elastilm/simd/f16.hpp"
 #include "elastilm/tensor.hpp"
 

@@ -37,7 +37,7 @@
 #include "elastilm/io/mapped_file.hpp"
 #include "elastilm/io/safetensors.hpp"
 #include "elastilm/io/safetensors_writer.hpp"
-#include "elastilm/lora/adapter.hpp"
+#include "elastilm/model/lora_adapter.hpp"
 #include "elastilm/lora/pair_from_file.hpp"
 
 namespace elastilm {

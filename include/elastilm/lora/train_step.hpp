@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "elastilm/error.hpp"
-#include "elastilm/lora/adapter.hpp"
+#include "elastilm/model/lora_adapter.hpp"
 #include "elastilm/lora/grad_ops.hpp"
 #include "elastilm/model/model.hpp"
 #include "elastilm/ops/rmsnorm.hpp"

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "elastilm/config.hpp"
-#include "elastilm/lora/apply.hpp"
+#include "elastilm/model/lora_apply.hpp"
 #include "elastilm/model/observer.hpp"
 
 namespace elastilm {

@@ -6,7 +6,7 @@
 // FFN. Because elastic models store units in descending importance, these prefixes are the most
 // important units (ElastiLM §3.1). The hidden size `dim` is never sliced. When the running ratio has a
 // LoRA adapter, each group of projections that share an input first forms its low-rank inputs, then
-// every projection adds its correction (lora/apply.hpp); otherwise the only cost is one null test per
+// every projection adds its correction (model/lora_apply.hpp); otherwise the only cost is one null test per
 // projection.
 #pragma once
 
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "elastilm/config.hpp"
-#include "elastilm/lora/apply.hpp"
+#include "elastilm/model/lora_apply.hpp"
 #include "elastilm/model/activations.hpp"
 #include "elastilm/model/kv_cache.hpp"
 #include "elastilm/model/linear.hpp"

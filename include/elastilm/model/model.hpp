@@ -10,7 +10,7 @@
 
 #include "elastilm/config.hpp"
 #include "elastilm/error.hpp"
-#include "elastilm/lora/apply.hpp"
+#include "elastilm/model/lora_apply.hpp"
 #include "elastilm/model/weights.hpp"
 #include "elastilm/ops/rope.hpp"
 #include "elastilm/simd/f16.hpp"
@@ -50,9 +50,9 @@ public:
         return out;
     }
 
-    // Per-ratio LoRA adapters (lora/adapter.hpp): the variant at adapter->percent applies it, unmerged,
+    // Per-ratio LoRA adapters (model/lora_adapter.hpp): the variant at adapter->percent applies it, unmerged,
     // in every layer; other ratios are untouched. Attach before serving: the blocks read it unlocked.
-    // The blocks read its runtime form (lora/apply.hpp: fp16, laid out for streaming), made here once.
+    // The blocks read its runtime form (model/lora_apply.hpp: fp16, laid out for streaming), made here once.
     void set_adapter(std::shared_ptr<const LoraAdapter> adapter) {
         require(adapter != nullptr, weights_.source, "set_adapter: null adapter");
         validate<Cfg>(*adapter, anchors());

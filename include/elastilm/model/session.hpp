@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "elastilm/elastic/variant_table.hpp"
+#include "elastilm/model/variant_table.hpp"
 
 namespace elastilm {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "elastilm/config.hpp"
-#include "elastilm/elastic/metadata.hpp"
+#include "elastilm/model/elastic_metadata.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm {

@@ -1,6 +1,6 @@
 // Writes a loaded model as a LLaMA GGUF that llama.cpp and elastilm both read: llama.* hyper-parameters,
 // the tokenizer.ggml.* vocabulary, F32 norms, matrices in the model's dtype, and — for elastic models —
-// the elastilm.* metadata (elastic/metadata.hpp).
+// the elastilm.* metadata (model/elastic_metadata.hpp).
 //
 // Hugging Face weights rotate head halves; GGUF rotates adjacent pairs. As llama.cpp's converter does,
 // Q and K rows are permuted on the way out (GGUF row h·d + 2i + s = HF row h·d + s·d/2 + i), so both

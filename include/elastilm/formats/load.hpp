@@ -12,12 +12,12 @@
 #include <fstream>
 #include <string>
 
-#include "elastilm/elastic/metadata.hpp"
+#include "elastilm/model/elastic_metadata.hpp"
 #include "elastilm/io/gguf.hpp"
-#include "elastilm/io/hf_config.hpp"
-#include "elastilm/io/llama2c.hpp"
+#include "elastilm/formats/hf_config.hpp"
+#include "elastilm/formats/llama2c.hpp"
 #include "elastilm/io/safetensors.hpp"
-#include "elastilm/model/registry.hpp"
+#include "elastilm/formats/registry.hpp"
 #include "elastilm/model/weights.hpp"
 #include "elastilm/simd/f16.hpp"
 
@@ -104,7 +104,7 @@ inline ModelWeights load_gguf(const std::filesystem::path& path) {
     h.vocab_size = int(emb->shape[0]);
     w.rope_pairing = RopePairing::adjacent;  // GGUF stores Q/K rows for adjacent-pair rotation
 
-    // Elastic files may store Wo and W_down input-major (see elastic/metadata.hpp).
+    // Elastic files may store Wo and W_down input-major (see model/elastic_metadata.hpp).
     const Layout out_layout = g.has("elastilm.output_layout") && g.get_string("elastilm.output_layout") == "in_major"
                                   ? Layout::in_major : Layout::out_major;
     const TensorSource<io::GgufFile> src{g, where};

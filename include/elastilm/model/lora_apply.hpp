@@ -15,7 +15,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "elastilm/lora/adapter.hpp"
+#include "elastilm/model/lora_adapter.hpp"
 #include "elastilm/model/linear.hpp"
 #include "elastilm/model/weights.hpp"
 #include "elastilm/simd/f16.hpp"

@@ -23,7 +23,8 @@
 #include <cstdio>
 #include <random>
 
-#include "../examples/shared_model.hpp"
+#include "cli/model_file.hpp"
+#include "cli/shared_model.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/service/latency_model.hpp"
@@ -82,28 +83,45 @@ struct Tally {
     double loglik = 0, kept = 0, prefill = 0, decode = 0, ttft_err = 0;
 };
 
+// The evaluation's flags, read at start-up (before Args::finish) and used by evaluate().
+struct EvalFlags {
+    int threads, requests, prompt_len, question_len, cont_len;
+    bool verbose;
+    std::string adapters, heads;
+    std::vector<int> ttft_levels, tpot_levels;
+    std::uint64_t seed;
+    EvalFlags(const cli::Args& args, bool smoke)
+        : threads(args.threads()),
+          requests(args.get_int("--requests", "", smoke ? 6 : 40, "requests in the trace")),
+          prompt_len(args.get_int("--prompt-len", "", smoke ? 48 : 160, "prompt tokens per request")),
+          question_len(args.get_int("--question-len", "", 8, "protected question tokens per prompt")),
+          cont_len(args.get_int("--cont-len", "", smoke ? 4 : 16, "continuation tokens per request")),
+          verbose(args.has("--verbose", "", "one line per request")),
+          adapters(args.get("--adapters", "", "", "folder of LoRA adapters (recover's output)")),
+          heads(args.get("--heads", "", "", "TLM heads GGUF")),
+          ttft_levels(cli::ratio_list(args, {kRatios.begin(), kRatios.end()}, "--ttft-levels", "TTFT SLO levels drawn from")),
+          tpot_levels(cli::ratio_list(args, {kRatios.begin(), kRatios.end()}, "--tpot-levels", "TPOT SLO levels drawn from")),
+          seed(std::uint64_t(args.get_int("--seed", "", 1, "trace seed"))) {}
+};
+
 template <ModelConfig Cfg>
-int evaluate(ModelWeights weights, const std::vector<int>& stream, const cli::Args& args, bool smoke) {
-    const int threads = args.get_int("-t", "--threads", 2);
-    const int requests = args.get_int("--requests", "--requests", smoke ? 6 : 40);
-    const int prompt_len = args.get_int("--prompt-len", "--prompt-len", smoke ? 48 : 160);
-    const int question_len = args.get_int("--question-len", "--question-len", 8);
-    const int cont_len = args.get_int("--cont-len", "--cont-len", smoke ? 4 : 16);
-    const bool verbose = args.has("--verbose");
+int evaluate(ModelWeights weights, const std::vector<int>& stream, const EvalFlags& f, bool smoke) {
+    const int threads = f.threads, requests = f.requests, prompt_len = f.prompt_len, question_len = f.question_len, cont_len = f.cont_len;
+    const bool verbose = f.verbose;
     require(prompt_len + 1 + cont_len <= Cfg::context, "service_eval", "--prompt-len + --cont-len exceed the context");
     Model<Cfg> model(std::move(weights));
-    if (args.has("--adapters")) attach_adapters(model, args.get("--adapters", "--adapters", ""));
+    if (!f.adapters.empty()) attach_adapters(model, f.adapters);
     ThreadPool pool(threads);
 
     ProfileOptions popt;
     popt.repetitions = smoke ? 1 : 3;
     const LatencyModel latency = load_or_profile(model, pool, popt, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
-    TlmScorer<Cfg> scorer(model, pool, args.get("--heads", "--heads", ""));
+    TlmScorer<Cfg> scorer(model, pool, f.heads);
     const PromptScorer score = scorer.as_prompt_scorer();
-    const std::vector<int> all(kRatios.begin(), kRatios.end());
-    const auto ttft_levels = cli::ratio_list(args, all, "--ttft-levels"), tpot_levels = cli::ratio_list(args, all, "--tpot-levels");
+    const auto& ttft_levels = f.ttft_levels;
+    const auto& tpot_levels = f.tpot_levels;
     const auto trace = make_trace(stream, requests, prompt_len, question_len, cont_len, ttft_levels, tpot_levels,
-                                  std::uint64_t(args.get_int("--seed", "--seed", 1)));
+                                  f.seed);
 
     Session<Cfg> session(model, pool);
     session.append(trace[0].prompt.ids, 100);  // warm-up: page the weights in
@@ -181,20 +199,23 @@ int evaluate(ModelWeights weights, const std::vector<int>& stream, const cli::Ar
 }
 
 int run(const cli::Args& args) {
-    const bool smoke = args.has("--smoke");
-    const int threads = args.get_int("-t", "--threads", 2);
+    const bool smoke = args.has("--smoke", "", "synthetic stories260K shape, no tokenizer: CI");
+    const EvalFlags flags(args, smoke);
+    const int threads = flags.threads;
+    const std::string model_path = args.get("-m", "--model", "", "elastic GGUF (default: tiny-gqa-15M elasticized in memory)");
+    const std::string tokenizer = cli::tokenizer_flag(args);
+    const std::string text = args.get("-f", "--file", (cli::shared_tiny_gqa() / "valid.txt").string(), "held-out text for prompts");
+    args.finish("elastilm_bench_service_eval [-m ELASTIC.gguf] [flags]\n"
+                "Serves a trace of requests with mixed SLOs by four strategies and scores them.");
     if (smoke) {
         // No tokenizer for stories260K's 512-token vocabulary: a deterministic id stream stands in for text.
         std::vector<int> stream(4096);
         for (std::size_t i = 0; i < stream.size(); ++i) stream[i] = 3 + int((i * 7919 + i / 13) % 509);
-        return evaluate<Stories260K>(synthetic_weights<Stories260K>({DType::f32, 3, Layout::in_major}), stream, args, true);
+        return evaluate<Stories260K>(synthetic_weights<Stories260K>({DType::f32, 3, Layout::in_major}), stream, flags, true);
     }
-    const std::string model_path = args.get("-m", "--model", "");
-    const auto tok_path = cli::find_tokenizer(model_path.empty() ? cli::shared_tiny_gqa() : std::filesystem::path(model_path),
-                                              args.get("--tokenizer", "--tokenizer", ""));
+    const auto tok_path = cli::find_tokenizer(model_path.empty() ? cli::shared_tiny_gqa() : std::filesystem::path(model_path), tokenizer);
     require(!tok_path.empty(), "service_eval", "no tokenizer.model found (../shared/models or --tokenizer)");
     const Tokenizer tok = Tokenizer::from_model_file(tok_path);
-    const std::string text = args.get("-f", "--file", (cli::shared_tiny_gqa() / "valid.txt").string());
     auto stream = paragraph_stream(tok, cli::read_text(text));
     stream.resize(std::min<std::size_t>(stream.size(), 16128));  // held out: never used for calibration
     std::optional<ModelWeights> weights;
@@ -204,7 +225,7 @@ int run(const cli::Args& args) {
     return with_config(weights->hparams, weights->source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(*weights);
         cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
-        return evaluate<Cfg>(std::move(*weights), stream, args, false);
+        return evaluate<Cfg>(std::move(*weights), stream, flags, false);
     });
 }
 

@@ -43,10 +43,7 @@ inline GgufWriter::Filler matrix_filler(const MatrixView& W, std::vector<int> ro
     return [W, row_order = std::move(row_order), transposed](std::FILE* f) {
         const std::size_t es = dtype_size(W.dtype);
         const auto* base = static_cast<const std::byte*>(W.data);
-        auto element = [&](int i, int j) {
-            const std::size_t k = W.layout == Layout::out_major ? std::size_t(i) * W.ld + j : std::size_t(j) * W.ld + i;
-            return base + k * es;
-        };
+        auto element = [&](int i, int j) { return base + W.offset(i, j) * es; };
         const int outer = transposed ? W.cols : W.rows, inner = transposed ? W.rows : W.cols;
         std::vector<std::byte> line(std::size_t(inner) * es);
         for (int a = 0; a < outer; ++a) {

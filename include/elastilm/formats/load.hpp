@@ -25,11 +25,7 @@ namespace elastilm {
 
 namespace detail {
 
-inline std::string shape_string(const std::vector<std::int64_t>& s) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-}
+using io::shape_string;
 
 // Looks tensors up by name in either container and turns them into views, checking shapes.
 template <class File>
@@ -55,14 +51,7 @@ struct TensorSource {
         const auto& t = get(name);
         require(t.shape == std::vector<std::int64_t>{n}, where,
                 "tensor " + name + " has shape " + shape_string(t.shape) + ", expected [" + std::to_string(n) + "]");
-        std::vector<float> out(n);
-        if (t.dtype == DType::f32) std::memcpy(out.data(), t.data, std::size_t(n) * 4);
-        else
-            for (int i = 0; i < n; ++i) {
-                f16_bits h;
-                std::memcpy(&h, t.data + 2 * i, 2);
-                out[i] = f16_to_f32(h);
-            }
+        const std::vector<float> out = t.to_floats();
         for (float v : out) require(std::isfinite(v), where, "tensor " + name + " holds a NaN or infinity");
         return out;
     }

@@ -40,6 +40,7 @@
 
 #include "elastilm/generate/sampler.hpp"
 #include "elastilm/io/atomic_write.hpp"
+#include "elastilm/io/json.hpp"
 #include "elastilm/model/session.hpp"
 #include "elastilm/service/nonnegative_fit.hpp"
 
@@ -181,13 +182,9 @@ public:
     static LatencyModel load(const std::filesystem::path& file) {
         std::ifstream in(file, std::ios::binary);
         require(bool(in), file.string(), "cannot open");
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(in);
-        } catch (const nlohmann::json::exception& e) {
-            throw Error(file.string(), std::string("is not valid JSON: ") + e.what());
-        }
-        return from_json(j, file.string());
+        std::stringstream text;
+        text << in.rdbuf();
+        return from_json(io::parse_json(text.str(), file.string()), file.string());
     }
 
 private:

@@ -12,7 +12,7 @@
 #include <fstream>
 #include <string>
 
-#include "elastilm/model/elastic_metadata.hpp"
+#include "elastilm/formats/elastic_keys.hpp"
 #include "elastilm/io/gguf.hpp"
 #include "elastilm/formats/hf_config.hpp"
 #include "elastilm/formats/llama2c.hpp"
@@ -93,33 +93,16 @@ inline ModelWeights load_gguf(const io::GgufFile& g) {
     w.rope_pairing = RopePairing::adjacent;  // GGUF stores Q/K rows for adjacent-pair rotation
 
     // Elastic files may store Wo and W_down input-major (see model/elastic_metadata.hpp).
-    const Layout out_layout = g.has("elastilm.output_layout") && g.get_string("elastilm.output_layout") == "in_major"
-                                  ? Layout::in_major : Layout::out_major;
+    const Layout out_layout = read_output_layout(g);
     const TensorSource<io::GgufFile> src{g, where};
     w.embedding = src.matrix("token_embd.weight", h.vocab_size, h.dim);
     for (int l = 0; l < h.n_layers; ++l) w.layers.push_back(src.layer("blk." + std::to_string(l) + ".", false, h, out_layout));
     w.final_norm = src.vector("output_norm.weight", h.dim);
     w.lm_head = g.find("output.weight") ? src.matrix("output.weight", h.vocab_size, h.dim) : w.embedding;
 
-    if (g.has("elastilm.elastic") && g.get_bool("elastilm.elastic")) {
+    if (auto e = read_elastic_metadata(g)) {
         w.is_elastic = true;
-        auto ints = [&](const char* k) {
-            std::vector<int> v;
-            for (double x : g.get_numbers(k)) v.push_back(int(x));
-            return v;
-        };
-        auto floats = [&](const char* k) {
-            std::vector<float> v;
-            for (double x : g.get_numbers(k)) v.push_back(float(x));
-            return v;
-        };
-        w.elastic.ratios = ints("elastilm.ratios");
-        w.elastic.anchors = ints("elastilm.anchors");
-        w.elastic.importance_measure = g.get_string("elastilm.importance_measure");
-        w.elastic.calibration_tokens = g.get_uint("elastilm.calibration_tokens");
-        w.elastic.layer_importance = floats("elastilm.layer_importance");
-        w.elastic.kv_group_importance = floats("elastilm.kv_group_importance");
-        w.elastic.neuron_importance = floats("elastilm.neuron_importance");
+        w.elastic = std::move(*e);
     }
     w.keepalive = g.keepalive();
     return w;

@@ -42,7 +42,7 @@ if (( full )); then
   calib_tokens=8192;  recover_tokens=8192; recover_epochs=2; prompts=320
 else
   cache="$root/demo"
-  calib_tokens=4096;  recover_tokens=2048; recover_epochs=1; prompts=96
+  calib_tokens=4096;  recover_tokens=2048; recover_epochs=1; prompts=64
 fi
 mkdir -p "$cache"
 

@@ -163,6 +163,11 @@ int serve_with(const cli::Args& args, Model<Cfg>& model, const Model<TrunkCfg>& 
         std::printf("LoRA adapters: %zu ratios attached from %s\n", attached.size(), args.get("--adapters", "", "").c_str());
     }
 
+    // The TLM first: heads trained for another model are refused before minutes of latency profiling.
+    const std::string heads = args.get("--heads", "--heads", loaded.path.empty() ? "" : default_heads_path(loaded.path).string());
+    TlmScorer<Cfg, TrunkCfg> scorer(model, trunk, pool, heads, loaded_trunk.percent);
+    std::printf("TLM: %s\n", scorer.description().c_str());
+
     ProfileOptions popt;
     popt.max_tokens = std::min(Cfg::context, 256);  // the demo's prompts are short; a 1B model profiles in ~a minute
     popt.repetitions = 2;
@@ -172,11 +177,9 @@ int serve_with(const cli::Args& args, Model<Cfg>& model, const Model<TrunkCfg>& 
         std::printf("%s\n               ", line.c_str());
         std::fflush(stdout);
     });
-    std::printf("full model here: TTFT %.1f ms for 100 tokens, TPOT %.2f ms\n", latency.ttft_ms(100, 100), latency.tpot_ms(100, 100));
+    std::printf("full model here: TTFT %.1f ms for 100 tokens, TPOT %.2f ms; TLM %.1f ms for 100 tokens\n\n", latency.ttft_ms(100, 100),
+                latency.tpot_ms(100, 100), scorer.predicted_ms(100));
 
-    const std::string heads = args.get("--heads", "--heads", loaded.path.empty() ? "" : default_heads_path(loaded.path).string());
-    TlmScorer<Cfg, TrunkCfg> scorer(model, trunk, pool, heads, loaded_trunk.percent);
-    std::printf("TLM: %s\n\n", scorer.description().c_str());
 
     Service<Cfg, LatencyModel> service(model, tok ? &*tok : nullptr, pool, latency,
                                        scorer.as_prompt_scorer());

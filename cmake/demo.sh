@@ -9,7 +9,7 @@
 #   3. the TLM's heads on labels made by docs-95M with those adapters      → build/demo/docs-95M-elastic.tlm.gguf
 #   4. demo: interactive on a terminal; otherwise (or with SLO flags) scripted over the built-in prompts.
 # The first run prepares a short recipe: about 8 min of CPU time, under 10 min on 2 idle cores. `bash cmake/demo.sh --full` prepares
-# the full-quality one instead (more calibration text, more epochs, more labelled prompts; about 75 min of
+# the full-quality one instead (more calibration text, more epochs, more labelled prompts; about 70 min of
 # CPU time, most of it labelling) in build/demo/full/ and serves from it; later runs with --full reuse it.
 # Without ../shared/models/docs-95M the demo runs a synthetic 1B-class elastic model instead and says so.
 # Extra arguments go to demo (e.g. --ttft-slo 30 --tpot-slo 50, -n 48, -t 2).

@@ -1,51 +1,75 @@
 #!/usr/bin/env bash
 # The demo command: installs what is missing, builds the tools, prepares the elastic service once
-# (cached in build/demo/), then runs examples/demo — the paper's demo: a question, a prefill SLO and a
-# decode SLO (20%…100% of the full model's latency), the chosen prompt and model ratios, the compressed
-# prompt, the streamed answer, and TTFT/TPOT against the SLO.
-#   1. elasticize the trained tiny-gqa-15M (../shared/models)            → build/demo/tiny-elastic.gguf
-#   2. train the TLM's heads on self-induced labels (train_tlm, ~1 min)  → build/demo/tiny-elastic.tlm.gguf
-#   3. train one LoRA recovery adapter per ratio (recover, ~2 min)       → build/demo/adapters/
+# (cached in build/demo/), then runs examples/demo — the paper's demo: a documentation passage and a
+# question, a prefill SLO and a decode SLO (20%…100% of the full model's latency), the chosen prompt and
+# model ratios, the compressed prompt, the streamed answer, and TTFT/TPOT against the SLO.
+# It serves docs-95M (../shared/models) with docs-tlm-15M as the TLM's trunk:
+#   1. elasticize docs-95M (calibration: docs_valid.txt from token 16384)  → build/demo/docs-95M-elastic.gguf
+#   2. one LoRA recovery adapter per ratio (recover, self-distillation)    → build/demo/adapters/
+#   3. the TLM's heads on labels made by docs-95M with those adapters      → build/demo/docs-95M-elastic.tlm.gguf
 #   4. demo: interactive on a terminal; otherwise (or with SLO flags) scripted over the built-in prompts.
-# Without ../shared/models the demo runs a synthetic 1B-class elastic model instead and says so.
+# The first run prepares a short recipe: about 8 min of CPU time, under 10 min on 2 idle cores. `bash cmake/demo.sh --full` prepares
+# the full-quality one instead (more calibration text, more epochs, more labelled prompts; about 70 min of
+# CPU time, most of it labelling) in build/demo/full/ and serves from it; later runs with --full reuse it.
+# Without ../shared/models/docs-95M the demo runs a synthetic 1B-class elastic model instead and says so.
 # Extra arguments go to demo (e.g. --ttft-slo 30 --tpot-slo 50, -n 48, -t 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=${ELASTILM_BUILD_ROOT:-build}
+full=0
+args=()
+for a in "$@"; do
+  if [[ $a == --full ]]; then full=1; else args+=("$a"); fi
+done
 bash cmake/install-deps.sh
 cmake -S . -B "$root/native" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$root/native" -j "$(nproc)" --target demo elasticize train_tlm recover
-mkdir -p "$root/demo"
 bin="$root/native/examples"
 
 shared=${ELASTILM_SHARED:-$(cd .. && pwd)/shared}
-model="$shared/models/tiny-gqa-15M"
+model="$shared/models/docs-95M"
+trunk="$shared/models/docs-tlm-15M"
+text="$shared/models/docs_valid.txt"
 tokenizer="$shared/models/tokenizer.model"
-args=("$@")
 if [[ ! -t 0 && ${#args[@]} -eq 0 ]]; then
   args=(--ttft-slo 50 --tpot-slo 50 --all-prompts)   # no terminal to ask on: script the three prompts
 fi
 
-if [[ -f "$model/model.safetensors" && -f "$tokenizer" ]]; then
-  elastic="$root/demo/tiny-elastic.gguf"
-  if [[ ! -f "$elastic" ]]; then
-    echo "== 1/3 elasticizing $model (calibration: valid.txt from token 16384) =="
-    "$bin/elasticize" -m "$model" -o "$elastic" --tokenizer "$tokenizer" \
-      --calib "$model/valid.txt" --calib-skip 16384 --calib-tokens 8192 --anchors 1
-  fi
-  heads="$root/demo/tiny-elastic.tlm.gguf"
-  if [[ ! -f "$heads" ]]; then
-    echo "== 2/3 training the TLM heads (self-induced labels from the model itself) =="
-    "$bin/train_tlm" -m "$elastic" --tokenizer "$tokenizer" --calib "$model/valid.txt" --prompts 24 -o "$heads"
-  fi
-  adapters="$root/demo/adapters"
-  if [[ ! -f "$adapters/lora-90.gguf" ]]; then
-    echo "== 3/3 training LoRA recovery adapters, one per ratio (self-distillation) =="
-    "$bin/recover" -m "$elastic" --tokenizer "$tokenizer" --calib "$model/valid.txt" --calib-tokens 8192 --epochs 1 \
-      -o "$adapters" --resume
-  fi
-  exec "$bin/demo" -m "$elastic" --tokenizer "$tokenizer" --heads "$heads" --adapters "$adapters" "${args[@]}"
+# The recipes. Held-out perplexity is scored on docs_valid.txt's first 16k tokens: calibration starts
+# after them, and the TLM's prompts after the calibration text.
+if (( full )); then
+  cache="$root/demo/full"
+  calib_tokens=8192;  recover_tokens=8192; recover_epochs=2; prompts=320
 else
-  echo "../shared/models/tiny-gqa-15M not found: the demo uses a synthetic 1B-class model" >&2
+  cache="$root/demo"
+  calib_tokens=4096;  recover_tokens=2048; recover_epochs=1; prompts=32
+fi
+mkdir -p "$cache"
+
+if [[ -f "$model/model.safetensors" && -f "$trunk/model.safetensors" && -f "$tokenizer" && -f "$text" ]]; then
+  start=$SECONDS
+  elastic="$cache/docs-95M-elastic.gguf"
+  if [[ ! -f "$elastic" ]]; then
+    echo "== 1/3 elasticizing $model (calibration: $calib_tokens tokens of docs_valid.txt from token 16384) =="
+    "$bin/elasticize" -m "$model" -o "$elastic" --tokenizer "$tokenizer" --calib "$text" --calib-skip 16384 \
+      --calib-tokens "$calib_tokens" --window 1024 --anchors 1
+  fi
+  adapters="$cache/adapters"
+  if [[ ! -f "$adapters/lora-90.gguf" ]]; then
+    echo "== 2/3 training LoRA recovery adapters, one per ratio (self-distillation, $recover_tokens tokens, $recover_epochs epochs) =="
+    "$bin/recover" -m "$elastic" --tokenizer "$tokenizer" --calib "$text" --calib-skip 16384 --calib-tokens "$recover_tokens" \
+      --window 128 --epochs "$recover_epochs" -o "$adapters" --resume
+  fi
+  heads="$cache/docs-95M-elastic.tlm.gguf"
+  if [[ ! -f "$heads" ]]; then
+    echo "== 3/3 training the TLM heads on docs-tlm-15M ($prompts prompts labelled by docs-95M with its adapters) =="
+    "$bin/train_tlm" -m "$elastic" --tokenizer "$tokenizer" --trunk "$trunk" --trunk-percent 100 --adapters "$adapters" \
+      --calib "$text" --calib-skip 40000 --prompts "$prompts" --prompt-len 16,24,32 --cont-len 8 -o "$heads"
+  fi
+  (( SECONDS - start > 5 )) && echo "== prepared in $(( SECONDS - start )) s, cached in $cache =="
+  exec "$bin/demo" -m "$elastic" --tokenizer "$tokenizer" --trunk "$trunk" --trunk-percent 100 --heads "$heads" \
+    --adapters "$adapters" "${args[@]}"
+else
+  echo "../shared/models/docs-95M (or docs-tlm-15M, docs_valid.txt) not found: the demo uses a synthetic 1B-class model" >&2
   exec "$bin/demo" "${args[@]}"
 fi

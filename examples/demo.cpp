@@ -1,13 +1,17 @@
 // demo: the elastic on-device LLM service, as in the ElastiLM paper's demo.
 //
-//   demo [-m ELASTIC.gguf] [--heads HEADS.gguf] [--adapters DIR] [-t 2] [-n 32]
+//   demo [-m ELASTIC.gguf] [--trunk TLM_MODEL] [--trunk-percent P] [--heads HEADS.gguf] [--adapters DIR] [-t 2] [-n 32]
 //        [--ttft-slo 50 --tpot-slo 50 | --ttft-ms X --tpot-ms Y] [-p CONTEXT --question Q] [--all-prompts]
 //
-// Shows a context and a question, asks for a prefill SLO and a decode SLO — each a level of the full
+// Shows a documentation passage as context and a question about it, asks for a prefill SLO and a decode SLO — each a level of the full
 // model's own latency on this prompt, 20%, 30%, … 100% — and answers through elastilm::Service: the
 // orchestrator picks the prompt compression ratio and the model ratios, the TLM compresses the context
 // (the question is protected), and the answer streams. Then TTFT/TPOT are shown against the SLO.
 // With --ttft-slo/--tpot-slo (or --ttft-ms/--tpot-ms) nothing is asked: for scripts.
+//
+// The TLM's trunk is --trunk, a separate small model of the same vocabulary (read at --trunk-percent,
+// 100 by default); for docs-95M it defaults to ../shared/models/docs-tlm-15M. Without one, the served
+// model's own 20% variant is the trunk.
 //
 // With no -m it uses the trained tiny-gqa-15M from ../shared/models (elasticized in memory), or, when
 // that is absent, a synthetic TinyLlama-1.1B-shaped elastic model (random weights: real latencies,
@@ -34,6 +38,8 @@ struct DemoFlags {
     std::string adapters, heads, prompt, question;
     std::optional<double> ttft_ms, tpot_ms, ttft_slo, tpot_slo;  // given or not
     bool all_prompts;
+    std::string trunk;
+    int trunk_percent;
     explicit DemoFlags(const cli::Args& args)
         : new_tokens(args.get_int("-n", "--n-predict", 32, "tokens to answer")),
           adapters(args.get("--adapters", "", "", "folder of LoRA adapters (recover's output)")),
@@ -44,29 +50,44 @@ struct DemoFlags {
           tpot_ms(args.get_double_if("--tpot-ms", "", "decode SLO in ms per token")),
           ttft_slo(args.get_double_if("--ttft-slo", "", "prefill SLO level 20..100 of the full model (scripted)")),
           tpot_slo(args.get_double_if("--tpot-slo", "", "decode SLO level 20..100")),
-          all_prompts(args.has("--all-prompts", "", "scripted: answer every built-in prompt once")) {}
+          all_prompts(args.has("--all-prompts", "", "scripted: answer every built-in prompt once")),
+          trunk(args.get("--trunk", "", "", "TLM trunk: a small model of the same vocabulary (default for docs-95M: ../shared/models/docs-tlm-15M)")),
+          trunk_percent(args.get_int("--trunk-percent", "", 100, "width ratio the trunk runs at")) {}
 };
 
-// Built-in prompts in the style of the model's training text (addresses to Congress; plays).
+// Built-in prompts: documentation passages in the style of the served model's training text (docs-95M:
+// manuals and reference documentation), written for this demo, each with a question about it.
 struct DemoPrompt {
     const char* context;
     const char* question;
 };
 constexpr DemoPrompt kPrompts[] = {
-    {"The revenues of the Government during the last fiscal year were larger than in any year before, and the "
-     "expenditures were kept within them. The public debt was reduced, the credit of the nation was never higher, "
-     "and the people have been relieved of a part of the taxes laid upon them during the war. It will be for the "
-     "Congress to decide how much further the burden may be lifted without harm to the Treasury.",
-     "What should the Congress do with the taxes?"},
-    {"Our relations with the nations of the world continue friendly. Treaties of commerce have been concluded, "
-     "disputes about the fisheries and the boundaries have been settled by arbitration, and our ministers abroad "
-     "report that American trade is welcomed in every port. Peace is the first interest of a people devoted to "
-     "industry.",
-     "How are the relations of the United States with other nations?"},
-    {"My lord, the king is come to the castle with all his train, and the queen his mother waits upon him in the "
-     "great hall. The soldiers keep the gate, the torches burn, and there is no man in the house that sleeps "
-     "tonight, for they say the enemy is near.",
-     "Where is the king?"},
+    {"VACUUM reclaims storage occupied by dead tuples. In normal operation, tuples that are deleted or made obsolete "
+     "by an update are not physically removed from their table; they remain present until a VACUUM is done. "
+     "Therefore it is necessary to do VACUUM periodically, especially on frequently-updated tables. Plain VACUUM "
+     "(without FULL) simply reclaims space and makes it available for re-use. This form of the command can operate "
+     "in parallel with normal reading and writing of the table, as an exclusive lock is not obtained. However, extra "
+     "space is not returned to the operating system; it is just kept available for re-use within the same table. "
+     "VACUUM FULL rewrites the entire contents of the table into a new disk file with no extra space, allowing unused "
+     "space to be returned to the operating system. This form is much slower and requires an exclusive lock on each "
+     "table while it is being processed.",
+     "Question: Which form of VACUUM returns unused space to the operating system?\nAnswer:"},
+    {"A list comprehension consists of brackets containing an expression followed by a for clause, then zero or more "
+     "for or if clauses. The result will be a new list resulting from evaluating the expression in the context of the "
+     "for and if clauses which follow it. For example, a list of squares can be built by writing the expression "
+     "x**2 followed by the clause for x in range(10). This is shorter than creating an empty list and appending to it "
+     "in a loop, and it has no side effect: the loop variable does not remain defined after the comprehension has "
+     "finished. A comprehension that is written with parentheses instead of brackets is a generator expression, which "
+     "produces its items one at a time instead of building the whole list in memory.",
+     "Question: What does a list comprehension consist of?\nAnswer:"},
+    {"A kernel module is a piece of code that can be loaded into and unloaded from the kernel upon demand. Modules "
+     "extend the functionality of the kernel without the need to reboot the system. For example, one type of module "
+     "is the device driver, which allows the kernel to access hardware connected to the system. Without modules, we "
+     "would have to build monolithic kernels and add new functionality directly into the kernel image. Besides having "
+     "larger kernels, this has the disadvantage of requiring us to rebuild and reboot the kernel every time we want "
+     "new functionality. The command lsmod lists the modules that are already loaded, modprobe loads a module together "
+     "with the modules it depends on, and rmmod removes a module from the running kernel.",
+     "Question: Which command loads a module together with the modules it depends on?\nAnswer:"},
 };
 
 constexpr std::array<int, 9> kLevels = kRatios;  // SLO levels offered: 20%, 30%, … 100% of the full model
@@ -116,18 +137,55 @@ LoadedModel load_default_model(const std::optional<Tokenizer>& tok, int threads)
     return {std::move(w), "synthetic TinyLlama-1.1B shape", {}};
 }
 
+// A separate TLM trunk: its file and the model loaded from it (none: the served model's own 20% variant).
+struct LoadedTrunk {
+    std::string path;
+    std::optional<ModelWeights> weights;
+    int percent = 20;
+};
+
+template <ModelConfig Cfg, ModelConfig TrunkCfg>
+int serve_with(const DemoFlags& f, Model<Cfg>& model, const Model<TrunkCfg>& trunk, const LoadedTrunk& loaded_trunk,
+               const LoadedModel& loaded, std::optional<Tokenizer>& tok, ThreadPool& pool);
+
 template <ModelConfig Cfg>
-int serve(const DemoFlags& f, LoadedModel loaded, std::optional<Tokenizer>& tok, int threads) {
+int serve(const DemoFlags& f, LoadedModel loaded, LoadedTrunk trunk, std::optional<Tokenizer>& tok, int threads) {
     check_against<Cfg>(loaded.weights);
     if (tok) cli::require_same_vocabulary(tok->vocab_size(), Cfg::vocab_size, "tokenizer");
     Model<Cfg> model(std::move(loaded.weights));
     ThreadPool pool(threads);
+    if (!trunk.weights) return serve_with<Cfg, Cfg>(f, model, model, trunk, loaded, tok, pool);
+    // A trunk of another vocabulary reads other token ids: refused by name before anything is compiled in.
+    require(trunk.weights->hparams.vocab_size == Cfg::vocab_size, trunk.path,
+            "is a TLM trunk with a vocabulary of " + std::to_string(trunk.weights->hparams.vocab_size) + " tokens, but the served model " +
+                std::string(Cfg::name) + " has " + std::to_string(Cfg::vocab_size) + ": the TLM must read the served model's token ids");
+    // One separate trunk config is compiled in (a trunk per served config would multiply the demo's
+    // build time): docs-tlm-15M, the trunk trained for docs-95M.
+    if constexpr (Cfg::vocab_size == DocsTlm15M::vocab_size) {
+        require(first_mismatch<DocsTlm15M>(trunk.weights->hparams).empty(), trunk.path,
+                "is not docs-tlm-15M, the one separate TLM trunk the demo is built for (" +
+                    first_mismatch<DocsTlm15M>(trunk.weights->hparams) + ")");
+        const Model<DocsTlm15M> trunk_model(*trunk.weights);
+        return serve_with<Cfg, DocsTlm15M>(f, model, trunk_model, trunk, loaded, tok, pool);
+    } else {
+        return 1;  // unreachable: the vocabulary check above refused it
+    }
+}
+
+template <ModelConfig Cfg, ModelConfig TrunkCfg>
+int serve_with(const DemoFlags& f, Model<Cfg>& model, const Model<TrunkCfg>& trunk, const LoadedTrunk& loaded_trunk,
+               const LoadedModel& loaded, std::optional<Tokenizer>& tok, ThreadPool& pool) {
     const int new_tokens = f.new_tokens;
 
     if (!f.adapters.empty()) {
         const auto attached = attach_adapters(model, f.adapters);
         std::printf("LoRA adapters: %zu ratios attached from %s\n", attached.size(), f.adapters.c_str());
     }
+
+    // The TLM first: heads trained for another model are refused before minutes of latency profiling.
+    const std::string heads = !f.heads.empty() || loaded.path.empty() ? f.heads : default_heads_path(loaded.path).string();
+    TlmScorer<Cfg, TrunkCfg> scorer(model, trunk, pool, heads, loaded_trunk.percent);
+    std::printf("TLM: %s\n", scorer.description().c_str());
 
     ProfileOptions popt;
     popt.max_tokens = std::min(Cfg::context, 256);  // the demo's prompts are short; a 1B model profiles in ~a minute
@@ -138,11 +196,9 @@ int serve(const DemoFlags& f, LoadedModel loaded, std::optional<Tokenizer>& tok,
         std::printf("%s\n               ", line.c_str());
         std::fflush(stdout);
     });
-    std::printf("full model here: TTFT %.1f ms for 100 tokens, TPOT %.2f ms\n", latency.ttft_ms(100, 100), latency.tpot_ms(100, 100));
+    std::printf("full model here: TTFT %.1f ms for 100 tokens, TPOT %.2f ms; TLM %.1f ms for 100 tokens\n\n", latency.ttft_ms(100, 100),
+                latency.tpot_ms(100, 100), scorer.predicted_ms(100));
 
-    const std::string heads = !f.heads.empty() || loaded.path.empty() ? f.heads : default_heads_path(loaded.path).string();
-    TlmScorer<Cfg> scorer(model, pool, heads);
-    std::printf("TLM: %s\n\n", scorer.description().c_str());
 
     Service<Cfg, LatencyModel> service(model, tok ? &*tok : nullptr, pool, latency,
                                        scorer.as_prompt_scorer());
@@ -224,6 +280,7 @@ int run(const cli::Args& args) {
     if (!tok_path.empty() && fs::exists(tok_path)) tok.emplace(Tokenizer::from_model_file(tok_path));
 
     LoadedModel loaded;
+    LoadedTrunk trunk;
     if (model_path.empty()) loaded = load_default_model(tok, threads);
     else {
         loaded = {load_weights(model_path), model_path, model_path};
@@ -231,9 +288,19 @@ int run(const cli::Args& args) {
         if (!loaded.weights.is_elastic)
             std::printf("warning: %s is not elasticized (run elasticize): small ratios will answer poorly\n", model_path.c_str());
     }
-    std::printf("elastilm demo — %s, %d threads\n", loaded.description.c_str(), threads);
+    // The TLM trunk: --trunk, else docs-tlm-15M for docs-95M when ../shared has it, else the model itself.
+    trunk.path = flags.trunk;
+    const fs::path shared_tlm = cli::shared_dir() / "models" / "docs-tlm-15M";
+    if (trunk.path.empty() && first_mismatch<Docs95M>(loaded.weights.hparams).empty() && fs::exists(shared_tlm / "model.safetensors"))
+        trunk.path = shared_tlm.string();
+    if (!trunk.path.empty()) {
+        trunk.weights = load_weights(trunk.path);
+        trunk.percent = flags.trunk_percent;
+    }
+    std::printf("elastilm demo — %s, %d threads%s%s\n", loaded.description.c_str(), threads, trunk.path.empty() ? "" : ", TLM trunk ",
+                trunk.path.c_str());
     return with_config(loaded.weights.hparams, loaded.weights.source,
-                       [&]<ModelConfig Cfg>() -> int { return serve<Cfg>(flags, std::move(loaded), tok, threads); });
+                       [&]<ModelConfig Cfg>() -> int { return serve<Cfg>(flags, std::move(loaded), std::move(trunk), tok, threads); });
 }
 
 }  // namespace

@@ -2,12 +2,13 @@
 //
 //   perplexity -m MODEL [-f TEXT] [--window 256] [--max-tokens 16384] [--ratios 20,30,...,100] [-t 2]
 //              [--adapters DIR]
-//              [--compare-orderings [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--anchors 1]]
+//              [--compare-orderings [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--anchors 1|0,1,2,...]]
 //
 // Text is tokenized as paragraphs (BOS + ids) and scored in non-overlapping windows. With
 // --compare-orderings the model (a plain one) is scored in four unit orderings built in memory:
 //   ours       importance-ordered units + anchor layers (what `elasticize` writes)
 //   no-anchor  importance-ordered units, no anchors (ablation)
+//   (with a list, --anchors 0,1,2,3,4: one "ours" column per anchor count instead of these two)
 //   original   the units in the file's order
 //   random     a random permutation of every layer's units (seed 1)
 // Calibration text must not overlap the scored text: by default it is taken from token 16384 on.
@@ -37,7 +38,7 @@ int run(const cli::Args& args) {
     const int calib_skip = args.get_int("--calib-skip", "", 16384, "with --compare-orderings: calibration tokens skipped");
     const int calib_tokens = args.get_int("--calib-tokens", "", 8192, "with --compare-orderings: calibration tokens");
     const std::string calib_flag = args.get("--calib", "", "", "with --compare-orderings: calibration text (default -f)");
-    const int anchors = args.get_int("--anchors", "", 1, "with --compare-orderings: anchor layers");
+    const std::string anchors_flag = args.get("--anchors", "", "1", "with --compare-orderings: anchor layers, or a list (0,1,2,3,4): one column per count");
     const std::string adapters = args.get("--adapters", "", "", "folder of LoRA adapters: a second column with them");
     const std::string tokenizer = cli::tokenizer_flag(args);
     args.finish("perplexity -m MODEL [-f TEXT] [flags]\n"
@@ -61,12 +62,32 @@ int run(const cli::Args& args) {
                     "calibration tokens would overlap the scored tokens: use --calib-skip >= --max-tokens");
             std::fprintf(stderr, "calibrating on %zu tokens...\n", calib.size());
             const UnitImportance imp = measure_importance<Cfg>(weights, calib, window, pool);
-            ElasticizeOptions ours;
-            ours.anchors = anchors;
-            ElasticizeOptions no_anchor = ours;
-            no_anchor.anchors = 0;
-            variants.emplace_back("ours", make_elastic<Cfg>(weights, imp, ours));
-            variants.emplace_back("no-anchor", make_elastic<Cfg>(weights, imp, no_anchor));
+            // --anchors 1 (ours vs no-anchor) or a list, "--anchors 0,1,2,3,4": one column per count, all
+            // from the one calibration, to choose the count by measurement.
+            std::vector<int> anchor_counts;
+            {
+                std::stringstream ss(anchors_flag);
+                for (std::string item; std::getline(ss, item, ',');) {
+                    char* end = nullptr;
+                    const long a = std::strtol(item.c_str(), &end, 10);
+                    require(!item.empty() && end && *end == '\0' && a >= 0 && a < Cfg::n_layers, "--anchors",
+                            "'" + item + "' is not an anchor count in 0.." + std::to_string(Cfg::n_layers - 1));
+                    anchor_counts.push_back(int(a));
+                }
+                require(!anchor_counts.empty(), "--anchors", "is empty");
+            }
+            for (int a : anchor_counts) {
+                ElasticizeOptions o;
+                o.anchors = a;
+                const std::string name = anchor_counts.size() == 1 ? std::string(a == 0 ? "no-anchor" : "ours")
+                                                                   : "ours, " + std::to_string(a) + " anchor" + (a == 1 ? "" : "s");
+                variants.emplace_back(name, make_elastic<Cfg>(weights, imp, o));
+            }
+            if (anchor_counts.size() == 1 && anchor_counts[0] != 0) {
+                ElasticizeOptions no_anchor;
+                no_anchor.anchors = 0;
+                variants.emplace_back("no-anchor", make_elastic<Cfg>(weights, imp, no_anchor));
+            }
             variants.emplace_back("original", weights);
             ModelWeights shuffled = reorder_units<Cfg>(weights, UnitOrder::random<Cfg>(1));
             shuffled.is_elastic = false;

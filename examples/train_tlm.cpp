@@ -1,8 +1,12 @@
 // train_tlm: train the TLM's score and decision heads on self-induced labels (ElastiLM §4.2).
 //
-//   train_tlm -m MODEL [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32] [--prompt-len 32]
-//             [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20] [--train-split 75] [-t 2]
-//             [--features hidden|hidden+surprisal] -o HEADS.gguf
+//   train_tlm -m MODEL [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32] [--prompt-len 32|16,32,48]
+//             [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20] [--train-split 75] [--folds 5]
+//             [--adapters DIR] [-t 2] [--features hidden|hidden+surprisal] -o HEADS.gguf
+//   train_tlm -m MODEL --trunk SMALL_MODEL --time-share        (the TLM's time against the LLM's prefill)
+// --adapters DIR attaches recover's LoRA adapters to the LLM before it labels: the decision head must rate
+// the sub-models serving runs, and serving attaches them. --prompt-len with a list cycles the prompts
+// through those lengths, so the decision head sees prompts of several lengths, as the service does.
 // --features hidden (default) trains heads that read no surprisal, so the TLM computes no logits over
 // the prompt (tlm.hpp explains why that matters); the surprisal baseline is reported either way.
 //
@@ -12,18 +16,22 @@
 // split's last fifth, decision-head penalty by 4-fold cross-validation), and the rest is held out for the report:
 //   score head     Spearman ρ of predicted vs label; continuation NLL at 100% width after keeping 50% of
 //                  the prompt with the trained head vs the surprisal baseline vs random dropping.
-//   decision head  for several latency budgets (a pair is feasible when p·m ≤ budget, the prefill cost
-//                  in units of the full model on the full prompt), how often the head's best feasible
-//                  pair is the measured best one, and its regret in mean log-likelihood — next to a
-//                  prompt-agnostic prior (the train split's mean rating per pair).
+//   decision head  --folds-fold cross-validation over all prompts: for several latency budgets (a pair is
+//                  feasible when p·m ≤ budget, the prefill cost in units of the full model on the full
+//                  prompt), how often the head's best feasible pair is the measured best one, and its
+//                  regret in mean log-likelihood — next to a prompt-agnostic prior (the training folds'
+//                  mean rating per pair). Its penalty is chosen by an inner cross-validation on regret.
 // The calibration text must not overlap evaluation text: the default skips the first 16384 tokens.
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 #include "cli/model_file.hpp"
+#include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/service/tlm.hpp"
 #include "elastilm/service/tlm_labels.hpp"
@@ -32,22 +40,41 @@ namespace {
 
 using namespace elastilm;
 
-// The training flags, read at start-up (before Args::finish) and used by train().
+// The training flags, read at start-up (before Args::finish) and used by train() and time_share().
 struct TrainFlags {
-    std::string calib_path, out_path, feature_flag;
-    int skip, n_prompts, prompt_len, cont_len, span, trunk_percent, split;
+    std::string calib_path, out_path, feature_flag, adapters;
+    std::vector<int> prompt_lens;
+    int skip, n_prompts, folds, cont_len, span, trunk_percent, split, reps;
+    bool timing;
     explicit TrainFlags(const cli::Args& args)
         : calib_path(args.get("--calib", "--calibration", (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string(),
                               "calibration text")),
           out_path(args.get("-o", "--output", "", "the TLM heads GGUF to write")),
           feature_flag(args.get("--features", "", "hidden", "hidden or hidden+surprisal")),
+          adapters(args.get("--adapters", "", "", "recover's LoRA adapters: the labelling model serves with them")),
+          prompt_lens(length_list(args.get("--prompt-len", "", "32", "tokens per prompt, or a list (16,24,32) cycled through"))),
           skip(args.get_int("--calib-skip", "", 16384, "calibration tokens skipped first")),
           n_prompts(args.get_int("--prompts", "", 32, "calibration prompts")),
-          prompt_len(args.get_int("--prompt-len", "", 32, "tokens per prompt")),
+          folds(args.get_int("--folds", "", 5, "cross-validation folds of the report")),
           cont_len(args.get_int("--cont-len", "", 8, "continuation tokens per prompt")),
           span(args.get_int("--span", "", 2, "label span")),
           trunk_percent(args.get_int("--trunk-percent", "", 20, "trunk model width ratio")),
-          split(args.get_int("--train-split", "", 75, "percent of prompts trained on")) {}
+          split(args.get_int("--train-split", "", 75, "percent of prompts trained on")),
+          reps(args.get_int("--reps", "", 3, "with --time-share: repetitions (fastest kept)")),
+          timing(args.has("--time-share", "", "measure the TLM's time against the model's prefill at 128..1024 tokens")) {}
+
+    static std::vector<int> length_list(const std::string& list) {
+        std::vector<int> v;
+        std::stringstream ss(list);
+        for (std::string item; std::getline(ss, item, ',');) {
+            char* end = nullptr;
+            const long l = std::strtol(item.c_str(), &end, 10);
+            require(!item.empty() && end && *end == '\0' && l >= 2, "--prompt-len", "'" + item + "' is not a prompt length >= 2");
+            v.push_back(int(l));
+        }
+        require(!v.empty(), "--prompt-len", "is empty");
+        return v;
+    }
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -84,10 +111,15 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
 constexpr double kLambdas[] = {0.1, 1, 10, 100, 1000, 10000};
 
 template <ModelConfig Cfg, ModelConfig TrunkCfg>
-int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& trunk_model, const Tokenizer& tok, ThreadPool& pool) {
+int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& trunk_model, const Tokenizer& tok, ThreadPool& pool,
+          const std::string& adapters_note) {
     const auto t_start = std::chrono::steady_clock::now();
     const std::string& calib_path = f.calib_path;
-    const int skip = f.skip, n_prompts = f.n_prompts, prompt_len = f.prompt_len, cont_len = f.cont_len, span = f.span;
+    const int skip = f.skip, n_prompts = f.n_prompts, cont_len = f.cont_len, span = f.span;
+    const std::vector<int>& prompt_lens = f.prompt_lens;
+    const int prompt_len = *std::max_element(prompt_lens.begin(), prompt_lens.end());  // the longest
+    const int folds = f.folds;
+    require(folds >= 2, "--folds", "needs at least 2 folds");
     const int trunk_percent = f.trunk_percent, split = f.split;
     const std::string& out_path = f.out_path;
     const std::string& feature_flag = f.feature_flag;
@@ -102,11 +134,11 @@ int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& tru
 
     const auto stream = paragraph_stream(tok, cli::read_text(calib_path));
     require(stream.size() > std::size_t(skip), calib_path, "has " + std::to_string(stream.size()) + " tokens, not more than --calib-skip");
-    const auto examples = calibration_examples(std::span<const int>(stream).subspan(skip), n_prompts, prompt_len, cont_len, special.bos);
+    const auto examples = calibration_examples(std::span<const int>(stream).subspan(skip), n_prompts, prompt_lens, cont_len, special.bos);
     require(examples.size() >= 8, calib_path, "yields only " + std::to_string(examples.size()) + " calibration prompts after --calib-skip");
     const int n = int(examples.size()), n_train = std::max(4, n * split / 100), n_held = n - n_train;
     require(n_held >= 2, "--train-split", "leaves fewer than 2 held-out prompts");
-    std::fprintf(stderr, "train_tlm: LLM %s, trunk %s at %d%%, %d prompts (%d train, %d held out) of %d + %d tokens from %s (token %d on), span %d\n",
+    std::fprintf(stderr, "train_tlm: LLM %s, trunk %s at %d%%, %d prompts (%d train, %d held out) of ≤ %d + %d tokens from %s (token %d on), span %d\n",
                  std::string(Cfg::name).c_str(), std::string(TrunkCfg::name).c_str(), trunk_percent, n, n_train, n_held, prompt_len, cont_len,
                  calib_path.c_str(), skip, span);
 
@@ -193,8 +225,11 @@ int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& tru
             nll_random += nll_at_50(r) / kRandomDraws;
         }
     }
-    std::printf("# TLM heads for %s (trunk %s at %d%%), %d train / %d held-out prompts of %d tokens + %d continuation, span %d\n\n",
-                std::string(Cfg::name).c_str(), std::string(TrunkCfg::name).c_str(), trunk_percent, n_train, n_held, prompt_len, cont_len, span);
+    std::string lens_text;
+    for (int l : prompt_lens) lens_text += (lens_text.empty() ? "" : ",") + std::to_string(l);
+    std::printf("# TLM heads for %s%s (trunk %s at %d%%), %d train / %d held-out prompts of %s tokens + %d continuation, span %d\n\n",
+                std::string(Cfg::name).c_str(), adapters_note.c_str(), std::string(TrunkCfg::name).c_str(), trunk_percent, n_train, n_held,
+                lens_text.c_str(), cont_len, span);
     std::printf("## Score head (held out, %zu labelled tokens)\n\n", label_all.size());
     std::printf("| importance | Spearman vs label | continuation NLL, prompt kept 50%% |\n|---|---|---|\n");
     std::printf("| (no compression) | | %.4f |\n", nll_full / n_held);
@@ -212,64 +247,103 @@ int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& tru
         std::fprintf(stderr, "\r  pair labels: prompt %d/%d (%.1f s)", i + 1, n, seconds_since(t0));
     }
     std::fprintf(stderr, "\n");
-    const int pw = width + 1;
+    // Ranking within a prompt is all the orchestrator uses: centre each prompt's 81 ratings on their
+    // mean, so the heads fit the differences between pairs and not how predictable the text is.
+    for (int i = 0; i < n; ++i) {
+        double m = 0;
+        for (int k = 0; k < kPairs; ++k) m += pair_y[std::size_t(i) * kPairs + k];
+        for (int k = 0; k < kPairs; ++k) pair_y[std::size_t(i) * kPairs + k] -= float(m / kPairs);
+    }
+    const int pw = kDecisionFeatures;
     std::vector<float> pooled;
-    for (const auto& f : head_feats) {
-        const auto p = DecisionHead::pooled(f);
+    for (int i = 0; i < n; ++i) {
+        const auto p = DecisionHead::pooled(head_feats[i], score.scores(head_feats[i]));
         pooled.insert(pooled.end(), p.begin(), p.end());
     }
-    auto rows_of = [&](const std::vector<float>& v, int w, int from, int to) {
-        return std::vector<float>(v.begin() + std::size_t(from) * w, v.begin() + std::size_t(to) * w);
+    constexpr double kBudgets[] = {0.1, 0.2, 0.3, 0.5, 0.7, 1.0};
+    constexpr int kBudgetCount = int(std::size(kBudgets));
+    std::array<std::array<std::uint8_t, kPairs>, kBudgetCount> feasible{};
+    std::array<int, kBudgetCount> n_feasible{};
+    for (int b = 0; b < kBudgetCount; ++b)
+        for (int k = 0; k < kPairs; ++k)
+            n_feasible[b] += feasible[b][k] = pair_prompt_percent(k) * pair_model_percent(k) <= kBudgets[b] * 10000 + 1e-6;
+    // Regret and hits of a rating of prompt i, per budget.
+    auto score_pick = [&](const PairRatings& r, int i, int b, double& regret, int& hits) {
+        PairRatings truth;
+        std::copy_n(pair_y.begin() + std::size_t(i) * kPairs, kPairs, truth.value.begin());
+        const int best = truth.best(feasible[b]), pick = r.best(feasible[b]);
+        regret += truth.value[best] - truth.value[pick];
+        hits += pick == best;
     };
-    // Penalty by 4-fold cross-validation over the train prompts (a handful of prompts per fold is too
-    // noisy for a single split); the largest penalties reduce the head to the prompt-agnostic prior.
-    best_err = INFINITY;
-    for (double lambda : {1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6}) {
-        double e = 0;
-        for (int fold = 0; fold < 4; ++fold) {
-            std::vector<float> fr, fy;
-            for (int i = 0; i < n_train; ++i)
-                if (i % 4 != fold) {
-                    fr.insert(fr.end(), pooled.begin() + std::size_t(i) * pw, pooled.begin() + std::size_t(i + 1) * pw);
-                    fy.insert(fy.end(), pair_y.begin() + std::size_t(i) * kPairs, pair_y.begin() + std::size_t(i + 1) * kPairs);
-                }
-            const DecisionHead h = DecisionHead::fit(fr, fy, pw, lambda);
-            for (int i = fold; i < n_train; i += 4) {
-                const auto r = h.rate(head_feats[i]);
-                for (int k = 0; k < kPairs; ++k) e += std::pow(r.value[k] - pair_y[std::size_t(i) * kPairs + k], 2);
+    auto prior_of = [&](const std::vector<int>& prompts) {
+        PairRatings prior;
+        for (int k = 0; k < kPairs; ++k) {
+            double s = 0;
+            for (int i : prompts) s += pair_y[std::size_t(i) * kPairs + k];
+            prior.value[k] = float(s / double(prompts.size()));
+        }
+        return prior;
+    };
+    auto fit_on = [&](const std::vector<int>& prompts, double lambda) {
+        std::vector<float> fr, fy;
+        for (int i : prompts) {
+            fr.insert(fr.end(), pooled.begin() + std::size_t(i) * pw, pooled.begin() + std::size_t(i + 1) * pw);
+            fy.insert(fy.end(), pair_y.begin() + std::size_t(i) * kPairs, pair_y.begin() + std::size_t(i + 1) * kPairs);
+        }
+        return DecisionHead::fit(fr, fy, pw, lambda);
+    };
+    auto rate_with = [&](const DecisionHead& h, int i) { return h.rate(head_feats[i], score.scores(head_feats[i])); };
+    // The penalty with the lowest mean regret over the budgets, by `k`-fold cross-validation on `prompts`;
+    // the largest penalties reduce the head to the prompt-agnostic prior.
+    constexpr double kDecisionLambdas[] = {0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e6};
+    auto choose_lambda = [&](const std::vector<int>& prompts, int k) {
+        double best_l = kDecisionLambdas[0], best_r = INFINITY;
+        for (double lambda : kDecisionLambdas) {
+            double regret = 0;
+            int hits = 0;
+            for (int fold = 0; fold < k; ++fold) {
+                std::vector<int> tr, te;
+                for (std::size_t j = 0; j < prompts.size(); ++j) (int(j) % k == fold ? te : tr).push_back(prompts[j]);
+                const DecisionHead h = fit_on(tr, lambda);
+                for (int i : te)
+                    for (int b = 0; b < kBudgetCount; ++b) score_pick(rate_with(h, i), i, b, regret, hits);
             }
+            if (regret < best_r - 1e-12) { best_r = regret; best_l = lambda; }
         }
-        if (e < best_err) { best_err = e; best_lambda = lambda; }
+        return best_l;
+    };
+    // Outer cross-validation: every prompt is rated once by a head (and a prior) that never saw it.
+    std::array<double, kBudgetCount> regret_head{}, regret_prior{};
+    std::array<int, kBudgetCount> hits_head{}, hits_prior{};
+    std::vector<double> fold_lambdas;
+    for (int fold = 0; fold < folds; ++fold) {
+        std::vector<int> tr, te;
+        for (int i = 0; i < n; ++i) (i % folds == fold ? te : tr).push_back(i);
+        const double lambda = choose_lambda(tr, 4);
+        fold_lambdas.push_back(lambda);
+        const DecisionHead h = fit_on(tr, lambda);
+        const PairRatings prior = prior_of(tr);
+        for (int i : te)
+            for (int b = 0; b < kBudgetCount; ++b) {
+                score_pick(rate_with(h, i), i, b, regret_head[b], hits_head[b]);
+                score_pick(prior, i, b, regret_prior[b], hits_prior[b]);
+            }
     }
-    const DecisionHead decision = DecisionHead::fit(rows_of(pooled, pw, 0, n_train), rows_of(pair_y, kPairs, 0, n_train), pw, best_lambda);
-    std::fprintf(stderr, "  decision head: ridge on %d prompts x %d pairs, lambda %g\n", n_train, kPairs, best_lambda);
-    PairRatings prior;
-    for (int k = 0; k < kPairs; ++k) {
-        double s = 0;
-        for (int i = 0; i < n_train; ++i) s += pair_y[std::size_t(i) * kPairs + k];
-        prior.value[k] = float(s / n_train);
-    }
-    std::printf("## Decision head (held out; budget = feasible pairs with p·m ≤ budget)\n\n");
+    std::vector<int> all(n);
+    std::iota(all.begin(), all.end(), 0);
+    best_lambda = choose_lambda(all, folds);
+    const DecisionHead decision = fit_on(all, best_lambda);
+    std::fprintf(stderr, "  decision head: ridge on %d prompts x %d pairs, %d features, lambda %g\n", n, kPairs, pw, best_lambda);
+    std::string lambdas_text;
+    for (double l : fold_lambdas) lambdas_text += (lambdas_text.empty() ? "" : ", ") + std::to_string(l).substr(0, 6);
+    std::printf("## Decision head (%d-fold cross-validation over all %d prompts, %d pooled features; budget = feasible pairs with p·m ≤ budget)\n\n",
+                folds, n, pw);
     std::printf("| budget | feasible pairs | head: top pair = best | head: regret | prior: top pair = best | prior: regret |\n|---|---|---|---|---|---|\n");
-    for (double budget : {0.1, 0.2, 0.3, 0.5, 0.7, 1.0}) {
-        std::vector<std::uint8_t> feasible(kPairs);
-        int n_feasible = 0;
-        for (int k = 0; k < kPairs; ++k) n_feasible += feasible[k] = pair_prompt_percent(k) * pair_model_percent(k) <= budget * 10000 + 1e-6;
-        int hits_head = 0, hits_prior = 0;
-        double regret_head = 0, regret_prior = 0;
-        for (int i = n_train; i < n; ++i) {
-            PairRatings truth;
-            std::copy_n(pair_y.begin() + std::size_t(i) * kPairs, kPairs, truth.value.begin());
-            const int best = truth.best(feasible), h = decision.rate(head_feats[i]).best(feasible), p = prior.best(feasible);
-            hits_head += h == best;
-            hits_prior += p == best;
-            regret_head += truth.value[best] - truth.value[h];
-            regret_prior += truth.value[best] - truth.value[p];
-        }
-        std::printf("| %.1f | %d | %d/%d | %.4f | %d/%d | %.4f |\n", budget, n_feasible, hits_head, n_held, regret_head / n_held, hits_prior,
-                    n_held, regret_prior / n_held);
-    }
-    std::printf("\nregret: mean log-likelihood (nats/token) lost against the measured best feasible pair.\n");
+    for (int b = 0; b < kBudgetCount; ++b)
+        std::printf("| %.1f | %d | %d/%d | %.4f | %d/%d | %.4f |\n", kBudgets[b], n_feasible[b], hits_head[b], n, regret_head[b] / n,
+                    hits_prior[b], n, regret_prior[b] / n);
+    std::printf("\nregret: mean log-likelihood (nats/token) lost against the measured best feasible pair. Penalty per fold (inner 4-fold\n"
+                "cross-validation on regret): %s; the saved head is fitted on all prompts with penalty %g.\n", lambdas_text.c_str(), best_lambda);
     std::fflush(stdout);
 
     TlmHeads heads;
@@ -284,6 +358,57 @@ int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& tru
     return 0;
 }
 
+// The TLM's time on a prompt of L tokens (features in the heads' `mode`, plus both heads' arithmetic)
+// against the LLM's full-width prefill of the same L tokens, measured alternately in one run so that
+// the other load on the machine falls on both alike. Fastest of `reps` each (the least disturbed), in
+// wall time and in this process's CPU time (all threads): on a shared machine the CPU-time ratio is the
+// steadier of the two, the wall-time one is what a request sees.
+template <ModelConfig Cfg, ModelConfig TrunkCfg>
+int time_share(const Model<Cfg>& llm, const Model<TrunkCfg>& trunk, int trunk_percent, ThreadPool& pool, int reps) {
+    Tlm<TrunkCfg> tlm(trunk, pool, trunk_percent);
+    tlm.set_feature_mode(TlmFeatures::hidden);
+    std::printf("# TLM %s at %d%% (hidden features, no trunk logits) vs %s prefill at 100%%, %d threads, fastest of %d\n\n",
+                std::string(TrunkCfg::name).c_str(), trunk_percent, std::string(Cfg::name).c_str(), pool.size(), reps);
+    std::printf("| prompt tokens | TLM ms | %s prefill ms | TLM / prefill (wall) | TLM / prefill (CPU time) |\n|---|---|---|---|---|\n",
+                std::string(Cfg::name).c_str());
+    Session<Cfg> session(llm, pool, Cfg::context, std::min(Cfg::context, 256));
+    using clock = std::chrono::steady_clock;
+    auto ms_since = [](clock::time_point t) { return std::chrono::duration<double, std::milli>(clock::now() - t).count(); };
+    auto cpu_ms = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return double(ts.tv_sec) * 1e3 + double(ts.tv_nsec) / 1e6;
+    };
+    for (int len : {128, 256, 512, 1024}) {
+        if (len > std::min(Cfg::context, TrunkCfg::context)) continue;
+        std::vector<int> ids(len);
+        ids[0] = 1;
+        for (int i = 1; i < len; ++i) ids[i] = 3 + (i * 7919) % (Cfg::vocab_size - 3);
+        double t_tlm = INFINITY, t_llm = INFINITY, c_tlm = INFINITY, c_llm = INFINITY;
+        for (int r = 0; r <= reps; ++r) {  // r == 0 warms up
+            auto t0 = clock::now();
+            double c0 = cpu_ms();
+            const PromptFeatures f = tlm.features(ids);
+            const double a = ms_since(t0), ca = cpu_ms() - c0;
+            t0 = clock::now();
+            c0 = cpu_ms();
+            session.reset();
+            session.append(ids, 100);
+            const double b = ms_since(t0), cb = cpu_ms() - c0;
+            if (r > 0) {
+                t_tlm = std::min(t_tlm, a);
+                t_llm = std::min(t_llm, b);
+                c_tlm = std::min(c_tlm, ca);
+                c_llm = std::min(c_llm, cb);
+            }
+            require(f.tokens == len, "time_share", "the TLM returned features for another length");
+        }
+        std::printf("| %d | %.1f | %.1f | %.1f %% | %.1f %% |\n", len, t_tlm, t_llm, 100.0 * t_tlm / t_llm, 100.0 * c_tlm / c_llm);
+        std::fflush(stdout);
+    }
+    return 0;
+}
+
 int run(const cli::Args& args) {
     const std::string model_path = args.get("-m", "--model", "", "the elastic model the heads serve");
     const TrainFlags flags(args);
@@ -291,8 +416,10 @@ int run(const cli::Args& args) {
     const int threads = args.threads();
     const std::string tokenizer = cli::tokenizer_flag(args);
     args.finish("train_tlm -m MODEL -o HEADS.gguf [flags]\n"
-                "Trains the TLM's token-importance heads for prompt compression.");
-    if (model_path.empty() || flags.out_path.empty()) return cli::usage_error(args, "-m/--model and -o/--output");
+                "       train_tlm -m MODEL --trunk SMALL_MODEL [--trunk-percent 100] --time-share\n"
+                "Trains the TLM's token-importance and decision heads for prompt compression.");
+    if (model_path.empty() || (flags.out_path.empty() && !flags.timing))
+        return cli::usage_error(args, "-m/--model and -o/--output");
     const cli::ModelFile file = cli::open_model(model_path, tokenizer);
     const Tokenizer& tok = *file.tokenizer;
     const ModelWeights& weights = file.weights;
@@ -300,18 +427,32 @@ int run(const cli::Args& args) {
     if (!weights.is_elastic)
         std::fprintf(stderr, "warning: %s is not elastic (run elasticize first): its sub-models keep units in file order\n", model_path.c_str());
     return cli::with_model(file, [&]<ModelConfig Cfg>() -> int {
-        const Model<Cfg> llm(weights);
-        if (trunk_path.empty()) return train<Cfg, Cfg>(flags, llm, llm, tok, pool);
+        Model<Cfg> llm(weights);
+        std::string note;
+        if (!flags.adapters.empty()) {
+            const auto attached = attach_adapters(llm, flags.adapters);
+            require(!attached.empty(), flags.adapters, "holds no lora-P.gguf adapters (recover writes them)");
+            note = " with " + std::to_string(attached.size()) + " LoRA adapters";
+            std::fprintf(stderr, "labels by %s%s from %s\n", std::string(Cfg::name).c_str(), note.c_str(), flags.adapters.c_str());
+        }
+        if (trunk_path.empty()) {
+            if (flags.timing) return time_share<Cfg, Cfg>(llm, llm, flags.trunk_percent, pool, flags.reps);
+            return train<Cfg, Cfg>(flags, llm, llm, tok, pool, note);
+        }
         ModelWeights trunk_weights = load_weights(trunk_path);
+        require(trunk_weights.hparams.vocab_size == Cfg::vocab_size, trunk_path,
+                "is a TLM trunk with a vocabulary of " + std::to_string(trunk_weights.hparams.vocab_size) + " tokens, but " +
+                    std::string(Cfg::name) + " has " + std::to_string(Cfg::vocab_size) + ": the TLM must read the LLM's token ids");
         return with_config(trunk_weights.hparams, trunk_weights.source, [&]<ModelConfig TrunkCfg>() -> int {
             check_against<TrunkCfg>(trunk_weights);
             Tlm<TrunkCfg>::template require_same_vocabulary<Cfg>();
             const Model<TrunkCfg> trunk(trunk_weights);
-            return train<Cfg, TrunkCfg>(flags, llm, trunk, tok, pool);
+            if (flags.timing) return time_share<Cfg, TrunkCfg>(llm, trunk, flags.trunk_percent, pool, flags.reps);
+            return train<Cfg, TrunkCfg>(flags, llm, trunk, tok, pool, note);
         });
     });
 }
 
 }  // namespace
 
-int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {}, run); }
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--time-share"}, run); }

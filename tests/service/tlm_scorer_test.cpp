@@ -25,14 +25,14 @@ TlmHeads random_heads(const Model<Cfg>& m, TlmFeatures mode) {
     std::mt19937 rng(3);
     std::normal_distribution<float> g(0, 1);
     const int w = Cfg::dim + kExtraTokenFeatures, n = 40;
-    std::vector<float> rows(n * w), y(n), pooled(n * (w + 1)), py(n * kPairs);
+    std::vector<float> rows(n * w), y(n), pooled(n * kDecisionFeatures), py(n * kPairs);
     for (auto* v : {&rows, &y, &pooled, &py})
         for (float& x : *v) x = g(rng);
     TlmHeads h;
     h.llm = h.trunk = identity_of(m);
     h.features = mode;
     h.score = ScoreHead::fit(rows, y, w, 1.0);
-    h.decision = DecisionHead::fit(pooled, py, w + 1, 1.0);
+    h.decision = DecisionHead::fit(pooled, py, kDecisionFeatures, 1.0);
     return h;
 }
 

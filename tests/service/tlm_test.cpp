@@ -161,7 +161,7 @@ TlmHeads fitted_heads(const Model<Small>& m, int seed) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> g(0, 1);
     const int w = Small::dim + kExtraTokenFeatures, n = 60;
-    std::vector<float> rows(n * w), y(n), pooled(n * (w + 1)), py(n * kPairs);
+    std::vector<float> rows(n * w), y(n), pooled(n * kDecisionFeatures), py(n * kPairs);
     for (float& v : rows) v = g(rng);
     for (float& v : y) v = g(rng);
     for (float& v : pooled) v = g(rng);
@@ -169,7 +169,7 @@ TlmHeads fitted_heads(const Model<Small>& m, int seed) {
     TlmHeads h;
     h.llm = h.trunk = identity_of(m);
     h.score = ScoreHead::fit(rows, y, w, 1.0);
-    h.decision = DecisionHead::fit(pooled, py, w + 1, 1.0);
+    h.decision = DecisionHead::fit(pooled, py, kDecisionFeatures, 1.0);
     return h;
 }
 
@@ -203,7 +203,8 @@ TEST(TlmHeads, SaveLoadRoundTripAndRefusals) {
     EXPECT_EQ(back.llm, heads.llm);
     EXPECT_EQ(back.trunk_percent, 20);
     EXPECT_EQ(back.score.scores(f), heads.score.scores(f));
-    EXPECT_EQ(back.decision.rate(f).value, heads.decision.rate(f).value);
+    const auto fs = heads.score.scores(f);
+    EXPECT_EQ(back.decision.rate(f, fs).value, heads.decision.rate(f, fs).value);
     tlm.use_heads(back, m);
     EXPECT_EQ(tlm.scores(f), heads.score.scores(f));
     EXPECT_NE(tlm.scores(f), ScoreHead{}.scores(f));
@@ -256,6 +257,76 @@ TEST(TlmHeads, SaveLoadRoundTripAndRefusals) {
     EXPECT_THROW(TlmHeads::load(path), Error);
     std::filesystem::remove(path);
     EXPECT_THROW(TlmHeads::load(path), Error);
+}
+
+TEST(TlmLabels, CalibrationExamplesCycleThroughPromptLengths) {
+    std::vector<int> stream = tokens(400, 2);
+    for (int i = 0; i < 400; i += 40) stream[i] = 1;
+    const std::vector<int> lens = {8, 16, 24};
+    const auto exs = calibration_examples(stream, 6, lens, 4);
+    ASSERT_EQ(exs.size(), 6u);
+    for (std::size_t k = 0; k < exs.size(); ++k) {
+        EXPECT_EQ(exs[k].prompt.size(), std::size_t(lens[k % 3]));
+        EXPECT_EQ(exs[k].continuation.size(), 4u);
+        EXPECT_EQ(exs[k].prompt[0], 1);
+    }
+    EXPECT_THROW(calibration_examples(stream, 2, std::vector<int>{1}, 4), Error);
+    EXPECT_THROW(calibration_examples(stream, 2, std::vector<int>{}, 4), Error);
+}
+
+// The decision head's pooled statistics are what their names say, on hand-made features.
+TEST(DecisionHead, PooledStatisticsReadAsDocumented) {
+    PromptFeatures f;
+    f.tokens = 8;
+    f.width = 2 + kExtraTokenFeatures;  // a 2-wide "hidden state"
+    f.values.assign(std::size_t(f.tokens) * f.width, 0);
+    for (int i = 0; i < f.tokens; ++i) {
+        f.values[std::size_t(i) * f.width + 0] = 1.0f;  // every token points the same way: coherence 1
+        f.values[std::size_t(i) * f.width + 2] = 2.0f;  // surprisal
+    }
+    const std::vector<float> scores = {0, 0, 0, 0, 0, 0, 4, 4};  // the important tokens at the end
+    const auto p = DecisionHead::pooled(f, scores);
+    ASSERT_EQ(p.size(), std::size_t(kDecisionFeatures));
+    EXPECT_NEAR(p[0], std::log(8.0f), 1e-6);
+    EXPECT_NEAR(p[1], 1.0f, 1e-6);        // mean importance
+    EXPECT_NEAR(p[2], std::sqrt(3.0f), 1e-5);  // spread: values 0 (6×) and 4 (2×) around 1
+    EXPECT_NEAR(p[3], 4.0f, 1e-6);        // top quarter (4, 4) against bottom half (0…)
+    EXPECT_NEAR(p[4], 4.0f, 1e-6);        // last quarter against first quarter
+    EXPECT_NEAR(p[5], 1.0f, 1e-6);
+    EXPECT_NEAR(p[6], 2.0f, 1e-6);
+    // Spread out in front instead: concentration as before, position reversed.
+    const std::vector<float> front = {4, 4, 0, 0, 0, 0, 0, 0};
+    EXPECT_NEAR(DecisionHead::pooled(f, front)[4], -4.0f, 1e-6);
+    EXPECT_THROW(DecisionHead::pooled(f, std::vector<float>(3, 0.0f)), Error);
+}
+
+// Heads written before the decision head read pooled statistics are refused with what to do.
+TEST(TlmHeads, AnOlderDecisionHeadIsRefusedByName) {
+    Model<Small> m(synthetic_weights<Small>({DType::f32, 8}));
+    const TlmHeads heads = fitted_heads(m, 2);
+    const auto path = temp_file("old.gguf");
+    heads.save(path);
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        std::stringstream s;
+        s << in.rdbuf();
+        bytes = s.str();
+    }
+    const std::string key = "elastilm.tlm.decision_features";
+    const auto at = bytes.find(key);
+    ASSERT_NE(at, std::string::npos);
+    bytes.replace(at, key.size(), "elastilm.tlm.decision_featureZ");
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    try {
+        TlmHeads::load(path);
+        FAIL() << "an old heads file loaded";
+    } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(path.string()), std::string::npos) << what;
+        EXPECT_NE(what.find("train_tlm"), std::string::npos) << what;
+    }
+    std::filesystem::remove(path);
 }
 
 // The real model: a small labelling + fit, held-out prompts compressed to 50%.

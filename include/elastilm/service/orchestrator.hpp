@@ -48,6 +48,23 @@ struct PairRatings {
     float at(int prompt_percent, int model_percent) const { return value[pair_index(prompt_percent, model_percent)]; }
     // The best pair among those `feasible` marks (all when empty; kPairs entries otherwise), -1 if none;
     // ties go to the lower index (the smaller prompt ratio, then the smaller model).
+    // A prompt-agnostic prior from two one-dimensional measurements of the same quality (e.g. mean
+    // log-likelihood of a continuation on calibration text, per compiled ratio in order): the model at
+    // m % on whole prompts, and the full model on prompts compressed to p %. Their losses are taken to add:
+    // rating(p, m) = model[m] + prompt[p] − model[100 %].
+    static PairRatings additive(std::span<const double> model, std::span<const double> prompt) {
+        require(model.size() == kRatios.size() && prompt.size() == kRatios.size(), "PairRatings::additive",
+                "needs one value per compiled ratio (" + std::to_string(kRatios.size()) + ")");
+        PairRatings r;
+        for (std::size_t pi = 0; pi < kRatios.size(); ++pi)
+            for (std::size_t mi = 0; mi < kRatios.size(); ++mi) {
+                const double v = model[mi] + prompt[pi] - model.back();
+                require(std::isfinite(v), "PairRatings::additive", "measurements must be finite");
+                r.value[pi * kRatios.size() + mi] = float(v);
+            }
+        return r;
+    }
+
     int best(std::span<const std::uint8_t> feasible = {}) const {
         require(feasible.empty() || feasible.size() == std::size_t(kPairs), "PairRatings::best",
                 "feasible mask needs " + std::to_string(kPairs) + " entries");

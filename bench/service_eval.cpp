@@ -16,7 +16,7 @@
 //    The orchestrator's prior ratings (what it plans with before the TLM has read the prompt) are
 //    measured on --prior-items calibration items from documents the benchmark does not use: mean
 //    log-likelihood per model ratio and per prompt ratio, combined additively (PairRatings::additive).
-//    Requests run one after another (no queueing). TTFT = planning + TLM + prefill + first-token
+//    Requests run one after another (no queueing); each is served by the five strategies back to back. TTFT = planning + TLM + prefill + first-token
 //    choice; TPOT = decode steps of the true continuation at the decode ratio. Accuracy is read from the
 //    same session (candidates scored after the compressed prompt at the plan's widths, outside the timed
 //    path). "Feasible" requests are those for which the latency model knows some prompt × model plan
@@ -25,7 +25,7 @@
 //   elastilm_bench_service_eval [-m ELASTIC.gguf] [--trunk TLM_MODEL|self] [--heads HEADS.gguf] [--adapters DIR]
 //       [-f docs_valid.txt | --benchmark FILE] [--save-benchmark FILE] [--items 60] [--context-len 192]
 //       [--question-len 8] [--choice-len 12] [--requests N] [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
-//       [--prior-items 16] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [-t 2] [--seed 1] [--verbose]
+//       [--prior-items 16] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [--reprofile] [-t 2] [--seed 1] [--verbose]
 //   elastilm_bench_service_eval --smoke      (synthetic stories260K shape, no tokenizer: CI)
 // Defaults are cmake/demo.sh's cache: build/demo/docs-elastic.gguf, its heads beside it
 // (docs-elastic.tlm.gguf), build/demo/docs-adapters/, and ../shared/models/docs-tlm-15M as the trunk.
@@ -34,6 +34,8 @@
 #include <cstdio>
 #include <numeric>
 #include <random>
+
+#include <unistd.h>
 
 #include "../examples/common.hpp"
 #include "elastilm/formats/load.hpp"
@@ -229,7 +231,11 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     ProfileOptions popt;
     popt.repetitions = smoke ? 1 : 3;
     popt.max_tokens = std::min(Cfg::context, args.get_int("--profile-max", "--profile-max", 512));
-    const LatencyModel latency = load_or_profile(model, pool, popt, log);
+    // --reprofile: measure now instead of reusing the cached table (on a shared machine the load when the
+    // cache was written may not be today's).
+    const std::filesystem::path fresh = std::filesystem::temp_directory_path() / ("elastilm-service-eval-" + std::to_string(::getpid()));
+    const LatencyModel latency = args.has("--reprofile") ? load_or_profile(model, pool, popt, log, fresh) : load_or_profile(model, pool, popt, log);
+    if (args.has("--reprofile")) std::filesystem::remove_all(fresh);
     const std::filesystem::path heads =
         args.get("--heads", "--heads", smoke ? "" : default_heads_path(args.get("-m", "--model", "build/demo/docs-elastic.gguf")).string());
     std::optional<TlmScorer<Cfg, TrunkCfg>> scorer;
@@ -306,9 +312,14 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
 
-    for (Strategy st : {Strategy::ours, Strategy::model_only, Strategy::prompt_only, Strategy::layer_dropping, Strategy::full}) {
-        Tally t;
-        for (int i = 0; i < requests; ++i) {
+    // Request-major: each request is served by the five strategies back to back, so a change in the
+    // machine's load (others compiling) hits every strategy alike instead of the one running at the time.
+    constexpr Strategy strategies[] = {Strategy::ours, Strategy::model_only, Strategy::prompt_only, Strategy::layer_dropping, Strategy::full};
+    std::array<Tally, std::size(strategies)> tallies{};
+    for (int i = 0; i < requests; ++i) {
+        for (std::size_t si = 0; si < std::size(strategies); ++si) {
+            const Strategy st = strategies[si];
+            Tally& t = tallies[si];
             const ChoiceItem& it = bench.items[std::size_t(i) % bench.items.size()];
             const TokenizedPrompt prompt = prompt_of(it);
             const int n = int(prompt.ids.size());
@@ -396,8 +407,12 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             t.decode += p.plan.decode_percent;
             t.dropped += drop.dropped;
         }
-        session.reset();
-        session.set_skipped_layers(0);
+    }
+    session.reset();
+    session.set_skipped_layers(0);
+    for (std::size_t si = 0; si < std::size(strategies); ++si) {
+        const Strategy st = strategies[si];
+        const Tally& t = tallies[si];
         const std::string width = st == Strategy::layer_dropping
                                       ? std::to_string(int(std::lround(100.0 * (Cfg::n_layers - t.dropped / t.n) / Cfg::n_layers))) + "% of layers"
                                       : std::to_string(int(std::lround(t.prefill / t.n))) + "%";
@@ -511,5 +526,5 @@ int run(const cli::Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    return elastilm::cli::run_main(argc, argv, {"--smoke", "--verbose", "--accuracy-only", "--no-accuracy-table"}, run);
+    return elastilm::cli::run_main(argc, argv, {"--smoke", "--verbose", "--accuracy-only", "--no-accuracy-table", "--reprofile"}, run);
 }

@@ -14,8 +14,9 @@
 //                     predicted TTFT and TPOT fit (the full-width model otherwise)
 //      full model     always 100 % / 100 %
 //    The orchestrator's prior ratings (what it plans with before the TLM has read the prompt) are
-//    measured on --prior-items calibration items from documents the benchmark does not use: mean
-//    log-likelihood per model ratio and per prompt ratio, combined additively (PairRatings::additive).
+//    measured on --prior-items calibration items from documents the benchmark does not use: the answer's
+//    mean margin over the best distractor per model ratio and per prompt ratio, combined additively
+//    (PairRatings::additive).
 //    Requests run one after another (no queueing); each is served by the five strategies back to back. TTFT = planning + TLM + prefill + first-token
 //    choice; TPOT = decode steps of the true continuation at the decode ratio. Accuracy is read from the
 //    same session (candidates scored after the compressed prompt at the plan's widths, outside the timed
@@ -32,6 +33,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -123,6 +125,9 @@ std::array<double, 4> score_choices(Session<Cfg>& s, const std::vector<float>& p
 // and the full model on prompts compressed to r % with the scorer's token scores.
 struct RatioQuality {
     std::array<double, kRatios.size()> model_acc{}, prompt_acc{}, model_ll{}, prompt_ll{};
+    // The answer's margin: its log-likelihood minus the best distractor's. Accuracy is the share of
+    // positive margins; the mean margin measures the same discrimination without accuracy's coarse steps.
+    std::array<double, kRatios.size()> model_margin{}, prompt_margin{};
 };
 template <ModelConfig Cfg>
 RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, const std::vector<ChoiceItem>& items) {
@@ -142,9 +147,13 @@ RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, con
                 const auto ll = score_choices(session, std::vector<float>(l.begin(), l.end()), it, model_percent);
                 (compress_prompt ? q.prompt_acc : q.model_acc)[r] += choose_answer(ll) == it.answer;
                 (compress_prompt ? q.prompt_ll : q.model_ll)[r] += ll[it.answer];
+                double rival = -std::numeric_limits<double>::infinity();
+                for (int c = 0; c < 4; ++c)
+                    if (c != it.answer) rival = std::max(rival, ll[c]);
+                (compress_prompt ? q.prompt_margin : q.model_margin)[r] += ll[it.answer] - rival;
             }
         }
-        for (auto* a : {&q.model_acc, &q.prompt_acc, &q.model_ll, &q.prompt_ll}) (*a)[r] /= double(items.size());
+        for (auto* a : {&q.model_acc, &q.prompt_acc, &q.model_ll, &q.prompt_ll, &q.model_margin, &q.prompt_margin}) (*a)[r] /= double(items.size());
         std::fprintf(stderr, "quality at %d%%: model %.3f, prompt %.3f\n", kRatios[r], q.model_acc[r], q.prompt_acc[r]);
     }
     return q;
@@ -277,13 +286,18 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     // documents the benchmark does not use, or the fixed prior (widest model first) without them.
     if (calibration && !calibration->items.empty() && !score.prior) {
         const RatioQuality c = ratio_quality(session, score, calibration->items);
-        score.prior = PairRatings::additive(c.model_ll, c.prompt_ll);
-        std::printf("\n# prior ratings from %zu calibration items (%s, documents after the benchmark's): mean log-lik per ratio, "
-                    "model {", calibration->items.size(), calibration->source.c_str());
-        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? "," : "", c.model_ll[r]);
-        std::printf("}, prompt {");
-        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? "," : "", c.prompt_ll[r]);
-        std::printf("}\n");
+        // Rated by the answer's margin over the best distractor (what accuracy counts), not by its
+        // log-likelihood alone: a narrow model lowers every candidate's likelihood yet still ranks them.
+        score.prior = PairRatings::additive(c.model_margin, c.prompt_margin);
+        auto list = [](const auto& v) {
+            std::string out;
+            for (double x : v) out += (out.empty() ? "" : ",") + std::to_string(x).substr(0, std::to_string(x).find('.') + 3);
+            return out;
+        };
+        std::printf("\n# prior ratings from %zu calibration items (%s, documents after the benchmark's), per ratio 20..100 %%: "
+                    "answer margin, model {%s}, prompt {%s}; log-lik, model {%s}, prompt {%s}; accuracy, model {%s}, prompt {%s}\n",
+                    calibration->items.size(), calibration->source.c_str(), list(c.model_margin).c_str(), list(c.prompt_margin).c_str(),
+                    list(c.model_ll).c_str(), list(c.prompt_ll).c_str(), list(c.model_acc).c_str(), list(c.prompt_acc).c_str());
     } else if (!score.prior) {
         std::printf("\n# prior ratings: the orchestrator's fixed prior (widest model first, then most prompt kept)\n");
     }

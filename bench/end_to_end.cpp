@@ -23,6 +23,7 @@
 
 #include "elastilm/model/session.hpp"
 #include "elastilm/model/synthetic.hpp"
+#include "cli/tool.hpp"
 #include "roofline.hpp"
 
 namespace {
@@ -215,12 +216,14 @@ void print_lora_overhead(int steps) {
 int main(int argc, char** argv) {
     bool tiny = false;
     int reps = 1;
-    for (int i = 1; i < argc; ++i) {
-        if (std::strncmp(argv[i], "--threads=", 10) == 0) g_threads = std::atoi(argv[i] + 10);
-        else if (std::strcmp(argv[i], "--smoke") == 0) tiny = true;
-        else if (std::strncmp(argv[i], "--reps=", 7) == 0) reps = std::atoi(argv[i] + 7);
-    }
-    benchmark::Initialize(&argc, argv);
+    benchmark::Initialize(&argc, argv);  // takes its --benchmark_* flags out of argv
+    if (const auto status = elastilm::cli::read_flags(argc, argv, {"--smoke"}, [&](const elastilm::cli::Args& args) {
+            g_threads = args.threads();
+            tiny = args.has("--smoke", "", "stories260K shape instead of TinyLlama-1.1B (CI)");
+            reps = args.get_int("--reps", "", 1, "Google Benchmark repetitions");
+            args.finish("elastilm_bench_end_to_end [flags] [--benchmark_* flags]");
+        }))
+        return *status;
     g_bandwidth_gbs = elastilm::bench::measure_read_bandwidth_gbs(g_threads);
     g_fma_peak_gflops = elastilm::bench::measure_fma_peak_gflops(g_threads);
     std::printf("threads %d | streaming read bandwidth %.1f GB/s | fp32 FMA peak %.1f GFLOP/s\n", g_threads,

@@ -13,6 +13,7 @@
 
 #include "elastilm/simd/matmul.hpp"
 #include "elastilm/simd/matvec.hpp"
+#include "cli/tool.hpp"
 #include "roofline.hpp"
 
 namespace {
@@ -73,8 +74,12 @@ struct Case {
 
 int main(int argc, char** argv) {
     bool smoke = false;
-    for (int i = 1; i < argc; ++i) smoke |= std::strcmp(argv[i], "--smoke") == 0;
-    benchmark::Initialize(&argc, argv);
+    benchmark::Initialize(&argc, argv);  // takes its --benchmark_* flags out of argv
+    if (const auto status = elastilm::cli::read_flags(argc, argv, {"--smoke"}, [&](const elastilm::cli::Args& args) {
+            smoke = args.has("--smoke", "", "small shapes (CI)");
+            args.finish("elastilm_bench_kernels [--smoke] [--benchmark_* flags]");
+        }))
+        return *status;
     const std::vector<int> thread_counts = smoke ? std::vector<int>{1} : std::vector<int>{1, 2};
     for (int t : thread_counts) {
         g_bandwidth[t] = bench::measure_read_bandwidth_gbs(t, smoke ? (std::size_t(64) << 20) : (std::size_t(1) << 30));

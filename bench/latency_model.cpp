@@ -16,7 +16,7 @@
 
 #include <unistd.h>
 
-#include "../examples/common.hpp"
+#include "cli/tool.hpp"
 #include "elastilm/formats/load.hpp"
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/service/latency_model.hpp"
@@ -140,19 +140,22 @@ int run(ModelWeights weights, const BenchOptions& o) {
 
 int run_with(const cli::Args& args) {
     BenchOptions o;
-    o.threads = args.get_int("-t", "--threads", 2);
-    o.reps = args.get_int("-r", "--reps", 5);
-    o.points = args.has("--points");
-    o.profile.repetitions = args.get_int("--profile-reps", "", o.profile.repetitions);
-    o.profile.grid_points = args.get_int("--grid", "", o.profile.grid_points);
-    require(o.reps >= 1 && o.threads >= 1, "latency_model", "-r and -t must be >= 1");
-    if (args.has("--smoke")) {
+    o.threads = args.threads();
+    o.reps = args.get_int("-r", "--reps", 5, "fresh measurements per point (median)");
+    o.points = args.has("--points", "", "print every fresh point");
+    o.profile.repetitions = args.get_int("--profile-reps", "", o.profile.repetitions, "profile repetitions");
+    o.profile.grid_points = args.get_int("--grid", "", o.profile.grid_points, "profile grid points");
+    const bool smoke = args.has("--smoke", "", "in-memory stories260K shape, tiny work (CI)");
+    std::string path = args.get("-m", "--model", "", "model (default: ../shared/models/tiny-gqa-15M, else synthetic)");
+    args.finish("elastilm_bench_latency_model [-m MODEL] [flags] [--benchmark_* flags]\n"
+                "How well the fitted latency model predicts fresh requests; Google Benchmark times a prediction.");
+    require(o.reps >= 1, "latency_model", "-r must be >= 1");
+    if (smoke) {
         o.profile.repetitions = 1, o.profile.grid_points = 3, o.profile.max_tokens = 48, o.profile.decode_steps = 2;
         o.profile.ratios = {20, 100};
         o.reps = 1, o.threads = 1;
         return run<Stories260K>(synthetic_weights<Stories260K>(), o);
     }
-    std::string path = args.get("-m", "--model", "");
     if (path.empty()) {
         const auto shared = cli::shared_dir() / "models" / "tiny-gqa-15M";
         if (!std::filesystem::exists(shared)) {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "cli/tool.hpp"
 #include "elastilm/lora/train_step.hpp"
 #include "elastilm/formats/load.hpp"
 #include "elastilm/model/session.hpp"
@@ -60,9 +61,13 @@ BENCHMARK(BM_DistillStep<100>)->Unit(benchmark::kMillisecond)->UseRealTime();
 }  // namespace
 
 int main(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i)
-        if (std::strncmp(argv[i], "--threads=", 10) == 0) g_threads = std::atoi(argv[i] + 10);
-    benchmark::Initialize(&argc, argv);
+    benchmark::Initialize(&argc, argv);  // takes its --benchmark_* flags out of argv
+    if (const auto status = elastilm::cli::read_flags(argc, argv, {"--smoke"}, [&](const elastilm::cli::Args& args) {
+            g_threads = args.threads();
+            args.has("--smoke", "", "accepted for CI; this benchmark is small already");
+            args.finish("elastilm_bench_lora_train_step [flags] [--benchmark_* flags]");
+        }))
+        return *status;
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

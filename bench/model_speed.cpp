@@ -11,7 +11,7 @@
 #include <cstdio>
 #include <sstream>
 
-#include "../examples/common.hpp"
+#include "cli/tool.hpp"
 #include "elastilm/formats/gguf_export.hpp"
 #include "elastilm/formats/load.hpp"
 #include "elastilm/model/session.hpp"
@@ -62,34 +62,49 @@ int measure(ModelWeights weights, int pp, int tg, int threads, int reps, const s
 }
 
 int run(const cli::Args& args) {
-    if (args.has("--write-synthetic")) {
-        const std::string shape = args.get("--write-synthetic", "", "");
-        require(args.positional().size() == 1, "model_speed", "--write-synthetic SHAPE OUT.gguf");
-        const std::string tok = args.get("--tokenizer", "", (cli::shared_dir() / "models" / "tokenizer.model").string());
-        const bool in_major = args.has("--in-major-outputs");  // elastilm-only layout (see formats/gguf_export.hpp)
-        if (shape == "tinyllama") write_synthetic<TinyLlama1B>(args.positional()[0], tok, in_major);
-        else if (shape == "openllama3b") write_synthetic<OpenLlama3B>(args.positional()[0], tok, in_major);
-        else if (shape == "tinygqa") write_synthetic<TinyGqa15M>(args.positional()[0], tok, in_major);
+    const std::string path = args.get("-m", "--model", "", "model file to measure");
+    const int prompt = args.get_int("-p", "", 512, "prefill tokens (pp)");
+    const int decode = args.get_int("-n", "", 128, "decode tokens (tg)");
+    const int threads = args.threads();
+    const int reps = args.get_int("-r", "", 1, "repetitions");
+    const std::string ratio_list = args.get("--ratios", "", "100", "width ratios, comma-separated");
+    const std::string shape = args.get("--write-synthetic", "", "", "write a synthetic model: tinyllama, openllama3b or tinygqa");
+    const std::string tok = args.get("--tokenizer", "", (cli::shared_dir() / "models" / "tokenizer.model").string(),
+                                     "with --write-synthetic: its vocabulary");
+    const bool in_major = args.has("--in-major-outputs", "", "with --write-synthetic: elastilm-only input-major layout");
+    const bool roofline = args.has("--roofline", "", "print the machine's read GB/s and FMA GFLOP/s as CSV");
+    const bool smoke = args.has("--smoke", "", "a synthetic stories260K-shaped model in memory, tiny work (CI)");
+    const std::vector<std::string>& positional = args.positional();
+    args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
+                "Prefill and decode tok/s per width ratio, as CSV lines ratio,pp_tok_s,tg_tok_s.");
+    if (!shape.empty()) {
+        require(positional.size() == 1, "model_speed", "--write-synthetic SHAPE OUT.gguf");
+        if (shape == "tinyllama") write_synthetic<TinyLlama1B>(positional[0], tok, in_major);
+        else if (shape == "openllama3b") write_synthetic<OpenLlama3B>(positional[0], tok, in_major);
+        else if (shape == "tinygqa") write_synthetic<TinyGqa15M>(positional[0], tok, in_major);
         else throw Error("model_speed", "unknown shape " + shape + " (tinyllama, openllama3b, tinygqa)");
         return 0;
     }
-    if (args.has("--roofline")) {  // the machine's ceilings for this run, as CSV: read GB/s, FMA GFLOP/s
-        const int t = args.get_int("-t", "", 2);
-        std::printf("%.2f,%.2f\n", bench::measure_read_bandwidth_gbs(t), bench::measure_fma_peak_gflops(t));
+    require(positional.empty(), "model_speed", "unexpected argument '" + (positional.empty() ? "" : positional[0]) + "'");
+    if (roofline) {  // the machine's ceilings for this run, as CSV: read GB/s, FMA GFLOP/s
+        std::printf("%.2f,%.2f\n", bench::measure_read_bandwidth_gbs(threads), bench::measure_fma_peak_gflops(threads));
         return 0;
     }
-    if (args.has("--smoke"))  // CI: a synthetic stories260K-shaped model in memory, tiny work
+    if (smoke)  // CI: a synthetic stories260K-shaped model in memory, tiny work
         return measure<Stories260K>(synthetic_weights<Stories260K>(), 16, 8, 1, 1, {100, 20});
-    const std::string path = args.get("-m", "--model", "");
-    require(!path.empty(), "model_speed", "usage: -m MODEL [-p 512] [-n 128] [-t 2] [-r 1] [--ratios 100,50]");
+    if (path.empty()) return cli::usage_error(args, "-m/--model");
     std::vector<int> ratios;
-    std::stringstream list(args.get("--ratios", "", "100"));
-    for (std::string item; std::getline(list, item, ',');) ratios.push_back(std::stoi(item));
+    std::stringstream list(ratio_list);
+    for (std::string item; std::getline(list, item, ',');) {
+        char* end = nullptr;
+        const long r = std::strtol(item.c_str(), &end, 10);
+        require(!item.empty() && *end == '\0' && ratio_index(int(r)) >= 0, "--ratios", "'" + item + "' is not a compiled ratio");
+        ratios.push_back(int(r));
+    }
     ModelWeights w = load_weights(path);
     return with_config(w.hparams, w.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(w);
-        return measure<Cfg>(std::move(w), args.get_int("-p", "", 512), args.get_int("-n", "", 128), args.get_int("-t", "", 2),
-                            args.get_int("-r", "", 1), ratios);
+        return measure<Cfg>(std::move(w), prompt, decode, threads, reps, ratios);
     });
 }
 

@@ -39,7 +39,7 @@
 
 #include <unistd.h>
 
-#include "../examples/common.hpp"
+#include "cli/tool.hpp"
 #include "elastilm/formats/load.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/model/synthetic.hpp"
@@ -462,7 +462,39 @@ ChoiceBenchmark synthetic_benchmark(int vocab, int items) {
     return b;
 }
 
+// Every flag, declared with its help before Args::finish() (which refuses the unknown ones); the code
+// below reads them where it uses them.
+void declare_flags(const cli::Args& args) {
+    (void)args.has("--smoke", "", "synthetic stories260K shape, no tokenizer: CI");
+    (void)args.get("-m", "--model", "build/demo/docs-elastic.gguf", "elastic docs-95M GGUF (elasticize's output)");
+    (void)cli::tokenizer_flag(args);
+    (void)args.get("--trunk", "", "../shared/models/docs-tlm-15M", "the TLM's trunk model, or 'self' (the served model at 20%)");
+    (void)args.get("--heads", "", "", "TLM heads GGUF (default: beside the model, <model>.tlm.gguf, if present)");
+    (void)args.get("--adapters", "", "build/demo/docs-adapters", "folder of LoRA adapters (used if present)");
+    (void)args.get("-f", "--file", "../shared/models/docs_valid.txt", "held-out text the benchmark is built from");
+    (void)args.get("--benchmark", "", "", "a saved benchmark (JSON) instead of building one");
+    (void)args.get("--save-benchmark", "", "", "write the built benchmark here");
+    (void)args.get_int("--items", "", 60, "multiple-choice items");
+    (void)args.get_int("--context-len", "", 192, "context tokens per item");
+    (void)args.get_int("--question-len", "", 8, "protected question tokens per item");
+    (void)args.get_int("--choice-len", "", 12, "tokens per candidate continuation");
+    (void)args.get_int("--requests", "", 0, "requests in the trace (default: one per item)");
+    (void)args.get_int("--prior-items", "", 16, "calibration items for the orchestrator's prior (0: fixed prior)");
+    (void)args.get_int("--profile-max", "", 512, "longest prompt the latency profile measures");
+    (void)args.get_int("--seed", "", 1, "benchmark and trace seed");
+    (void)args.get("--ttft-levels", "", "", "TTFT SLO levels in (0, 100] % of the full model's, comma-separated (default 20,...,100)");
+    (void)args.get("--tpot-levels", "", "", "TPOT SLO levels, likewise");
+    (void)args.has("--accuracy-only", "", "the accuracy table only");
+    (void)args.has("--no-accuracy-table", "", "the trace only");
+    (void)args.has("--reprofile", "", "profile latency now instead of using the cached table");
+    (void)args.has("--verbose", "", "one line per request and strategy on stderr");
+    (void)args.threads();
+    args.finish("elastilm_bench_service_eval [-m ELASTIC.gguf] [flags]\n"
+                "Multiple-choice accuracy per ratio, then a mixed-SLO trace served five ways.");
+}
+
 int run(const cli::Args& args) {
+    declare_flags(args);
     const int threads = args.get_int("-t", "--threads", 2);
     require(threads >= 1, "-t", "needs at least 1 thread, got " + std::to_string(threads));
     (void)level_list(args, "--ttft-levels"), (void)level_list(args, "--tpot-levels");  // bad levels fail before any work

@@ -20,17 +20,32 @@
 #include "elastilm/service/latency_model.hpp"
 #include "elastilm/service/service.hpp"
 #include "elastilm/service/tlm_scorer.hpp"
-#include "shared_model.hpp"
+#include "cli/model_file.hpp"
+#include "cli/shared_model.hpp"
 
 namespace {
 
 using namespace elastilm;
 namespace fs = std::filesystem;
 
-constexpr const char* kUsage =
-    "usage: demo [-m ELASTIC.gguf] [--heads HEADS.gguf] [--adapters DIR] [-t 2] [-n 32]\n"
-    "            [--ttft-slo 20..100 --tpot-slo 20..100 | --ttft-ms X --tpot-ms Y] [-p CONTEXT --question Q] [--all-prompts]\n"
-    "With no -m: ../shared/models/tiny-gqa-15M elasticized in memory, else a synthetic 1B-class model.\n";
+// The demo's flags, read at start-up (before Args::finish) and used by serve().
+struct DemoFlags {
+    int new_tokens;
+    std::string adapters, heads, prompt, question;
+    std::optional<double> ttft_ms, tpot_ms, ttft_slo, tpot_slo;  // given or not
+    bool all_prompts;
+    explicit DemoFlags(const cli::Args& args)
+        : new_tokens(args.get_int("-n", "--n-predict", 32, "tokens to answer")),
+          adapters(args.get("--adapters", "", "", "folder of LoRA adapters (recover's output)")),
+          heads(args.get("--heads", "", "", "TLM heads GGUF (default: beside the model)")),
+          prompt(args.get("-p", "--prompt", "", "your own context instead of the built-in ones")),
+          question(args.get("--question", "-q", "", "the question about -p's context")),
+          ttft_ms(args.get_double_if("--ttft-ms", "", "prefill SLO in ms (scripted, with --tpot-ms)")),
+          tpot_ms(args.get_double_if("--tpot-ms", "", "decode SLO in ms per token")),
+          ttft_slo(args.get_double_if("--ttft-slo", "", "prefill SLO level 20..100 of the full model (scripted)")),
+          tpot_slo(args.get_double_if("--tpot-slo", "", "decode SLO level 20..100")),
+          all_prompts(args.has("--all-prompts", "", "scripted: answer every built-in prompt once")) {}
+};
 
 // Built-in prompts in the style of the model's training text (addresses to Congress; plays).
 struct DemoPrompt {
@@ -102,16 +117,16 @@ LoadedModel load_default_model(const std::optional<Tokenizer>& tok, int threads)
 }
 
 template <ModelConfig Cfg>
-int serve(const cli::Args& args, LoadedModel loaded, std::optional<Tokenizer>& tok, int threads) {
+int serve(const DemoFlags& f, LoadedModel loaded, std::optional<Tokenizer>& tok, int threads) {
     check_against<Cfg>(loaded.weights);
     if (tok) cli::require_same_vocabulary(tok->vocab_size(), Cfg::vocab_size, "tokenizer");
     Model<Cfg> model(std::move(loaded.weights));
     ThreadPool pool(threads);
-    const int new_tokens = args.get_int("-n", "--n-predict", 32);
+    const int new_tokens = f.new_tokens;
 
-    if (args.has("--adapters")) {
-        const auto attached = attach_adapters(model, args.get("--adapters", "--adapters", ""));
-        std::printf("LoRA adapters: %zu ratios attached from %s\n", attached.size(), args.get("--adapters", "", "").c_str());
+    if (!f.adapters.empty()) {
+        const auto attached = attach_adapters(model, f.adapters);
+        std::printf("LoRA adapters: %zu ratios attached from %s\n", attached.size(), f.adapters.c_str());
     }
 
     ProfileOptions popt;
@@ -125,7 +140,7 @@ int serve(const cli::Args& args, LoadedModel loaded, std::optional<Tokenizer>& t
     });
     std::printf("full model here: TTFT %.1f ms for 100 tokens, TPOT %.2f ms\n", latency.ttft_ms(100, 100), latency.tpot_ms(100, 100));
 
-    const std::string heads = args.get("--heads", "--heads", loaded.path.empty() ? "" : default_heads_path(loaded.path).string());
+    const std::string heads = !f.heads.empty() || loaded.path.empty() ? f.heads : default_heads_path(loaded.path).string();
     TlmScorer<Cfg> scorer(model, pool, heads);
     std::printf("TLM: %s\n\n", scorer.description().c_str());
 
@@ -134,13 +149,13 @@ int serve(const cli::Args& args, LoadedModel loaded, std::optional<Tokenizer>& t
 
     std::vector<DemoPrompt> prompts(std::begin(kPrompts), std::end(kPrompts));
     std::string user_context, user_question;
-    if (args.has("-p") || args.has("--prompt")) {
-        user_context = args.get("-p", "--prompt", "");
-        user_question = args.get("--question", "-q", "");
+    if (!f.prompt.empty()) {
+        user_context = f.prompt;
+        user_question = f.question;
         prompts = {{user_context.c_str(), user_question.c_str()}};
     }
-    const bool scripted = args.has("--ttft-slo") || args.has("--ttft-ms");
-    const bool all = args.has("--all-prompts");
+    const bool scripted = f.ttft_slo || f.ttft_ms;
+    const bool all = f.all_prompts;
     for (std::size_t i = 0;; i = (i + 1) % prompts.size()) {
         const DemoPrompt& p = prompts[i];
         std::printf("──────────────────────────────────────────────────────────────────────────────\n");
@@ -155,11 +170,11 @@ int serve(const cli::Args& args, LoadedModel loaded, std::optional<Tokenizer>& t
             req.prompt = {{"", ctx, false}, {"", q, true}};
         }
         req.max_new_tokens = new_tokens;
-        if (args.has("--ttft-ms")) req.slo = Slo{args.get_double("--ttft-ms", "", 0), args.get_double("--tpot-ms", "", 0)};
+        if (f.ttft_ms) req.slo = Slo{*f.ttft_ms, f.tpot_ms.value_or(0)};
         else {
             RelativeSlo r;
-            r.ttft_percent = scripted ? args.get_double("--ttft-slo", "", 100) : ask_level("prefill SLO (TTFT)", 50);
-            r.tpot_percent = scripted ? args.get_double("--tpot-slo", "", 100) : ask_level("decode SLO (TPOT) ", 50);
+            r.ttft_percent = scripted ? f.ttft_slo.value_or(100) : ask_level("prefill SLO (TTFT)", 50);
+            r.tpot_percent = scripted ? f.tpot_slo.value_or(100) : ask_level("decode SLO (TPOT) ", 50);
             if (r.ttft_percent < 0 || r.tpot_percent < 0) return 0;  // end of input
             req.slo = r;
         }
@@ -197,15 +212,15 @@ int serve(const cli::Args& args, LoadedModel loaded, std::optional<Tokenizer>& t
 }
 
 int run(const cli::Args& args) {
-    if (args.has("-h") || args.has("--help")) {
-        std::fputs(kUsage, stdout);
-        return 0;
-    }
-    const int threads = args.get_int("-t", "--threads", 2);
-    const std::string model_path = args.get("-m", "--model", "");
+    const std::string model_path = args.get("-m", "--model", "", "elastic GGUF (default: tiny-gqa-15M elasticized in memory)");
+    const DemoFlags flags(args);
+    const int threads = args.threads();
+    const std::string tokenizer = cli::tokenizer_flag(args);
+    args.finish("demo [-m ELASTIC.gguf] [flags]\n"
+                "The elastic LLM service: asks for TTFT/TPOT SLOs and answers within them.\n"
+                "With no -m: ../shared/models/tiny-gqa-15M elasticized in memory, else a synthetic 1B-class model.");
     std::optional<Tokenizer> tok;
-    const auto tok_path = cli::find_tokenizer(model_path.empty() ? cli::shared_dir() / "models" : fs::path(model_path),
-                                              args.get("--tokenizer", "--tokenizer", ""));
+    const auto tok_path = cli::find_tokenizer(model_path.empty() ? cli::shared_dir() / "models" : fs::path(model_path), tokenizer);
     if (!tok_path.empty() && fs::exists(tok_path)) tok.emplace(Tokenizer::from_model_file(tok_path));
 
     LoadedModel loaded;
@@ -218,7 +233,7 @@ int run(const cli::Args& args) {
     }
     std::printf("elastilm demo — %s, %d threads\n", loaded.description.c_str(), threads);
     return with_config(loaded.weights.hparams, loaded.weights.source,
-                       [&]<ModelConfig Cfg>() -> int { return serve<Cfg>(args, std::move(loaded), tok, threads); });
+                       [&]<ModelConfig Cfg>() -> int { return serve<Cfg>(flags, std::move(loaded), tok, threads); });
 }
 
 }  // namespace

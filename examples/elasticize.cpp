@@ -17,44 +17,37 @@
 #include <fstream>
 #include <sstream>
 
-#include "common.hpp"
+#include "cli/model_file.hpp"
 #include "elastilm/elastic/elasticize.hpp"
 #include "elastilm/formats/gguf_export.hpp"
-#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
-#include "elastilm/tokenizer/tokenizer.hpp"
 
 namespace {
 
 using namespace elastilm;
 
-constexpr const char* kUsage =
-    "usage: elasticize -m MODEL -o OUT.gguf [--calib TEXT] [--calib-tokens 4096] [--calib-skip 0] [--anchors 1]\n"
-    "                  [--window 256] [-t THREADS=2] [--tokenizer PATH] [--llama-compatible]\n";
-
-
 int run(const cli::Args& args) {
-    const std::string model_path = args.get("-m", "--model", ""), out_path = args.get("-o", "--output", "");
-    if (model_path.empty() || out_path.empty()) {
-        std::fputs(kUsage, stderr);
-        return 2;
-    }
+    const std::string model_path = args.get("-m", "--model", "", "plain model: .gguf, Hugging Face folder or llama2.c .bin");
+    const std::string out_path = args.get("-o", "--output", "", "the elastic GGUF to write");
     const std::string calib_path = args.get("--calib", "--calibration",
-                                            (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string());
-    const int calib_tokens = args.get_int("--calib-tokens", "--calib-tokens", 4096);
-    const int calib_skip = args.get_int("--calib-skip", "--calib-skip", 0);
+                                            (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string(),
+                                            "calibration text");
+    const int calib_tokens = args.get_int("--calib-tokens", "", 4096, "calibration tokens");
+    const int calib_skip = args.get_int("--calib-skip", "", 0, "calibration tokens skipped first");
     ElasticizeOptions opt;
-    opt.anchors = args.get_int("--anchors", "--anchors", 1);
-    opt.window = args.get_int("--window", "--window", 256);
-    const int threads = args.get_int("-t", "--threads", 2);
+    opt.anchors = args.get_int("--anchors", "", 1, "anchor layers (kept at full width)");
+    opt.window = args.get_int("--window", "", 256, "calibration window in tokens");
+    const int threads = args.threads();
+    const std::string tokenizer = cli::tokenizer_flag(args);
+    const bool llama_compatible = args.has("--llama-compatible", "", "write llama.cpp's output-major layout");
+    args.finish("elasticize -m MODEL -o OUT.gguf [flags]\n"
+                "Scores units on calibration text, orders them by importance and writes an elastic GGUF.");
+    if (model_path.empty() || out_path.empty()) return cli::usage_error(args, "-m/--model and -o/--output");
 
-    const cli::FoundTokenizer found = cli::load_tokenizer(model_path, args);
-    const Tokenizer& tok = found.tokenizer;
-    const std::filesystem::path& tok_path = found.path;
-    ModelWeights weights = load_weights(model_path);
-    return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
-        check_against<Cfg>(weights);
-        cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
+    const cli::ModelFile file = cli::open_model(model_path, tokenizer);
+    const Tokenizer& tok = *file.tokenizer;
+    const ModelWeights& weights = file.weights;
+    return cli::with_model(file, [&]<ModelConfig Cfg>() -> int {
         require(opt.anchors >= 0 && opt.anchors < Cfg::n_layers, "elasticize",
                 "--anchors must be in 0.." + std::to_string(Cfg::n_layers - 1));
         const auto stream = paragraph_stream(tok, cli::read_text(calib_path));
@@ -75,8 +68,8 @@ int run(const cli::Args& args) {
         std::fprintf(stderr, "\n  anchors:");
         for (int a : elastic.elastic.anchors) std::fprintf(stderr, " %d", a);
         std::fprintf(stderr, "\n  writing %s (%s layout)\n", out_path.c_str(),
-                     args.has("--llama-compatible") ? "llama.cpp-compatible output-major" : "elastic input-major");
-        io::export_gguf(elastic, &tok.vocabulary(), out_path, {std::string(Cfg::name) + "-elastic", !args.has("--llama-compatible")});
+                     llama_compatible ? "llama.cpp-compatible output-major" : "elastic input-major");
+        io::export_gguf(elastic, &tok.vocabulary(), out_path, {std::string(Cfg::name) + "-elastic", !llama_compatible});
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         std::fprintf(stderr, "done in %.1f s\n", s);
         return 0;

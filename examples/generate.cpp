@@ -8,53 +8,53 @@
 #include <cstdio>
 #include <iostream>
 
-#include "common.hpp"
+#include "cli/model_file.hpp"
 #include "elastilm/generate/generate.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
-#include "elastilm/formats/load.hpp"
-#include "elastilm/tokenizer/from_gguf.hpp"
 
 namespace {
 
 using namespace elastilm;
-
-constexpr const char* kUsage =
-    "usage: generate -m MODEL [-p PROMPT] [-n TOKENS=64] [-t THREADS=2] [--temp 0] [--top-p 0.9] [--seed 42]\n"
-    "                [--ratio 100 | --prefill-ratio P --decode-ratio D] [--tokenizer PATH] [--ids 1,2,3] [--adapters DIR]\n"
-    "MODEL: .gguf, Hugging Face folder (config.json + model.safetensors) or llama2.c .bin\n";
 
 std::vector<int> parse_ids(const std::string& s) {
     std::vector<int> ids;
     std::size_t pos = 0;
     while (pos < s.size()) {
         const std::size_t end = std::min(s.find(',', pos), s.size());
-        ids.push_back(std::stoi(s.substr(pos, end - pos)));
+        const std::string item = s.substr(pos, end - pos);
+        char* stop = nullptr;
+        const long id = std::strtol(item.c_str(), &stop, 10);
+        require(!item.empty() && *stop == '\0' && id >= 0 && id <= 1 << 30, "--ids", "'" + item + "' is not a token id");
+        ids.push_back(int(id));
         pos = end + 1;
     }
     return ids;
 }
 
 int run(const cli::Args& args) {
-    const std::string model_path = args.get("-m", "--model", "");
-    if (model_path.empty() || args.has("-h") || args.has("--help")) {
-        std::fputs(kUsage, model_path.empty() ? stderr : stdout);
-        return model_path.empty() ? 2 : 0;
-    }
-    const std::string prompt = args.get("-p", "--prompt", "Once upon a time");
+    const std::string model_path = args.get("-m", "--model", "", "model: .gguf, Hugging Face folder or llama2.c .bin");
+    const std::string prompt = args.get("-p", "--prompt", "Once upon a time", "prompt text");
     GenerateOptions opt;
-    opt.max_new_tokens = args.get_int("-n", "--n-predict", 64);
-    const int ratio = args.get_int("-r", "--ratio", 100);
-    opt.prefill_percent = args.get_int("--prefill-ratio", "--prefill-ratio", ratio);
-    opt.decode_percent = args.get_int("--decode-ratio", "--decode-ratio", ratio);
-    opt.sampling.temperature = float(args.get_double("--temp", "--temperature", 0.0));
-    opt.sampling.top_p = float(args.get_double("--top-p", "--top-p", 0.9));
-    opt.sampling.seed = std::uint64_t(args.get_int("-s", "--seed", 42));
-    const int threads = args.get_int("-t", "--threads", 2);
+    opt.max_new_tokens = args.get_int("-n", "--n-predict", 64, "tokens to generate");
+    const int ratio = args.get_int("-r", "--ratio", 100, "width ratio for prefill and decode (20..100)");
+    opt.prefill_percent = args.get_int("--prefill-ratio", "", ratio, "width ratio for the prompt (default --ratio)");
+    opt.decode_percent = args.get_int("--decode-ratio", "", ratio, "width ratio for decoding (default --ratio)");
+    opt.sampling.temperature = float(args.get_double("--temp", "--temperature", 0.0, "sampling temperature (0: greedy)"));
+    opt.sampling.top_p = float(args.get_double("--top-p", "", 0.9, "nucleus sampling mass"));
+    opt.sampling.seed = std::uint64_t(args.get_int("-s", "--seed", 42, "sampling seed"));
+    const int threads = args.threads();
+    const std::string tokenizer = cli::tokenizer_flag(args);
+    const std::string ids_flag = args.get("--ids", "", "", "prompt as token ids 1,2,3 instead of text (no tokenizer)");
+    const std::string adapters = args.get("--adapters", "", "", "folder of LoRA adapters (recover's output)");
+    args.finish("generate -m MODEL [-p PROMPT] [-n TOKENS] [-t THREADS] [flags]\n"
+                "Runs MODEL on a prompt and streams the answer; prints prefill tok/s, TTFT and TPOT at the end.");
+    if (model_path.empty()) return cli::usage_error(args, "-m/--model");
 
     std::fprintf(stderr, "loading %s\n", model_path.c_str());
-    ModelWeights weights = load_weights(model_path);
-    return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
-        check_against<Cfg>(weights);
+    // A GGUF's own vocabulary first; else tokenizer.model (--tokenizer, beside the model, ../shared).
+    cli::ModelFile file = cli::open_model(model_path, tokenizer, {.gguf_vocabulary = true, .tokenizer_required = ids_flag.empty()});
+    return cli::with_model(file, [&]<ModelConfig Cfg>() -> int {
+        ModelWeights& weights = file.weights;
         std::fprintf(stderr, "model: %s (%s, %s weights, %d layers)%s\n", std::string(Cfg::name).c_str(), weights.format.c_str(),
                      std::string(to_string(weights.embedding.dtype)).c_str(), Cfg::n_layers,
                      weights.is_elastic ? ", elastic" : "");
@@ -62,25 +62,20 @@ int run(const cli::Args& args) {
             std::fprintf(stderr, "warning: %s is not elasticized: ratios below 100%% keep units in their original order "
                                  "(run elasticize for importance-ordered sub-models)\n", model_path.c_str());
         Model<Cfg> model(std::move(weights));
-        if (args.has("--adapters")) {
-            const auto attached = attach_adapters(model, args.get("--adapters", "--adapters", ""));
+        if (!adapters.empty()) {
+            const auto attached = attach_adapters(model, adapters);
             std::fprintf(stderr, "LoRA adapters attached for %zu ratios\n", attached.size());
         }
         std::vector<int> ids;
-        std::optional<Tokenizer> tok;
-        const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));
-        if (args.has("--ids")) ids = parse_ids(args.get("--ids", "--ids", ""));
-        else {
-            // A GGUF's own vocabulary first; else tokenizer.model (--tokenizer, beside the model, ../shared).
-            const bool gguf_vocab = model.weights().format == "gguf" && !args.has("--tokenizer") &&
-                                    io::GgufFile::open(model_path).has("tokenizer.ggml.tokens");
-            if (gguf_vocab) tok.emplace(tokenizer_from_gguf(io::GgufFile::open(model_path)));
-            else {
-                require(!tok_path.empty(), model_path, "no vocabulary in the file and no tokenizer.model found; pass --tokenizer or --ids");
-                tok.emplace(Tokenizer::from_model_file(tok_path));
-            }
-            cli::require_same_vocabulary(tok->vocab_size(), Cfg::vocab_size, gguf_vocab ? model_path : tok_path.string());
-            ids = tok->encode(prompt, true);
+        const Tokenizer* tok = ids_flag.empty() ? &*file.tokenizer : nullptr;
+        if (!ids_flag.empty()) ids = parse_ids(ids_flag);
+        else ids = tok->encode(prompt, true);
+        // Refused before the prompt is echoed: a prompt that does not fit would only fail after it.
+        require(opt.max_new_tokens >= 0, "generate", "-n must be >= 0, got " + std::to_string(opt.max_new_tokens));
+        require(int(ids.size()) + opt.max_new_tokens <= Cfg::context, "generate",
+                "the prompt (" + std::to_string(ids.size()) + " tokens) plus -n " + std::to_string(opt.max_new_tokens) +
+                    " exceeds the context of " + std::to_string(Cfg::context) + " tokens");
+        if (tok) {
             opt.eos_id = tok->eos_id();
             std::printf("%s", prompt.c_str());
             std::fflush(stdout);

@@ -16,60 +16,53 @@
 #include <fstream>
 #include <sstream>
 
-#include "common.hpp"
+#include "cli/model_file.hpp"
 #include "elastilm/elastic/elasticize.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
-#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
-#include "elastilm/tokenizer/tokenizer.hpp"
 
 namespace {
 
 using namespace elastilm;
 
-constexpr const char* kUsage =
-    "usage: perplexity -m MODEL [-f TEXT] [--window 256] [--max-tokens 16384] [--ratios 20,30,...,100] [-t 2] [--adapters DIR]\n"
-    "                  [--compare-orderings [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--anchors 1]]\n";
-
-
-
 int run(const cli::Args& args) {
-    const std::string model_path = args.get("-m", "--model", "");
-    if (model_path.empty()) {
-        std::fputs(kUsage, stderr);
-        return 2;
-    }
+    const std::string model_path = args.get("-m", "--model", "", "model: .gguf, Hugging Face folder or llama2.c .bin");
     const std::string default_text = (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string();
-    const std::string text_path = args.get("-f", "--file", default_text);
-    const int window = args.get_int("--window", "--ctx-size", 256);
-    const int max_tokens = args.get_int("--max-tokens", "--max-tokens", 16384);
-    const int threads = args.get_int("-t", "--threads", 2);
+    const std::string text_path = args.get("-f", "--file", default_text, "text to score");
+    const int window = args.get_int("--window", "--ctx-size", 256, "scoring window in tokens");
+    const int max_tokens = args.get_int("--max-tokens", "", 16384, "tokens scored");
+    const int threads = args.threads();
     const std::vector<int> ratios = cli::ratio_list(args, {kRatios.begin(), kRatios.end()});
-    const bool compare = args.has("--compare-orderings");
+    const bool compare = args.has("--compare-orderings", "", "score a plain model in four unit orderings built in memory");
+    const int calib_skip = args.get_int("--calib-skip", "", 16384, "with --compare-orderings: calibration tokens skipped");
+    const int calib_tokens = args.get_int("--calib-tokens", "", 8192, "with --compare-orderings: calibration tokens");
+    const std::string calib_flag = args.get("--calib", "", "", "with --compare-orderings: calibration text (default -f)");
+    const int anchors = args.get_int("--anchors", "", 1, "with --compare-orderings: anchor layers");
+    const std::string adapters = args.get("--adapters", "", "", "folder of LoRA adapters: a second column with them");
+    const std::string tokenizer = cli::tokenizer_flag(args);
+    args.finish("perplexity -m MODEL [-f TEXT] [flags]\n"
+                "Perplexity of every width ratio on held-out text, in non-overlapping windows.");
+    if (model_path.empty()) return cli::usage_error(args, "-m/--model");
 
-    const cli::FoundTokenizer found = cli::load_tokenizer(model_path, args);
-    const Tokenizer& tok = found.tokenizer;
-    const std::filesystem::path& tok_path = found.path;
-    ModelWeights weights = load_weights(model_path);
-    return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
-        check_against<Cfg>(weights);
-        cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
+    const cli::ModelFile file = cli::open_model(model_path, tokenizer);
+    const Tokenizer& tok = *file.tokenizer;
+    const ModelWeights& weights = file.weights;
+    return cli::with_model(file, [&]<ModelConfig Cfg>() -> int {
         const auto stream = paragraph_stream(tok, cli::read_text(text_path));
         ThreadPool pool(threads);
         std::vector<std::pair<std::string, ModelWeights>> variants;
         if (compare) {
-            const int skip = args.get_int("--calib-skip", "--calib-skip", 16384);
-            const int n = args.get_int("--calib-tokens", "--calib-tokens", 8192);
-            const auto calib_text = paragraph_stream(tok, cli::read_text(args.get("--calib", "--calib", text_path)));
+            const int skip = calib_skip, n = calib_tokens;
+            const auto calib_text = paragraph_stream(tok, cli::read_text(calib_flag.empty() ? text_path : calib_flag));
             require(calib_text.size() > std::size_t(skip) + std::size_t(window), "perplexity",
                     "calibration text has " + std::to_string(calib_text.size()) + " tokens, not enough after --calib-skip");
             const auto calib = std::span<const int>(calib_text).subspan(skip, std::min<std::size_t>(n, calib_text.size() - skip));
-            require(args.has("--calib") || skip >= max_tokens, "perplexity",
+            require(!calib_flag.empty() || skip >= max_tokens, "perplexity",
                     "calibration tokens would overlap the scored tokens: use --calib-skip >= --max-tokens");
             std::fprintf(stderr, "calibrating on %zu tokens...\n", calib.size());
             const UnitImportance imp = measure_importance<Cfg>(weights, calib, window, pool);
             ElasticizeOptions ours;
-            ours.anchors = args.get_int("--anchors", "--anchors", 1);
+            ours.anchors = anchors;
             ElasticizeOptions no_anchor = ours;
             no_anchor.anchors = 0;
             variants.emplace_back("ours", make_elastic<Cfg>(weights, imp, ours));
@@ -83,11 +76,11 @@ int run(const cli::Args& args) {
         }
         std::vector<Model<Cfg>> models;
         for (auto& [name, w] : variants) models.emplace_back(w);
-        if (args.has("--adapters")) {
+        if (!adapters.empty()) {
             require(!compare, "perplexity", "--adapters and --compare-orderings are separate tables");
             variants.emplace_back("with LoRA", weights);
             models.emplace_back(weights);
-            const auto attached = attach_adapters(models.back(), args.get("--adapters", "--adapters", ""));
+            const auto attached = attach_adapters(models.back(), adapters);
             std::size_t bytes = 0;
             for (int r : attached) bytes += models.back().adapter(r)->bytes();
             std::fprintf(stderr, "adapters for %zu ratios, %.1f KB in all\n", attached.size(), bytes / 1024.0);

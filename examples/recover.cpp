@@ -24,26 +24,18 @@
 #include <random>
 #include <sstream>
 
-#include "common.hpp"
+#include "cli/model_file.hpp"
 #include "elastilm/lora/adamw.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/lora/peft.hpp"
 #include "elastilm/lora/train_step.hpp"
-#include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"
-#include "elastilm/tokenizer/tokenizer.hpp"
 
 namespace {
 
 using namespace elastilm;
 namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
-
-constexpr const char* kUsage =
-    "usage: recover -m ELASTIC.gguf -o DIR [--calib TEXT] [--calib-skip 16384] [--calib-tokens 8192] [--window 128]\n"
-    "               [--ratios 20,30,...,90] [--rank 8] [--alpha 16] [--lr 1e-3] [--epochs 2] [--checkpoint-every 50]\n"
-    "               [--val-windows N] [--resume] [--peft] [-t 2] [--tokenizer PATH]\n";
-
 
 double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
@@ -163,37 +155,35 @@ void train_ratio(const Model<Cfg>& model, int percent, std::span<const int> cali
 }
 
 int run(const cli::Args& args) {
-    const std::string model_path = args.get("-m", "--model", ""), out_dir = args.get("-o", "--output", "");
-    if (model_path.empty() || out_dir.empty()) {
-        std::fputs(kUsage, stderr);
-        return 2;
-    }
+    const std::string model_path = args.get("-m", "--model", "", "elastic model (elasticize's output)");
+    const std::string out_dir = args.get("-o", "--output", "", "folder for the adapters and checkpoints");
     TrainOptions o;  // val_windows set once the calibration text is known
-    o.window = args.get_int("--window", "--window", 128);
-    o.rank = args.get_int("--rank", "-r", 8);
-    o.alpha = float(args.get_double("--alpha", "--lora-alpha", 16));
-    o.lr = float(args.get_double("--lr", "--learning-rate", 1e-3));
-    o.epochs = args.get_int("--epochs", "--epochs", 2);
-    o.checkpoint_every = args.get_int("--checkpoint-every", "--checkpoint-every", 50);
-    o.resume = args.has("--resume");
-    o.peft = args.has("--peft");
-    o.val_windows = args.get_int("--val-windows", "--val-windows", -1);
+    o.window = args.get_int("--window", "", 128, "training window in tokens");
+    o.rank = args.get_int("--rank", "-r", 8, "LoRA rank");
+    o.alpha = float(args.get_double("--alpha", "--lora-alpha", 16, "LoRA alpha"));
+    o.lr = float(args.get_double("--lr", "--learning-rate", 1e-3, "AdamW learning rate"));
+    o.epochs = args.get_int("--epochs", "", 2, "passes over the calibration windows");
+    o.checkpoint_every = args.get_int("--checkpoint-every", "", 50, "steps between checkpoints");
+    o.resume = args.has("--resume", "", "continue from the checkpoints in -o");
+    o.peft = args.has("--peft", "", "also write each adapter as a PEFT folder");
+    o.val_windows = args.get_int("--val-windows", "", -1, "held-out windows (-1: a tenth)");
+    const int threads = args.threads();
+    const std::string calib_path = args.get("--calib", "--calibration",
+                                            (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string(), "calibration text");
+    const int calib_skip = args.get_int("--calib-skip", "", 16384, "calibration tokens skipped first");
+    const int calib_tokens = args.get_int("--calib-tokens", "", 8192, "calibration tokens");
+    const std::vector<int> ratios = cli::ratio_list(args, {20, 30, 40, 50, 60, 70, 80, 90});
+    const std::string tokenizer = cli::tokenizer_flag(args);
+    args.finish("recover -m ELASTIC.gguf -o DIR [flags]\n"
+                "Trains one LoRA adapter per width ratio, distilled from the full model.");
+    if (model_path.empty() || out_dir.empty()) return cli::usage_error(args, "-m/--model and -o/--output");
     require(o.epochs >= 1, "--epochs", "must be at least 1");
     require(std::isfinite(o.lr) && o.lr > 0, "--lr", "must be a positive number");
-    const int threads = args.get_int("-t", "--threads", 2);
-    const std::string calib_path =
-        args.get("--calib", "--calibration", (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string());
-    const int calib_skip = args.get_int("--calib-skip", "--calib-skip", 16384);
-    const int calib_tokens = args.get_int("--calib-tokens", "--calib-tokens", 8192);
-    const std::vector<int> ratios = cli::ratio_list(args, {20, 30, 40, 50, 60, 70, 80, 90});
 
-    const cli::FoundTokenizer found = cli::load_tokenizer(model_path, args);
-    const Tokenizer& tok = found.tokenizer;
-    const std::filesystem::path& tok_path = found.path;
-    ModelWeights weights = load_weights(model_path);
-    return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
-        check_against<Cfg>(weights);
-        cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
+    const cli::ModelFile file = cli::open_model(model_path, tokenizer);
+    const Tokenizer& tok = *file.tokenizer;
+    const ModelWeights& weights = file.weights;
+    return cli::with_model(file, [&]<ModelConfig Cfg>() -> int {
         require(o.window >= 2 && o.window <= Cfg::context, "--window", "must be in 2.." + std::to_string(Cfg::context));
         if (!weights.is_elastic)
             std::fprintf(stderr, "warning: %s is not an elastic model (run elasticize first): sub-models will be poor\n",

@@ -23,21 +23,32 @@
 #include <numeric>
 #include <random>
 
-#include "common.hpp"
-#include "elastilm/formats/load.hpp"
+#include "cli/model_file.hpp"
 #include "elastilm/model/perplexity.hpp"
 #include "elastilm/service/tlm.hpp"
 #include "elastilm/service/tlm_labels.hpp"
-#include "elastilm/tokenizer/tokenizer.hpp"
 
 namespace {
 
 using namespace elastilm;
 
-constexpr const char* kUsage =
-    "usage: train_tlm -m MODEL -o HEADS.gguf [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32]\n"
-    "                 [--prompt-len 32] [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20]\n"
-    "                 [--train-split 75] [-t 2] [--features hidden|hidden+surprisal]\n";
+// The training flags, read at start-up (before Args::finish) and used by train().
+struct TrainFlags {
+    std::string calib_path, out_path, feature_flag;
+    int skip, n_prompts, prompt_len, cont_len, span, trunk_percent, split;
+    explicit TrainFlags(const cli::Args& args)
+        : calib_path(args.get("--calib", "--calibration", (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string(),
+                              "calibration text")),
+          out_path(args.get("-o", "--output", "", "the TLM heads GGUF to write")),
+          feature_flag(args.get("--features", "", "hidden", "hidden or hidden+surprisal")),
+          skip(args.get_int("--calib-skip", "", 16384, "calibration tokens skipped first")),
+          n_prompts(args.get_int("--prompts", "", 32, "calibration prompts")),
+          prompt_len(args.get_int("--prompt-len", "", 32, "tokens per prompt")),
+          cont_len(args.get_int("--cont-len", "", 8, "continuation tokens per prompt")),
+          span(args.get_int("--span", "", 2, "label span")),
+          trunk_percent(args.get_int("--trunk-percent", "", 20, "trunk model width ratio")),
+          split(args.get_int("--train-split", "", 75, "percent of prompts trained on")) {}
+};
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -73,18 +84,13 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
 constexpr double kLambdas[] = {0.1, 1, 10, 100, 1000, 10000};
 
 template <ModelConfig Cfg, ModelConfig TrunkCfg>
-int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& trunk_model, const Tokenizer& tok, ThreadPool& pool) {
+int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& trunk_model, const Tokenizer& tok, ThreadPool& pool) {
     const auto t_start = std::chrono::steady_clock::now();
-    const std::string calib_path = args.get("--calib", "--calibration", (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string());
-    const int skip = args.get_int("--calib-skip", "--calib-skip", 16384);
-    const int n_prompts = args.get_int("--prompts", "--prompts", 32);
-    const int prompt_len = args.get_int("--prompt-len", "--prompt-len", 32);
-    const int cont_len = args.get_int("--cont-len", "--cont-len", 8);
-    const int span = args.get_int("--span", "--span", 2);
-    const int trunk_percent = args.get_int("--trunk-percent", "--trunk-percent", 20);
-    const int split = args.get_int("--train-split", "--train-split", 75);
-    const std::string out_path = args.get("-o", "--output", "");
-    const std::string feature_flag = args.get("--features", "--features", "hidden");
+    const std::string& calib_path = f.calib_path;
+    const int skip = f.skip, n_prompts = f.n_prompts, prompt_len = f.prompt_len, cont_len = f.cont_len, span = f.span;
+    const int trunk_percent = f.trunk_percent, split = f.split;
+    const std::string& out_path = f.out_path;
+    const std::string& feature_flag = f.feature_flag;
     require(feature_flag == "hidden" || feature_flag == "hidden+surprisal", "--features",
             "must be 'hidden' (no trunk logits: a cheap TLM) or 'hidden+surprisal', got '" + feature_flag + "'");
     const TlmFeatures mode = feature_flag == "hidden" ? TlmFeatures::hidden : TlmFeatures::hidden_and_surprisal;
@@ -279,30 +285,29 @@ int train(const cli::Args& args, const Model<Cfg>& llm, const Model<TrunkCfg>& t
 }
 
 int run(const cli::Args& args) {
-    const std::string model_path = args.get("-m", "--model", ""), out_path = args.get("-o", "--output", "");
-    if (model_path.empty() || out_path.empty()) {
-        std::fputs(kUsage, stderr);
-        return 2;
-    }
-    const cli::FoundTokenizer found = cli::load_tokenizer(model_path, args);
-    const Tokenizer& tok = found.tokenizer;
-    const std::filesystem::path& tok_path = found.path;
-    ThreadPool pool(args.get_int("-t", "--threads", 2));
-    ModelWeights weights = load_weights(model_path);
+    const std::string model_path = args.get("-m", "--model", "", "the elastic model the heads serve");
+    const TrainFlags flags(args);
+    const std::string trunk_path = args.get("--trunk", "", "", "a smaller model as the TLM trunk (default: the model itself)");
+    const int threads = args.threads();
+    const std::string tokenizer = cli::tokenizer_flag(args);
+    args.finish("train_tlm -m MODEL -o HEADS.gguf [flags]\n"
+                "Trains the TLM's token-importance heads for prompt compression.");
+    if (model_path.empty() || flags.out_path.empty()) return cli::usage_error(args, "-m/--model and -o/--output");
+    const cli::ModelFile file = cli::open_model(model_path, tokenizer);
+    const Tokenizer& tok = *file.tokenizer;
+    const ModelWeights& weights = file.weights;
+    ThreadPool pool(threads);
     if (!weights.is_elastic)
         std::fprintf(stderr, "warning: %s is not elastic (run elasticize first): its sub-models keep units in file order\n", model_path.c_str());
-    const std::string trunk_path = args.get("--trunk", "--trunk", "");
-    return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
-        check_against<Cfg>(weights);
-        cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
+    return cli::with_model(file, [&]<ModelConfig Cfg>() -> int {
         const Model<Cfg> llm(weights);
-        if (trunk_path.empty()) return train<Cfg, Cfg>(args, llm, llm, tok, pool);
+        if (trunk_path.empty()) return train<Cfg, Cfg>(flags, llm, llm, tok, pool);
         ModelWeights trunk_weights = load_weights(trunk_path);
         return with_config(trunk_weights.hparams, trunk_weights.source, [&]<ModelConfig TrunkCfg>() -> int {
             check_against<TrunkCfg>(trunk_weights);
             Tlm<TrunkCfg>::template require_same_vocabulary<Cfg>();
             const Model<TrunkCfg> trunk(trunk_weights);
-            return train<Cfg, TrunkCfg>(args, llm, trunk, tok, pool);
+            return train<Cfg, TrunkCfg>(flags, llm, trunk, tok, pool);
         });
     });
 }

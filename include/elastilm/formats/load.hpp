@@ -77,8 +77,7 @@ struct TensorSource {
     }
 };
 
-inline ModelWeights load_gguf(const std::filesystem::path& path) {
-    const io::GgufFile g = io::GgufFile::open(path);
+inline ModelWeights load_gguf(const io::GgufFile& g) {
     const std::string& where = g.where();
     if (g.has("general.architecture")) {
         const std::string& arch = g.get_string("general.architecture");
@@ -136,6 +135,8 @@ inline ModelWeights load_gguf(const std::filesystem::path& path) {
     w.keepalive = g.keepalive();
     return w;
 }
+
+inline ModelWeights load_gguf(const std::filesystem::path& path) { return load_gguf(io::GgufFile::open(path)); }
 
 inline ModelWeights load_safetensors(const std::filesystem::path& path) {
     const auto dir = std::filesystem::is_directory(path) ? path : path.parent_path();

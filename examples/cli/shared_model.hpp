@@ -5,7 +5,7 @@
 
 #include <optional>
 
-#include "common.hpp"
+#include "cli/tool.hpp"
 #include "elastilm/elastic/elasticize.hpp"
 #include "elastilm/formats/load.hpp"
 #include "elastilm/model/perplexity.hpp"

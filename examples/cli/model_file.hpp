@@ -12,7 +12,7 @@
 
 #include "cli/tool.hpp"
 #include "elastilm/formats/load.hpp"
-#include "elastilm/tokenizer/from_gguf.hpp"
+#include "elastilm/tokenizer/gguf_keys.hpp"
 
 namespace elastilm::cli {
 

@@ -129,12 +129,14 @@ constexpr int round_up(int x, int multiple) { return (x + multiple - 1) / multip
 // Width<Cfg, Percent>: the sub-model keeping `Percent`% of each sliced layer.
 // GQA groups stay whole: it keeps the first kv_heads KV heads and all their query heads (at least one
 // group). Hidden size, embeddings, norms and LM head are never sliced.
+// Only the sliced sizes live here; the full model's are Shape<C>'s (dim, head_dim and group_size are
+// the same at every width), so a name never means the full size in one place and the sliced one in another.
 template <ModelConfig C, int Percent>
     requires(Percent > 0 && Percent <= 100)
-struct Width : Shape<C> {
+struct Width {
     static constexpr int percent = Percent;
     static constexpr int kv_heads = std::max(1, round_div(Percent * C::n_kv_heads, 100));
-    static constexpr int heads = kv_heads * Shape<C>::group_size;
+    static constexpr int heads = kv_heads * (C::n_heads / C::n_kv_heads);
     static constexpr int q_dim = heads * C::head_dim;
     static constexpr int kv_dim = kv_heads * C::head_dim;
     static constexpr int hidden = Percent == 100 ? C::hidden_dim

@@ -16,5 +16,5 @@
 #include "elastilm/service/latency_model.hpp"
 #include "elastilm/service/service.hpp"
 #include "elastilm/service/tlm_scorer.hpp"
-#include "elastilm/tokenizer/from_gguf.hpp"
+#include "elastilm/tokenizer/gguf_keys.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"

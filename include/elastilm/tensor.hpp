@@ -36,11 +36,14 @@ struct MatrixView {
         v.cols = c;
         return v;
     }
+    // Index of element (i, j) — output i, input j — counted in elements from `data`.
+    constexpr std::size_t offset(int i, int j) const {
+        return layout == Layout::out_major ? std::size_t(i) * ld + std::size_t(j) : std::size_t(j) * ld + std::size_t(i);
+    }
     // Rows [r0, r0 + n): used to split work across threads.
     MatrixView row_block(int r0, int n) const {
         MatrixView v = *this;
-        const std::size_t offset = layout == Layout::out_major ? std::size_t(r0) * ld : std::size_t(r0);
-        v.data = static_cast<const std::byte*>(data) + offset * dtype_size(dtype);
+        v.data = static_cast<const std::byte*>(data) + offset(r0, 0) * dtype_size(dtype);
         v.rows = n;
         return v;
     }

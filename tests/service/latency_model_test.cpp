@@ -208,9 +208,9 @@ TEST(LatencyCache, KeyNamesModelMachineThreadsAndOptions) {
     Model<Stories260K> a_again(synthetic_weights<Stories260K>({DType::f32, 1}));
     Model<Stories260K> b(synthetic_weights<Stories260K>({DType::f32, 2}));
     Model<Stories260K> a_anchored(synthetic_weights<Stories260K>({DType::f32, 1}), std::vector<int>{0});
-    EXPECT_EQ(weights_fingerprint(a), weights_fingerprint(a_again));
-    EXPECT_NE(weights_fingerprint(a), weights_fingerprint(b));
-    EXPECT_NE(weights_fingerprint(a), weights_fingerprint(a_anchored));
+    EXPECT_EQ(latency_fingerprint(a), latency_fingerprint(a_again));
+    EXPECT_NE(latency_fingerprint(a), latency_fingerprint(b));
+    EXPECT_NE(latency_fingerprint(a), latency_fingerprint(a_anchored));
     ThreadPool one(1), two(2);
     const LatencyKey k1 = latency_key(a, one, quick_options());
     EXPECT_EQ(k1.config, "stories260K");

@@ -105,7 +105,7 @@ ServiceRequest make_request(int i, Books& books) {
     r.prompt = {PromptPart{{}, context, false}, PromptPart{{}, question, true}};
     r.max_new_tokens = 1 + i % 4;
     const double level = 20 + 10 * (i % 9);  // the nine SLO levels, as percent of the full model
-    r.slo = RelativeSlo{level, 100 - 10 * ((i / 9) % 9)};
+    r.slo = RelativeSlo{level, 100.0 - 10.0 * ((i / 9) % 9)};
     r.elasticity = static_cast<Elasticity>((i / 3) % 4);
     if (kind_of(i) == Kind::invalid) {
         switch ((i / 10) % 4) {
@@ -249,7 +249,10 @@ TEST(ServiceSoak, EveryTicketEndsOnceAndMemoryStaysFlat) {
     RecordProperty("plan_ms_p50", std::to_string(p50));
     RecordProperty("plan_ms_p99", std::to_string(p99));
 #ifndef ELASTILM_TSAN  // TSan's own bookkeeping grows with every synchronisation it records
-    if (rss_first > 0 && n >= 2000) EXPECT_LE(rss_last, rss_first + (std::size_t(1) << 20)) << "resident memory grew by " << (double(rss_last) - double(rss_first)) / 1e6 << " MB";
+    if (rss_first > 0 && n >= 2000) {
+        EXPECT_LE(rss_last, rss_first + (std::size_t(1) << 20))
+            << "resident memory grew by " << (double(rss_last) - double(rss_first)) / 1e6 << " MB";
+    }
 #endif
 }
 

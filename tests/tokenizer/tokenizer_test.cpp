@@ -89,7 +89,7 @@ TEST(Tokenizer, CorruptFilesGiveErrors) {
 }  // namespace elastilm
 
 #include "elastilm/io/gguf_writer.hpp"
-#include "elastilm/tokenizer/from_gguf.hpp"
+#include "elastilm/tokenizer/gguf_keys.hpp"
 
 namespace elastilm {
 namespace {
@@ -130,6 +130,32 @@ TEST(Tokenizer, FromGgufVocabularyMatchesTokenizerModel) {
         EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.scores has 10 values for 32000 tokens"), std::string::npos) << e.what();
     }
     std::filesystem::remove(bad);
+}
+
+// write_vocabulary and vocabulary_from_gguf are one key family: what one writes the other reads back,
+// including a vocabulary that does not prepend a space.
+TEST(Tokenizer, GgufVocabularyKeysRoundTrip) {
+    Vocabulary v;
+    v.pieces = {"<unk>", "<s>", "</s>", "\xe2\x96\x81" "a", "b", "<0x41>"};
+    v.scores = {0, 0, 0, -1.5f, -2.0f, 0};
+    v.types = {PieceType::unknown, PieceType::control, PieceType::control, PieceType::normal, PieceType::normal, PieceType::byte};
+    v.unk_id = 0, v.bos_id = 1, v.eos_id = 2;
+    for (bool prefix : {true, false}) {
+        v.add_dummy_prefix = prefix;
+        io::GgufWriter w;
+        write_vocabulary(w, v);
+        const auto p = std::filesystem::temp_directory_path() / ("elastilm_vocab_keys_" + std::to_string(::getpid()) + ".gguf");
+        w.write(p);
+        const Vocabulary back = vocabulary_from_gguf(io::GgufFile::open(p));
+        std::filesystem::remove(p);
+        EXPECT_EQ(back.pieces, v.pieces);
+        EXPECT_EQ(back.scores, v.scores);
+        EXPECT_EQ(back.types, v.types);
+        EXPECT_EQ(back.add_dummy_prefix, prefix);
+        EXPECT_EQ(back.unk_id, v.unk_id);
+        EXPECT_EQ(back.bos_id, v.bos_id);
+        EXPECT_EQ(back.eos_id, v.eos_id);
+    }
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ struct UnitImportance {
 };
 
 inline float matrix_at(const MatrixView& W, int i, int j) {
-    const std::size_t k = W.layout == Layout::out_major ? std::size_t(i) * W.ld + j : std::size_t(j) * W.ld + i;
+    const std::size_t k = W.offset(i, j);
     return W.dtype == DType::f32 ? static_cast<const float*>(W.data)[k] : f16_to_f32(static_cast<const f16_bits*>(W.data)[k]);
 }
 

@@ -65,8 +65,7 @@ inline MatrixView gather(const MatrixView& W, const std::vector<int>& rows, cons
         const int r = rows.empty() ? i : rows[i];
         for (int j = 0; j < W.cols; ++j) {
             const int c = cols.empty() ? j : cols[j];
-            const std::size_t k = W.layout == Layout::out_major ? std::size_t(r) * W.ld + c : std::size_t(c) * W.ld + r;
-            std::memcpy(dst + (std::size_t(i) * W.cols + j) * es, src + k * es, es);
+            std::memcpy(dst + (std::size_t(i) * W.cols + j) * es, src + W.offset(r, c) * es, es);
         }
     }
     return MatrixView{dst, W.dtype, Layout::out_major, W.rows, W.cols, std::size_t(W.cols)};

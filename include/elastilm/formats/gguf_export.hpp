@@ -1,6 +1,6 @@
 // Writes a loaded model as a LLaMA GGUF that llama.cpp and elastilm both read: llama.* hyper-parameters,
 // the tokenizer.ggml.* vocabulary, F32 norms, matrices in the model's dtype, and — for elastic models —
-// the elastilm.* metadata (model/elastic_metadata.hpp).
+// the elastilm.* metadata (formats/elastic_keys.hpp).
 //
 // Hugging Face weights rotate head halves; GGUF rotates adjacent pairs. As llama.cpp's converter does,
 // Q and K rows are permuted on the way out (GGUF row h·d + 2i + s = HF row h·d + s·d/2 + i), so both
@@ -13,9 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "elastilm/formats/elastic_keys.hpp"
 #include "elastilm/io/gguf_writer.hpp"
 #include "elastilm/model/weights.hpp"
-#include "elastilm/tokenizer/vocabulary.hpp"
+#include "elastilm/tokenizer/gguf_keys.hpp"
 
 namespace elastilm::io {
 
@@ -43,10 +44,7 @@ inline GgufWriter::Filler matrix_filler(const MatrixView& W, std::vector<int> ro
     return [W, row_order = std::move(row_order), transposed](std::FILE* f) {
         const std::size_t es = dtype_size(W.dtype);
         const auto* base = static_cast<const std::byte*>(W.data);
-        auto element = [&](int i, int j) {
-            const std::size_t k = W.layout == Layout::out_major ? std::size_t(i) * W.ld + j : std::size_t(j) * W.ld + i;
-            return base + k * es;
-        };
+        auto element = [&](int i, int j) { return base + W.offset(i, j) * es; };
         const int outer = transposed ? W.cols : W.rows, inner = transposed ? W.rows : W.cols;
         std::vector<std::byte> line(std::size_t(inner) * es);
         for (int a = 0; a < outer; ++a) {
@@ -87,31 +85,9 @@ inline void export_gguf(const ModelWeights& w, const Vocabulary* vocab, const st
     g.set_f32("llama.attention.layer_norm_rms_epsilon", h.norm_eps > 0 ? h.norm_eps : 1e-5f);
     g.set_f32("llama.rope.freq_base", h.rope_theta > 0 ? h.rope_theta : 10000.0f);
     g.set_u32("llama.vocab_size", std::uint32_t(h.vocab_size));
-    if (vocab) {
-        std::vector<std::int32_t> types;
-        for (PieceType t : vocab->types) types.push_back(std::int32_t(t));
-        g.set_string("tokenizer.ggml.model", "llama");
-        g.set_string_array("tokenizer.ggml.tokens", vocab->pieces);
-        g.set_f32_array("tokenizer.ggml.scores", vocab->scores);
-        g.set_i32_array("tokenizer.ggml.token_type", types);
-        g.set_u32("tokenizer.ggml.bos_token_id", std::uint32_t(vocab->bos_id));
-        g.set_u32("tokenizer.ggml.eos_token_id", std::uint32_t(vocab->eos_id));
-        g.set_u32("tokenizer.ggml.unknown_token_id", std::uint32_t(vocab->unk_id));
-        g.set_bool("tokenizer.ggml.add_bos_token", true);
-        g.set_bool("tokenizer.ggml.add_eos_token", false);
-    }
-    if (w.is_elastic) {
-        const ElasticMetadata& e = w.elastic;
-        g.set_bool("elastilm.elastic", true);
-        g.set_i32_array("elastilm.ratios", {e.ratios.begin(), e.ratios.end()});
-        g.set_i32_array("elastilm.anchors", {e.anchors.begin(), e.anchors.end()});
-        g.set_string("elastilm.importance_measure", e.importance_measure);
-        g.set_u64("elastilm.calibration_tokens", e.calibration_tokens);
-        g.set_f32_array("elastilm.layer_importance", e.layer_importance);
-        g.set_f32_array("elastilm.kv_group_importance", e.kv_group_importance);
-        g.set_f32_array("elastilm.neuron_importance", e.neuron_importance);
-    }
-    if (opt.outputs_in_major) g.set_string("elastilm.output_layout", "in_major");
+    if (vocab) write_vocabulary(g, *vocab);
+    if (w.is_elastic) write_elastic_metadata(g, w.elastic);
+    write_output_layout(g, opt.outputs_in_major ? Layout::in_major : Layout::out_major);
 
     const bool halves = w.rope_pairing == RopePairing::halves;
     const auto q_order = halves ? detail::rope_rows_to_adjacent(h.n_heads, h.head_dim) : std::vector<int>{};

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "elastilm/error.hpp"
+#include "elastilm/io/json.hpp"
 #include "elastilm/model/weights.hpp"
 
 namespace elastilm::io {
@@ -24,12 +25,7 @@ inline HfConfig read_hf_config(const std::filesystem::path& path) {
     require(bool(in), where, "cannot open (a Hugging Face model needs config.json beside model.safetensors)");
     std::stringstream text;
     text << in.rdbuf();
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(text.str());
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(where, std::string("not valid JSON: ") + e.what());
-    }
+    const nlohmann::json j = io::parse_json(text.str(), where);
     require(j.is_object(), where, "not a JSON object");
     auto integer = [&](const char* key, bool required) -> int {
         if (!j.contains(key) || j[key].is_null()) {

@@ -12,7 +12,7 @@
 #include <fstream>
 #include <string>
 
-#include "elastilm/model/elastic_metadata.hpp"
+#include "elastilm/formats/elastic_keys.hpp"
 #include "elastilm/io/gguf.hpp"
 #include "elastilm/formats/hf_config.hpp"
 #include "elastilm/formats/llama2c.hpp"
@@ -25,11 +25,7 @@ namespace elastilm {
 
 namespace detail {
 
-inline std::string shape_string(const std::vector<std::int64_t>& s) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-}
+using io::shape_string;
 
 // Looks tensors up by name in either container and turns them into views, checking shapes.
 template <class File>
@@ -55,14 +51,7 @@ struct TensorSource {
         const auto& t = get(name);
         require(t.shape == std::vector<std::int64_t>{n}, where,
                 "tensor " + name + " has shape " + shape_string(t.shape) + ", expected [" + std::to_string(n) + "]");
-        std::vector<float> out(n);
-        if (t.dtype == DType::f32) std::memcpy(out.data(), t.data, std::size_t(n) * 4);
-        else
-            for (int i = 0; i < n; ++i) {
-                f16_bits h;
-                std::memcpy(&h, t.data + 2 * i, 2);
-                out[i] = f16_to_f32(h);
-            }
+        const std::vector<float> out = t.to_floats();
         for (float v : out) require(std::isfinite(v), where, "tensor " + name + " holds a NaN or infinity");
         return out;
     }
@@ -104,33 +93,16 @@ inline ModelWeights load_gguf(const io::GgufFile& g) {
     w.rope_pairing = RopePairing::adjacent;  // GGUF stores Q/K rows for adjacent-pair rotation
 
     // Elastic files may store Wo and W_down input-major (see model/elastic_metadata.hpp).
-    const Layout out_layout = g.has("elastilm.output_layout") && g.get_string("elastilm.output_layout") == "in_major"
-                                  ? Layout::in_major : Layout::out_major;
+    const Layout out_layout = read_output_layout(g);
     const TensorSource<io::GgufFile> src{g, where};
     w.embedding = src.matrix("token_embd.weight", h.vocab_size, h.dim);
     for (int l = 0; l < h.n_layers; ++l) w.layers.push_back(src.layer("blk." + std::to_string(l) + ".", false, h, out_layout));
     w.final_norm = src.vector("output_norm.weight", h.dim);
     w.lm_head = g.find("output.weight") ? src.matrix("output.weight", h.vocab_size, h.dim) : w.embedding;
 
-    if (g.has("elastilm.elastic") && g.get_bool("elastilm.elastic")) {
+    if (auto e = read_elastic_metadata(g)) {
         w.is_elastic = true;
-        auto ints = [&](const char* k) {
-            std::vector<int> v;
-            for (double x : g.get_numbers(k)) v.push_back(int(x));
-            return v;
-        };
-        auto floats = [&](const char* k) {
-            std::vector<float> v;
-            for (double x : g.get_numbers(k)) v.push_back(float(x));
-            return v;
-        };
-        w.elastic.ratios = ints("elastilm.ratios");
-        w.elastic.anchors = ints("elastilm.anchors");
-        w.elastic.importance_measure = g.get_string("elastilm.importance_measure");
-        w.elastic.calibration_tokens = g.get_uint("elastilm.calibration_tokens");
-        w.elastic.layer_importance = floats("elastilm.layer_importance");
-        w.elastic.kv_group_importance = floats("elastilm.kv_group_importance");
-        w.elastic.neuron_importance = floats("elastilm.neuron_importance");
+        w.elastic = std::move(*e);
     }
     w.keepalive = g.keepalive();
     return w;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "elastilm/io/file_tensor.hpp"
 #include "elastilm/io/mapped_file.hpp"
 #include "elastilm/tensor.hpp"
 
@@ -59,13 +60,9 @@ inline std::string ggml_type_name(std::uint32_t t) {
     return it == names.end() ? "type " + std::to_string(t) : it->second;
 }
 
-struct GgufTensor {
-    std::string name;
-    std::vector<std::int64_t> shape;  // outermost first: [rows, cols] for a matrix (ne reversed)
-    DType dtype = DType::f32;
-    std::uint64_t offset = 0;         // from the start of the data section
-    const std::byte* data = nullptr;
-    std::size_t nbytes = 0;
+// shape is outermost first: [rows, cols] for a matrix (GGUF's ne reversed).
+struct GgufTensor : FileTensor {
+    std::uint64_t offset = 0;  // from the start of the data section
 };
 
 class GgufFile {

@@ -11,18 +11,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "elastilm/io/file_tensor.hpp"
+#include "elastilm/io/json.hpp"
 #include "elastilm/io/mapped_file.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm::io {
 
-struct SafeTensor {
-    std::string name;
-    std::vector<std::int64_t> shape;
-    DType dtype = DType::f32;
-    const std::byte* data = nullptr;
-    std::size_t nbytes = 0;
-};
+using SafeTensor = FileTensor;
 
 class SafetensorsFile {
 public:
@@ -41,12 +37,7 @@ public:
         require(header_len >= 2 && header_len <= r.remaining() && header_len <= (100u << 20), where,
                 "header length " + std::to_string(header_len) + " does not fit the file (" + std::to_string(bytes.size()) + " bytes)");
         const std::string_view text = r.read_bytes(std::size_t(header_len), "header");
-        nlohmann::json header;
-        try {
-            header = nlohmann::json::parse(text);
-        } catch (const nlohmann::json::exception& e) {
-            throw Error(where, std::string("header is not valid JSON: ") + e.what());
-        }
+        const nlohmann::json header = parse_json(text, where, "header");
         require(header.is_object(), where, "header is not a JSON object");
         const std::byte* data = bytes.data() + r.offset();
         const std::size_t data_size = r.remaining();

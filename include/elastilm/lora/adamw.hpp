@@ -40,8 +40,8 @@ class AdamW {
 public:
     // Zero moments shaped like `params` (rank-0 pairs stay frozen: they have no parameters).
     explicit AdamW(const LoraAdapter& params, AdamWOptions options = {}) : options_(options) {
-        m_ = zeros_like(params);
-        v_ = zeros_like(params);
+        m_ = lora_zeros_like(params);
+        v_ = lora_zeros_like(params);
     }
 
     // One update of `params` with `grads` (same shapes). Checks every gradient is finite before touching
@@ -95,22 +95,6 @@ public:
 private:
     static bool all_finite(const std::vector<float>& x) {
         return std::all_of(x.begin(), x.end(), [](float v) { return std::isfinite(v); });
-    }
-
-    static LoraAdapter zeros_like(const LoraAdapter& params) {
-        LoraAdapter z;
-        z.percent = params.percent;
-        z.rank = params.rank;
-        z.layers.resize(params.layers.size());
-        for (std::size_t l = 0; l < params.layers.size(); ++l)
-            for (std::size_t k = 0; k < kLayerMatrixCount; ++k) {
-                const LoraPair& p = params.layers[l].pairs[k];
-                LoraPair& q = z.layers[l].pairs[k];
-                q.rank = p.rank, q.rows = p.rows, q.cols = p.cols;
-                q.a.assign(p.a.size(), 0.0f);
-                q.b.assign(p.b.size(), 0.0f);
-            }
-        return z;
     }
 
     // Same layers, and the same number of elements in every a and b.

@@ -10,43 +10,18 @@
 
 #include "elastilm/error.hpp"
 #include "elastilm/model/lora_adapter.hpp"
-#include "elastilm/simd/f16.hpp"
+#include "elastilm/io/file_tensor.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm::detail {
 
-inline std::string lora_shape_string(const std::vector<std::int64_t>& s) {
-    std::string out = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
-}
-
-// The elements of a file tensor (io::GgufTensor or io::SafeTensor), widened to fp32.
-template <class FileTensor>
-std::vector<float> lora_floats(const FileTensor& t) {
-    std::size_t n = 1;
-    for (auto d : t.shape) n *= std::size_t(d);
-    std::vector<float> out(n);
-    if (t.dtype == DType::f32) {
-        if (n) std::memcpy(out.data(), t.data, n * sizeof(float));
-    } else {
-        for (std::size_t i = 0; i < n; ++i) {
-            f16_bits h;
-            std::memcpy(&h, t.data + 2 * i, 2);
-            out[i] = f16_to_f32(h);
-        }
-    }
-    return out;
-}
-
 // `a` and `b` are the pair's tensors as the file names them; `rank` is the adapter's declared rank.
-template <class FileTensor>
-LoraPair lora_pair_from(const FileTensor& a, const FileTensor& b, int rank, const std::string& where) {
-    require(a.shape.size() == 2, where, "tensor " + a.name + " has shape " + lora_shape_string(a.shape) + ", expected [rank, in]");
-    require(b.shape.size() == 2, where, "tensor " + b.name + " has shape " + lora_shape_string(b.shape) + ", expected [out, rank]");
+inline LoraPair lora_pair_from(const io::FileTensor& a, const io::FileTensor& b, int rank, const std::string& where) {
+    require(a.shape.size() == 2, where, "tensor " + a.name + " has shape " + a.shape_string() + ", expected [rank, in]");
+    require(b.shape.size() == 2, where, "tensor " + b.name + " has shape " + b.shape_string() + ", expected [out, rank]");
     require(a.shape[0] == b.shape[1], where,
-            "rank mismatch: " + a.name + " has rank " + std::to_string(a.shape[0]) + " (shape " + lora_shape_string(a.shape) + "), " +
-                b.name + " has rank " + std::to_string(b.shape[1]) + " (shape " + lora_shape_string(b.shape) + ")");
+            "rank mismatch: " + a.name + " has rank " + std::to_string(a.shape[0]) + " (shape " + a.shape_string() + "), " +
+                b.name + " has rank " + std::to_string(b.shape[1]) + " (shape " + b.shape_string() + ")");
     require(a.shape[0] == rank, where,
             "tensor " + a.name + " has rank " + std::to_string(a.shape[0]) + ", the adapter declares rank " + std::to_string(rank));
     // The model's dimensions are below 2^31, so anything larger is a wrong model; validate names it.
@@ -55,8 +30,8 @@ LoraPair lora_pair_from(const FileTensor& a, const FileTensor& b, int rank, cons
     p.rank = rank;
     p.rows = int(b.shape[0]);
     p.cols = int(a.shape[1]);
-    p.a = lora_floats(a);
-    p.b = lora_floats(b);
+    p.a = a.to_floats();
+    p.b = b.to_floats();
     return p;
 }
 

@@ -34,6 +34,7 @@
 #include "elastilm/config.hpp"
 #include "elastilm/error.hpp"
 #include "elastilm/io/atomic_write.hpp"
+#include "elastilm/io/json.hpp"
 #include "elastilm/io/mapped_file.hpp"
 #include "elastilm/io/safetensors.hpp"
 #include "elastilm/io/safetensors_writer.hpp"
@@ -71,12 +72,7 @@ struct PeftConfig {
 namespace detail {
 
 inline PeftConfig parse_peft_config_json(std::string_view text, const std::string& where) {
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(where, std::string("not valid JSON: ") + e.what());
-    }
+    const nlohmann::json j = io::parse_json(text, where);
     require(j.is_object(), where, "not a JSON object");
     auto has = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
     auto flag = [&](const char* key) {

@@ -26,18 +26,6 @@
 
 namespace elastilm {
 
-// A gradient for `like`: the same pairs (rank, rows, cols), all zero.
-inline LoraAdapter lora_zeros_like(const LoraAdapter& like) {
-    LoraAdapter g = like;
-    g.source = "gradient of " + like.source;
-    for (LoraLayer& l : g.layers)
-        for (LoraPair& p : l.pairs) {
-            std::fill(p.a.begin(), p.a.end(), 0.0f);
-            std::fill(p.b.begin(), p.b.end(), 0.0f);
-        }
-    return g;
-}
-
 // Zeroes every pair of a gradient in place (between optimizer steps).
 inline void set_zero(LoraAdapter& grad) {
     for (LoraLayer& l : grad.layers)

@@ -21,8 +21,7 @@ struct Activations {
           x(std::size_t(capacity) * S::dim), xb(x.size()), proj(x.size()),
           q(std::size_t(capacity) * S::q_dim), k(std::size_t(capacity) * S::kv_dim), v(k.size()),
           att_out(q.size()),
-          gate(std::size_t(capacity) * S::hidden_dim), up(gate.size()),
-          scores(std::size_t(Cfg::context)) {}
+          gate(std::size_t(capacity) * S::hidden_dim), up(gate.size()) {}
 
     int capacity;
     std::vector<float> x;        // [n, dim] residual stream
@@ -32,7 +31,6 @@ struct Activations {
     std::vector<float> k, v;     // [n, kv_dim]
     std::vector<float> att_out;  // [n, q_dim]
     std::vector<float> gate, up; // [n, hidden]
-    std::vector<float> scores;   // [context] attention scratch
     LoraScratch lora;            // adapter products (grows on first use)
     ForwardObserver* observer = nullptr;  // calibration / feature hooks; null when serving
     // Bit l set: layer l is skipped, the residual stream passes it unchanged (layer dropping, ShortGPT's

@@ -2,8 +2,8 @@
 //
 // Layout per layer: [kv_head][position][head_dim]. A width ratio keeps the first k KV heads, so it reads
 // a prefix of each layer's cache; attention for one head streams its positions contiguously.
-// The cache remembers the width its entries were computed at (ElastiLM's prefill and decode may run at
-// different ratios; see Session for the switching rules).
+// The cache holds values only; which width computed each position is Session's record (ElastiLM's prefill
+// and decode may run at different ratios; see Session for the switching rules).
 #pragma once
 
 #include <cstddef>

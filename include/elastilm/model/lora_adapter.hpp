@@ -103,6 +103,24 @@ struct LoraAdapter {
     }
 };
 
+// An adapter shaped like `like` — the same ratio, rank, scale and pairs (rank, rows, cols) — all zero:
+// a gradient for it, or an optimizer's moment.
+inline LoraAdapter lora_zeros_like(const LoraAdapter& like) {
+    LoraAdapter z;
+    z.percent = like.percent, z.rank = like.rank, z.alpha = like.alpha, z.scale_override = like.scale_override;
+    z.source = "zeros shaped like " + like.source;
+    z.layers.resize(like.layers.size());
+    for (std::size_t l = 0; l < like.layers.size(); ++l)
+        for (std::size_t k = 0; k < kLayerMatrixCount; ++k) {
+            const LoraPair& p = like.layers[l].pairs[k];
+            LoraPair& q = z.layers[l].pairs[k];
+            q.rank = p.rank, q.rows = p.rows, q.cols = p.cols;
+            q.a.assign(p.a.size(), 0.0f);
+            q.b.assign(p.b.size(), 0.0f);
+        }
+    return z;
+}
+
 // A fresh adapter for `percent` on a model with the given anchors: A small random (Kaiming-uniform as in
 // PEFT), B zero, so the adapted model starts exactly equal to the sub-model.
 template <ModelConfig Cfg>

@@ -78,11 +78,9 @@ struct LoraRuntime {
                 stack.cols = p.cols;  // the same for every pair of a group: they read one input
                 for (float v : p.a) stack.a.push_back(f32_to_f16(v));
                 r.b.resize(p.b.size());
+                const MatrixView B = r.B();
                 for (int i = 0; i < p.rows; ++i)
-                    for (int k = 0; k < p.rank; ++k) {
-                        const std::size_t at = r.layout == Layout::out_major ? std::size_t(i) * p.rank + k : std::size_t(k) * p.rows + i;
-                        r.b[at] = f32_to_f16(p.b[std::size_t(i) * p.rank + k]);
-                    }
+                    for (int k = 0; k < p.rank; ++k) r.b[B.offset(i, k)] = f32_to_f16(p.b[std::size_t(i) * p.rank + k]);
             }
         return rt;
     }

@@ -40,7 +40,9 @@
 
 #include "elastilm/generate/sampler.hpp"
 #include "elastilm/io/atomic_write.hpp"
+#include "elastilm/io/json.hpp"
 #include "elastilm/model/session.hpp"
+#include "elastilm/service/fingerprint.hpp"
 #include "elastilm/service/nonnegative_fit.hpp"
 
 namespace elastilm {
@@ -65,7 +67,7 @@ struct RatioLatency {
 // What the times were measured on. A cached table is reused only when every field matches.
 struct LatencyKey {
     std::string config;    // compiled config name
-    std::string weights;   // fingerprint of the weights (weights_fingerprint)
+    std::string weights;   // fingerprint of the weights (latency_fingerprint)
     int threads = 0;       // ThreadPool size
     std::string cpu;       // /proc/cpuinfo model name (or the ARM implementer/part), "unknown" elsewhere
     std::string simd;      // xsimd::default_arch::name() the engine was compiled for
@@ -181,13 +183,9 @@ public:
     static LatencyModel load(const std::filesystem::path& file) {
         std::ifstream in(file, std::ios::binary);
         require(bool(in), file.string(), "cannot open");
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(in);
-        } catch (const nlohmann::json::exception& e) {
-            throw Error(file.string(), std::string("is not valid JSON: ") + e.what());
-        }
-        return from_json(j, file.string());
+        std::stringstream text;
+        text << in.rdbuf();
+        return from_json(io::parse_json(text.str(), file.string()), file.string());
     }
 
 private:
@@ -247,33 +245,10 @@ inline double median(std::vector<double> v) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// FNV-1a, 64-bit: a small, stable hash for fingerprints (not for security).
-struct Fnv1a {
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    void bytes(const void* p, std::size_t n) {
-        const auto* b = static_cast<const unsigned char*>(p);
-        for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ull;
-    }
-    void text(std::string_view s) { bytes(s.data(), s.size()), bytes("\0", 1); }
-    template <class T>
-    void value(T v) { bytes(&v, sizeof v); }
-    std::string hex() const {
-        char buf[17];
-        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-        return buf;
-    }
-};
-
 // A matrix's layout and dtype, and its first and last 4 KB.
 inline void hash_matrix(Fnv1a& f, const MatrixView& m) {
     f.value(int(m.dtype)), f.value(int(m.layout)), f.value(m.rows), f.value(m.cols);
-    const std::size_t lines = m.layout == Layout::out_major ? std::size_t(m.rows) : std::size_t(m.cols);
-    const std::size_t total = lines * m.ld * dtype_size(m.dtype);
-    const std::size_t window = std::min<std::size_t>(total, 4096);
-    const auto* p = static_cast<const std::byte*>(m.data);
-    if (!p) return;
-    f.bytes(p, window);
-    f.bytes(p + total - window, window);
+    f.matrix_ends(m, 4096);
 }
 
 }  // namespace detail
@@ -287,9 +262,9 @@ inline void hash_matrix(Fnv1a& f, const MatrixView& m) {
 // copied model keeps its profile) nor the file's mtime (a rewrite with identical bytes is the same
 // model), and it does not read whole tensors (gigabytes for a 7B model, at every start-up).
 template <ModelConfig Cfg>
-std::string weights_fingerprint(const Model<Cfg>& model) {
+std::string latency_fingerprint(const Model<Cfg>& model) {
     const ModelWeights& w = model.weights();
-    detail::Fnv1a f;
+    Fnv1a f;
     f.text(Cfg::name);
     f.text(w.format);
     f.value(int(w.rope_pairing));
@@ -325,7 +300,7 @@ inline std::string cpu_name() {
 
 template <ModelConfig Cfg>
 LatencyKey latency_key(const Model<Cfg>& model, const ThreadPool& pool, const ProfileOptions& o) {
-    return {std::string(Cfg::name), weights_fingerprint(model), pool.size(), cpu_name(), xsimd::default_arch::name(),
+    return {std::string(Cfg::name), latency_fingerprint(model), pool.size(), cpu_name(), xsimd::default_arch::name(),
             profile_signature<Cfg>(o)};
 }
 

@@ -180,7 +180,7 @@ public:
     // elasticity). All referenced objects must outlive the service.
     Service(const Model<Cfg>& model, const Tokenizer* tokenizer, ThreadPool& pool, const Latency& latency,
             PromptScorer scorer = {}, ServiceOptions options = {})
-        : model_(model), tokenizer_(tokenizer), latency_(latency), scorer_(std::move(scorer)), options_(options),
+        : tokenizer_(tokenizer), latency_(latency), scorer_(std::move(scorer)), options_(options),
           special_(tokenizer ? SpecialTokens::from(*tokenizer) : SpecialTokens{}),
           session_(model, pool, options.context > 0 ? options.context : Cfg::context) {
         require(options_.queue_capacity > 0, "Service", "queue capacity must be at least 1");
@@ -363,7 +363,6 @@ private:
         }
     }
 
-    const Model<Cfg>& model_;
     const Tokenizer* tokenizer_;
     const Latency& latency_;
     PromptScorer scorer_;

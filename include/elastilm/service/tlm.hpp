@@ -35,6 +35,7 @@
 #include "elastilm/model/observer.hpp"
 #include "elastilm/model/session.hpp"
 #include "elastilm/ops/rmsnorm.hpp"
+#include "elastilm/service/fingerprint.hpp"
 #include "elastilm/service/orchestrator.hpp"
 #include "elastilm/service/prompt_compression.hpp"
 #include "elastilm/service/ridge.hpp"
@@ -59,38 +60,23 @@ struct ModelIdentity {
     }
 };
 
-namespace detail {
-inline std::uint64_t fnv1a(std::uint64_t h, const void* p, std::size_t n) {
-    const auto* b = static_cast<const unsigned char*>(p);
-    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
-// FNV-1a of the first and last KB of a matrix's bytes.
-inline std::uint64_t hash_ends(std::uint64_t h, const MatrixView& m) {
-    const std::size_t major = m.layout == Layout::out_major ? std::size_t(m.rows) : std::size_t(m.cols);
-    const std::size_t minor = m.layout == Layout::out_major ? std::size_t(m.cols) : std::size_t(m.rows);
-    const std::size_t bytes = ((major - 1) * m.ld + minor) * dtype_size(m.dtype);
-    const std::size_t n = std::min<std::size_t>(1024, bytes);
-    const auto* base = static_cast<const unsigned char*>(m.data);
-    return fnv1a(fnv1a(h, base, n), base + bytes - n, n);
-}
-}  // namespace detail
-
 // Embedding ends (the brief's identity) plus the FFN gate of the first and last layer: elasticizing
 // leaves embeddings alone but permutes FFN neurons, and the decision head's labels depend on that order.
-inline std::uint64_t weights_fingerprint(const ModelWeights& w) {
-    std::uint64_t h = 14695981039346656037ull;
-    h = detail::hash_ends(h, w.embedding);
+// Each matrix adds its first and last KB. Heads files store this value: changing what it hashes means a
+// new heads format version.
+inline std::uint64_t tlm_fingerprint(const ModelWeights& w) {
+    Fnv1a f;
+    f.matrix_ends(w.embedding, 1024);
     if (!w.layers.empty()) {
-        h = detail::hash_ends(h, w.layers.front().w_gate);
-        h = detail::hash_ends(h, w.layers.back().w_gate);
+        f.matrix_ends(w.layers.front().w_gate, 1024);
+        f.matrix_ends(w.layers.back().w_gate, 1024);
     }
-    return h;
+    return f.h;
 }
 
 template <ModelConfig Cfg>
 ModelIdentity identity_of(const Model<Cfg>& m) {
-    return {std::string(Cfg::name), Cfg::dim, Cfg::vocab_size, Cfg::n_layers, weights_fingerprint(m.weights())};
+    return {std::string(Cfg::name), Cfg::dim, Cfg::vocab_size, Cfg::n_layers, tlm_fingerprint(m.weights())};
 }
 
 // ---- Features ----------------------------------------------------------------------------------------

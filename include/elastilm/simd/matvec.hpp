@@ -1,7 +1,8 @@
 // y = W·x for decode: one token, memory-bound, so the goal is to stream every weight byte exactly once
 // at full bandwidth. Rows (outputs) are split across the thread pool.
-//  out_major: four rows at a time share each loaded slice of x; two batches per row in flight.
-//  in_major:  y[r0:r1] += x[j]·W[:, j] over columns, four columns per pass over the thread's y block.
+//  out_major: one row at a time, one sequential stream per thread, four accumulators per row in flight.
+//  in_major:  y += x[j]·W[:, j] over a thread's block of columns, four columns per pass over y; the
+//             threads' partial y are summed at the end.
 // A product may carry a few extra input columns E (same layout and rows as W) with their own inputs z:
 // y = W·x + E·z in the same pass. Decode reads a LoRA adapter's B this way, as [W | B]·[x ; s·A·x].
 #pragma once

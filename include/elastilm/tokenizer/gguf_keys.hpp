@@ -1,8 +1,14 @@
-// The tokenizer a GGUF file carries: tokenizer.ggml.{model, tokens, scores, token_type, *_token_id,
-// add_space_prefix}. Only the SentencePiece ("llama") kind is supported.
+// The tokenizer.ggml.* GGUF keys, read and written side by side: the vocabulary a GGUF file carries
+// (model, tokens, scores, token_type, *_token_id, add_space_prefix). Only the SentencePiece ("llama")
+// kind is supported. formats/gguf_export.hpp writes with write_vocabulary; tools read with
+// tokenizer_from_gguf.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "elastilm/io/gguf.hpp"
+#include "elastilm/io/gguf_writer.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 
 namespace elastilm {
@@ -47,5 +53,22 @@ inline Vocabulary vocabulary_from_gguf(const io::GgufFile& g) {
 }
 
 inline Tokenizer tokenizer_from_gguf(const io::GgufFile& g) { return Tokenizer(vocabulary_from_gguf(g)); }
+
+// What vocabulary_from_gguf reads back. add_space_prefix is written only when false: readers (ours and
+// llama.cpp's for the llama kind) default it to true.
+inline void write_vocabulary(io::GgufWriter& g, const Vocabulary& vocab) {
+    std::vector<std::int32_t> types;
+    for (PieceType t : vocab.types) types.push_back(std::int32_t(t));
+    g.set_string("tokenizer.ggml.model", "llama");
+    g.set_string_array("tokenizer.ggml.tokens", vocab.pieces);
+    g.set_f32_array("tokenizer.ggml.scores", vocab.scores);
+    g.set_i32_array("tokenizer.ggml.token_type", types);
+    g.set_u32("tokenizer.ggml.bos_token_id", std::uint32_t(vocab.bos_id));
+    g.set_u32("tokenizer.ggml.eos_token_id", std::uint32_t(vocab.eos_id));
+    g.set_u32("tokenizer.ggml.unknown_token_id", std::uint32_t(vocab.unk_id));
+    g.set_bool("tokenizer.ggml.add_bos_token", true);
+    g.set_bool("tokenizer.ggml.add_eos_token", false);
+    if (!vocab.add_dummy_prefix) g.set_bool("tokenizer.ggml.add_space_prefix", false);
+}
 
 }  // namespace elastilm

@@ -1,32 +1,49 @@
-// service_eval: the end-to-end evaluation of the elastic service (ElastiLM §5's comparison), on this
-// machine. A trace of requests — prompts cut from held-out text, each followed by its true continuation —
-// with mixed SLOs (TTFT and TPOT levels drawn from 20%…100% of the full model's latency) is served by
-// four strategies:
-//   ours          prompt × model elasticity (TLM + decision head + orchestrator)
-//   model only    width elasticity alone (no TLM, whole prompt)
-//   prompt only   prompt compression alone (full-width model)
-//   full model    always 100% / 100%
-// For each request it measures TTFT (planning + TLM + prefill + first-token choice) and TPOT (decode steps,
-// teacher-forced on the true continuation), checks them against the SLO, and scores the continuation's
-// mean log-likelihood under the chosen plan — the quality the plan kept. "On feasible SLOs" counts only
-// the requests for which the latency model knows some (prompt, model) plan that meets both objectives:
-// on a small model whose unsliced 32000-token LM head dominates decode, low TPOT levels are out of reach
-// for every plan.
+// service_eval: the end-to-end evaluation of the elastic service (ElastiLM §5), on this machine.
 //
-//   elastilm_bench_service_eval [-m ELASTIC.gguf] [--heads HEADS.gguf] [--adapters DIR] [--requests 40]
-//                               [--prompt-len 160] [--question-len 8] [--cont-len 16] [-t 2] [--seed 1] [--verbose]
-//                               [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
+// 1. Accuracy, as the paper measures it: a multiple-choice benchmark built deterministically from
+//    held-out text (service/choice_benchmark.hpp: a context, a protected question, four candidate
+//    continuations, the answer = the candidate of highest mean per-token log-likelihood). Reported per
+//    model ratio (whole prompt) and per prompt ratio (full model, the TLM's scores choosing the tokens).
+// 2. A request trace — the benchmark's items, each with TTFT and TPOT objectives drawn from the SLO
+//    levels (20 %…100 % of the full model's predicted latency) — served five ways:
+//      ours           prompt × model elasticity (orchestrator with true costs, TLM only when it compresses)
+//      model only     width elasticity alone (no TLM, whole prompt)
+//      prompt only    prompt compression alone (full-width model, TLM scores; LLMLingua-style when the
+//                     TLM has no trained heads: surprisal)
+//      layer dropping ShortGPT-style: skip the non-anchor layers of least block influence until the
+//                     predicted TTFT and TPOT fit (the full-width model otherwise)
+//      full model     always 100 % / 100 %
+//    The orchestrator's prior ratings (what it plans with before the TLM has read the prompt) are
+//    measured on --prior-items calibration items from documents the benchmark does not use: the answer's
+//    mean margin over the best distractor per model ratio and per prompt ratio, combined additively
+//    (PairRatings::additive).
+//    Requests run one after another (no queueing); each is served by the five strategies back to back. TTFT = planning + TLM + prefill + first-token
+//    choice; TPOT = decode steps of the true continuation at the decode ratio. Accuracy is read from the
+//    same session (candidates scored after the compressed prompt at the plan's widths, outside the timed
+//    path). "Feasible" requests are those for which the latency model knows some prompt × model plan
+//    meeting both objectives (without headroom).
+//
+//   elastilm_bench_service_eval [-m ELASTIC.gguf] [--trunk TLM_MODEL|self] [--heads HEADS.gguf] [--adapters DIR]
+//       [-f docs_valid.txt | --benchmark FILE] [--save-benchmark FILE] [--items 60] [--context-len 192]
+//       [--question-len 8] [--choice-len 12] [--requests N] [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
+//       [--prior-items 16] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [--reprofile] [-t 2] [--seed 1] [--verbose]
 //   elastilm_bench_service_eval --smoke      (synthetic stories260K shape, no tokenizer: CI)
-// Without -m it uses ../shared/models/tiny-gqa-15M elasticized in memory; prompts come from the first
-// 16,128 tokens of its valid.txt, which no calibration step (elasticize, train_tlm, recover) reads.
+// Defaults are cmake/demo.sh's cache: build/demo/docs-elastic.gguf, its heads beside it
+// (docs-elastic.tlm.gguf), build/demo/docs-adapters/, and ../shared/models/docs-tlm-15M as the trunk.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
+#include <numeric>
 #include <random>
 
-#include "cli/model_file.hpp"
-#include "cli/shared_model.hpp"
+#include <unistd.h>
+
+#include "cli/tool.hpp"
+#include "elastilm/formats/load.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/model/synthetic.hpp"
+#include "elastilm/service/choice_benchmark.hpp"
 #include "elastilm/service/latency_model.hpp"
 #include "elastilm/service/service.hpp"
 #include "elastilm/service/tlm_scorer.hpp"
@@ -38,197 +55,522 @@ using clock_type = std::chrono::steady_clock;
 
 double ms_since(clock_type::time_point t) { return std::chrono::duration<double, std::milli>(clock_type::now() - t).count(); }
 
-struct TraceRequest {
-    TokenizedPrompt prompt;
-    std::vector<int> continuation;
-    RelativeSlo slo;
-};
+double log_prob(std::span<const float> logits, int id) { return log_softmax_at(logits, id); }
 
-// Non-overlapping windows of the held-out stream: BOS + prompt_len tokens (the last question_len of them
-// protected), then cont_len tokens of true continuation. SLO levels drawn from the nine demo levels.
-std::vector<TraceRequest> make_trace(std::span<const int> stream, int requests, int prompt_len, int question_len, int cont_len,
-                                     const std::vector<int>& ttft_levels, const std::vector<int>& tpot_levels, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::uniform_int_distribution<std::size_t> ttft_level(0, ttft_levels.size() - 1), tpot_level(0, tpot_levels.size() - 1);
-    std::vector<TraceRequest> trace;
-    const std::size_t stride = std::size_t(prompt_len + cont_len);
-    for (int i = 0; i < requests && (std::size_t(i) + 1) * stride <= stream.size(); ++i) {
-        TraceRequest r;
-        const auto window = stream.subspan(std::size_t(i) * stride, stride);
-        r.prompt.ids.push_back(1);
-        r.prompt.keep.push_back(1);
-        for (int t = 0; t < prompt_len; ++t) {
-            r.prompt.ids.push_back(window[t]);
-            r.prompt.keep.push_back(t >= prompt_len - question_len || window[t] <= 2 ? 1 : 0);
-        }
-        r.continuation.assign(window.begin() + prompt_len, window.end());
-        r.slo.ttft_percent = ttft_levels[ttft_level(rng)];
-        r.slo.tpot_percent = tpot_levels[tpot_level(rng)];
-        trace.push_back(std::move(r));
+// "--ttft-levels 20,35,100": SLO levels, each in (0, 100] percent of the full model's latency.
+std::vector<double> level_list(const cli::Args& args, const std::string& flag) {
+    std::vector<double> v;
+    if (!args.has(flag)) {
+        for (int r : kRatios) v.push_back(r);
+        return v;
     }
-    require(!trace.empty(), "service_eval", "held-out text too short for one request");
-    return trace;
+    std::stringstream ss(args.get(flag, flag, ""));
+    for (std::string item; std::getline(ss, item, ',');) {
+        char* end = nullptr;
+        const double l = std::strtod(item.c_str(), &end);
+        require(!item.empty() && end && *end == '\0', flag, "'" + item + "' is not a number");
+        require(std::isfinite(l) && l > 0 && l <= 100, flag,
+                "SLO level " + item + " is outside (0, 100] percent of the full model's latency");
+        v.push_back(l);
+    }
+    require(!v.empty(), flag, "is empty");
+    return v;
 }
 
-double log_prob(std::span<const float> logits, int id) {
-    float mx = logits[0];
-    for (float v : logits) mx = std::max(mx, v);
-    double sum = 0;
-    for (float v : logits) sum += std::exp(double(v - mx));
-    return double(logits[id] - mx) - std::log(sum);
+// An item as the service sees it: BOS, the context (compressible; its paragraph BOS tokens are kept),
+// the question (protected).
+TokenizedPrompt prompt_of(const ChoiceItem& it) {
+    TokenizedPrompt p;
+    p.ids.push_back(1);
+    p.keep.push_back(1);
+    for (int id : it.context) {
+        p.ids.push_back(id);
+        p.keep.push_back(id <= 2 ? 1 : 0);
+    }
+    for (int id : it.question) {
+        p.ids.push_back(id);
+        p.keep.push_back(1);
+    }
+    return p;
+}
+
+// Mean log-likelihood of each candidate after the prompt already in `s` (whose last logits are
+// `prompt_logits`), decoding at `percent`; `true_ll`, when given, is the answer candidate's already
+// computed value (the timed decode produced it).
+template <ModelConfig Cfg>
+std::array<double, 4> score_choices(Session<Cfg>& s, const std::vector<float>& prompt_logits, const ChoiceItem& it, int percent,
+                                    std::optional<double> true_ll = std::nullopt) {
+    const int pos = s.position();
+    std::array<double, 4> ll{};
+    for (int c = 0; c < 4; ++c) {
+        if (c == it.answer && true_ll) {
+            ll[c] = *true_ll;
+            continue;
+        }
+        const auto& cand = it.choices[c];
+        double sum = log_prob(prompt_logits, cand[0]);
+        if (cand.size() > 1) {
+            s.truncate(pos);
+            const auto all = s.append_all_logits(std::span<const int>(cand).first(cand.size() - 1), percent);
+            for (std::size_t j = 1; j < cand.size(); ++j)
+                sum += log_prob(std::span<const float>(all).subspan((j - 1) * Cfg::vocab_size, Cfg::vocab_size), cand[j]);
+        }
+        ll[c] = sum / double(cand.size());
+    }
+    s.truncate(pos);
+    return ll;
+}
+
+// Accuracy and the true continuation's mean log-likelihood per ratio: the model at r % on whole prompts,
+// and the full model on prompts compressed to r % with the scorer's token scores.
+struct RatioQuality {
+    std::array<double, kRatios.size()> model_acc{}, prompt_acc{}, model_ll{}, prompt_ll{};
+    // The answer's margin: its log-likelihood minus the best distractor's. Accuracy is the share of
+    // positive margins; the mean margin measures the same discrimination without accuracy's coarse steps.
+    std::array<double, kRatios.size()> model_margin{}, prompt_margin{};
+};
+template <ModelConfig Cfg>
+RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, const std::vector<ChoiceItem>& items) {
+    RatioQuality q;
+    std::vector<PromptAnalysis> analyses;
+    for (const auto& it : items) analyses.push_back(score.analyze(prompt_of(it).ids));
+    for (std::size_t r = 0; r < kRatios.size(); ++r) {
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            const ChoiceItem& it = items[i];
+            const TokenizedPrompt p = prompt_of(it);
+            for (const bool compress_prompt : {false, true}) {
+                const int model_percent = compress_prompt ? 100 : kRatios[r];
+                const std::vector<int> kept =
+                    compress_prompt ? compress(p.ids, kRatios[r], analyses[i].scores, p.keep, SpecialTokens{-1, -1, -1}).ids : p.ids;
+                session.reset();
+                const auto l = session.append(kept, model_percent);
+                const auto ll = score_choices(session, std::vector<float>(l.begin(), l.end()), it, model_percent);
+                (compress_prompt ? q.prompt_acc : q.model_acc)[r] += choose_answer(ll) == it.answer;
+                (compress_prompt ? q.prompt_ll : q.model_ll)[r] += ll[it.answer];
+                double rival = -std::numeric_limits<double>::infinity();
+                for (int c = 0; c < 4; ++c)
+                    if (c != it.answer) rival = std::max(rival, ll[c]);
+                (compress_prompt ? q.prompt_margin : q.model_margin)[r] += ll[it.answer] - rival;
+            }
+        }
+        for (auto* a : {&q.model_acc, &q.prompt_acc, &q.model_ll, &q.prompt_ll, &q.model_margin, &q.prompt_margin}) (*a)[r] /= double(items.size());
+        std::fprintf(stderr, "quality at %d%%: model %.3f, prompt %.3f\n", kRatios[r], q.model_acc[r], q.prompt_acc[r]);
+    }
+    return q;
+}
+
+// Layer dropping (ShortGPT): which layers to skip, least block influence first, anchors never.
+template <ModelConfig Cfg>
+std::vector<int> drop_order(const Model<Cfg>& model) {
+    std::vector<int> order;
+    for (int l = 0; l < Cfg::n_layers; ++l)
+        if (!model.is_anchor(l)) order.push_back(l);
+    const auto& bi = model.weights().elastic.layer_importance;
+    if (bi.size() == std::size_t(Cfg::n_layers))
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return bi[a] < bi[b]; });
+    else
+        std::reverse(order.begin(), order.end());  // no measured influence (synthetic): later layers first
+    return order;
+}
+
+// The share of the full model's prefill and decode time one dropped layer saves, measured once: the
+// full stack against all droppable layers skipped, at the trace's prompt length (median of 3).
+struct LayerCost {
+    double ttft_share = 0, tpot_share = 0;
+};
+template <ModelConfig Cfg>
+LayerCost measure_layer_cost(Session<Cfg>& s, const std::vector<int>& prompt, const std::vector<int>& order) {
+    std::uint64_t all = 0;
+    for (int l : order) all |= std::uint64_t(1) << l;
+    auto time = [&](std::uint64_t mask) {
+        std::vector<double> pre, dec;
+        for (int r = 0; r < 3; ++r) {
+            s.reset();
+            s.set_skipped_layers(mask);
+            auto t0 = clock_type::now();
+            (void)Sampler::argmax(s.append(prompt, 100));
+            pre.push_back(ms_since(t0));
+            t0 = clock_type::now();
+            for (int j = 0; j < 4; ++j) (void)Sampler::argmax(s.append(prompt[j], 100));
+            dec.push_back(ms_since(t0) / 4);
+        }
+        std::sort(pre.begin(), pre.end());
+        std::sort(dec.begin(), dec.end());
+        return std::pair{pre[1], dec[1]};
+    };
+    const auto [p0, d0] = time(0);
+    const auto [p1, d1] = time(all);
+    s.reset();
+    s.set_skipped_layers(0);
+    const double k = std::max<std::size_t>(order.size(), 1);
+    return {std::clamp((p0 - p1) / p0 / k, 0.0, 1.0 / k), std::clamp((d0 - d1) / d0 / k, 0.0, 1.0 / k)};
+}
+
+struct LayerDropPlan {
+    std::uint64_t mask = 0;
+    int dropped = 0;
+    double predicted_ttft_ms = 0, predicted_tpot_ms = 0;
+};
+
+enum class Strategy { ours, model_only, prompt_only, layer_dropping, full };
+constexpr std::string_view name_of(Strategy s) {
+    switch (s) {
+        case Strategy::ours: return "ours (prompt x model)";
+        case Strategy::model_only: return "model only";
+        case Strategy::prompt_only: return "prompt only";
+        case Strategy::layer_dropping: return "layer dropping";
+        case Strategy::full: return "full model";
+    }
+    return "?";
 }
 
 struct Tally {
-    int n = 0, met = 0, ttft_met = 0, tpot_met = 0, feasible = 0, feasible_met = 0;
-    double loglik = 0, kept = 0, prefill = 0, decode = 0, ttft_err = 0;
+    int n = 0, met = 0, correct = 0, correct_met = 0, feasible = 0, feasible_met = 0, ttft_met = 0, tpot_met = 0, tlm_runs = 0;
+    double ttft = 0, tpot = 0, kept = 0, prefill = 0, decode = 0, dropped = 0;
 };
 
-// The evaluation's flags, read at start-up (before Args::finish) and used by evaluate().
-struct EvalFlags {
-    int threads, requests, prompt_len, question_len, cont_len;
-    bool verbose;
-    std::string adapters, heads;
-    std::vector<int> ttft_levels, tpot_levels;
-    std::uint64_t seed;
-    EvalFlags(const cli::Args& args, bool smoke)
-        : threads(args.threads()),
-          requests(args.get_int("--requests", "", smoke ? 6 : 40, "requests in the trace")),
-          prompt_len(args.get_int("--prompt-len", "", smoke ? 48 : 160, "prompt tokens per request")),
-          question_len(args.get_int("--question-len", "", 8, "protected question tokens per prompt")),
-          cont_len(args.get_int("--cont-len", "", smoke ? 4 : 16, "continuation tokens per request")),
-          verbose(args.has("--verbose", "", "one line per request")),
-          adapters(args.get("--adapters", "", "", "folder of LoRA adapters (recover's output)")),
-          heads(args.get("--heads", "", "", "TLM heads GGUF")),
-          ttft_levels(cli::ratio_list(args, {kRatios.begin(), kRatios.end()}, "--ttft-levels", "TTFT SLO levels drawn from")),
-          tpot_levels(cli::ratio_list(args, {kRatios.begin(), kRatios.end()}, "--tpot-levels", "TPOT SLO levels drawn from")),
-          seed(std::uint64_t(args.get_int("--seed", "", 1, "trace seed"))) {}
-};
-
-template <ModelConfig Cfg>
-int evaluate(ModelWeights weights, const std::vector<int>& stream, const EvalFlags& f, bool smoke) {
-    const int threads = f.threads, requests = f.requests, prompt_len = f.prompt_len, question_len = f.question_len, cont_len = f.cont_len;
-    const bool verbose = f.verbose;
-    require(prompt_len + 1 + cont_len <= Cfg::context, "service_eval", "--prompt-len + --cont-len exceed the context");
-    Model<Cfg> model(std::move(weights));
-    if (!f.adapters.empty()) attach_adapters(model, f.adapters);
+template <ModelConfig Cfg, ModelConfig TrunkCfg>
+int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchmark& bench, const std::optional<ChoiceBenchmark>& calibration,
+             const cli::Args& args, bool smoke) {
+    const int threads = args.get_int("-t", "--threads", 2);
+    const bool verbose = args.has("--verbose");
     ThreadPool pool(threads);
+    const auto log = [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); };
 
     ProfileOptions popt;
     popt.repetitions = smoke ? 1 : 3;
-    const LatencyModel latency = load_or_profile(model, pool, popt, [](const std::string& l) { std::fprintf(stderr, "%s\n", l.c_str()); });
-    TlmScorer<Cfg> scorer(model, pool, f.heads);
-    const PromptScorer score = scorer.as_prompt_scorer();
-    const auto& ttft_levels = f.ttft_levels;
-    const auto& tpot_levels = f.tpot_levels;
-    const auto trace = make_trace(stream, requests, prompt_len, question_len, cont_len, ttft_levels, tpot_levels,
-                                  f.seed);
+    popt.max_tokens = std::min(Cfg::context, args.get_int("--profile-max", "--profile-max", 512));
+    // --reprofile: measure now instead of reusing the cached table (on a shared machine the load when the
+    // cache was written may not be today's).
+    const std::filesystem::path fresh = std::filesystem::temp_directory_path() / ("elastilm-service-eval-" + std::to_string(::getpid()));
+    const LatencyModel latency = args.has("--reprofile") ? load_or_profile(model, pool, popt, log, fresh) : load_or_profile(model, pool, popt, log);
+    if (args.has("--reprofile")) std::filesystem::remove_all(fresh);
+    const std::filesystem::path heads =
+        args.get("--heads", "--heads", smoke ? "" : default_heads_path(args.get("-m", "--model", "build/demo/docs-elastic.gguf")).string());
+    std::optional<TlmScorer<Cfg, TrunkCfg>> scorer;
+    if constexpr (std::same_as<Cfg, TrunkCfg>) {
+        if (!trunk) scorer.emplace(model, pool, heads);
+    }
+    if (!scorer) scorer.emplace(model, *trunk, pool, heads);
+    PromptScorer score = scorer->as_prompt_scorer();
+
+    const auto ttft_levels = level_list(args, "--ttft-levels"), tpot_levels = level_list(args, "--tpot-levels");
+    const int cont = int(bench.items.front().choices[0].size());
+    std::printf("# %s, %zu multiple-choice items from %s (prompt %zu tokens incl. BOS and a protected %zu-token question; "
+                "4 candidates of %d tokens), %d threads\n",
+                std::string(Cfg::name).c_str(), bench.items.size(), bench.source.c_str(), prompt_of(bench.items.front()).ids.size(),
+                bench.items.front().question.size(), cont, threads);
+    std::printf("# TLM: %s; predicted TLM time on this prompt %.1f ms vs full prefill %.1f ms\n", scorer->description().c_str(),
+                score.predicted_ms(int(prompt_of(bench.items.front()).ids.size())),
+                latency.ttft_ms(100, int(prompt_of(bench.items.front()).ids.size())));
+    std::fflush(stdout);
 
     Session<Cfg> session(model, pool);
-    session.append(trace[0].prompt.ids, 100);  // warm-up: page the weights in
-    const Elasticity strategies[] = {Elasticity::prompt_and_model, Elasticity::model_only, Elasticity::prompt_only, Elasticity::none};
-    std::printf("# %s, %zu requests (prompt %d tokens incl. a protected %d-token question, continuation %d), %d threads\n",
-                std::string(Cfg::name).c_str(), trace.size(), prompt_len + 1, question_len, cont_len, threads);
-    auto levels = [](const std::vector<int>& v) {
-        std::string s;
-        for (int l : v) {
-            if (!s.empty()) s += ',';
-            s += std::to_string(l);
-        }
-        return s;
-    };
-    std::printf("# TLM: %s\n# SLO levels (%% of the full model's predicted latency): TTFT {%s}, TPOT {%s}\n\n", scorer.description().c_str(),
-                levels(ttft_levels).c_str(), levels(tpot_levels).c_str());
-    std::printf("| strategy | SLO attainment | on feasible SLOs | TTFT met | TPOT met | mean log-lik of continuation | prompt kept | prefill width | decode width |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|\n");
-    for (Elasticity e : strategies) {
-        Tally t;
-        for (const TraceRequest& req : trace) {
-            const auto start = clock_type::now();
-            const int n = int(req.prompt.ids.size());
-            PlanRequest pr;
-            pr.new_tokens = cont_len;
-            pr.slo = absolute(req.slo, latency, n, cont_len);
-            pr.elasticity = e;
-            pr.max_kept = session.context() - cont_len;
-            const PreparedPrompt p = prepare_prompt(req.prompt, pr, latency, score, [&] { return ms_since(start); });
+    session.append(prompt_of(bench.items.front()).ids, 100);  // warm-up: page the weights in
+
+    // ---- 1. accuracy per ratio -------------------------------------------------------------------------
+    if (!args.has("--no-accuracy-table")) {
+        const RatioQuality q = ratio_quality(session, score, bench.items);
+        std::printf("\n| ratio | accuracy, model at ratio (whole prompt) | accuracy, prompt kept at ratio (full model) | "
+                    "log-lik of the answer, model at ratio | log-lik, prompt at ratio |\n|---|---|---|---|---|\n");
+        for (std::size_t r = 0; r < kRatios.size(); ++r)
+            std::printf("| %d%% | %.1f%% | %.1f%% | %.3f | %.3f |\n", kRatios[r], 100 * q.model_acc[r], 100 * q.prompt_acc[r], q.model_ll[r],
+                        q.prompt_ll[r]);
+        std::printf("(chance: 25%%; log-lik: mean per token of the true continuation)\n");
+        std::fflush(stdout);
+    }
+    if (args.has("--accuracy-only")) return 0;
+
+    // ---- 2. the trace, served five ways ---------------------------------------------------------------
+    // The orchestrator's prior (its ratings before any TLM runs): measured on calibration items from
+    // documents the benchmark does not use, or the fixed prior (widest model first) without them.
+    if (calibration && !calibration->items.empty() && !score.prior) {
+        const RatioQuality c = ratio_quality(session, score, calibration->items);
+        // Rated by the answer's margin over the best distractor (what accuracy counts), not by its
+        // log-likelihood alone: a narrow model lowers every candidate's likelihood yet still ranks them.
+        score.prior = PairRatings::additive(c.model_margin, c.prompt_margin);
+        auto list = [](const auto& v) {
+            std::string out;
+            for (double x : v) out += (out.empty() ? "" : ",") + std::to_string(x).substr(0, std::to_string(x).find('.') + 3);
+            return out;
+        };
+        std::printf("\n# prior ratings from %zu calibration items (%s, documents after the benchmark's), per ratio 20..100 %%: "
+                    "answer margin, model {%s}, prompt {%s}; log-lik, model {%s}, prompt {%s}; accuracy, model {%s}, prompt {%s}\n",
+                    calibration->items.size(), calibration->source.c_str(), list(c.model_margin).c_str(), list(c.prompt_margin).c_str(),
+                    list(c.model_ll).c_str(), list(c.prompt_ll).c_str(), list(c.model_acc).c_str(), list(c.prompt_acc).c_str());
+    } else if (!score.prior) {
+        std::printf("\n# prior ratings: the orchestrator's fixed prior (widest model first, then most prompt kept)\n");
+    }
+
+    const int requests = args.get_int("--requests", "--requests", int(bench.items.size()));
+    require(requests > 0, "--requests", "must be at least 1");
+    std::mt19937_64 rng(std::uint64_t(args.get_int("--seed", "--seed", 1)) * 7919 + 17);
+    std::vector<RelativeSlo> slos;
+    for (int i = 0; i < requests; ++i)
+        slos.push_back({ttft_levels[std::uniform_int_distribution<std::size_t>(0, ttft_levels.size() - 1)(rng)],
+                        tpot_levels[std::uniform_int_distribution<std::size_t>(0, tpot_levels.size() - 1)(rng)]});
+
+    const std::vector<int> order = drop_order(model);
+    const LayerCost layer_cost = measure_layer_cost(session, prompt_of(bench.items.front()).ids, order);
+    std::printf("\n# layer dropping: %zu droppable layers, least influential first {", order.size());
+    for (std::size_t k = 0; k < order.size(); ++k) std::printf("%s%d", k ? "," : "", order[k]);
+    std::printf("}; measured saving per layer: %.1f%% of prefill, %.1f%% of a decode step\n", 100 * layer_cost.ttft_share,
+                100 * layer_cost.tpot_share);
+    std::printf("# SLO levels (%% of the full model's predicted latency): TTFT {");
+    for (std::size_t k = 0; k < ttft_levels.size(); ++k) std::printf("%s%g", k ? "," : "", ttft_levels[k]);
+    std::printf("}, TPOT {");
+    for (std::size_t k = 0; k < tpot_levels.size(); ++k) std::printf("%s%g", k ? "," : "", tpot_levels[k]);
+    std::printf("}; %d requests, served one after another\n\n", requests);
+    std::printf("| strategy | SLO attainment | on feasible SLOs | TTFT met | TPOT met | accuracy (all) | accuracy (SLO met) | mean TTFT ms | mean TPOT ms | "
+                "prompt kept | prefill width | decode width | TLM runs |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    std::fflush(stdout);
+
+    // Request-major: each request is served by the five strategies back to back, so a change in the
+    // machine's load (others compiling) hits every strategy alike instead of the one running at the time.
+    constexpr Strategy strategies[] = {Strategy::ours, Strategy::model_only, Strategy::prompt_only, Strategy::layer_dropping, Strategy::full};
+    std::array<Tally, std::size(strategies)> tallies{};
+    for (int i = 0; i < requests; ++i) {
+        for (std::size_t si = 0; si < std::size(strategies); ++si) {
+            const Strategy st = strategies[si];
+            Tally& t = tallies[si];
+            const ChoiceItem& it = bench.items[std::size_t(i) % bench.items.size()];
+            const TokenizedPrompt prompt = prompt_of(it);
+            const int n = int(prompt.ids.size());
+            const Slo slo = absolute(slos[i], latency, n, cont);
+            const double budget_ttft = slo.ttft_ms * 0.9, budget_tpot = slo.tpot_ms * 0.9;  // the service's default headroom
+
             session.reset();
-            auto logits = session.append(p.kept, p.plan.prefill_percent);
-            (void)Sampler::argmax(logits);  // the first token's choice is part of TTFT
-            const double ttft = ms_since(start);
-            double ll = log_prob(logits, req.continuation[0]);  // scoring is not part of the timed path
-            double decode_ms = 0;
-            for (int j = 1; j < cont_len; ++j) {
-                const auto t0 = clock_type::now();
-                logits = session.append(req.continuation[j - 1], p.plan.decode_percent);
-                (void)Sampler::argmax(logits);
-                decode_ms += ms_since(t0);
-                ll += log_prob(logits, req.continuation[j]);
+            session.set_skipped_layers(0);
+            const auto start = clock_type::now();
+            PreparedPrompt p;
+            LayerDropPlan drop;
+            if (st == Strategy::layer_dropping) {
+                // Drop least-influential layers until both predicted objectives fit (all droppable ones at most).
+                const double t100 = latency.ttft_ms(100, n), d100 = latency.tpot_ms(100, n + cont / 2);
+                for (std::size_t k = 0; k <= order.size(); ++k) {
+                    drop.dropped = int(k);
+                    drop.predicted_ttft_ms = t100 * (1 - double(k) * layer_cost.ttft_share);
+                    drop.predicted_tpot_ms = d100 * (1 - double(k) * layer_cost.tpot_share);
+                    if (k > 0) drop.mask |= std::uint64_t(1) << order[k - 1];
+                    if (drop.predicted_ttft_ms <= budget_ttft && drop.predicted_tpot_ms <= budget_tpot) break;
+                }
+                session.set_skipped_layers(drop.mask);
+                p.kept = prompt.ids;
+                p.plan.kept_tokens = n;
+            } else {
+                PlanRequest pr;
+                pr.new_tokens = cont;
+                pr.slo = slo;
+                pr.max_kept = session.context() - cont;
+                pr.elasticity = st == Strategy::ours          ? Elasticity::prompt_and_model
+                                : st == Strategy::model_only  ? Elasticity::model_only
+                                : st == Strategy::prompt_only ? Elasticity::prompt_only
+                                                              : Elasticity::none;
+                p = prepare_prompt(prompt, pr, latency, score, [&] { return ms_since(start); });
             }
-            const double tpot = cont_len > 1 ? decode_ms / (cont_len - 1) : 0.0;
-            if (verbose)
-                std::fprintf(stderr, "%-14s slo %3.0f/%3.0f%% = %6.2f/%5.2f ms | plan p%3d m%3d d%3d kept %3zu | ttft %6.2f (pred %6.2f, tlm %5.2f) tpot %5.2f (pred %5.2f)\n",
-                             std::string(to_string(e)).c_str(), req.slo.ttft_percent, req.slo.tpot_percent, pr.slo.ttft_ms, pr.slo.tpot_ms,
-                             p.plan.prompt_percent, p.plan.prefill_percent, p.plan.decode_percent, p.kept.size(), ttft,
-                             p.plan.predicted_ttft_ms, p.tlm_ms, tpot, p.plan.predicted_tpot_ms);
-            const bool ttft_ok = ttft <= pr.slo.ttft_ms, tpot_ok = tpot <= pr.slo.tpot_ms;
-            // Could any plan meet this SLO? The latency model's answer over the whole prompt × model space.
-            PlanRequest any = pr;
+            const auto l = session.append(p.kept, p.plan.prefill_percent);
+            (void)Sampler::argmax(l);  // the first token's choice is part of TTFT
+            const double ttft = ms_since(start);
+            const std::vector<float> prompt_logits(l.begin(), l.end());
+            // TPOT: decode the true continuation token by token (teacher-forced), timed.
+            const auto& truth = it.choices[it.answer];
+            double ll = log_prob(prompt_logits, truth[0]), decode_ms = 0;
+            const int pos = session.position();
+            for (std::size_t j = 1; j < truth.size(); ++j) {
+                const auto t0 = clock_type::now();
+                const auto lj = session.append(truth[j - 1], p.plan.decode_percent);
+                (void)Sampler::argmax(lj);
+                decode_ms += ms_since(t0);
+                ll += log_prob(lj, truth[j]);
+            }
+            session.truncate(pos);
+            const double tpot = truth.size() > 1 ? decode_ms / double(truth.size() - 1) : 0.0;
+            const bool correct =
+                choose_answer(score_choices(session, prompt_logits, it, p.plan.decode_percent, ll / double(truth.size()))) == it.answer;
+
+            const bool ttft_ok = ttft <= slo.ttft_ms, tpot_ok = tpot <= slo.tpot_ms;
+            PlanRequest any;  // could any plan meet this SLO, as the latency model sees it?
             any.prompt_tokens = n;
-            any.protected_tokens = req.prompt.protected_count();
-            any.elasticity = Elasticity::prompt_and_model;
+            any.protected_tokens = prompt.protected_count();
+            any.new_tokens = cont;
+            any.slo = slo;
+            any.max_kept = session.context() - cont;
             any.tlm_ms = score.predicted_ms(n);
-            any.headroom = 1.0;  // feasible as predicted, without the planner's safety margin
+            any.headroom = 1.0;
             const bool feasible = choose_plan(any, latency, std::nullopt).feasible();
-            t.feasible += feasible;
-            t.feasible_met += feasible && ttft_ok && tpot_ok;
+            if (verbose)
+                std::fprintf(stderr, "%-22s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f) tpot %6.1f | %s%s\n",
+                             std::string(name_of(st)).c_str(), i, slos[i].ttft_percent, slos[i].tpot_percent, slo.ttft_ms, slo.tpot_ms,
+                             p.plan.prompt_percent, p.plan.prefill_percent, p.plan.decode_percent, drop.dropped, p.kept.size(), ttft,
+                             st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms, p.tlm_ms, tpot,
+                             correct ? "right" : "wrong", ttft_ok && tpot_ok ? "" : " (SLO missed)");
             ++t.n;
+            t.met += ttft_ok && tpot_ok;
             t.ttft_met += ttft_ok;
             t.tpot_met += tpot_ok;
-            t.met += ttft_ok && tpot_ok;
-            t.loglik += ll / cont_len;
+            t.correct += correct;
+            t.correct_met += correct && ttft_ok && tpot_ok;
+            t.feasible += feasible;
+            t.feasible_met += feasible && ttft_ok && tpot_ok;
+            t.tlm_runs += p.plan.uses_tlm;
+            t.ttft += ttft;
+            t.tpot += tpot;
             t.kept += double(p.kept.size()) / n;
             t.prefill += p.plan.prefill_percent;
             t.decode += p.plan.decode_percent;
+            t.dropped += drop.dropped;
         }
-        std::printf("| %s | %.1f%% | %.1f%% (%d) | %.1f%% | %.1f%% | %.3f | %.0f%% | %.0f%% | %.0f%% |\n", std::string(to_string(e)).c_str(),
-                    100.0 * t.met / t.n, t.feasible ? 100.0 * t.feasible_met / t.feasible : 0.0, t.feasible, 100.0 * t.ttft_met / t.n,
-                    100.0 * t.tpot_met / t.n, t.loglik / t.n, 100.0 * t.kept / t.n, t.prefill / t.n, t.decode / t.n);
+    }
+    session.reset();
+    session.set_skipped_layers(0);
+    for (std::size_t si = 0; si < std::size(strategies); ++si) {
+        const Strategy st = strategies[si];
+        const Tally& t = tallies[si];
+        const std::string width = st == Strategy::layer_dropping
+                                      ? std::to_string(int(std::lround(100.0 * (Cfg::n_layers - t.dropped / t.n) / Cfg::n_layers))) + "% of layers"
+                                      : std::to_string(int(std::lround(t.prefill / t.n))) + "%";
+        std::printf("| %s | %.1f%% | %.1f%% (%d) | %.1f%% | %.1f%% | %.1f%% | %.1f%% (%d) | %.1f | %.1f | %.0f%% | %s | %.0f%% | %d |\n",
+                    std::string(name_of(st)).c_str(), 100.0 * t.met / t.n, t.feasible ? 100.0 * t.feasible_met / t.feasible : 0.0, t.feasible,
+                    100.0 * t.ttft_met / t.n, 100.0 * t.tpot_met / t.n, 100.0 * t.correct / t.n, t.met ? 100.0 * t.correct_met / t.met : 0.0,
+                    t.met, t.ttft / t.n, t.tpot / t.n, 100.0 * t.kept / t.n, width.c_str(),
+                    st == Strategy::layer_dropping ? 100.0 : t.decode / t.n, t.tlm_runs);
         std::fflush(stdout);
     }
     return 0;
 }
 
-int run(const cli::Args& args) {
-    const bool smoke = args.has("--smoke", "", "synthetic stories260K shape, no tokenizer: CI");
-    const EvalFlags flags(args, smoke);
-    const int threads = flags.threads;
-    const std::string model_path = args.get("-m", "--model", "", "elastic GGUF (default: tiny-gqa-15M elasticized in memory)");
-    const std::string tokenizer = cli::tokenizer_flag(args);
-    const std::string text = args.get("-f", "--file", (cli::shared_tiny_gqa() / "valid.txt").string(), "held-out text for prompts");
-    args.finish("elastilm_bench_service_eval [-m ELASTIC.gguf] [flags]\n"
-                "Serves a trace of requests with mixed SLOs by four strategies and scores them.");
-    if (smoke) {
-        // No tokenizer for stories260K's 512-token vocabulary: a deterministic id stream stands in for text.
-        std::vector<int> stream(4096);
-        for (std::size_t i = 0; i < stream.size(); ++i) stream[i] = 3 + int((i * 7919 + i / 13) % 509);
-        return evaluate<Stories260K>(synthetic_weights<Stories260K>({DType::f32, 3, Layout::in_major}), stream, flags, true);
+// A benchmark of random ids for the synthetic smoke run (no tokenizer, no text).
+ChoiceBenchmark synthetic_benchmark(int vocab, int items) {
+    std::mt19937_64 rng(5);
+    auto ids = [&](int n) {
+        std::vector<int> v(n);
+        for (int& x : v) x = 3 + int(rng() % std::uint64_t(vocab - 3));
+        return v;
+    };
+    ChoiceBenchmark b;
+    b.source = "synthetic ids";
+    b.vocab_size = vocab;
+    for (int i = 0; i < items; ++i) {
+        ChoiceItem it;
+        it.context = ids(40);
+        it.question = ids(4);
+        for (auto& c : it.choices) c = ids(4);
+        it.answer = i % 4;
+        b.items.push_back(std::move(it));
     }
-    const auto tok_path = cli::find_tokenizer(model_path.empty() ? cli::shared_tiny_gqa() : std::filesystem::path(model_path), tokenizer);
+    return b;
+}
+
+// Every flag, declared with its help before Args::finish() (which refuses the unknown ones); the code
+// below reads them where it uses them.
+void declare_flags(const cli::Args& args) {
+    (void)args.has("--smoke", "", "synthetic stories260K shape, no tokenizer: CI");
+    (void)args.get("-m", "--model", "build/demo/docs-elastic.gguf", "elastic docs-95M GGUF (elasticize's output)");
+    (void)cli::tokenizer_flag(args);
+    (void)args.get("--trunk", "", "../shared/models/docs-tlm-15M", "the TLM's trunk model, or 'self' (the served model at 20%)");
+    (void)args.get("--heads", "", "", "TLM heads GGUF (default: beside the model, <model>.tlm.gguf, if present)");
+    (void)args.get("--adapters", "", "build/demo/docs-adapters", "folder of LoRA adapters (used if present)");
+    (void)args.get("-f", "--file", "../shared/models/docs_valid.txt", "held-out text the benchmark is built from");
+    (void)args.get("--benchmark", "", "", "a saved benchmark (JSON) instead of building one");
+    (void)args.get("--save-benchmark", "", "", "write the built benchmark here");
+    (void)args.get_int("--items", "", 60, "multiple-choice items");
+    (void)args.get_int("--context-len", "", 192, "context tokens per item");
+    (void)args.get_int("--question-len", "", 8, "protected question tokens per item");
+    (void)args.get_int("--choice-len", "", 12, "tokens per candidate continuation");
+    (void)args.get_int("--requests", "", 0, "requests in the trace (default: one per item)");
+    (void)args.get_int("--prior-items", "", 16, "calibration items for the orchestrator's prior (0: fixed prior)");
+    (void)args.get_int("--profile-max", "", 512, "longest prompt the latency profile measures");
+    (void)args.get_int("--seed", "", 1, "benchmark and trace seed");
+    (void)args.get("--ttft-levels", "", "", "TTFT SLO levels in (0, 100] % of the full model's, comma-separated (default 20,...,100)");
+    (void)args.get("--tpot-levels", "", "", "TPOT SLO levels, likewise");
+    (void)args.has("--accuracy-only", "", "the accuracy table only");
+    (void)args.has("--no-accuracy-table", "", "the trace only");
+    (void)args.has("--reprofile", "", "profile latency now instead of using the cached table");
+    (void)args.has("--verbose", "", "one line per request and strategy on stderr");
+    (void)args.threads();
+    args.finish("elastilm_bench_service_eval [-m ELASTIC.gguf] [flags]\n"
+                "Multiple-choice accuracy per ratio, then a mixed-SLO trace served five ways.");
+}
+
+int run(const cli::Args& args) {
+    declare_flags(args);
+    const int threads = args.get_int("-t", "--threads", 2);
+    require(threads >= 1, "-t", "needs at least 1 thread, got " + std::to_string(threads));
+    (void)level_list(args, "--ttft-levels"), (void)level_list(args, "--tpot-levels");  // bad levels fail before any work
+    if (args.has("--smoke")) {
+        Model<Stories260K> model(synthetic_weights<Stories260K>({DType::f32, 3, Layout::in_major}));
+        const ChoiceBenchmark b = synthetic_benchmark(Stories260K::vocab_size, args.get_int("--items", "--items", 6));
+        return evaluate<Stories260K, Stories260K>(model, nullptr, b, synthetic_benchmark(Stories260K::vocab_size, 2), args, true);
+    }
+    const std::string model_path = args.get("-m", "--model", "build/demo/docs-elastic.gguf");
+    require(std::filesystem::exists(model_path), model_path,
+            "not found: pass -m ELASTIC.gguf (elasticize -m ../shared/models/docs-95M -o …) or run cmake/demo.sh");
+    const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));
     require(!tok_path.empty(), "service_eval", "no tokenizer.model found (../shared/models or --tokenizer)");
     const Tokenizer tok = Tokenizer::from_model_file(tok_path);
-    auto stream = paragraph_stream(tok, cli::read_text(text));
-    stream.resize(std::min<std::size_t>(stream.size(), 16128));  // held out: never used for calibration
-    std::optional<ModelWeights> weights;
-    if (model_path.empty()) weights = cli::elastic_tiny_gqa(tok, threads);
-    else weights = load_weights(model_path);
-    require(weights.has_value(), "service_eval", "no model: pass -m ELASTIC.gguf or provide ../shared/models/tiny-gqa-15M");
-    return with_config(weights->hparams, weights->source, [&]<ModelConfig Cfg>() -> int {
-        check_against<Cfg>(*weights);
-        cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
-        return evaluate<Cfg>(std::move(*weights), stream, flags, false);
-    });
+    ModelWeights weights = load_weights(model_path);
+
+    // Calibration items for the orchestrator's prior: documents after the benchmark's (0 = fixed prior).
+    auto load_calibration = [&]() -> std::optional<ChoiceBenchmark> {
+        const int n = args.get_int("--prior-items", "--prior-items", 16);
+        if (n <= 0) return std::nullopt;
+        const std::string text = args.get("-f", "--file", (cli::shared_dir() / "models" / "docs_valid.txt").string());
+        ChoiceBenchmarkOptions o;
+        o.items = n;
+        o.context_tokens = args.get_int("--context-len", "--context-len", 192);
+        o.question_tokens = args.get_int("--question-len", "--question-len", 8);
+        o.choice_tokens = args.get_int("--choice-len", "--choice-len", 12);
+        o.seed = std::uint64_t(args.get_int("--seed", "--seed", 1)) + 1000;
+        o.skip_stream_tokens = o.max_stream_tokens;
+        o.max_stream_tokens = std::size_t(-1);
+        return build_choice_benchmark(tok, cli::read_text(text), std::filesystem::path(text).filename().string(), o);
+    };
+    auto load_benchmark = [&](int vocab) {
+        if (args.has("--benchmark")) return load_choice_benchmark(args.get("--benchmark", "--benchmark", ""), vocab);
+        const std::string text = args.get("-f", "--file", (cli::shared_dir() / "models" / "docs_valid.txt").string());
+        ChoiceBenchmarkOptions o;
+        o.items = args.get_int("--items", "--items", 60);
+        o.context_tokens = args.get_int("--context-len", "--context-len", 192);
+        o.question_tokens = args.get_int("--question-len", "--question-len", 8);
+        o.choice_tokens = args.get_int("--choice-len", "--choice-len", 12);
+        o.seed = std::uint64_t(args.get_int("--seed", "--seed", 1));
+        ChoiceBenchmark b = build_choice_benchmark(tok, cli::read_text(text), std::filesystem::path(text).filename().string(), o);
+        if (args.has("--save-benchmark")) save(b, args.get("--save-benchmark", "--save-benchmark", ""));
+        return b;
+    };
+    auto with_adapters = [&]<ModelConfig Cfg>(Model<Cfg>& m) {
+        const std::string dir = args.get("--adapters", "--adapters", "build/demo/docs-adapters");
+        if (args.has("--adapters") || std::filesystem::is_directory(dir)) {
+            const auto attached = attach_adapters(m, dir);
+            std::fprintf(stderr, "service_eval: %zu LoRA adapters attached from %s\n", attached.size(), dir.c_str());
+        }
+    };
+    const FileHyperParams h = weights.hparams;
+    if (first_mismatch<Docs95M>(h).empty()) {
+        check_against<Docs95M>(weights);
+        cli::require_same_vocabulary(tok.vocab_size(), Docs95M::vocab_size, tok_path.string());
+        Model<Docs95M> model(std::move(weights));
+        with_adapters(model);
+        const ChoiceBenchmark b = load_benchmark(Docs95M::vocab_size);
+        const std::string trunk_path = args.get("--trunk", "--trunk", (cli::shared_dir() / "models" / "docs-tlm-15M").string());
+        const auto calibration = load_calibration();
+        if (trunk_path == "self") return evaluate<Docs95M, Docs95M>(model, nullptr, b, calibration, args, false);
+        const Model<DocsTlm15M> trunk(load_model<DocsTlm15M>(trunk_path));
+        return evaluate<Docs95M, DocsTlm15M>(model, &trunk, b, calibration, args, false);
+    }
+    if (first_mismatch<TinyGqa15M>(h).empty()) {
+        check_against<TinyGqa15M>(weights);
+        Model<TinyGqa15M> model(std::move(weights));
+        with_adapters(model);
+        return evaluate<TinyGqa15M, TinyGqa15M>(model, nullptr, load_benchmark(TinyGqa15M::vocab_size), load_calibration(), args, false);
+    }
+    require(false, model_path, "service_eval evaluates docs-95M (or tiny-gqa-15M); this file is neither: " + first_mismatch<Docs95M>(h));
+    return 1;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--smoke", "--verbose"}, run); }
+int main(int argc, char** argv) {
+    return elastilm::cli::run_main(argc, argv, {"--smoke", "--verbose", "--accuracy-only", "--no-accuracy-table", "--reprofile"}, run);
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, and runs every test elastilm has —
 #   1. native x86-64 (or host) build: GoogleTest suite via ctest, a smoke run of the benchmarks;
-#   2. libFuzzer targets (clang) for the untrusted-input parsers, briefly;
-#   3. the aarch64 NEON/FP16 cross build, its tests under qemu-aarch64 -cpu max.
+#   2. ThreadSanitizer build of the service's threaded tests only (the Service and its soak);
+#   3. libFuzzer targets (clang) for the untrusted-input parsers, briefly;
+#   4. the aarch64 NEON/FP16 cross build, its tests under qemu-aarch64 -cpu max.
 # Build trees go to build/ (override with ELASTILM_BUILD_ROOT). Jobs: nproc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,18 @@ for b in "$root"/native/bench/elastilm_bench_*; do
   "$b" --smoke "${extra[@]}" > "$root/native/$(basename "$b").smoke.txt" 2>&1 \
     || { cat "$root/native/$(basename "$b").smoke.txt"; echo "benchmark smoke failed: $b"; exit 1; }
   echo "ok  $(basename "$b")"
+done
+
+step "ThreadSanitizer: the service tests ($root/tsan, two targets only)"
+# The Service's worker, its clients and the ThreadPool under TSan: the multi-threaded service test and
+# the soak (8 client threads, cancellations, a full queue). Two targets keep this step to a few minutes.
+tsan_tests=(elastilm_service_service_test elastilm_service_soak_test)
+cmake -S . -B "$root/tsan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS=-fsanitize=thread \
+  -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
+cmake --build "$root/tsan" -j "$jobs" --target "${tsan_tests[@]}"
+for t in "${tsan_tests[@]}"; do
+  TSAN_OPTIONS="halt_on_error=1 abort_on_error=0 exitcode=66" "$root/tsan/tests/$t" --gtest_brief=1 \
+    || { echo "ThreadSanitizer run failed: $t"; exit 1; }
 done
 
 step "install, then build a host app with find_package(elastilm)"

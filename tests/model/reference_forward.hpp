@@ -20,6 +20,7 @@ inline double weight_at(const MatrixView& W, int i, int j) {
 
 struct RefWidth {
     int kv_heads, heads, hidden;
+    bool skip = false;  // the layer is dropped: the residual stream passes it unchanged
 };
 
 // Per-layer widths (anchors at full width): logits of the last token of `tokens`.
@@ -58,6 +59,7 @@ std::vector<double> reference_logits(const ModelWeights& w, const std::vector<in
     for (int l = 0; l < Cfg::n_layers; ++l) {
         const LayerWeights& L = w.layers[l];
         const RefWidth wd = widths[l];
+        if (wd.skip) continue;
         const int q_dim = wd.heads * hd, kv_dim = wd.kv_heads * hd;
         std::vector<std::vector<double>> q(T), k(T), v(T);
         for (int t = 0; t < T; ++t) {

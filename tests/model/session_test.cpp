@@ -129,6 +129,55 @@ TEST(Session, NarrowerDecodeReadsPrefixOfWideCache) {
     EXPECT_GT(diff, 1e-6) << "a narrow decode over a wide cache should see the wide model's past";
 }
 
+TEST(Session, SkippedLayersMatchTheReferenceWithoutThem) {
+    const std::vector<int> anchors = {0};
+    Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 17}), anchors);
+    ThreadPool pool(2);
+    const auto tokens = some_tokens(11, 4);
+    Session<Cfg> s(m, pool, 64, 4);
+    s.set_skipped_layers(0b01010);  // layers 1 and 3
+    const auto l0 = s.append(tokens, 50);
+    const std::vector<float> prefill(l0.begin(), l0.end());
+    auto widths = test::widths_of<Cfg, 50>(anchors);
+    widths[1].skip = widths[3].skip = true;
+    EXPECT_LT(max_abs_diff(prefill, test::reference_logits<Cfg>(m.weights(), tokens, widths)), 1e-4);
+    // Something was dropped: the full stack differs.
+    EXPECT_GT(max_abs_diff(prefill, test::reference_logits<Cfg>(m.weights(), tokens, test::widths_of<Cfg, 50>(anchors))), 1e-3);
+    // Token-by-token decode through the skipped layers gives the same (their K/V are never needed).
+    s.reset();
+    EXPECT_EQ(s.skipped_layers(), 0b01010u);
+    std::span<const float> last;
+    for (int t : tokens) last = s.append(t, 50);
+    EXPECT_LT(max_abs_diff(last, std::vector<double>(prefill.begin(), prefill.end())), 1e-4);
+    // The mask changes only on an empty session, and names real layers only.
+    EXPECT_THROW(s.set_skipped_layers(0), Error);
+    s.reset();
+    EXPECT_THROW(s.set_skipped_layers(std::uint64_t(1) << Cfg::n_layers), Error);
+    s.set_skipped_layers(0);
+    const auto l1 = s.append(tokens, 50);
+    const std::vector<float> full(l1.begin(), l1.end());
+    EXPECT_LT(max_abs_diff(full, test::reference_logits<Cfg>(m.weights(), tokens, test::widths_of<Cfg, 50>(anchors))), 1e-4);
+}
+
+TEST(Session, TruncateThenAppendEqualsAFreshRun) {
+    Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 19}));
+    ThreadPool pool(1);
+    const auto prompt = some_tokens(9, 1), a = some_tokens(4, 2), b = some_tokens(5, 3);
+    Session<Cfg> s(m, pool, 64);
+    s.append(prompt, 70);
+    s.append(a, 70);
+    s.truncate(int(prompt.size()));
+    EXPECT_EQ(s.position(), int(prompt.size()));
+    const auto l2 = s.append(b, 70);
+    const std::vector<float> after(l2.begin(), l2.end());
+    Session<Cfg> fresh(m, pool, 64);
+    fresh.append(prompt, 70);
+    const auto expect = fresh.append(b, 70);
+    EXPECT_LT(max_abs_diff(after, std::vector<double>(expect.begin(), expect.end())), 1e-6);
+    EXPECT_THROW(s.truncate(100), Error);
+    EXPECT_THROW(s.truncate(-1), Error);
+}
+
 TEST(Session, RejectsBadInput) {
     Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 1}));
     ThreadPool pool(1);

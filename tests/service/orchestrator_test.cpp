@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "elastilm/service/orchestrator.hpp"
 
@@ -85,12 +86,79 @@ TEST(Orchestrator, QueueingCountsAgainstTtft) {
 }
 
 TEST(Orchestrator, ImpossibleSloGivesFastestPairFlagged) {
-    const Plan p = choose_plan(request(100, 0.01, 0.01), LinearLatency{}, std::nullopt);
+    PlanRequest r = request(100, 0.01, 0.01);
+    r.tlm_ms = 0.1;  // cheap scoring: 0.1 + 0.1·20·0.2 = 0.5 ms beats the whole prompt at 20% (2 ms)
+    const Plan p = choose_plan(r, LinearLatency{}, std::nullopt);
     EXPECT_FALSE(p.ttft_feasible);
     EXPECT_FALSE(p.tpot_feasible);
     EXPECT_EQ(p.prompt_percent, 20);
     EXPECT_EQ(p.prefill_percent, 20);
     EXPECT_EQ(p.decode_percent, 20);
+    EXPECT_TRUE(p.uses_tlm);
+    // Scoring at 2 ms costs more than compression saves (2 + 0.4 > 2.0): the fastest plan keeps the prompt.
+    const Plan q = choose_plan(request(100, 0.01, 0.01), LinearLatency{}, std::nullopt);
+    EXPECT_EQ(q.prompt_percent, 100);
+    EXPECT_EQ(q.prefill_percent, 20);
+    EXPECT_FALSE(q.uses_tlm);
+    EXPECT_NEAR(q.predicted_ttft_ms, 2.0, 1e-9);
+}
+
+TEST(Orchestrator, KeepingTheWholePromptIsChargedNoTlm) {
+    // Full model: 10 ms > 9.5. Every compressing plan pays the TLM's 2 ms; the model-only ones do not.
+    const Plan p = choose_plan(request(100, 9.5, 10.0), LinearLatency{}, std::nullopt);
+    // Prior: widest model first. m = 100 with p = 70 costs 2 + 7 = 9 ms: compression wins over p = 100, m = 90.
+    EXPECT_EQ(p.prefill_percent, 100);
+    EXPECT_EQ(p.prompt_percent, 70);
+    EXPECT_TRUE(p.uses_tlm);
+    EXPECT_NEAR(p.predicted_ttft_ms, 9.0, 1e-9);
+    // Prompt-agnostic ratings that favour the whole prompt: p = 100 at 90% (9 ms, no TLM) is chosen, and
+    // its predicted TTFT holds no TLM time.
+    PairRatings whole{};
+    for (int i = 0; i < kPairs; ++i) whole.value[i] = float(pair_prompt_percent(i) + pair_model_percent(i));
+    whole.value[pair_index(100, 90)] = 1000;
+    const Plan q = choose_plan(request(100, 9.5, 10.0), LinearLatency{}, whole);
+    EXPECT_EQ(q.prompt_percent, 100);
+    EXPECT_EQ(q.prefill_percent, 90);
+    EXPECT_FALSE(q.uses_tlm);
+    EXPECT_NEAR(q.predicted_ttft_ms, 9.0, 1e-9);
+}
+
+TEST(Orchestrator, ScoringThatCannotPayForItselfIsNotPlanned) {
+    // The TLM alone takes the whole budget: no compressing plan is feasible, so the plan keeps the prompt
+    // and narrows the model (0.1·100·0.9 = 9 ms ≤ 9.5), and needs no TLM.
+    PlanRequest r = request(100, 9.5, 10.0);
+    r.tlm_ms = 9.5;
+    const Plan p = choose_plan(r, LinearLatency{}, std::nullopt);
+    EXPECT_FALSE(p.uses_tlm);
+    EXPECT_EQ(p.prompt_percent, 100);
+    EXPECT_EQ(p.prefill_percent, 90);
+    EXPECT_TRUE(p.feasible());
+    // Prompt-only elasticity has nothing else: the full model, infeasible, still without the TLM
+    // (the fastest plan is the whole prompt at 10 ms, against 9.5 + 2 at 20%).
+    r.elasticity = Elasticity::prompt_only;
+    const Plan q = choose_plan(r, LinearLatency{}, std::nullopt);
+    EXPECT_FALSE(q.uses_tlm);
+    EXPECT_FALSE(q.ttft_feasible);
+    r.tlm_ms = -1;
+    EXPECT_THROW(choose_plan(r, LinearLatency{}, std::nullopt), Error);
+}
+
+TEST(Orchestrator, TightTtftOnALongPromptCompresses) {
+    // n = 1000: full model 100 ms; budget 30 ms with the TLM at 2 ms. Widest model first: m = 100 needs
+    // 2 + 0.1·kept ≤ 30 → p = 20 (22 ms), which beats p = 100 at 30% (30 ms, rated lower by the prior).
+    PlanRequest r = request(1000, 30, 10.0);
+    r.tlm_ms = 2.0;
+    const Plan p = choose_plan(r, LinearLatency{}, std::nullopt);
+    EXPECT_TRUE(p.uses_tlm);
+    EXPECT_EQ(p.prompt_percent, 20);
+    EXPECT_EQ(p.prefill_percent, 100);
+    EXPECT_EQ(p.kept_tokens, 200);
+    EXPECT_NEAR(p.predicted_ttft_ms, 22.0, 1e-9);
+    // A loose objective on the same prompt: the full model, no TLM.
+    r.slo.ttft_ms = 150;
+    const Plan f = choose_plan(r, LinearLatency{}, std::nullopt);
+    EXPECT_EQ(f.prompt_percent + f.prefill_percent + f.decode_percent, 300);
+    EXPECT_FALSE(f.uses_tlm);
 }
 
 TEST(Orchestrator, BaselinesStayInTheirDimension) {
@@ -138,6 +206,26 @@ TEST(Orchestrator, HeadroomPlansBelowTheObjective) {
     EXPECT_TRUE(p.uses_tlm);
     r.headroom = 0;
     EXPECT_THROW(choose_plan(r, LinearLatency{}, std::nullopt), Error);
+}
+
+TEST(Orchestrator, AdditivePriorCombinesTheTwoDimensions) {
+    std::vector<double> model, prompt;
+    for (int r : kRatios) {
+        model.push_back(-2.0 - (100 - r) * 0.01);   // narrowing costs 0.01 per percent
+        prompt.push_back(-2.0 - (100 - r) * 0.03);  // compressing costs 0.03 per percent
+    }
+    const PairRatings prior = PairRatings::additive(model, prompt);
+    EXPECT_NEAR(prior.at(100, 100), -2.0, 1e-6);
+    EXPECT_NEAR(prior.at(50, 100), -3.5, 1e-6);
+    EXPECT_NEAR(prior.at(50, 70), -3.8, 1e-6);
+    // With this prior, a 9.5 ms budget (full: 10 ms) narrows the model to 90 % rather than compress at
+    // 100 % (p = 70: −2.9 against −2.1): unlike the fixed prior, which prefers the wider model.
+    const Plan p = choose_plan(request(100, 9.5, 10.0), LinearLatency{}, prior);
+    EXPECT_EQ(p.prompt_percent, 100);
+    EXPECT_EQ(p.prefill_percent, 90);
+    EXPECT_FALSE(p.uses_tlm);
+    model.pop_back();
+    EXPECT_THROW(PairRatings::additive(model, prompt), Error);
 }
 
 TEST(Orchestrator, BadObjectivesAreErrors) {

@@ -26,13 +26,14 @@ std::vector<int> ids(int n, int salt) {
     return t;
 }
 
-// A scorer that prefers later tokens (pairs by the orchestrator's prior), costing 0.002 ms a token.
+// A scorer that prefers later tokens (pairs by the orchestrator's prior), costing 0.0002 ms a token:
+// cheap enough that compressing pays for it (66 tokens: 0.013 ms against 0.66 ms of full prefill).
 const PromptScorer later_is_better{[](std::span<const int> prompt) {
                                        PromptAnalysis a;
                                        for (std::size_t i = 0; i < prompt.size(); ++i) a.scores.push_back(float(i));
                                        return a;
                                    },
-                                   [](int tokens) { return 0.002 * tokens; }};
+                                   [](int tokens) { return 0.0002 * tokens; }};
 
 ServiceOptions queue_of(int capacity) {
     ServiceOptions o;
@@ -99,14 +100,17 @@ TEST(Service, AnswersFromManyThreadsLikeADirectRun) {
             g.decode_percent = r.plan.decode_percent;
             EXPECT_EQ(generate(direct, r.kept_ids, g).tokens, r.tokens);
         }
-    // The tight SLOs compressed the prompt and narrowed the model; the loose ones ran it whole.
-    bool compressed = false, full = false;
+    // The tight SLOs compressed the prompt (with the TLM) or narrowed the model; the loose ones ran it whole.
+    bool compressed = false, narrowed = false, full = false;
     for (auto& ts : tickets)
         for (auto& tk : ts) {
-            compressed |= tk.wait().plan.prompt_percent < 100 && tk.wait().plan.prefill_percent < 100;
-            full |= tk.wait().plan.prompt_percent == 100 && tk.wait().plan.prefill_percent == 100;
+            const Plan& p = tk.wait().plan;
+            compressed |= p.prompt_percent < 100 && p.uses_tlm;
+            narrowed |= p.prefill_percent < 100;
+            full |= p.prompt_percent == 100 && p.prefill_percent == 100 && !p.uses_tlm;
         }
     EXPECT_TRUE(compressed);
+    EXPECT_TRUE(narrowed);
     EXPECT_TRUE(full);
 }
 
@@ -164,6 +168,87 @@ TEST(Service, BadRequestsFailAloneAndTheServiceGoesOn) {
     EXPECT_FALSE(impossible.plan.feasible());
     EXPECT_FALSE(impossible.slo_met());
     EXPECT_EQ(impossible.plan.prefill_percent, 20);
+}
+
+// prepare_prompt decides on the TLM before running it: a scorer that counts its calls.
+struct CountingScorer {
+    int calls = 0;
+    double ms_per_token = 0.002;
+    PromptScorer scorer() {
+        return {[this](std::span<const int> prompt) {
+                    ++calls;
+                    PromptAnalysis a;
+                    for (std::size_t i = 0; i < prompt.size(); ++i) a.scores.push_back(float(i));
+                    return a;
+                },
+                [this](int tokens) { return ms_per_token * tokens; }};
+    }
+};
+
+TokenizedPrompt tokenized(int context, int question) {
+    TokenizedPrompt p;
+    p.ids = {1};
+    p.keep = {1};
+    for (int id : ids(context, 1)) p.ids.push_back(id), p.keep.push_back(0);
+    for (int id : ids(question, 2)) p.ids.push_back(id), p.keep.push_back(1);
+    return p;
+}
+
+PlanRequest objective(double ttft_ms, double tpot_ms) {
+    PlanRequest r;
+    r.new_tokens = 4;
+    r.slo = {ttft_ms, tpot_ms};
+    r.headroom = 1.0;
+    return r;
+}
+
+TEST(PreparePrompt, LooseSloGetsTheFullModelAndNoTlm) {
+    CountingScorer c;
+    const TokenizedPrompt p = tokenized(300, 9);  // 310 tokens: 3.1 ms at full width under FakeLatency
+    const PreparedPrompt out = prepare_prompt(p, objective(50, 10), FakeLatency{}, c.scorer(), [] { return 0.0; });
+    EXPECT_EQ(c.calls, 0);
+    EXPECT_FALSE(out.plan.uses_tlm);
+    EXPECT_EQ(out.plan.prompt_percent, 100);
+    EXPECT_EQ(out.plan.prefill_percent, 100);
+    EXPECT_EQ(out.plan.decode_percent, 100);
+    EXPECT_EQ(out.kept, p.ids);
+}
+
+TEST(PreparePrompt, ScoringThatCannotPayForItselfDoesNotRun) {
+    // TTFT 2.9 ms: the full model (3.1 ms) misses, 90% (2.79 ms) fits. Scoring takes 0.01 ms a token =
+    // 3.1 ms, more than the whole budget: no compressing plan can meet it, so the TLM must not run.
+    CountingScorer c;
+    c.ms_per_token = 0.01;
+    const TokenizedPrompt p = tokenized(300, 9);
+    const PreparedPrompt out = prepare_prompt(p, objective(2.9, 10), FakeLatency{}, c.scorer(), [] { return 0.0; });
+    EXPECT_EQ(c.calls, 0);
+    EXPECT_FALSE(out.plan.uses_tlm);
+    EXPECT_EQ(out.plan.prompt_percent, 100);
+    EXPECT_EQ(out.plan.prefill_percent, 90);
+    EXPECT_TRUE(out.plan.feasible());
+    EXPECT_EQ(out.kept, p.ids);
+}
+
+TEST(PreparePrompt, TightTtftOnALongPromptCompresses) {
+    // 1010 tokens: 10.1 ms at full width. TTFT 3.5 ms; scoring 2.02 ms. Widest model first: m = 100
+    // keeps p = 10… → 20% (202 tokens, 2.02 + 2.02 = 4.04 ms) misses; m = 70: 2.02 + 0.7·0.01·202 = 3.43 ✓.
+    CountingScorer c;
+    const TokenizedPrompt p = tokenized(1000, 9);
+    const PreparedPrompt out = prepare_prompt(p, objective(3.5, 10), FakeLatency{}, c.scorer(), [] { return 0.0; });
+    EXPECT_EQ(c.calls, 1);
+    EXPECT_TRUE(out.plan.uses_tlm);
+    EXPECT_LT(out.plan.prompt_percent, 100);
+    EXPECT_EQ(int(out.kept.size()), out.plan.kept_tokens);
+    EXPECT_LT(out.kept.size(), p.ids.size());
+    EXPECT_TRUE(std::equal(p.ids.end() - 9, p.ids.end(), out.kept.end() - 9));  // the question survives
+    EXPECT_TRUE(out.plan.feasible());
+    // The model-only plan for the same objective would have to shrink the model further.
+    PlanRequest mo = objective(3.5, 10);
+    mo.elasticity = Elasticity::model_only;
+    CountingScorer none;
+    const PreparedPrompt narrow = prepare_prompt(p, mo, FakeLatency{}, none.scorer(), [] { return 0.0; });
+    EXPECT_EQ(none.calls, 0);
+    EXPECT_LT(narrow.plan.prefill_percent, out.plan.prefill_percent);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "elastilm/config.hpp"
@@ -32,6 +33,9 @@ struct Activations {
     std::vector<float> gate, up; // [n, hidden]
     LoraScratch lora;            // adapter products (grows on first use)
     ForwardObserver* observer = nullptr;  // calibration / feature hooks; null when serving
+    // Bit l set: layer l is skipped, the residual stream passes it unchanged (layer dropping, ShortGPT's
+    // baseline to width elasticity). Its K/V are then never written or read.
+    std::uint64_t skipped_layers = 0;
 };
 
 }  // namespace elastilm

@@ -1,5 +1,5 @@
 // The forward pass of the sub-model at `Percent`% width: embed, the blocks in order (anchor layers at
-// full width), final norm, LM head. The same code serves prefill (a block of tokens, matmul) and decode
+// full width; layers the activations mark as skipped are left out), final norm, LM head. The same code serves prefill (a block of tokens, matmul) and decode
 // (one token, matvec); it is instantiated once per (config, ratio) and called through the variant table.
 #pragma once
 
@@ -25,6 +25,7 @@ void forward(const Model<Cfg>& m, KvCache<Cfg>& cache, std::span<const int> toke
         const int n = std::min(a.capacity, total - done);
         for (int t = 0; t < n; ++t) m.embed(tokens[done + t], a.x.data() + std::size_t(t) * dim);
         for (int l = 0; l < Cfg::n_layers; ++l) {
+            if (a.skipped_layers >> l & 1) continue;
             if (a.observer) a.observer->layer_input(l, a.x.data(), n);
             const LayerLora lora = adapter ? LayerLora{&adapter->layers[l], adapter->scale} : LayerLora{};
             if (m.is_anchor(l)) Block<Cfg, 100>::run(m, l, cache, pos0 + done, n, a, pool, lora);

@@ -8,6 +8,7 @@
 //    at the new ratio first, so the output is exactly what a fresh run at that ratio gives.
 #pragma once
 
+#include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
@@ -27,6 +28,25 @@ public:
 
     // Activation hooks for calibration and feature extraction (null to detach).
     void set_observer(ForwardObserver* o) { acts_.observer = o; }
+
+    // Layers to skip (bit l = layer l), for layer dropping; 0 runs them all. Only on an empty session:
+    // the cache's K/V of a layer skipped earlier would not exist. It stays set across reset().
+    void set_skipped_layers(std::uint64_t mask) {
+        static_assert(Cfg::n_layers <= 64, "the skip mask has one bit per layer");
+        require(tokens_.empty(), "Session", "the set of skipped layers can change only on an empty session (reset() first)");
+        require(Cfg::n_layers == 64 || mask >> Cfg::n_layers == 0, "Session",
+                "skip mask names a layer beyond the model's " + std::to_string(Cfg::n_layers));
+        acts_.skipped_layers = mask;
+    }
+    std::uint64_t skipped_layers() const { return acts_.skipped_layers; }
+
+    // Forgets every token from `position` on (the cached K/V beyond it are overwritten by what comes
+    // next): scoring several continuations of one prompt needs the prompt's prefill once.
+    void truncate(int position) {
+        require(position >= 0 && position <= this->position(), "Session",
+                "cannot truncate to " + std::to_string(position) + " of " + std::to_string(this->position()) + " tokens");
+        tokens_.resize(std::size_t(position));
+    }
 
     int position() const { return int(tokens_.size()); }
     int context() const { return cache_.context(); }

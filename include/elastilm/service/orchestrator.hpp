@@ -1,18 +1,25 @@
 // The orchestrator (ElastiLM §4): for one request, choose the prompt compression ratio and the model
 // ratios for prefill and decode that meet the SLO with the best expected answer quality.
 //
-//   TTFT(p, m) = TLM time over the whole prompt + prefill at m% of the prompt compressed to p%
+//   TTFT(p, m) = [p < 100: TLM time over the whole prompt] + prefill at m% of the prompt compressed to p%
 //   TPOT(d)    = decode step at d% with the prompt's context
-// The decision head rates every (p, m) pair for this prompt; the orchestrator masks the pairs the latency
-// model says miss the TTFT objective and takes the best-rated one left. Decode takes the widest ratio
-// that meets TPOT, capped at the prefill ratio: a wider decode would find no K/V for its extra heads and
-// re-run the whole prompt (Session's rule), which would land on the first decode step.
+// Every pair is charged its true cost: a plan that keeps the whole prompt (p = 100) needs no scores, so
+// the TLM's time is not in it; only compressing plans pay for the TLM that chooses their tokens. The
+// ratings rank the pairs (the decision head's for this prompt once the TLM ran, before that a
+// prompt-agnostic prior); the orchestrator masks the pairs the latency model says miss the TTFT
+// objective and takes the best-rated one left. So the TLM runs only when the best plan by predicted
+// times and prior ratings compresses (service.hpp, prepare_prompt): when scoring cannot pay for
+// itself, the model-only plans win and no TLM runs.
+// Decode takes the widest ratio that meets TPOT, capped at the prefill ratio: a wider decode would find
+// no K/V for its extra heads and re-run the whole prompt (Session's rule), which would land on the first
+// decode step.
 // If nothing is feasible the plan is the fastest pair, flagged — serving never throws on an SLO.
 // A prompt too long for the context beside the answer is compressed until it fits, when it can be.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <limits>
 #include <optional>
 #include <string>
@@ -41,6 +48,23 @@ struct PairRatings {
     float at(int prompt_percent, int model_percent) const { return value[pair_index(prompt_percent, model_percent)]; }
     // The best pair among those `feasible` marks (all when empty; kPairs entries otherwise), -1 if none;
     // ties go to the lower index (the smaller prompt ratio, then the smaller model).
+    // A prompt-agnostic prior from two one-dimensional measurements of the same quality (e.g. mean
+    // log-likelihood of a continuation on calibration text, per compiled ratio in order): the model at
+    // m % on whole prompts, and the full model on prompts compressed to p %. Their losses are taken to add:
+    // rating(p, m) = model[m] + prompt[p] − model[100 %].
+    static PairRatings additive(std::span<const double> model, std::span<const double> prompt) {
+        require(model.size() == kRatios.size() && prompt.size() == kRatios.size(), "PairRatings::additive",
+                "needs one value per compiled ratio (" + std::to_string(kRatios.size()) + ")");
+        PairRatings r;
+        for (std::size_t pi = 0; pi < kRatios.size(); ++pi)
+            for (std::size_t mi = 0; mi < kRatios.size(); ++mi) {
+                const double v = model[mi] + prompt[pi] - model.back();
+                require(std::isfinite(v), "PairRatings::additive", "measurements must be finite");
+                r.value[pi * kRatios.size() + mi] = float(v);
+            }
+        return r;
+    }
+
     int best(std::span<const std::uint8_t> feasible = {}) const {
         require(feasible.empty() || feasible.size() == std::size_t(kPairs), "PairRatings::best",
                 "feasible mask needs " + std::to_string(kPairs) + " entries");
@@ -70,7 +94,7 @@ struct Plan {
     int prefill_percent = 100;  // model width for the prompt
     int decode_percent = 100;   // model width for generated tokens
     int kept_tokens = 0;        // prompt tokens after compression
-    bool uses_tlm = false;      // the TLM scores the prompt (its time is inside predicted_ttft_ms)
+    bool uses_tlm = false;      // the TLM scores the prompt (its predicted time is inside predicted_ttft_ms)
     double predicted_ttft_ms = 0;
     double predicted_tpot_ms = 0;
     bool ttft_feasible = true;  // the latency model predicts the objective is met
@@ -85,18 +109,22 @@ struct PlanRequest {
     Slo slo;                      // absolute objective
     double elapsed_ms = 0;        // already spent (queueing) — counts against TTFT
     Elasticity elasticity = Elasticity::prompt_and_model;
-    double tlm_ms = 0;            // predicted TLM time on the whole, uncompressed prompt (the scorer measures it)
+    double tlm_ms = 0;            // TLM time a compressing plan still has to pay (predicted on the whole prompt;
+                                  // 0 once the prompt is scored: that time is then inside elapsed_ms)
     int max_kept = 1 << 30;       // most prompt tokens that fit the context beside the answer
     double headroom = 0.9;        // plan to this share of each objective: predictions err by ~10 % either way
 };
 
-// `ratings` may be empty (no trained decision head): pairs are then ranked by a fixed prior — wider model
-// first, then more prompt kept — which is what a user expects when nothing better is known.
+// `ratings` may be empty (no trained decision head, or the TLM has not run): pairs are then ranked by a
+// fixed prior — wider model first, then more prompt kept — which is what a user expects when nothing
+// better is known.
 template <LatencyPredictor L>
 Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<PairRatings>& ratings) {
     check(r.slo);
     require(r.prompt_tokens > 0, "orchestrator", "empty prompt");
     require(r.headroom > 0 && r.headroom <= 1, "orchestrator", "headroom must be in (0, 1]");
+    require(std::isfinite(r.tlm_ms) && r.tlm_ms >= 0, "orchestrator",
+            "predicted TLM time must be a finite number of milliseconds >= 0, got " + std::to_string(r.tlm_ms));
     const double ttft_budget = r.slo.ttft_ms * r.headroom - std::max(0.0, r.elapsed_ms);
     const double tpot_budget = r.slo.tpot_ms * r.headroom;
     const int n = r.prompt_tokens;
@@ -131,10 +159,10 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
             Plan c;
             c.prompt_percent = p;
             c.prefill_percent = m;
-            c.uses_tlm = vary_prompt;
+            c.uses_tlm = p < 100;  // the whole prompt needs no scores: no TLM, and none charged
             c.kept_tokens = kept_count(n, p, r.protected_tokens);
             if (c.kept_tokens > r.max_kept) continue;  // would not fit the context: not a candidate at all
-            c.predicted_ttft_ms = tlm_ms + latency.ttft_ms(m, c.kept_tokens);
+            c.predicted_ttft_ms = (c.uses_tlm ? tlm_ms : 0.0) + latency.ttft_ms(m, c.kept_tokens);
             c.ttft_feasible = c.predicted_ttft_ms <= ttft_budget;
             // Decode: the widest ratio meeting TPOT, no wider than the prefill (see the file comment).
             c.decode_percent = vary_model ? kRatios.front() : 100;

@@ -6,9 +6,10 @@
 // of them (ThreadPool); running two requests at once would halve both and miss both SLOs. Time spent
 // waiting in the queue counts against the request's TTFT, and the orchestrator plans with what is left.
 //
-// Per request: tokenize → relative SLO to milliseconds → plan (no TLM when the full model fits) → if the
-// plan compresses, the TLM scores the prompt and rates the (prompt, model) pairs → compress → prefill at
-// the prefill ratio → decode at the decode ratio, streaming tokens → result record. Any error in one
+// Per request: tokenize → relative SLO to milliseconds → plan every pair at its true cost (the TLM's time
+// only on the plans that compress) → if the best plan compresses, the TLM scores the prompt and rates the
+// (prompt, model) pairs, and the plan is re-made with those ratings and the time actually left → compress
+// → prefill at the prefill ratio → decode at the decode ratio, streaming tokens → result record. Any error in one
 // request (bad ids, impossible length, NaN SLO …) fails that request with a message; the service goes on.
 #pragma once
 
@@ -75,6 +76,7 @@ struct ServiceResult {
     std::string text;              // generated text (when a tokenizer is attached)
     double queue_ms = 0;           // submission → start
     double tlm_ms = 0;             // TLM scoring (inside TTFT)
+    double plan_ms = 0;            // planning and compression, the TLM's time excluded (inside TTFT)
     double ttft_ms = 0;            // submission → first token, as the app feels it
     double tpot_ms = 0;
     bool ttft_met = false, tpot_met = false;
@@ -91,6 +93,9 @@ struct PromptAnalysis {
 struct PromptScorer {
     std::function<PromptAnalysis(std::span<const int> ids)> analyze;
     std::function<double(int prompt_tokens)> predicted_ms;  // measured on this device
+    // Expected ratings before any prompt is read (e.g. measured mean quality per pair); absent: the
+    // orchestrator's fixed prior. The decision to run the TLM at all is made with these.
+    std::optional<PairRatings> prior = std::nullopt;
 
     explicit operator bool() const { return bool(analyze); }
 };
@@ -109,10 +114,12 @@ struct PreparedPrompt {
     double tlm_ms = 0;  // time the TLM took (already inside plan.predicted_ttft_ms as a prediction)
 };
 
-// Plans a request and compresses its prompt: first without the TLM (the full model may simply fit);
-// when the plan needs prompt elasticity, the TLM scores the prompt, the decision head's ratings re-rank
-// the pairs, and the prompt is cut to the chosen ratio. `elapsed_ms()` is the time spent on the request
-// so far (queueing included), read at each planning step.
+// Plans a request and compresses its prompt. First plan: every pair at its true cost with the prior
+// ratings — when the best plan keeps the whole prompt, the TLM never runs. Otherwise the TLM scores the
+// prompt, and the plan is made again with the decision head's ratings for this prompt and the time
+// actually left (the TLM's time is spent whatever follows, so the second plan charges it to no pair);
+// the prompt is cut to the chosen ratio. `elapsed_ms()` is the time spent on the request so far
+// (queueing included), read at each planning step.
 template <LatencyPredictor L, class Elapsed>
 PreparedPrompt prepare_prompt(const TokenizedPrompt& prompt, PlanRequest pr, const L& latency, const PromptScorer& scorer,
                               Elapsed&& elapsed_ms) {
@@ -122,9 +129,9 @@ PreparedPrompt prepare_prompt(const TokenizedPrompt& prompt, PlanRequest pr, con
     if (!scorer && (pr.elasticity == Elasticity::prompt_and_model || pr.elasticity == Elasticity::prompt_only))
         pr.elasticity = pr.elasticity == Elasticity::prompt_only ? Elasticity::none : Elasticity::model_only;
     pr.elapsed_ms = elapsed_ms();
-    if (scorer) pr.tlm_ms = scorer.predicted_ms ? scorer.predicted_ms(pr.prompt_tokens) : 0.0;
+    pr.tlm_ms = scorer && scorer.predicted_ms ? scorer.predicted_ms(pr.prompt_tokens) : 0.0;
     PreparedPrompt out;
-    out.plan = choose_plan(pr, latency, std::nullopt);
+    out.plan = choose_plan(pr, latency, scorer.prior);
     out.kept = prompt.ids;
     if (!out.plan.uses_tlm) return out;
     const auto t0 = clock::now();
@@ -132,8 +139,12 @@ PreparedPrompt prepare_prompt(const TokenizedPrompt& prompt, PlanRequest pr, con
     out.tlm_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     require(a.scores.size() == prompt.ids.size(), "TLM",
             "scored " + std::to_string(a.scores.size()) + " of " + std::to_string(prompt.ids.size()) + " prompt tokens");
-    pr.elapsed_ms = elapsed_ms() - out.tlm_ms;  // the plan adds the TLM's predicted time itself
-    out.plan = choose_plan(pr, latency, a.ratings);
+    const double tlm_predicted = pr.tlm_ms;
+    pr.elapsed_ms = elapsed_ms();  // the TLM's actual time is in here now
+    pr.tlm_ms = 0;
+    out.plan = choose_plan(pr, latency, a.ratings ? a.ratings : scorer.prior);
+    out.plan.uses_tlm = true;                       // it ran for this request
+    out.plan.predicted_ttft_ms += tlm_predicted;    // as predicted before it ran: comparable with the measured TTFT
     // The keep mask already marks the special tokens, so the compressor needs no special ids of its own.
     out.kept = compress(prompt.ids, out.plan.prompt_percent, a.scores, prompt.keep, SpecialTokens{-1, -1, -1}).ids;
     return out;
@@ -309,9 +320,11 @@ private:
         require(pr.max_kept >= 1, "request",
                 std::to_string(req.max_new_tokens) + " new tokens leave no room for a prompt in the context of " +
                     std::to_string(session_.context()));
+        const auto planning = clock::now();
         PreparedPrompt prepared = prepare_prompt(prompt, pr, latency_, scorer_, [&] { return ms(clock::now() - job.submitted); });
         r.plan = prepared.plan;
         r.tlm_ms = prepared.tlm_ms;
+        r.plan_ms = ms(clock::now() - planning) - prepared.tlm_ms;
         const std::vector<int>& kept = prepared.kept;
         require(int(kept.size()) <= pr.max_kept, "request",
                 "prompt of " + std::to_string(n) + " tokens + " + std::to_string(req.max_new_tokens) +

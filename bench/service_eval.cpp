@@ -28,8 +28,8 @@
 //       [--question-len 8] [--choice-len 12] [--requests N] [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
 //       [--prior-items 16] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [--reprofile] [-t 2] [--seed 1] [--verbose]
 //   elastilm_bench_service_eval --smoke      (synthetic stories260K shape, no tokenizer: CI)
-// Defaults are cmake/demo.sh's cache: build/demo/docs-elastic.gguf, its heads beside it
-// (docs-elastic.tlm.gguf), build/demo/docs-adapters/, and ../shared/models/docs-tlm-15M as the trunk.
+// Defaults are cmake/demo.sh's cache: build/demo/docs-95M-elastic.gguf, its heads beside it
+// (docs-95M-elastic.tlm.gguf), build/demo/adapters/, and ../shared/models/docs-tlm-15M as the trunk.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -246,7 +246,7 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     const LatencyModel latency = args.has("--reprofile") ? load_or_profile(model, pool, popt, log, fresh) : load_or_profile(model, pool, popt, log);
     if (args.has("--reprofile")) std::filesystem::remove_all(fresh);
     const std::filesystem::path heads =
-        args.get("--heads", "--heads", smoke ? "" : default_heads_path(args.get("-m", "--model", "build/demo/docs-elastic.gguf")).string());
+        args.get("--heads", "--heads", smoke ? "" : default_heads_path(args.get("-m", "--model", "build/demo/docs-95M-elastic.gguf")).string());
     std::optional<TlmScorer<Cfg, TrunkCfg>> scorer;
     if constexpr (std::same_as<Cfg, TrunkCfg>) {
         if (!trunk) scorer.emplace(model, pool, heads);
@@ -466,11 +466,11 @@ ChoiceBenchmark synthetic_benchmark(int vocab, int items) {
 // below reads them where it uses them.
 void declare_flags(const cli::Args& args) {
     (void)args.has("--smoke", "", "synthetic stories260K shape, no tokenizer: CI");
-    (void)args.get("-m", "--model", "build/demo/docs-elastic.gguf", "elastic docs-95M GGUF (elasticize's output)");
+    (void)args.get("-m", "--model", "build/demo/docs-95M-elastic.gguf", "elastic docs-95M GGUF (elasticize's output)");
     (void)cli::tokenizer_flag(args);
     (void)args.get("--trunk", "", "../shared/models/docs-tlm-15M", "the TLM's trunk model, or 'self' (the served model at 20%)");
     (void)args.get("--heads", "", "", "TLM heads GGUF (default: beside the model, <model>.tlm.gguf, if present)");
-    (void)args.get("--adapters", "", "build/demo/docs-adapters", "folder of LoRA adapters (used if present)");
+    (void)args.get("--adapters", "", "build/demo/adapters", "folder of LoRA adapters (used if present)");
     (void)args.get("-f", "--file", "../shared/models/docs_valid.txt", "held-out text the benchmark is built from");
     (void)args.get("--benchmark", "", "", "a saved benchmark (JSON) instead of building one");
     (void)args.get("--save-benchmark", "", "", "write the built benchmark here");
@@ -503,7 +503,7 @@ int run(const cli::Args& args) {
         const ChoiceBenchmark b = synthetic_benchmark(Stories260K::vocab_size, args.get_int("--items", "--items", 6));
         return evaluate<Stories260K, Stories260K>(model, nullptr, b, synthetic_benchmark(Stories260K::vocab_size, 2), args, true);
     }
-    const std::string model_path = args.get("-m", "--model", "build/demo/docs-elastic.gguf");
+    const std::string model_path = args.get("-m", "--model", "build/demo/docs-95M-elastic.gguf");
     require(std::filesystem::exists(model_path), model_path,
             "not found: pass -m ELASTIC.gguf (elasticize -m ../shared/models/docs-95M -o …) or run cmake/demo.sh");
     const auto tok_path = cli::find_tokenizer(model_path, args.get("--tokenizer", "--tokenizer", ""));
@@ -540,7 +540,7 @@ int run(const cli::Args& args) {
         return b;
     };
     auto with_adapters = [&]<ModelConfig Cfg>(Model<Cfg>& m) {
-        const std::string dir = args.get("--adapters", "--adapters", "build/demo/docs-adapters");
+        const std::string dir = args.get("--adapters", "--adapters", "build/demo/adapters");
         if (args.has("--adapters") || std::filesystem::is_directory(dir)) {
             const auto attached = attach_adapters(m, dir);
             std::fprintf(stderr, "service_eval: %zu LoRA adapters attached from %s\n", attached.size(), dir.c_str());

@@ -4,7 +4,7 @@
 # question, a prefill SLO and a decode SLO (20%…100% of the full model's latency), the chosen prompt and
 # model ratios, the compressed prompt, the streamed answer, and TTFT/TPOT against the SLO.
 # It serves docs-95M (../shared/models) with docs-tlm-15M as the TLM's trunk:
-#   1. elasticize docs-95M (calibration: docs_valid.txt from token 16384)  → build/demo/docs-95M-elastic.gguf
+#   1. elasticize docs-95M (calibration: docs_valid.txt from token 131072)  → build/demo/docs-95M-elastic.gguf
 #   2. one LoRA recovery adapter per ratio (recover, self-distillation)    → build/demo/adapters/
 #   3. the TLM's heads on labels made by docs-95M with those adapters      → build/demo/docs-95M-elastic.tlm.gguf
 #   4. demo: interactive on a terminal; otherwise (or with SLO flags) scripted over the built-in prompts.
@@ -35,8 +35,9 @@ if [[ ! -t 0 && ${#args[@]} -eq 0 ]]; then
   args=(--ttft-slo 50 --tpot-slo 50 --all-prompts)   # no terminal to ask on: script the three prompts
 fi
 
-# The recipes. Held-out perplexity is scored on docs_valid.txt's first 16k tokens: calibration starts
-# after them, and the TLM's prompts after the calibration text.
+# The recipes. docs_valid.txt's first 131,072 tokens are held out for evaluation (perplexity scores its
+# first 32k; service_eval's multiple-choice items come from documents inside it): calibration starts after
+# them, and the TLM's prompts after the calibration text.
 if (( full )); then
   cache="$root/demo/full"
   calib_tokens=8192;  recover_tokens=8192; recover_epochs=2; prompts=320
@@ -50,21 +51,21 @@ if [[ -f "$model/model.safetensors" && -f "$trunk/model.safetensors" && -f "$tok
   start=$SECONDS
   elastic="$cache/docs-95M-elastic.gguf"
   if [[ ! -f "$elastic" ]]; then
-    echo "== 1/3 elasticizing $model (calibration: $calib_tokens tokens of docs_valid.txt from token 16384) =="
-    "$bin/elasticize" -m "$model" -o "$elastic" --tokenizer "$tokenizer" --calib "$text" --calib-skip 16384 \
+    echo "== 1/3 elasticizing $model (calibration: $calib_tokens tokens of docs_valid.txt from token 131072) =="
+    "$bin/elasticize" -m "$model" -o "$elastic" --tokenizer "$tokenizer" --calib "$text" --calib-skip 131072 \
       --calib-tokens "$calib_tokens" --window 1024 --anchors 1
   fi
   adapters="$cache/adapters"
   if [[ ! -f "$adapters/lora-90.gguf" ]]; then
     echo "== 2/3 training LoRA recovery adapters, one per ratio (self-distillation, $recover_tokens tokens, $recover_epochs epochs) =="
-    "$bin/recover" -m "$elastic" --tokenizer "$tokenizer" --calib "$text" --calib-skip 16384 --calib-tokens "$recover_tokens" \
+    "$bin/recover" -m "$elastic" --tokenizer "$tokenizer" --calib "$text" --calib-skip 131072 --calib-tokens "$recover_tokens" \
       --window 128 --epochs "$recover_epochs" -o "$adapters" --resume
   fi
   heads="$cache/docs-95M-elastic.tlm.gguf"
   if [[ ! -f "$heads" ]]; then
     echo "== 3/3 training the TLM heads on docs-tlm-15M ($prompts prompts labelled by docs-95M with its adapters) =="
     "$bin/train_tlm" -m "$elastic" --tokenizer "$tokenizer" --trunk "$trunk" --trunk-percent 100 --adapters "$adapters" \
-      --calib "$text" --calib-skip 40000 --prompts "$prompts" --prompt-len 16,24,32 --cont-len 8 -o "$heads"
+      --calib "$text" --calib-skip 147456 --prompts "$prompts" --prompt-len 16,24,32 --cont-len 8 -o "$heads"
   fi
   (( SECONDS - start > 5 )) && echo "== prepared in $(( SECONDS - start )) s, cached in $cache =="
   exec "$bin/demo" -m "$elastic" --tokenizer "$tokenizer" --trunk "$trunk" --trunk-percent 100 --heads "$heads" \

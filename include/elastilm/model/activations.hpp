@@ -34,6 +34,7 @@ struct Activations {
     std::vector<float> scores;   // [context] attention scratch
     LoraScratch lora;            // adapter products (grows on first use)
     ForwardObserver* observer = nullptr;  // calibration / feature hooks; null when serving
+    double attention_seconds = 0;         // time in attention over the cache, summed (benches read its share)
 };
 
 }  // namespace elastilm

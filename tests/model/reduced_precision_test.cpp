@@ -114,7 +114,7 @@ TEST(ReducedPrecision, TinyGqaPerplexityWithinHalfAPercentOfFp32) {
 
 TEST(ReducedPrecision, Docs95MPerplexityWithinHalfAPercentOfFp32) {
     if (test::emulated()) GTEST_SKIP() << "docs-95M perplexity takes too long under qemu; tiny-gqa-15M covers the kernel";
-    expect_perplexity_close<Docs95M>("docs-95M", "docs_valid.txt", 1024, 4, {100, 50});
+    expect_perplexity_close<Docs95M>("docs-95M", "docs_valid.txt", 1024, 2, {100});
 }
 
 }  // namespace

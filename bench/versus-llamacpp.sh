@@ -33,8 +33,8 @@ bash cmake/install-deps.sh > /dev/null
 command -v npm > /dev/null || { echo "versus-llamacpp: needs npm (Debian package npm) to fetch llama.cpp" >&2; exit 1; }
 cmake -S . -B "$root/native" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$root/native" --target elastilm_bench_model_speed > /dev/null
-cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native -DELASTILM_BUILD_TESTS=OFF \
-  -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
+cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native -DELASTILM_BUILD_BENCH=ON \
+  -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null  # the same tree cmake/test.sh builds its native-ISA tests in
 cmake --build "$root/native-isa" --target elastilm_bench_model_speed > /dev/null
 ours="$root/native/bench/elastilm_bench_model_speed"
 ours_isa="$root/native-isa/bench/elastilm_bench_model_speed"

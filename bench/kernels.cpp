@@ -1,6 +1,7 @@
 // Kernel microbenchmarks at real LLaMA shapes, each row against the ceiling measured in the same run:
 //   matvec (decode):  GB/s of weights streamed, and its fraction of the streaming read bandwidth;
-//   matmul (prefill): GFLOP/s for 512 tokens, and its fraction of the fp32 FMA peak.
+//   matmul (prefill): GFLOP/s for 512 tokens, and its fraction of the fp32 FMA peak; with F16 weights also
+//   the reduced-precision GEMM of this build (matmul_reduced/…), against the peak of its instruction.
 // Flags besides Google Benchmark's: --smoke (small shapes, for CI).
 #include <benchmark/benchmark.h>
 
@@ -20,7 +21,7 @@ namespace {
 
 using namespace elastilm;
 
-std::map<int, double> g_bandwidth, g_peak;  // by thread count
+std::map<int, double> g_bandwidth, g_peak, g_reduced_peak;  // by thread count
 
 struct Weights {
     std::vector<std::byte> bytes;
@@ -50,8 +51,9 @@ void BM_Matvec(benchmark::State& state, int rows, int cols, DType dtype, Layout 
     state.counters["bw_GB/s"] = g_bandwidth[threads];
 }
 
-void BM_Matmul(benchmark::State& state, int rows, int cols, DType dtype, Layout layout) {
+void BM_Matmul(benchmark::State& state, int rows, int cols, DType dtype, Layout layout, GemmPrecision precision) {
     const int threads = int(state.range(0)), n = int(state.range(1));
+    ScopedGemmPrecision scoped(precision);
     Weights w(rows, cols, dtype, layout);
     std::vector<float> X(std::size_t(n) * cols, 0.25f), Y(std::size_t(n) * rows);
     ThreadPool pool(threads);
@@ -61,7 +63,7 @@ void BM_Matmul(benchmark::State& state, int rows, int cols, DType dtype, Layout 
     }
     const double flops = 2.0 * n * rows * double(cols) * double(state.iterations());
     state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
-    state.counters["peak_GFLOP/s"] = g_peak[threads];
+    state.counters["peak_GFLOP/s"] = precision == GemmPrecision::reduced ? g_reduced_peak[threads] : g_peak[threads];
 }
 
 struct Case {
@@ -84,8 +86,10 @@ int main(int argc, char** argv) {
     for (int t : thread_counts) {
         g_bandwidth[t] = bench::measure_read_bandwidth_gbs(t, smoke ? (std::size_t(64) << 20) : (std::size_t(1) << 30));
         g_peak[t] = bench::measure_fma_peak_gflops(t);
-        std::printf("threads %d: streaming read %.1f GB/s, fp32 FMA peak %.1f GFLOP/s (%d-lane SIMD)\n", t, g_bandwidth[t],
-                    g_peak[t], simd::lanes);
+        g_reduced_peak[t] = bench::measure_reduced_peak_gflops(t);
+        std::printf("threads %d: streaming read %.1f GB/s, fp32 FMA peak %.1f GFLOP/s (%d-lane SIMD), reduced GEMM %s peak %.1f GFLOP/s\n",
+                    t, g_bandwidth[t], g_peak[t], simd::lanes, reduced_gemm.empty() ? "none" : std::string(reduced_gemm).c_str(),
+                    g_reduced_peak[t]);
     }
     const std::vector<Case> cases = smoke ? std::vector<Case>{{"tiny", 256, 288, Layout::out_major}, {"tiny", 288, 256, Layout::in_major}}
                                           : std::vector<Case>{{"TinyLlama", 2048, 2048, Layout::out_major},
@@ -102,11 +106,18 @@ int main(int argc, char** argv) {
                                       std::string(to_string(dtype)) + (c.layout == Layout::in_major ? "/in_major" : "");
             auto* mv = benchmark::RegisterBenchmark(("matvec/" + shape).c_str(),
                                                     [=](benchmark::State& s) { BM_Matvec(s, c.rows, c.cols, dtype, c.layout); });
-            auto* mm = benchmark::RegisterBenchmark(("matmul/" + shape).c_str(),
-                                                    [=](benchmark::State& s) { BM_Matmul(s, c.rows, c.cols, dtype, c.layout); });
+            auto* mm = benchmark::RegisterBenchmark(("matmul/" + shape).c_str(), [=](benchmark::State& s) {
+                BM_Matmul(s, c.rows, c.cols, dtype, c.layout, GemmPrecision::fp32);
+            });
+            auto* mr = dtype == DType::f16 && !reduced_gemm.empty()
+                           ? benchmark::RegisterBenchmark(("matmul_reduced/" + shape).c_str(), [=](benchmark::State& s) {
+                                 BM_Matmul(s, c.rows, c.cols, dtype, c.layout, GemmPrecision::reduced);
+                             })
+                           : nullptr;
             for (int t : thread_counts) {
                 mv->Arg(t)->ArgName("threads")->UseRealTime();
                 mm->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
+                if (mr) mr->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
             }
         }
     benchmark::RunSpecifiedBenchmarks();

@@ -2,11 +2,13 @@
 // tok/s — for every requested width ratio. Used by versus-llamacpp.sh; also handy on its own.
 //
 //   elastilm_bench_model_speed -m MODEL.gguf [-p 512] [-n 128] [-t 2] [-r 1] [--ratios 100,50,20]
+//   elastilm_bench_model_speed -m MODEL.gguf --ttft 128,512,1024 [--ratios …]   (TTFT per prompt length, attention share)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf
-//   elastilm_bench_model_speed --roofline [-t 2] [--tokenizer tokenizer.model]
+//   elastilm_bench_model_speed --roofline [-t 2]   (CSV: read GB/s, fp32 FMA GFLOP/s, reduced-GEMM peak GFLOP/s)
 //
 // Output: one CSV line per (ratio, repetition): ratio,pp_tok_s,tg_tok_s
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -30,6 +32,32 @@ void write_synthetic(const std::string& out, const std::string& tokenizer, bool 
     const ModelWeights w = synthetic_weights<Cfg>({DType::f16, 1, Layout::out_major});
     const Tokenizer tok = Tokenizer::from_model_file(tokenizer);
     io::export_gguf(w, &tok.vocabulary(), out, {std::string(Cfg::name) + "-synthetic", in_major});
+}
+
+// TTFT: a fresh prompt of each length at each ratio, and the share of it spent in attention.
+// Output: one CSV line per (ratio, length, repetition): ttft,ratio,tokens,ms,attention_share
+template <ModelConfig Cfg>
+int measure_ttft(ModelWeights weights, const std::vector<int>& lengths, int threads, int reps, const std::vector<int>& ratios) {
+    Model<Cfg> model(std::move(weights));
+    ThreadPool pool(threads);
+    const int longest = *std::max_element(lengths.begin(), lengths.end());
+    require(longest <= Cfg::context, "model_speed", "--ttft length exceeds the context");
+    std::vector<int> prompt(longest);
+    for (int i = 0; i < longest; ++i) prompt[i] = 1 + (i * 7919) % (Cfg::vocab_size - 1);
+    Session<Cfg> s(model, pool, Cfg::context, std::min(longest, 512));
+    s.append(std::span<const int>(prompt).first(std::min(longest, 32)), 100);
+    for (int r = 0; r < reps; ++r)
+        for (int ratio : ratios)
+            for (int len : lengths) {
+                s.reset();
+                const double att0 = s.attention_seconds();
+                const auto t0 = clock_type::now();
+                s.append(std::span<const int>(prompt).first(len), ratio);
+                const double sec = std::chrono::duration<double>(clock_type::now() - t0).count();
+                std::printf("ttft,%d,%d,%.1f,%.3f\n", ratio, len, 1e3 * sec, (s.attention_seconds() - att0) / sec);
+                std::fflush(stdout);
+            }
+    return 0;
 }
 
 template <ModelConfig Cfg>
@@ -72,7 +100,17 @@ int run(const cli::Args& args) {
     const std::string tok = args.get("--tokenizer", "", (cli::shared_dir() / "models" / "tokenizer.model").string(),
                                      "with --write-synthetic: its vocabulary");
     const bool in_major = args.has("--in-major-outputs", "", "with --write-synthetic: elastilm-only input-major layout");
-    const bool roofline = args.has("--roofline", "", "print the machine's read GB/s and FMA GFLOP/s as CSV");
+    const bool roofline = args.has("--roofline", "", "print the machine's read GB/s, FMA and reduced-precision GFLOP/s as CSV");
+    std::vector<int> ttft_lengths;  // --ttft 128,512,1024: TTFT per prompt length with the attention share
+    if (args.has("--ttft", "", "prompt lengths: TTFT and attention share per ratio instead of pp/tg")) {
+        std::stringstream ls(args.get("--ttft", "", "128,512,1024"));
+        for (std::string item; std::getline(ls, item, ',');) {
+            char* end = nullptr;
+            const long l = std::strtol(item.c_str(), &end, 10);
+            require(!item.empty() && end && *end == '\0' && l > 0, "--ttft", "'" + item + "' is not a prompt length");
+            ttft_lengths.push_back(int(l));
+        }
+    }
     const bool smoke = args.has("--smoke", "", "a synthetic stories260K-shaped model in memory, tiny work (CI)");
     const std::vector<std::string>& positional = args.positional();
     args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
@@ -86,8 +124,10 @@ int run(const cli::Args& args) {
         return 0;
     }
     require(positional.empty(), "model_speed", "unexpected argument '" + (positional.empty() ? "" : positional[0]) + "'");
-    if (roofline) {  // the machine's ceilings for this run, as CSV: read GB/s, FMA GFLOP/s
-        std::printf("%.2f,%.2f\n", bench::measure_read_bandwidth_gbs(threads), bench::measure_fma_peak_gflops(threads));
+    if (roofline) {  // the machine's ceilings for this run, as CSV: read GB/s, FMA GFLOP/s,
+                     // reduced-precision GEMM instruction GFLOP/s (0: none)
+        std::printf("%.2f,%.2f,%.2f\n", bench::measure_read_bandwidth_gbs(threads), bench::measure_fma_peak_gflops(threads),
+                    bench::measure_reduced_peak_gflops(threads));
         return 0;
     }
     if (smoke)  // CI: a synthetic stories260K-shaped model in memory, tiny work
@@ -104,6 +144,7 @@ int run(const cli::Args& args) {
     ModelWeights w = load_weights(path);
     return with_config(w.hparams, w.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(w);
+        if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios);
         return measure<Cfg>(std::move(w), prompt, decode, threads, reps, ratios);
     });
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Side by side with llama.cpp on the same GGUF file, same threads, alternating the two engines:
-# prefill of -p tokens (pp) and decode of -n tokens (tg), -r repetitions, medians and min–max spread.
+# Side by side with llama.cpp on the same GGUF file, same threads, alternating the engines: prefill of -p
+# tokens (pp) and decode of -n tokens (tg), -r repetitions, medians and min–max spread.
+# Ours is built twice: for the portable baseline (x86-64-v3 / armv8.2-a+fp16, what CI and a default host
+# build get) and for this machine's own ISA (-march=native, as llama.cpp's GGML_NATIVE build is), which
+# adds the reduced-precision prefill GEMM where the CPU has one (AVX-512 BF16 …).
 #
 #   bench/versus-llamacpp.sh [--shape tinyllama|openllama3b] [-m MODEL.gguf] [-t 2] [-r 5] [-p 512] [-n 128]
 #   bench/versus-llamacpp.sh --smoke      # tiny-gqa shape, -p 64 -n 16, one repetition (CI)
@@ -30,7 +33,12 @@ bash cmake/install-deps.sh > /dev/null
 command -v npm > /dev/null || { echo "versus-llamacpp: needs npm (Debian package npm) to fetch llama.cpp" >&2; exit 1; }
 cmake -S . -B "$root/native" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$root/native" --target elastilm_bench_model_speed > /dev/null
+cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native -DELASTILM_BUILD_BENCH=ON \
+  -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null  # the same tree cmake/test.sh builds its native-ISA tests in
+cmake --build "$root/native-isa" --target elastilm_bench_model_speed > /dev/null
 ours="$root/native/bench/elastilm_bench_model_speed"
+ours_isa="$root/native-isa/bench/elastilm_bench_model_speed"
+portable=$(sed -n 's/^ELASTILM_ARCH:STRING=//p' "$root/native/CMakeCache.txt")
 llama_bench=$(ELASTILM_CACHE="$cache" bash bench/llamacpp-build.sh)
 export LD_LIBRARY_PATH="$(dirname "$llama_bench")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
@@ -40,7 +48,8 @@ if [[ -z "$model" ]]; then
   [[ -f "$model" ]] || "$ours" --write-synthetic "$shape" "$model" > /dev/null
 fi
 ratios=100,90,80,70,60,50,40,30,20
-IFS=, read -r bandwidth peak < <("$ours" --roofline -t "$threads")
+# Ceilings of the native-ISA build: its fp32 FMA peak (widest SIMD) and the peak of the reduced GEMM's instruction.
+IFS=, read -r bandwidth peak reduced_peak < <("$ours_isa" --roofline -t "$threads")
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for ((rep = 1; rep <= reps; rep++)); do
@@ -48,18 +57,21 @@ for ((rep = 1; rep <= reps; rep++)); do
   "$llama_bench" -m "$model" -p "$pp" -n "$tg" -t "$threads" -r 1 -o csv 2> /dev/null |
     awk -F'","' 'NR == 1 { next } { gsub(/"/, "", $0); n = split($0, f, ","); p = f[n-7]; g = f[n-6]; ts = f[n-1];
                  if (p > 0) print "llama.cpp,pp," ts; else print "llama.cpp,tg," ts }' >> "$results"
-  echo "repetition $rep/$reps: elastilm" >&2
-  "$ours" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios "$ratios" |
-    awk -F, '{ print "elastilm " $1 "%,pp," $2; print "elastilm " $1 "%,tg," $3 }' >> "$results"
+  echo "repetition $rep/$reps: elastilm (native ISA)" >&2
+  "$ours_isa" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios "$ratios" |
+    awk -F, '{ print "elastilm native " $1 "%,pp," $2; print "elastilm native " $1 "%,tg," $3 }' >> "$results"
+  echo "repetition $rep/$reps: elastilm ($portable)" >&2
+  "$ours" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios 100 |
+    awk -F, -v isa="$portable" '{ print "elastilm " isa " " $1 "%,pp," $2; print "elastilm " isa " " $1 "%,tg," $3 }' >> "$results"
 done
 
 # Weights read per decoded token and flops per prompt token at full width, from the file size.
 bytes=$(stat -c %s "$model")
 echo
 echo "model: $model ($((bytes / 1000000)) MB) | threads $threads | repetitions $reps | pp$pp tg$tg"
-echo "machine, this run: streaming read ${bandwidth} GB/s, fp32 FMA peak ${peak} GFLOP/s ($(uname -m))"
+echo "machine, this run: streaming read ${bandwidth} GB/s, fp32 FMA peak ${peak} GFLOP/s, reduced-precision GEMM peak ${reduced_peak} GFLOP/s (native ISA, $(uname -m))"
 echo
-awk -F, -v bytes="$bytes" -v bw="$bandwidth" -v peak="$peak" -v pp="$pp" -v tg="$tg" '
+awk -F, -v bytes="$bytes" -v bw="$bandwidth" -v peak="$peak" -v rpeak="$reduced_peak" -v pp="$pp" -v tg="$tg" '
   { key = $1 SUBSEP $2; n[key]++; v[key, n[key]] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++rows] = $1 } }
   function median(k,   i, j, t, m) { m = n[k]; for (i = 1; i <= m; i++) a[i] = v[k, i];
     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -72,7 +84,10 @@ awk -F, -v bytes="$bytes" -v bw="$bandwidth" -v peak="$peak" -v pp="$pp" -v tg="
       p = median(e SUBSEP "pp"); plo = lo; phi = hi; g = median(e SUBSEP "tg"); glo = lo; ghi = hi
       printf "| %s | %.1f (%.1f–%.1f) | %.2f× | %.2f (%.2f–%.2f) | %.2f× |\n", e, p, plo, phi, p / base_pp, g, glo, ghi, g / base_tg }
     printf "\nat full width a decoded token reads ~%.0f MB: llama.cpp tg = %.0f%% of the read bandwidth, elastilm 100%% = %.0f%%\n",
-      bytes / 1e6, 100 * base_tg * bytes / 1e9 / bw, 100 * median("elastilm 100%" SUBSEP "tg") * bytes / 1e9 / bw
+      bytes / 1e6, 100 * base_tg * bytes / 1e9 / bw, 100 * median("elastilm native 100%" SUBSEP "tg") * bytes / 1e9 / bw
     printf "prefill at full width does ~%.2f GFLOP/token: llama.cpp pp = %.0f%% of the fp32 FMA peak, elastilm 100%% = %.0f%%\n",
-      bytes / 1e9, 100 * base_pp * bytes / 1e9 / peak, 100 * median("elastilm 100%" SUBSEP "pp") * bytes / 1e9 / peak
+      bytes / 1e9, 100 * base_pp * bytes / 1e9 / peak, 100 * median("elastilm native 100%" SUBSEP "pp") * bytes / 1e9 / peak
+    if (rpeak > 0)
+      printf "against the reduced-precision GEMM peak (%.0f GFLOP/s): llama.cpp pp = %.0f%%, elastilm native 100%% = %.0f%%\n",
+        rpeak, 100 * base_pp * bytes / 1e9 / rpeak, 100 * median("elastilm native 100%" SUBSEP "pp") * bytes / 1e9 / rpeak
   }' "$results"

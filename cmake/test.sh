@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, and runs every test elastilm has —
 #   1. native x86-64 (or host) build: GoogleTest suite via ctest, a smoke run of the benchmarks;
+#      then, where the CPU has AVX-512 BF16, the GEMM and model tests again built with -march=native;
 #   2. ThreadSanitizer build of the service's threaded tests only (the Service and its soak);
 #   3. libFuzzer targets (clang) for the untrusted-input parsers, briefly;
 #   4. the aarch64 NEON/FP16 cross build, its tests under qemu-aarch64 -cpu max.
@@ -32,6 +33,25 @@ for b in "$root"/native/bench/elastilm_bench_*; do
     || { cat "$root/native/$(basename "$b").smoke.txt"; echo "benchmark smoke failed: $b"; exit 1; }
   echo "ok  $(basename "$b")"
 done
+
+step "native-ISA build ($root/native-isa, -march=native): the reduced-precision prefill GEMM"
+# CI's main build is portable (x86-64-v3), which has no bf16 dot product; the AVX-512 BF16 GEMM is only
+# compiled for a richer -march. Build the tests that exercise it for this machine's own ISA when the CPU
+# has the instruction (the NEON FP16 GEMM is covered by the aarch64 build below).
+isa_tests=(elastilm_simd_gemm_reduced_test elastilm_simd_kernels_test elastilm_model_reduced_precision_test
+           elastilm_model_reference_models_test elastilm_model_session_test)
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+  cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native \
+    -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
+  cmake --build "$root/native-isa" -j "$jobs" --target "${isa_tests[@]}"
+  for t in "${isa_tests[@]}"; do
+    "$root/native-isa/tests/$t" > "$root/native-isa/$t.txt" 2>&1 \
+      || { cat "$root/native-isa/$t.txt"; echo "native-ISA test failed: $t"; exit 1; }
+    echo "ok  $t ($(grep -c '^\[       OK' "$root/native-isa/$t.txt" || true) passed, -march=native)"
+  done
+else
+  echo "skipped: this CPU has no avx512_bf16 (/proc/cpuinfo), so the AVX-512 BF16 GEMM cannot run here"
+fi
 
 step "ThreadSanitizer: the service tests ($root/tsan, two targets only)"
 # The Service's worker, its clients and the ThreadPool under TSan: the multi-threaded service test and

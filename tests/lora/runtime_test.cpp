@@ -77,7 +77,8 @@ void check_against_merged(DType dtype, Layout layout, int threads) {
     model.set_adapter(std::make_shared<const LoraAdapter>(ad));
     ThreadPool pool(threads);
     const auto tokens = some_tokens(11);
-    Session<Cfg> s(model, pool, 64, 4);  // chunks of 4: the GEMM path, then matvec below
+    // chunks of 4: the GEMM path, then matvec below; an fp32 cache, as the double-precision reference has
+    Session<Cfg> s(model, pool, 64, 4, DType::f32);
     const auto prefill = s.append(tokens, Percent);
     const MergedWeights merged = merge(model.weights(), ad);
     const auto ref = test::reference_logits<Cfg>(merged.weights, tokens, test::widths_of<Cfg, Percent>(kAnchors));

@@ -190,7 +190,7 @@ double reference_loss(const Vec& student, const std::vector<float>& teacher, int
 }
 
 std::vector<float> teacher_logits(const Model<Cfg>& m, ThreadPool& pool, const std::vector<int>& tokens) {
-    Session<Cfg> s(m, pool, int(tokens.size()), int(tokens.size()));
+    Session<Cfg> s(m, pool, int(tokens.size()), int(tokens.size()), DType::f32);  // as the trainer: fp32 K/V
     return s.append_all_logits(tokens, 100);
 }
 
@@ -287,11 +287,11 @@ TEST(DistillStep, ForwardEqualsSessionWithTheAdapterAttached) {
             DistillStep<Cfg> step(m, 16);
             const auto trained = step.forward(*ad, tokens, pool);
             const std::vector<float> plain = [&] {  // before attaching: the sliced base model
-                Session<Cfg> s(m, pool, 16, 16);
+                Session<Cfg> s(m, pool, 16, 16, DType::f32);  // the trainer keeps K/V in fp32
                 return s.append_all_logits(tokens, percent);
             }();
             m.set_adapter(ad);
-            Session<Cfg> s(m, pool, 16, 5);  // chunk 5: prefill crosses chunk boundaries
+            Session<Cfg> s(m, pool, 16, 5, DType::f32);  // chunk 5: prefill crosses chunk boundaries
             const auto served = s.append_all_logits(tokens, percent);
             ASSERT_EQ(served.size(), trained.size());
             double largest = 0, err = 0, moved = 0;

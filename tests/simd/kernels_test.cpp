@@ -91,6 +91,7 @@ TEST_P(Kernels, MatvecWithExtraColumnsMatchesReference) {
 TEST_P(Kernels, MatmulMatchesReference) {
     const auto [dtype, layout, threads] = GetParam();
     ThreadPool pool(threads);
+    ScopedGemmPrecision fp32(GemmPrecision::fp32);  // the reduced-precision GEMM: gemm_reduced_test.cpp
     for (int n : {1, 2, 3, 5, 7, 13, 33}) {
         for (Shape sh : {Shape{1, 3}, Shape{17, 65}, Shape{65, 17}, Shape{100, 100}, Shape{40, 1100}}) {
             const Stored s = make(sh.rows, sh.cols, sh.rows + 3, sh.cols + 2, dtype, layout, n * 1000 + sh.rows);

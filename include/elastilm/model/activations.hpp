@@ -36,6 +36,7 @@ struct Activations {
     // Bit l set: layer l is skipped, the residual stream passes it unchanged (layer dropping, ShortGPT's
     // baseline to width elasticity). Its K/V are then never written or read.
     std::uint64_t skipped_layers = 0;
+    double attention_seconds = 0;         // time in attention over the cache, summed (benches read its share)
 };
 
 }  // namespace elastilm

@@ -10,6 +10,7 @@
 // projection.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <vector>
 
@@ -55,26 +56,13 @@ struct Block {
             const float* v = a.v.data() + std::size_t(t) * W::kv_dim;
             apply_rope(q, W::heads, head_dim, pos0 + t, m.rope(), m.rope_pairing());
             apply_rope(k, W::kv_heads, head_dim, pos0 + t, m.rope(), m.rope_pairing());
-            for (int h = 0; h < W::kv_heads; ++h) {
-                std::copy_n(k + h * head_dim, head_dim, cache.key(l, h, pos0 + t));
-                std::copy_n(v + h * head_dim, head_dim, cache.value(l, h, pos0 + t));
-            }
+            for (int h = 0; h < W::kv_heads; ++h) cache.store(l, h, pos0 + t, k + h * head_dim, v + h * head_dim);
         }
 
-        // Each (token, query head) pair is independent: causal, token t sees positions [0, pos0 + t].
-        const KvLayerView kv = cache.layer(l);
-        pool.parallel_for(n * W::heads, [&](int begin, int end) {
-            thread_local std::vector<float> scores;
-            if (scores.size() < std::size_t(Cfg::context)) scores.resize(Cfg::context);
-            for (int i = begin; i < end; ++i) {
-                const int t = i / W::heads, h = i % W::heads;
-                const std::size_t off = std::size_t(t) * W::q_dim + std::size_t(h) * head_dim;
-                KvLayerView head = kv;
-                head.k += std::size_t(h / Shape<Cfg>::group_size) * kv.head_stride;
-                head.v += std::size_t(h / Shape<Cfg>::group_size) * kv.head_stride;
-                attend(a.att_out.data() + off, a.q.data() + off, 1, 1, head_dim, head, pos0 + t + 1, scores.data());
-            }
-        });
+        const auto t0 = std::chrono::steady_clock::now();
+        if (cache.dtype() == DType::f16) attend_all(cache.template layer<f16_bits>(l), pos0, n, a, pool);
+        else attend_all(cache.template layer<float>(l), pos0, n, a, pool);
+        a.attention_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
         if (a.observer) a.observer->attention_heads(l, a.att_out.data(), n, W::q_dim);
         lora_inputs_of(lora_group::o, lora, a.att_out.data(), W::q_dim, n, a, pool);
@@ -96,6 +84,23 @@ struct Block {
     }
 
 private:
+    // att_out = attention of every (token, query head) over the cache; each pair is independent: causal,
+    // token t sees positions [0, pos0 + t].
+    template <class T>
+    static void attend_all(const KvView<T>& kv, int pos0, int n, Activations<Cfg>& a, ThreadPool& pool) {
+        pool.parallel_for(n * W::heads, [&](int begin, int end) {
+            thread_local std::vector<float> scores;
+            if (scores.size() < std::size_t(Cfg::context)) scores.resize(Cfg::context);
+            for (int i = begin; i < end; ++i) {
+                const int t = i / W::heads, h = i % W::heads;
+                const std::size_t off = std::size_t(t) * W::q_dim + std::size_t(h) * head_dim;
+                KvView<T> head = kv;
+                head.k += std::size_t(h / Shape<Cfg>::group_size) * kv.head_stride;
+                head.v += std::size_t(h / Shape<Cfg>::group_size) * kv.head_stride;
+                attend(a.att_out.data() + off, a.q.data() + off, 1, 1, head_dim, head, pos0 + t + 1, scores.data());
+            }
+        });
+    }
     // The adapter's low-rank inputs for the projections of `group`, which all read X.
     static void lora_inputs_of(std::size_t group, LayerLora lora, const float* X, int ldx, int n, Activations<Cfg>& a,
                                ThreadPool& pool) {

@@ -20,9 +20,10 @@ namespace elastilm {
 template <ModelConfig Cfg>
 class Session {
 public:
-    // `context` bounds the cache (≤ Cfg::context); `chunk` is the most tokens one prefill step batches.
-    Session(const Model<Cfg>& model, ThreadPool& pool, int context = Cfg::context, int chunk = 256)
-        : model_(&model), pool_(&pool), cache_(context), acts_(chunk), logits_(Cfg::vocab_size) {}
+    // `context` bounds the cache (≤ Cfg::context); `chunk` is the most tokens one prefill step batches;
+    // `kv` is the cache's element type (fp16 by default, half the memory; fp32 for exact comparisons).
+    Session(const Model<Cfg>& model, ThreadPool& pool, int context = Cfg::context, int chunk = 256, DType kv = DType::f16)
+        : model_(&model), pool_(&pool), cache_(context, kv), acts_(chunk), logits_(Cfg::vocab_size) {}
 
     void reset() { tokens_.clear(); cache_percent_ = 100; }
 
@@ -50,9 +51,13 @@ public:
 
     int position() const { return int(tokens_.size()); }
     int context() const { return cache_.context(); }
+    DType kv_dtype() const { return cache_.dtype(); }
+    std::size_t kv_bytes() const { return cache_.bytes(); }
     const std::vector<int>& tokens() const { return tokens_; }
     // The width the cached K/V were computed at (its heads beyond that width are not valid).
     int cache_percent() const { return cache_percent_; }
+    // Seconds spent in attention over the cache since the session was made (the rest is mostly GEMM).
+    double attention_seconds() const { return acts_.attention_seconds; }
     // Tokens re-run because a wider ratio followed a narrower one (see the file comment).
     long long recomputed_tokens() const { return recomputed_; }
 

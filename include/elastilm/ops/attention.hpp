@@ -2,42 +2,71 @@
 //
 // Cache layout per layer: [kv_head][position][head_dim], so a KV head's keys are contiguous over
 // positions and keeping the first k KV heads (a width ratio) reads a prefix of the layer's cache.
+// The cache holds fp32 or fp16 (half the memory; model/kv_cache.hpp): the same SIMD code reads both,
+// widening fp16 as it loads (simd/f16_widen.hpp), on every architecture.
 #pragma once
 
 #include <cmath>
 #include <cstddef>
 
 #include "elastilm/ops/softmax.hpp"
+#include "elastilm/simd/f16_widen.hpp"
 
 namespace elastilm {
 
-struct KvLayerView {
-    const float* k = nullptr;      // [kv_head][position][head_dim]
-    const float* v = nullptr;
-    std::size_t head_stride = 0;   // floats between consecutive KV heads (= context * head_dim)
+template <class T>
+struct KvView {
+    const T* k = nullptr;          // [kv_head][position][head_dim]
+    const T* v = nullptr;
+    std::size_t head_stride = 0;   // elements between consecutive KV heads (= context * head_dim)
 };
+using KvLayerView = KvView<float>;
+
+namespace detail {
+// Σ_d a[d]·b[d] over n elements.
+template <class T>
+float dot(const float* a, const T* b, int n) {
+    using simd::fbatch;
+    constexpr int S = simd::lanes;
+    fbatch acc0{}, acc1{};
+    int d = 0;
+    for (; d + 2 * S <= n; d += 2 * S) {
+        acc0 = xsimd::fma(simd::load(a + d), simd::load(b + d), acc0);
+        acc1 = xsimd::fma(simd::load(a + d + S), simd::load(b + d + S), acc1);
+    }
+    for (; d + S <= n; d += S) acc0 = xsimd::fma(simd::load(a + d), simd::load(b + d), acc0);
+    float sum = xsimd::hadd(acc0 + acc1);
+    for (; d < n; ++d) sum += a[d] * simd::to_float(b[d]);
+    return sum;
+}
+// y[0 .. n) += s·x[0 .. n).
+template <class T>
+void axpy(float* y, float s, const T* x, int n) {
+    using simd::fbatch;
+    constexpr int S = simd::lanes;
+    const fbatch sb(s);
+    int d = 0;
+    for (; d + S <= n; d += S) xsimd::fma(sb, simd::load(x + d), simd::load(y + d)).store_unaligned(y + d);
+    for (; d < n; ++d) y[d] += s * simd::to_float(x[d]);
+}
+}  // namespace detail
 
 // out[h*head_dim ...] = Σ_p softmax_p(q_h·k_p / sqrt(head_dim)) v_p for each query head h < n_heads,
 // with query head h reading KV head h / group_size, over positions [0, n_pos).
-// `scores` is scratch of at least n_pos floats.
-inline void attend(float* out, const float* q, int n_heads, int group_size, int head_dim, const KvLayerView& kv,
-                   int n_pos, float* scores) {
+// `scores` is scratch of at least n_pos floats (it holds the probabilities afterwards).
+template <class T>
+void attend(float* out, const float* q, int n_heads, int group_size, int head_dim, const KvView<T>& kv, int n_pos, float* scores) {
     const float scale = 1.0f / std::sqrt(float(head_dim));
     for (int h = 0; h < n_heads; ++h) {
         const float* qh = q + std::size_t(h) * head_dim;
         const std::size_t kv_off = std::size_t(h / group_size) * kv.head_stride;
-        const float* kh = kv.k + kv_off;
-        const float* vh = kv.v + kv_off;
-        for (int p = 0; p < n_pos; ++p) {
-            float dot = 0;
-            for (int d = 0; d < head_dim; ++d) dot += qh[d] * kh[std::size_t(p) * head_dim + d];
-            scores[p] = dot * scale;
-        }
+        const T* kh = kv.k + kv_off;
+        const T* vh = kv.v + kv_off;
+        for (int p = 0; p < n_pos; ++p) scores[p] = detail::dot(qh, kh + std::size_t(p) * head_dim, head_dim) * scale;
         softmax(scores, n_pos);
         float* oh = out + std::size_t(h) * head_dim;
         for (int d = 0; d < head_dim; ++d) oh[d] = 0;
-        for (int p = 0; p < n_pos; ++p)
-            for (int d = 0; d < head_dim; ++d) oh[d] += scores[p] * vh[std::size_t(p) * head_dim + d];
+        for (int p = 0; p < n_pos; ++p) detail::axpy(oh, scores[p], vh + std::size_t(p) * head_dim, head_dim);
     }
 }
 

@@ -1,5 +1,6 @@
-// Loading fp16 weights as fp32 SIMD batches: the one place intrinsics appear. F16C / AVX-512 convert
-// 8 / 16 halves per instruction on x86, `vcvt_f32_f16` 4 on ARM; other targets take a scalar path.
+// Loading fp16 weights (and fp16 KV-cache entries) as fp32 SIMD batches, and narrowing fp32 to fp16 for
+// the cache: the one place these intrinsics appear. F16C / AVX-512 convert 8 / 16 halves per
+// instruction on x86, `vcvt_f32_f16` / `vcvt_f16_f32` 4 on ARM; other targets take a scalar path.
 #pragma once
 
 #include <algorithm>
@@ -65,6 +66,23 @@ inline float to_float(f16_bits v) {
 #else
     return f16_to_f32(v);
 #endif
+}
+
+// dst[0 .. n) = fp16(src[0 .. n)), round to nearest even: what the fp16 KV cache stores.
+inline void store_f16(f16_bits* dst, const float* src, int n) {
+    int i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+#if defined(__aarch64__)
+    for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+#endif
+    for (; i < n; ++i) dst[i] = f32_to_f16(src[i]);
 }
 
 }  // namespace elastilm::simd

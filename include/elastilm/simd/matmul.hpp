@@ -11,12 +11,16 @@
 
 #include <algorithm>
 #include <array>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/f16_widen.hpp"
+#include "elastilm/simd/gemm_bf16.hpp"
+#include "elastilm/simd/gemm_f16.hpp"
 #include "elastilm/simd/matvec.hpp"
+#include "elastilm/simd/precision.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm {
@@ -98,6 +102,16 @@ inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) 
 
 }  // namespace gemm
 
+// The reduced-precision GEMM this build has for F16 weights ("" when only fp32): precision.hpp.
+inline constexpr std::string_view reduced_gemm =
+#if defined(ELASTILM_GEMM_BF16)
+    "bf16 (AVX-512 BF16 vdpbf16ps)";
+#elif defined(ELASTILM_GEMM_F16)
+    "fp16 (NEON vfmaq_f16)";
+#else
+    "";
+#endif
+
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols.
 // X is row-major with leading dimension ldx (>= W.cols); Y row-major with ldy (>= W.rows).
 inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool = nullptr) {
@@ -105,6 +119,13 @@ inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int l
     if (n <= 2) {  // a GEMM's packing does not pay for one or two tokens
         for (int t = 0; t < n; ++t) matvec(W, X + std::size_t(t) * ldx, Y + std::size_t(t) * ldy, pool);
         return;
+    }
+    if (W.dtype == DType::f16 && gemm_precision() == GemmPrecision::reduced) {
+#if defined(ELASTILM_GEMM_BF16)
+        return gemm_bf16::matmul(W, X, ldx, Y, ldy, n, pool);
+#elif defined(ELASTILM_GEMM_F16)
+        if (gemm_f16::matmul(W, X, ldx, Y, ldy, n, pool)) return;
+#endif
     }
     const int panels = (W.rows + NR - 1) / NR;
     for (int k0 = 0; k0 < W.cols; k0 += KC) {

@@ -1,0 +1,153 @@
+// Y = X·Wᵀ for prefill in bf16 with fp32 accumulation (AVX-512 BF16, `vdpbf16ps`), for F16 weights.
+// The structure of matmul.hpp's fp32 GEMM, with both operands packed once into the instruction's format:
+//
+//   X → bf16 pairs, row-major [token][k/2]                    (once per call, split over the threads)
+//   for each block of KC inputs:
+//     for each panel of NR outputs (split across threads):
+//       pack W(panel, k-block) as pairs, [k/2][NR]            (KC/2 × NR words = 32 KB, stays in L1)
+//       for each MR tokens: micro-kernel                      (MR × NR fp32 accumulators in registers)
+//
+// Per pair of inputs the micro-kernel loads NR weight pairs (two vectors) and, per token, broadcasts one
+// x pair and issues two `vdpbf16ps`: 4 flops per lane per instruction, twice an fp32 FMA's.
+// Rounding: x and w each lose their low mantissa bits (bf16 keeps 8), products and sums are fp32.
+#pragma once
+
+#include "elastilm/simd/avx512_bf16.hpp"
+
+#if defined(ELASTILM_GEMM_BF16)
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "elastilm/runtime/thread_pool.hpp"
+#include "elastilm/tensor.hpp"
+
+namespace elastilm::gemm_bf16 {
+
+using simd::bf16::pair_bits;
+inline constexpr int S = simd::bf16::lanes;
+inline constexpr int NR = 2 * S;   // outputs per panel
+inline constexpr int MR = 12;      // tokens per micro-tile: 2·MR accumulators + 2 weights + 1 x of 32 registers
+inline constexpr int KC = 512;     // inputs per block (even): a packed panel is KC/2 · NR · 4 = 32 KB
+inline constexpr int KP = KC / 2;  // pairs per block
+
+// Packs W(i0 .. i0+NR, k0 .. k0+kc) as pairs: panel[kk][i] = (W(i, k0+2kk), W(i, k0+2kk+1)); rows past
+// W.rows and the element past an odd kc are zero.
+inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, pair_bits* panel) {
+    const auto* data = static_cast<const f16_bits*>(W.data);
+    const int rows = std::min(NR, W.rows - i0), kp = (kc + 1) / 2;
+    if (W.layout == Layout::out_major) {
+        // A row's consecutive bf16 values are already its pairs: convert the row, then transpose words.
+        alignas(64) pair_bits row[KP];
+        for (int i = 0; i < rows; ++i) {
+            row[kp - 1] = 0;
+            simd::bf16::convert(reinterpret_cast<std::uint16_t*>(row), data + std::size_t(i0 + i) * W.ld + k0, kc);
+            for (int kk = 0; kk < kp; ++kk) panel[kk * NR + i] = row[kk];
+        }
+        for (int kk = 0; kk < kp; ++kk)
+            for (int i = rows; i < NR; ++i) panel[kk * NR + i] = 0;
+        return;
+    }
+    // in_major: inputs k and k+1 are two contiguous columns over the panel's rows; interleave them.
+    alignas(64) f16_bits a[NR], b[NR];
+    for (int kk = 0; kk < kp; ++kk) {
+        const int k = k0 + 2 * kk;
+        const f16_bits* ca = data + std::size_t(k) * W.ld + i0;
+        const f16_bits* cb = 2 * kk + 1 < kc ? ca + W.ld : nullptr;
+        if (rows == NR && cb) {
+            simd::bf16::store(panel + kk * NR, simd::bf16::interleave(ca, cb));
+            simd::bf16::store(panel + kk * NR + S, simd::bf16::interleave(ca + S, cb + S));
+            continue;
+        }
+        std::fill(a, a + NR, f16_bits(0));
+        std::fill(b, b + NR, f16_bits(0));
+        std::copy_n(ca, rows, a);
+        if (cb) std::copy_n(cb, rows, b);
+        simd::bf16::store(panel + kk * NR, simd::bf16::interleave(a, b));
+        simd::bf16::store(panel + kk * NR + S, simd::bf16::interleave(a + S, b + S));
+    }
+}
+
+// Y[0..M, 0..cols) (+)= Xp[0..M, 0..kp) · panel; `accumulate` false on the first k-block.
+template <int M>
+void micro_kernel(const pair_bits* Xp, std::size_t ldp, const pair_bits* panel, int kp, float* Y, std::size_t ldy, int cols,
+                  bool accumulate) {
+    using namespace simd::bf16;
+    acc c[M][2];
+    for (int m = 0; m < M; ++m) c[m][0] = c[m][1] = zero();
+    for (int kk = 0; kk < kp; ++kk) {
+        const pairs w0 = load(panel + kk * NR), w1 = load(panel + kk * NR + S);
+        for (int m = 0; m < M; ++m) {
+            const pair_bits x = Xp[m * ldp + kk];
+            c[m][0] = dot(c[m][0], x, w0);
+            c[m][1] = dot(c[m][1], x, w1);
+        }
+    }
+    for (int m = 0; m < M; ++m) {
+        float* y = Y + m * ldy;
+        if (cols == NR) {
+            if (accumulate) {
+                c[m][0] = add(c[m][0], load_acc(y));
+                c[m][1] = add(c[m][1], load_acc(y + S));
+            }
+            store(y, c[m][0]);
+            store(y + S, c[m][1]);
+        } else {
+            alignas(64) float tmp[NR];
+            store(tmp, c[m][0]);
+            store(tmp + S, c[m][1]);
+            for (int i = 0; i < cols; ++i) y[i] = accumulate ? y[i] + tmp[i] : tmp[i];
+        }
+    }
+}
+
+using MicroKernel = void (*)(const pair_bits*, std::size_t, const pair_bits*, int, float*, std::size_t, int, bool);
+
+inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
+    return std::array<MicroKernel, MR>{&micro_kernel<int(I) + 1>...};
+}(std::make_index_sequence<MR>{});
+
+// Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols; W is F16 (either layout).
+inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool) {
+    const int K = W.cols;
+    const std::size_t ldp = std::size_t(K + 1) / 2;  // pairs per packed token row
+    thread_local std::vector<pair_bits> packed_x;
+    packed_x.resize(ldp * n);
+    pair_bits* Xp = packed_x.data();
+    const bool threaded = pool && pool->size() > 1;
+    auto pack_x = [&](int t0, int t1) {
+        for (int t = t0; t < t1; ++t) {
+            pair_bits* row = Xp + std::size_t(t) * ldp;
+            row[ldp - 1] = 0;  // the high half of an odd K's last pair
+            simd::bf16::convert(reinterpret_cast<std::uint16_t*>(row), X + std::size_t(t) * ldx, K);
+        }
+    };
+    if (threaded && n >= 16) pool->parallel_for(n, pack_x);
+    else pack_x(0, n);
+
+    const int panels = (W.rows + NR - 1) / NR;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        const int kc = std::min(KC, K - k0), kp = (kc + 1) / 2;
+        auto run = [&](int p0, int p1) {
+            alignas(64) static thread_local pair_bits panel[KP * NR];
+            for (int p = p0; p < p1; ++p) {
+                const int i0 = p * NR, cols = std::min(NR, W.rows - i0);
+                pack_panel(W, i0, k0, kc, panel);
+                for (int t0 = 0; t0 < n; t0 += MR) {
+                    const int m = std::min(MR, n - t0);
+                    kernels[m - 1](Xp + std::size_t(t0) * ldp + k0 / 2, ldp, panel, kp, Y + std::size_t(t0) * ldy + i0,
+                                   std::size_t(ldy), cols, k0 > 0);
+                }
+            }
+        };
+        if (threaded && panels > 1) pool->parallel_for(panels, run);
+        else run(0, panels);
+    }
+}
+
+}  // namespace elastilm::gemm_bf16
+
+#endif

@@ -1,0 +1,55 @@
+// NEON FP16 arithmetic (ARMv8.2-A +fp16): fp16 fused multiply-add on 8 lanes (`vfmaq_f16`), widening of
+// fp16 partial sums into fp32, and fp32 → fp16 narrowing. The only place these intrinsics appear;
+// compiled only when -march offers FP16 vector arithmetic.
+#pragma once
+
+#if defined(__ARM_FEATURE_FP16_VECTOR_ARITHMETIC) && defined(__aarch64__)
+#define ELASTILM_GEMM_F16 1
+
+#include <bit>
+#include <cmath>
+
+#include <arm_neon.h>
+
+#include "elastilm/simd/f16.hpp"
+
+namespace elastilm::simd::f16v {
+
+inline constexpr int lanes = 8;  // fp16 lanes per vector
+using vec = float16x8_t;
+
+inline vec zero() { return vdupq_n_f16(0); }
+inline vec load(const f16_bits* p) { return vreinterpretq_f16_u16(vld1q_u16(p)); }
+inline void store(f16_bits* p, vec v) { vst1q_u16(p, vreinterpretq_u16_f16(v)); }
+
+// acc[i] += x·w[i] in fp16 (x broadcast).
+inline vec fma(vec acc, f16_bits x, vec w) { return vfmaq_f16(acc, w, vdupq_n_f16(std::bit_cast<__fp16>(x))); }
+
+// y[0 .. 8) += acc widened to fp32: a short fp16 run folded into fp32 sums.
+inline void fold(float* y, vec acc) {
+    vst1q_f32(y, vaddq_f32(vld1q_f32(y), vcvt_f32_f16(vget_low_f16(acc))));
+    vst1q_f32(y + 4, vaddq_f32(vld1q_f32(y + 4), vcvt_high_f32_f16(acc)));
+}
+
+// dst[0 .. n) = fp16(src[0 .. n)); returns max |src| (NaN counts as infinite) so the caller can tell
+// whether fp16 sums of these values could overflow.
+inline float convert(f16_bits* dst, const float* src, int n) {
+    float32x4_t mx = vdupq_n_f32(0);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(src + i);
+        mx = vmaxq_f32(mx, vabsq_f32(v));  // vmaxq propagates NaN
+        vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(v)));
+    }
+    float m = vmaxvq_f32(mx);
+    for (; i < n; ++i) {
+        const float a = std::fabs(src[i]);
+        m = a > m || std::isnan(a) ? a : m;
+        dst[i] = std::bit_cast<f16_bits>(__fp16(src[i]));
+    }
+    return std::isnan(m) ? INFINITY : m;
+}
+
+}  // namespace elastilm::simd::f16v
+
+#endif

@@ -1,0 +1,32 @@
+// Which arithmetic prefill's GEMM uses for F16 weights. `reduced` (the default) takes the target's
+// reduced-precision dot product when this build has one (gemm_bf16.hpp: AVX-512 BF16; gemm_f16.hpp:
+// NEON FP16), else fp32; `fp32` always widens to fp32 — the portable path, kept to compare against.
+// A process-wide setting because it is a property of the build and the experiment, not of a call.
+#pragma once
+
+#include <atomic>
+
+namespace elastilm {
+
+enum class GemmPrecision { reduced, fp32 };
+
+inline std::atomic<GemmPrecision>& gemm_precision_setting() {
+    static std::atomic<GemmPrecision> p{GemmPrecision::reduced};
+    return p;
+}
+inline GemmPrecision gemm_precision() { return gemm_precision_setting().load(std::memory_order_relaxed); }
+inline void set_gemm_precision(GemmPrecision p) { gemm_precision_setting().store(p, std::memory_order_relaxed); }
+
+// Sets the precision for the lifetime of this object (tests and benches comparing the two paths).
+class ScopedGemmPrecision {
+public:
+    explicit ScopedGemmPrecision(GemmPrecision p) : saved_(gemm_precision()) { set_gemm_precision(p); }
+    ~ScopedGemmPrecision() { set_gemm_precision(saved_); }
+    ScopedGemmPrecision(const ScopedGemmPrecision&) = delete;
+    ScopedGemmPrecision& operator=(const ScopedGemmPrecision&) = delete;
+
+private:
+    GemmPrecision saved_;
+};
+
+}  // namespace elastilm

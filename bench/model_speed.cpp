@@ -3,7 +3,7 @@
 //
 //   elastilm_bench_model_speed -m MODEL.gguf [-p 512] [-n 128] [-t 2] [-r 1] [--ratios 100,50,20]
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
-//   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf
+//   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --roofline [-t 2] [--tokenizer tokenizer.model]
 //
 // Output: one CSV line per (ratio, repetition): ratio,pp_tok_s,tg_tok_s
@@ -24,12 +24,17 @@ namespace {
 using namespace elastilm;
 using clock_type = std::chrono::steady_clock;
 
+// `type` q8_0 / q4_0: the same weights quantized (layer matrices in that format, embedding and LM head
+// Q8_0; see formats/gguf_export.hpp). Block formats are output-major in every layout.
 template <ModelConfig Cfg>
-void write_synthetic(const std::string& out, const std::string& tokenizer, bool in_major) {
-    std::fprintf(stderr, "writing synthetic fp16 %s weights to %s\n", std::string(Cfg::name).c_str(), out.c_str());
+void write_synthetic(const std::string& out, const std::string& tokenizer, bool in_major, DType type) {
+    std::fprintf(stderr, "writing synthetic %s %s weights to %s\n", std::string(to_string(type)).c_str(), std::string(Cfg::name).c_str(),
+                 out.c_str());
     const ModelWeights w = synthetic_weights<Cfg>({DType::f16, 1, Layout::out_major});
     const Tokenizer tok = Tokenizer::from_model_file(tokenizer);
-    io::export_gguf(w, &tok.vocabulary(), out, {std::string(Cfg::name) + "-synthetic", in_major});
+    io::GgufExportOptions opt{std::string(Cfg::name) + "-synthetic", in_major, type};
+    io::set_ratio_slices<Cfg>(opt);
+    io::export_gguf(w, &tok.vocabulary(), out, opt);
 }
 
 template <ModelConfig Cfg>
@@ -67,9 +72,12 @@ int run(const cli::Args& args) {
         require(args.positional().size() == 1, "model_speed", "--write-synthetic SHAPE OUT.gguf");
         const std::string tok = args.get("--tokenizer", "", (cli::shared_dir() / "models" / "tokenizer.model").string());
         const bool in_major = args.has("--in-major-outputs");  // elastilm-only layout (see formats/gguf_export.hpp)
-        if (shape == "tinyllama") write_synthetic<TinyLlama1B>(args.positional()[0], tok, in_major);
-        else if (shape == "openllama3b") write_synthetic<OpenLlama3B>(args.positional()[0], tok, in_major);
-        else if (shape == "tinygqa") write_synthetic<TinyGqa15M>(args.positional()[0], tok, in_major);
+        const std::string type_name = args.get("--type", "", "f16");
+        require(type_name == "f16" || type_name == "q8_0" || type_name == "q4_0", "model_speed", "--type must be f16, q8_0 or q4_0");
+        const DType type = type_name == "q8_0" ? DType::q8_0 : type_name == "q4_0" ? DType::q4_0 : DType::f16;
+        if (shape == "tinyllama") write_synthetic<TinyLlama1B>(args.positional()[0], tok, in_major, type);
+        else if (shape == "openllama3b") write_synthetic<OpenLlama3B>(args.positional()[0], tok, in_major, type);
+        else if (shape == "tinygqa") write_synthetic<TinyGqa15M>(args.positional()[0], tok, in_major, type);
         else throw Error("model_speed", "unknown shape " + shape + " (tinyllama, openllama3b, tinygqa)");
         return 0;
     }

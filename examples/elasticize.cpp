@@ -1,7 +1,7 @@
 // elasticize: turn a plain LLaMA model into an elastic one (ElastiLM §3.1).
 //
 //   elasticize -m MODEL -o OUT.gguf [--calib TEXT] [--calib-tokens 4096] [--calib-skip 0] [--anchors 1]
-//              [--window 256] [-t THREADS] [--llama-compatible]
+//              [--window 256] [-t THREADS] [--llama-compatible] [--type f16|q8_0|q4_0]
 //
 // Runs calibration text (paragraphs as BOS + ids) through the full model, scores every attention KV group
 // and FFN neuron by its residual-contribution norm and every layer by its block influence, sorts units
@@ -12,6 +12,12 @@
 // every matrix (decode at 20% is then 3.9x faster than at 100% on TinyLlama, in proportion to the bytes;
 // output-major prefixes are short strided row pieces and reach only 2.5x). llama.cpp cannot load that
 // layout; --llama-compatible writes the standard output-major layout, a plain LLaMA GGUF at full width.
+//
+// --type q8_0|q4_0 quantizes after reordering (GGUF's block formats, 32 weights per block along the
+// inputs). Block-format matrices are stored output-major, so a ratio reads a prefix of whole blocks of
+// each row: every sliced input width (q_dim of Wo, hidden of W_down at every ratio) must be a multiple
+// of 32, and a matrix whose slices are not stays F16 (listed on stderr). Embedding and LM head: Q8_0.
+// Given a model that is already elastic, elasticize only converts it (no calibration, same unit order).
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -30,7 +36,7 @@ using namespace elastilm;
 
 constexpr const char* kUsage =
     "usage: elasticize -m MODEL -o OUT.gguf [--calib TEXT] [--calib-tokens 4096] [--calib-skip 0] [--anchors 1]\n"
-    "                  [--window 256] [-t THREADS=2] [--tokenizer PATH] [--llama-compatible]\n";
+    "                  [--window 256] [-t THREADS=2] [--tokenizer PATH] [--llama-compatible] [--type f16|q8_0|q4_0]\n";
 
 
 int run(const cli::Args& args) {
@@ -47,6 +53,9 @@ int run(const cli::Args& args) {
     opt.anchors = args.get_int("--anchors", "--anchors", 1);
     opt.window = args.get_int("--window", "--window", 256);
     const int threads = args.get_int("-t", "--threads", 2);
+    const std::string type = args.get("--type", "--type", "f16");
+    require(type == "f16" || type == "q8_0" || type == "q4_0", "elasticize", "--type must be f16, q8_0 or q4_0, not " + type);
+    const DType quantize = type == "q8_0" ? DType::q8_0 : type == "q4_0" ? DType::q4_0 : DType::f32;
 
     const cli::FoundTokenizer found = cli::load_tokenizer(model_path, args);
     const Tokenizer& tok = found.tokenizer;
@@ -54,9 +63,28 @@ int run(const cli::Args& args) {
     ModelWeights weights = load_weights(model_path);
     return with_config(weights.hparams, weights.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(weights);
+        require(!is_quantized(weights.layers[0].wq.dtype), weights.source,
+                "is block-quantized; elasticize measures importance on F32, F16 or BF16 weights and quantizes afterwards (--type)");
         cli::require_same_vocabulary(tok.vocab_size(), Cfg::vocab_size, tok_path.string());
         require(opt.anchors >= 0 && opt.anchors < Cfg::n_layers, "elasticize",
                 "--anchors must be in 0.." + std::to_string(Cfg::n_layers - 1));
+        auto write = [&](const ModelWeights& elastic) {
+            io::GgufExportOptions eo{std::string(Cfg::name) + "-elastic", !args.has("--llama-compatible"), quantize};
+            io::set_ratio_slices<Cfg>(eo);
+            const io::GgufExportSummary summary = io::export_gguf(elastic, &tok.vocabulary(), out_path, eo);
+            if (is_quantized(quantize)) {
+                std::fprintf(stderr, "  %s: %zu matrices kept F16 (a ratio's input slice is not whole 32-element blocks)%s", type.c_str(),
+                             summary.kept.size(), summary.kept.empty() ? "\n" : ":");
+                for (std::size_t i = 0; i < summary.kept.size(); ++i)
+                    std::fprintf(stderr, " %s%s", summary.kept[i].c_str(), i + 1 == summary.kept.size() ? "\n" : "");
+            }
+        };
+        if (weights.is_elastic) {  // already ordered: only convert (same order, so its LoRA adapters still fit)
+            std::fprintf(stderr, "elasticize: %s is already elastic; writing it as %s to %s\n", weights.source.c_str(), type.c_str(),
+                         out_path.c_str());
+            write(weights);
+            return 0;
+        }
         const auto stream = paragraph_stream(tok, cli::read_text(calib_path));
         require(stream.size() >= std::size_t(calib_skip) + std::size_t(opt.window), calib_path,
                 "has " + std::to_string(stream.size()) + " tokens, fewer than --calib-skip + --window");
@@ -76,7 +104,7 @@ int run(const cli::Args& args) {
         for (int a : elastic.elastic.anchors) std::fprintf(stderr, " %d", a);
         std::fprintf(stderr, "\n  writing %s (%s layout)\n", out_path.c_str(),
                      args.has("--llama-compatible") ? "llama.cpp-compatible output-major" : "elastic input-major");
-        io::export_gguf(elastic, &tok.vocabulary(), out_path, {std::string(Cfg::name) + "-elastic", !args.has("--llama-compatible")});
+        write(elastic);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         std::fprintf(stderr, "done in %.1f s\n", s);
         return 0;

@@ -1,5 +1,5 @@
 // Turning the two tensors a file stores for one adapted matrix (lora_a [rank, in], lora_b [out, rank],
-// F32 or F16) into a LoraPair, checking what the two files formats share: both are matrices and their
+// F32, F16 or BF16) into a LoraPair, checking what the two files formats share: both are matrices and their
 // ranks agree with each other and with the adapter's. Shapes against the model are validate<Cfg>'s job.
 #pragma once
 
@@ -10,6 +10,7 @@
 
 #include "elastilm/error.hpp"
 #include "elastilm/model/lora_adapter.hpp"
+#include "elastilm/simd/bf16.hpp"
 #include "elastilm/simd/f16.hpp"
 #include "elastilm/tensor.hpp"
 
@@ -21,9 +22,11 @@ inline std::string lora_shape_string(const std::vector<std::int64_t>& s) {
     return out + "]";
 }
 
-// The elements of a file tensor (io::GgufTensor or io::SafeTensor), widened to fp32.
+// The elements of a file tensor (io::GgufTensor or io::SafeTensor: F32, F16 or BF16), widened to fp32.
 template <class FileTensor>
-std::vector<float> lora_floats(const FileTensor& t) {
+std::vector<float> lora_floats(const FileTensor& t, const std::string& where) {
+    require(!is_quantized(t.dtype), where,
+            "tensor " + t.name + " is " + std::string(to_string(t.dtype)) + "; adapter tensors must be F32, F16 or BF16");
     std::size_t n = 1;
     for (auto d : t.shape) n *= std::size_t(d);
     std::vector<float> out(n);
@@ -31,9 +34,9 @@ std::vector<float> lora_floats(const FileTensor& t) {
         if (n) std::memcpy(out.data(), t.data, n * sizeof(float));
     } else {
         for (std::size_t i = 0; i < n; ++i) {
-            f16_bits h;
+            std::uint16_t h;
             std::memcpy(&h, t.data + 2 * i, 2);
-            out[i] = f16_to_f32(h);
+            out[i] = t.dtype == DType::bf16 ? bf16_to_f32(h) : f16_to_f32(h);
         }
     }
     return out;
@@ -55,8 +58,8 @@ LoraPair lora_pair_from(const FileTensor& a, const FileTensor& b, int rank, cons
     p.rank = rank;
     p.rows = int(b.shape[0]);
     p.cols = int(a.shape[1]);
-    p.a = lora_floats(a);
-    p.b = lora_floats(b);
+    p.a = lora_floats(a, where);
+    p.b = lora_floats(b, where);
     return p;
 }
 

@@ -268,7 +268,7 @@ struct Fnv1a {
 inline void hash_matrix(Fnv1a& f, const MatrixView& m) {
     f.value(int(m.dtype)), f.value(int(m.layout)), f.value(m.rows), f.value(m.cols);
     const std::size_t lines = m.layout == Layout::out_major ? std::size_t(m.rows) : std::size_t(m.cols);
-    const std::size_t total = lines * m.ld * dtype_size(m.dtype);
+    const std::size_t total = bytes_for(m.dtype, lines * m.ld);
     const std::size_t window = std::min<std::size_t>(total, 4096);
     const auto* p = static_cast<const std::byte*>(m.data);
     if (!p) return;

@@ -69,7 +69,7 @@ inline std::uint64_t fnv1a(std::uint64_t h, const void* p, std::size_t n) {
 inline std::uint64_t hash_ends(std::uint64_t h, const MatrixView& m) {
     const std::size_t major = m.layout == Layout::out_major ? std::size_t(m.rows) : std::size_t(m.cols);
     const std::size_t minor = m.layout == Layout::out_major ? std::size_t(m.cols) : std::size_t(m.rows);
-    const std::size_t bytes = ((major - 1) * m.ld + minor) * dtype_size(m.dtype);
+    const std::size_t bytes = bytes_for(m.dtype, (major - 1) * m.ld + minor);
     const std::size_t n = std::min<std::size_t>(1024, bytes);
     const auto* base = static_cast<const unsigned char*>(m.data);
     return fnv1a(fnv1a(h, base, n), base + bytes - n, n);

@@ -17,6 +17,7 @@
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/f16_widen.hpp"
 #include "elastilm/simd/matvec.hpp"
+#include "elastilm/simd/quant_matmul.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm {
@@ -106,6 +107,7 @@ inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int l
         for (int t = 0; t < n; ++t) matvec(W, X + std::size_t(t) * ldx, Y + std::size_t(t) * ldy, pool);
         return;
     }
+    if (is_quantized(W.dtype)) return quant_matmul(W, X, ldx, Y, ldy, n, pool);  // simd/quant_matmul.hpp
     const int panels = (W.rows + NR - 1) / NR;
     for (int k0 = 0; k0 < W.cols; k0 += KC) {
         const int kc = std::min(KC, W.cols - k0);

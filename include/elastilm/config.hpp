@@ -69,6 +69,26 @@ struct TinyGqa15M {
     static constexpr RopePairing rope_pairing = RopePairing::halves;
 };
 
+// The service's served model (../shared/models/docs-95M), Hugging Face layout. Multi-head attention:
+// every KV group is one head, so a ratio slices single heads.
+struct Docs95M {
+    static constexpr std::string_view name = "docs-95M";
+    static constexpr int dim = 768, hidden_dim = 1536, n_layers = 12, n_heads = 12, n_kv_heads = 12;
+    static constexpr int head_dim = 64, vocab_size = 32000, context = 1024;
+    static constexpr float rope_theta = 10000.0f, norm_eps = 1e-5f;
+    static constexpr RopePairing rope_pairing = RopePairing::halves;
+};
+
+// docs-95M's TLM trunk (../shared/models/docs-tlm-15M): tiny-gqa-15M's shape with a 1024-token context,
+// trained on the same corpus and vocabulary as docs-95M.
+struct DocsTlm15M {
+    static constexpr std::string_view name = "docs-tlm-15M";
+    static constexpr int dim = 288, hidden_dim = 768, n_layers = 6, n_heads = 6, n_kv_heads = 2;
+    static constexpr int head_dim = 48, vocab_size = 32000, context = 1024;
+    static constexpr float rope_theta = 10000.0f, norm_eps = 1e-5f;
+    static constexpr RopePairing rope_pairing = RopePairing::halves;
+};
+
 struct TinyLlama1B {
     static constexpr std::string_view name = "TinyLlama-1.1B";
     static constexpr int dim = 2048, hidden_dim = 5632, n_layers = 22, n_heads = 32, n_kv_heads = 4;

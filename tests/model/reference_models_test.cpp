@@ -1,7 +1,7 @@
 // The forward pass against independent oracles on real weights:
 //  * stories260K.bin (fp32, llama2.c): logits after BOS and the greedy 64-token continuation;
-//  * tiny-gqa-15M (fp16 safetensors, Hugging Face RoPE): last-position logits of three prompts and
-//    their greedy 32-token continuations, computed by Hugging Face transformers.
+//  * tiny-gqa-15M, docs-95M and docs-tlm-15M (fp16 safetensors, Hugging Face RoPE): last-position logits
+//    of three prompts and their greedy 32-token continuations, computed by Hugging Face transformers.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -49,23 +49,31 @@ TEST(Stories260K, MatchesReferenceLogitsAndGreedy) {
     }
 }
 
-TEST(TinyGqa15M, MatchesTransformersOnEveryCase) {
-    const auto model_dir = test::shared_model("tiny-gqa-15M");
+// Every case of a Hugging Face folder's reference.json: last-position logits within 2e-2 (fp16 weights,
+// fp32 arithmetic in transformers) and the greedy 32-token continuation identical.
+template <ModelConfig Cfg>
+void expect_matches_transformers(const std::string& folder) {
+    const auto model_dir = test::shared_model(folder);
     ELASTILM_REQUIRE_SHARED(model_dir / "model.safetensors");
     const auto ref = read_json(model_dir / "reference.json");
-    Model<TinyGqa15M> m(load_model<TinyGqa15M>(model_dir));
+    Model<Cfg> m(load_model<Cfg>(model_dir));
     ThreadPool pool(2);
+    ASSERT_FALSE(ref["cases"].empty());
     for (const auto& c : ref["cases"]) {
-        Session<TinyGqa15M> s(m, pool);
+        Session<Cfg> s(m, pool);
         const auto ids = c["ids"].get<std::vector<int>>();
         const auto logits = s.append(ids);
         double max_err = 0;
-        for (int i = 0; i < TinyGqa15M::vocab_size; ++i)
+        for (int i = 0; i < Cfg::vocab_size; ++i)
             max_err = std::max(max_err, std::fabs(double(logits[i]) - c["last_logits"][i].get<double>()));
-        EXPECT_LE(max_err, 2e-2) << "fp16 weights, prompt: " << c["prompt"];
-        EXPECT_EQ(greedy(s, logits, 32), c["greedy32"].get<std::vector<int>>()) << c["prompt"];
+        EXPECT_LE(max_err, 2e-2) << folder << ", fp16 weights, prompt: " << c["prompt"];
+        EXPECT_EQ(greedy(s, logits, 32), c["greedy32"].get<std::vector<int>>()) << folder << ": " << c["prompt"];
     }
 }
+
+TEST(TinyGqa15M, MatchesTransformersOnEveryCase) { expect_matches_transformers<TinyGqa15M>("tiny-gqa-15M"); }
+TEST(Docs95M, MatchesTransformersOnEveryCase) { expect_matches_transformers<Docs95M>("docs-95M"); }
+TEST(DocsTlm15M, MatchesTransformersOnEveryCase) { expect_matches_transformers<DocsTlm15M>("docs-tlm-15M"); }
 
 }  // namespace
 }  // namespace elastilm

@@ -15,7 +15,7 @@
 
 namespace elastilm {
 
-using KnownConfigs = std::tuple<Stories260K, TinyGqa15M, TinyLlama1B, OpenLlama3B, Llama2_7B>;
+using KnownConfigs = std::tuple<Stories260K, TinyGqa15M, Docs95M, DocsTlm15M, TinyLlama1B, OpenLlama3B, Llama2_7B>;
 
 // The first field where `h` differs from Cfg, as "field is X in the file but Y in config Name", or "".
 template <ModelConfig Cfg>

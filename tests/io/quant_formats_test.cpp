@@ -122,9 +122,35 @@ TEST(QuantGguf, NanOrInfiniteScalesAreRefused) {
     for (std::uint16_t bad : {std::uint16_t(0x7e00), std::uint16_t(0x7c00), std::uint16_t(0xfc00)}) {
         std::string b = whole;
         std::memcpy(b.data() + q8 + 3 * 34, &bad, 2);  // block 3 = row 1, block 1
-        const std::string e = error_of(b);
+        const io::GgufFile g2 = io::GgufFile::parse(bytes_of(b), "test.gguf");  // metadata reads do not scan blocks
+        std::string e;
+        try {
+            io::check_block_scales("q8", DType::q8_0, g2.find("q8")->data, g2.find("q8")->nbytes, "test.gguf");  // what the loader runs
+        } catch (const Error& err) {
+            e = err.what();
+        }
         EXPECT_NE(e.find("tensor q8 (Q8_0): block 3 has a NaN or infinite scale"), std::string::npos) << e;
     }
+    // Through the model loader: a quantized model with one bad scale is refused naming the tensor.
+    using Cfg = Stories260K;
+    const auto p = temp_file("badscale.gguf");
+    io::GgufExportOptions opt{"q", false, DType::q8_0};
+    io::export_gguf(synthetic_weights<Cfg>({DType::f16, 2}), nullptr, p, opt);
+    std::string b = slurp(p);
+    const io::GgufFile g3 = io::GgufFile::parse(bytes_of(b), "x");
+    const auto* t = g3.find("blk.2.attn_q.weight");
+    ASSERT_EQ(t->dtype, DType::q8_0);
+    const std::uint16_t nan = 0x7e00;
+    std::memcpy(b.data() + (t->data - reinterpret_cast<const std::byte*>(b.data())) + 34, &nan, 2);
+    std::ofstream(p, std::ios::binary | std::ios::trunc).write(b.data(), std::streamsize(b.size()));
+    try {
+        load_model<Cfg>(p);
+        ADD_FAILURE() << "loaded a model with a NaN scale";
+    } catch (const Error& err) {
+        EXPECT_NE(std::string(err.what()).find("tensor blk.2.attn_q.weight (Q8_0): block 1 has a NaN or infinite scale"), std::string::npos)
+            << err.what();
+    }
+    std::filesystem::remove(p);
 }
 
 TEST(QuantGguf, EveryUnsupportedTypeIsNamedWithTheLoadableOnes) {

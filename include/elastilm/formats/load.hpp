@@ -76,6 +76,7 @@ struct TensorSource {
         require(t.shape == want, where,
                 "tensor " + name + " has shape " + shape_string(t.shape) + ", expected " + shape_string(want));
         const std::size_t ld = std::size_t(layout == Layout::out_major ? cols : rows);
+        io::check_block_scales(name, t.dtype, t.data, t.nbytes, where);
         if (t.dtype == DType::bf16) {
             auto& h = buffers->converted.emplace_back(bf16_to_f16(t.data, std::size_t(rows) * cols, where, name));
             return MatrixView{h.data(), DType::f16, layout, rows, cols, ld};

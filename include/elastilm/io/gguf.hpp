@@ -84,6 +84,15 @@ inline bool dtype_from_ggml(std::uint32_t type, DType& out) {
     return false;
 }
 
+// A block-format tensor's scales must be finite: one NaN or infinite scale poisons every product its rows
+// enter. Checked by the model loader when it takes a tensor, not by the parser, so that reading a file's
+// metadata (a tokenizer from a GGUF) does not page in its weights.
+inline void check_block_scales(const std::string& name, DType dtype, const std::byte* data, std::size_t nbytes, const std::string& where) {
+    if (!is_quantized(dtype)) return;
+    const long bad = first_bad_scale(dtype, {data, nbytes});
+    require(bad < 0, where, "tensor " + name + " (" + std::string(to_string(dtype)) + "): block " + std::to_string(bad) + " has a NaN or infinite scale");
+}
+
 struct GgufTensor {
     std::string name;
     std::vector<std::int64_t> shape;  // outermost first: [rows, cols] for a matrix (ne reversed)
@@ -165,11 +174,6 @@ public:
                     "tensor " + t.name + " (" + std::to_string(t.nbytes) + " bytes at data offset " + std::to_string(t.offset) +
                         ") runs past the end of the file");
             t.data = bytes.data() + data_start + t.offset;
-            if (is_quantized(t.dtype)) {
-                const long bad = first_bad_scale(t.dtype, {t.data, t.nbytes});
-                require(bad < 0, where, "tensor " + t.name + " (" + std::string(to_string(t.dtype)) + "): block " + std::to_string(bad) +
-                                            " has a NaN or infinite scale");
-            }
         }
         for (std::size_t i = 0; i < g.tensors_.size(); ++i) g.index_[g.tensors_[i].name] = i;
         require(g.index_.size() == g.tensors_.size(), where, "duplicate tensor names");

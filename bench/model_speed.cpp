@@ -4,7 +4,7 @@
 //   elastilm_bench_model_speed -m MODEL.gguf [-p 512] [-n 128] [-t 2] [-r 1] [--ratios 100,50,20]
 //   elastilm_bench_model_speed -m MODEL.gguf --ttft 128,512,1024 [--ratios …]   (TTFT per prompt length, attention share)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
-//   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf
+//   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --roofline [-t 2]   (CSV: read GB/s, fp32 FMA GFLOP/s, reduced-GEMM peak GFLOP/s)
 //
 // Output: one CSV line per (ratio, repetition): ratio,pp_tok_s,tg_tok_s
@@ -26,12 +26,17 @@ namespace {
 using namespace elastilm;
 using clock_type = std::chrono::steady_clock;
 
+// `type` q8_0 / q4_0: the same weights quantized (layer matrices in that format, embedding and LM head
+// Q8_0; see formats/gguf_export.hpp). Block formats are output-major in every layout.
 template <ModelConfig Cfg>
-void write_synthetic(const std::string& out, const std::string& tokenizer, bool in_major) {
-    std::fprintf(stderr, "writing synthetic fp16 %s weights to %s\n", std::string(Cfg::name).c_str(), out.c_str());
+void write_synthetic(const std::string& out, const std::string& tokenizer, bool in_major, DType type) {
+    std::fprintf(stderr, "writing synthetic %s %s weights to %s\n", std::string(to_string(type)).c_str(), std::string(Cfg::name).c_str(),
+                 out.c_str());
     const ModelWeights w = synthetic_weights<Cfg>({DType::f16, 1, Layout::out_major});
     const Tokenizer tok = Tokenizer::from_model_file(tokenizer);
-    io::export_gguf(w, &tok.vocabulary(), out, {std::string(Cfg::name) + "-synthetic", in_major});
+    io::GgufExportOptions opt{std::string(Cfg::name) + "-synthetic", in_major, type};
+    io::set_ratio_slices<Cfg>(opt);
+    io::export_gguf(w, &tok.vocabulary(), out, opt);
 }
 
 // TTFT: a fresh prompt of each length at each ratio, and the share of it spent in attention.
@@ -100,6 +105,7 @@ int run(const cli::Args& args) {
     const std::string tok = args.get("--tokenizer", "", (cli::shared_dir() / "models" / "tokenizer.model").string(),
                                      "with --write-synthetic: its vocabulary");
     const bool in_major = args.has("--in-major-outputs", "", "with --write-synthetic: elastilm-only input-major layout");
+    const std::string type_name = args.get("--type", "", "f16", "with --write-synthetic: f16, q8_0 or q4_0");
     const bool roofline = args.has("--roofline", "", "print the machine's read GB/s, FMA and reduced-precision GFLOP/s as CSV");
     std::vector<int> ttft_lengths;  // --ttft 128,512,1024: TTFT per prompt length with the attention share
     if (args.has("--ttft", "", "prompt lengths: TTFT and attention share per ratio instead of pp/tg")) {
@@ -117,9 +123,11 @@ int run(const cli::Args& args) {
                 "Prefill and decode tok/s per width ratio, as CSV lines ratio,pp_tok_s,tg_tok_s.");
     if (!shape.empty()) {
         require(positional.size() == 1, "model_speed", "--write-synthetic SHAPE OUT.gguf");
-        if (shape == "tinyllama") write_synthetic<TinyLlama1B>(positional[0], tok, in_major);
-        else if (shape == "openllama3b") write_synthetic<OpenLlama3B>(positional[0], tok, in_major);
-        else if (shape == "tinygqa") write_synthetic<TinyGqa15M>(positional[0], tok, in_major);
+        require(type_name == "f16" || type_name == "q8_0" || type_name == "q4_0", "model_speed", "--type must be f16, q8_0 or q4_0");
+        const DType type = type_name == "q8_0" ? DType::q8_0 : type_name == "q4_0" ? DType::q4_0 : DType::f16;
+        if (shape == "tinyllama") write_synthetic<TinyLlama1B>(positional[0], tok, in_major, type);
+        else if (shape == "openllama3b") write_synthetic<OpenLlama3B>(positional[0], tok, in_major, type);
+        else if (shape == "tinygqa") write_synthetic<TinyGqa15M>(positional[0], tok, in_major, type);
         else throw Error("model_speed", "unknown shape " + shape + " (tinyllama, openllama3b, tinygqa)");
         return 0;
     }

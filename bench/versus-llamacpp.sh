@@ -5,19 +5,23 @@
 # build get) and for this machine's own ISA (-march=native, as llama.cpp's GGML_NATIVE build is), which
 # adds the reduced-precision prefill GEMM where the CPU has one (AVX-512 BF16 …).
 #
-#   bench/versus-llamacpp.sh [--shape tinyllama|openllama3b] [-m MODEL.gguf] [-t 2] [-r 5] [-p 512] [-n 128]
+#   bench/versus-llamacpp.sh [--shape tinyllama|openllama3b] [--type f16|q8_0|q4_0] [-m MODEL.gguf] [-t 2] [-r 5] [-p 512] [-n 128]
 #   bench/versus-llamacpp.sh --smoke      # tiny-gqa shape, -p 64 -n 16, one repetition (CI)
 #
 # llama.cpp comes from the npm registry (node-llama-cpp ships its source) and is built once into
 # $ELASTILM_CACHE (default ~/.cache/elastilm), outside this tree; see bench/llamacpp-build.sh.
-# The synthetic model files (fp16, LLaMA-2 vocabulary) are written there by our own GGUF writer.
+# The synthetic model files (fp16, LLaMA-2 vocabulary) are written there by our own GGUF writer;
+# --type q8_0|q4_0 quantizes them (layer matrices in that format, embedding and LM head Q8_0). Block
+# formats have one layout, GGUF's standard one, which is also our elastic one (a ratio reads a prefix of
+# whole blocks of each row), so both engines read the very same file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shape=tinyllama model="" threads=2 reps=5 pp=512 tg=128
+shape=tinyllama type=f16 model="" threads=2 reps=5 pp=512 tg=128
 while (($#)); do
   case "$1" in
     --smoke) shape=tinygqa reps=1 pp=64 tg=16 ;;
     --shape) shape=$2; shift ;;
+    --type) type=$2; shift ;;
     -m) model=$2; shift ;;
     -t) threads=$2; shift ;;
     -r) reps=$2; shift ;;
@@ -44,8 +48,8 @@ export LD_LIBRARY_PATH="$(dirname "$llama_bench")${LD_LIBRARY_PATH:+:$LD_LIBRARY
 
 if [[ -z "$model" ]]; then
   mkdir -p "$cache/models"
-  model="$cache/models/$shape-synthetic-f16.gguf"
-  [[ -f "$model" ]] || "$ours" --write-synthetic "$shape" "$model" > /dev/null
+  model="$cache/models/$shape-synthetic-$type.gguf"
+  [[ -f "$model" ]] || "$ours" --write-synthetic "$shape" "$model" --type "$type" > /dev/null
 fi
 ratios=100,90,80,70,60,50,40,30,20
 # Ceilings of the native-ISA build: its fp32 FMA peak (widest SIMD) and the peak of the reduced GEMM's instruction.

@@ -79,7 +79,9 @@ CXX=clang++ cmake -S . -B "$root/fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInf
 for target in $(cmake --build "$root/fuzz" --target help | sed -n 's/^\([a-z0-9_]*_fuzz\):.*/\1/p'); do
   cmake --build "$root/fuzz" -j "$jobs" --target "$target" > /dev/null
   mkdir -p "$root/fuzz/corpus-$target"
-  "$root/fuzz/tests/fuzz/$target" -max_total_time=20 -print_final_stats=0 "$root/fuzz/corpus-$target" 2>&1 | tail -n 2 \
+  seeds=tests/fuzz/seeds/$target  # read-only starting points (e.g. block-quantized GGUF tensors), if any
+  [[ -d $seeds ]] || seeds=""
+  "$root/fuzz/tests/fuzz/$target" -max_total_time=20 -print_final_stats=0 "$root/fuzz/corpus-$target" $seeds 2>&1 | tail -n 2 \
     || { echo "fuzz target $target found a crash"; exit 1; }
 done
 

@@ -40,16 +40,38 @@ int run(const cli::Args& args) {
     const int threads = args.threads();
     const std::string tokenizer = cli::tokenizer_flag(args);
     const bool llama_compatible = args.has("--llama-compatible", "", "write llama.cpp's output-major layout");
+    const std::string type = args.get("--type", "", "f16", "f16, q8_0 or q4_0: block-quantized after reordering");
     args.finish("elasticize -m MODEL -o OUT.gguf [flags]\n"
                 "Scores units on calibration text, orders them by importance and writes an elastic GGUF.");
     if (model_path.empty() || out_path.empty()) return cli::usage_error(args, "-m/--model and -o/--output");
+    require(type == "f16" || type == "q8_0" || type == "q4_0", "elasticize", "--type must be f16, q8_0 or q4_0, not " + type);
+    const DType quantize = type == "q8_0" ? DType::q8_0 : type == "q4_0" ? DType::q4_0 : DType::f32;
 
     const cli::ModelFile file = cli::open_model(model_path, tokenizer);
     const Tokenizer& tok = *file.tokenizer;
     const ModelWeights& weights = file.weights;
     return cli::with_model(file, [&]<ModelConfig Cfg>() -> int {
+        require(!is_quantized(weights.layers[0].wq.dtype), weights.source,
+                "is block-quantized; elasticize measures importance on F32, F16 or BF16 weights and quantizes afterwards (--type)");
         require(opt.anchors >= 0 && opt.anchors < Cfg::n_layers, "elasticize",
                 "--anchors must be in 0.." + std::to_string(Cfg::n_layers - 1));
+        auto write = [&](const ModelWeights& elastic) {
+            io::GgufExportOptions eo{std::string(Cfg::name) + "-elastic", !llama_compatible, quantize};
+            io::set_ratio_slices<Cfg>(eo);
+            const io::GgufExportSummary summary = io::export_gguf(elastic, &tok.vocabulary(), out_path, eo);
+            if (is_quantized(quantize)) {
+                std::fprintf(stderr, "  %s: %zu matrices kept F16 (a ratio's input slice is not whole 32-element blocks)%s", type.c_str(),
+                             summary.kept.size(), summary.kept.empty() ? "\n" : ":");
+                for (std::size_t i = 0; i < summary.kept.size(); ++i)
+                    std::fprintf(stderr, " %s%s", summary.kept[i].c_str(), i + 1 == summary.kept.size() ? "\n" : "");
+            }
+        };
+        if (weights.is_elastic) {  // already ordered: only convert (same order, so its LoRA adapters still fit)
+            std::fprintf(stderr, "elasticize: %s is already elastic; writing it as %s to %s\n", weights.source.c_str(), type.c_str(),
+                         out_path.c_str());
+            write(weights);
+            return 0;
+        }
         const auto stream = paragraph_stream(tok, cli::read_text(calib_path));
         require(stream.size() >= std::size_t(calib_skip) + std::size_t(opt.window), calib_path,
                 "has " + std::to_string(stream.size()) + " tokens, fewer than --calib-skip + --window");
@@ -69,7 +91,7 @@ int run(const cli::Args& args) {
         for (int a : elastic.elastic.anchors) std::fprintf(stderr, " %d", a);
         std::fprintf(stderr, "\n  writing %s (%s layout)\n", out_path.c_str(),
                      llama_compatible ? "llama.cpp-compatible output-major" : "elastic input-major");
-        io::export_gguf(elastic, &tok.vocabulary(), out_path, {std::string(Cfg::name) + "-elastic", !llama_compatible});
+        write(elastic);
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         std::fprintf(stderr, "done in %.1f s\n", s);
         return 0;

@@ -120,8 +120,10 @@ struct Llama2_7B {
 inline constexpr std::array<int, 9> kRatios = {20, 30, 40, 50, 60, 70, 80, 90, 100};
 
 // FFN neuron counts are rounded up to this many so a sliced row block stays a whole number of SIMD
-// vectors (16 fp32 lanes = one AVX-512 register, two AVX2 or four NEON registers).
-inline constexpr int kFfnUnitMultiple = 16;
+// vectors (16 fp32 lanes = one AVX-512 register, two AVX2 or four NEON registers) and W_down's sliced
+// inputs stay whole Q8_0 / Q4_0 blocks of 32 (simd/quant_blocks.hpp): 32 is the smallest multiple that
+// lets every ratio of a quantized model read a prefix of whole blocks.
+inline constexpr int kFfnUnitMultiple = 32;
 
 constexpr int round_div(int num, int den) { return (num + den / 2) / den; }  // round half up, num >= 0
 constexpr int round_up(int x, int multiple) { return (x + multiple - 1) / multiple * multiple; }

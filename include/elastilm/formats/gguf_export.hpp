@@ -15,7 +15,10 @@
 
 #include "elastilm/formats/elastic_keys.hpp"
 #include "elastilm/io/gguf_writer.hpp"
+#include "elastilm/model/variant_table.hpp"
 #include "elastilm/model/weights.hpp"
+#include "elastilm/simd/f16.hpp"
+#include "elastilm/simd/quant_blocks.hpp"
 #include "elastilm/tokenizer/gguf_keys.hpp"
 
 namespace elastilm::io {
@@ -25,6 +28,30 @@ struct GgufExportOptions {
     // Store Wo and W_down input-major so every ratio's columns are one contiguous prefix. Such a file
     // is for elastilm only: llama.cpp expects them output-major.
     bool outputs_in_major = false;
+    // Q8_0 or Q4_0: quantize the layer matrices to this block format (anything else: keep their dtype).
+    // Block formats store every matrix output-major, blocks along the inputs, so a ratio reads a prefix
+    // of whole blocks in each row — provided every input width a ratio slices is a multiple of 32:
+    // a matrix whose slices are not (listed in q_dim_slices for Wo, hidden_slices for W_down) keeps its
+    // dtype. The embedding and LM head are quantized to Q8_0 (they are never sliced; the LM head's
+    // logits are the most sensitive to error, as llama.cpp keeps its output tensor above Q4_0).
+    DType quantize = DType::f32;
+    std::vector<int> q_dim_slices = {}, hidden_slices = {};
+};
+
+// The input widths of Wo and W_down that Cfg's ratios read, for GgufExportOptions.
+template <ModelConfig Cfg>
+void set_ratio_slices(GgufExportOptions& opt) {
+    opt.q_dim_slices.clear();
+    opt.hidden_slices.clear();
+    for (const WidthInfo& r : width_table<Cfg>) {
+        opt.q_dim_slices.push_back(r.heads * Cfg::head_dim);
+        opt.hidden_slices.push_back(r.hidden);
+    }
+}
+
+// What export_gguf wrote: the tensors left in their dtype although a block format was asked for.
+struct GgufExportSummary {
+    std::vector<std::string> kept;
 };
 
 namespace detail {
@@ -38,10 +65,50 @@ inline std::vector<int> rope_rows_to_adjacent(int n_heads, int head_dim) {
     return src;
 }
 
+// Row r of W (either layout, any dtype) as fp32.
+inline void row_as_f32(const MatrixView& W, int r, float* out) {
+    const auto* base = static_cast<const std::byte*>(W.data);
+    if (is_quantized(W.dtype)) {
+        dequantize_row(W.dtype, base + bytes_for(W.dtype, std::size_t(r) * W.ld), W.cols, out);
+        return;
+    }
+    const std::size_t es = dtype_size(W.dtype);
+    for (int j = 0; j < W.cols; ++j) {
+        const std::size_t k = W.layout == Layout::out_major ? std::size_t(r) * W.ld + j : std::size_t(j) * W.ld + r;
+        if (W.dtype == DType::f32) std::memcpy(&out[j], base + k * es, 4);
+        else {
+            f16_bits h;
+            std::memcpy(&h, base + k * es, 2);
+            out[j] = f16_to_f32(h);
+        }
+    }
+}
+
 // Streams W(i, j) to the file as [rows, cols] (or [cols, rows] when transposed), rows taken in
-// `row_order` (empty = natural).
-inline GgufWriter::Filler matrix_filler(const MatrixView& W, std::vector<int> row_order, bool transposed) {
-    return [W, row_order = std::move(row_order), transposed](std::FILE* f) {
+// `row_order` (empty = natural), quantized to `to` when that is a block format.
+inline GgufWriter::Filler matrix_filler(const MatrixView& W, std::vector<int> row_order, bool transposed, DType to) {
+    return [W, row_order = std::move(row_order), transposed, to](std::FILE* f) {
+        if (is_quantized(to) || is_quantized(W.dtype)) {  // out_major rows, through fp32 unless copied as is
+            std::vector<float> row(W.cols);
+            std::vector<std::byte> line(bytes_for(to, std::size_t(W.cols)));
+            for (int a = 0; a < W.rows; ++a) {
+                const int r = row_order.empty() ? a : row_order[a];
+                if (W.dtype == to) {
+                    std::fwrite(static_cast<const std::byte*>(W.data) + bytes_for(to, std::size_t(r) * W.ld), 1, line.size(), f);
+                    continue;
+                }
+                row_as_f32(W, r, row.data());
+                if (is_quantized(to)) quantize_row(to, row.data(), W.cols, line.data());
+                else if (to == DType::f32) std::memcpy(line.data(), row.data(), line.size());
+                else
+                    for (int j = 0; j < W.cols; ++j) {
+                        const f16_bits h = f32_to_f16(row[j]);
+                        std::memcpy(line.data() + 2 * j, &h, 2);
+                    }
+                std::fwrite(line.data(), 1, line.size(), f);
+            }
+            return;
+        }
         const std::size_t es = dtype_size(W.dtype);
         const auto* base = static_cast<const std::byte*>(W.data);
         auto element = [&](int i, int j) { return base + W.offset(i, j) * es; };
@@ -61,16 +128,26 @@ inline GgufWriter::Filler matrix_filler(const MatrixView& W, std::vector<int> ro
     };
 }
 
+inline bool whole_blocks(int n) { return n % kQuantBlock == 0; }
+inline bool all_whole_blocks(const std::vector<int>& ns) {
+    for (int n : ns)
+        if (!whole_blocks(n)) return false;
+    return true;
+}
+
 }  // namespace detail
 
-inline void export_gguf(const ModelWeights& w, const Vocabulary* vocab, const std::filesystem::path& path,
-                        const GgufExportOptions& opt = {}) {
+inline GgufExportSummary export_gguf(const ModelWeights& w, const Vocabulary* vocab, const std::filesystem::path& path,
+                                     const GgufExportOptions& opt = {}) {
     const FileHyperParams& h = w.hparams;
+    const bool quantize = is_quantized(opt.quantize);
     const bool f16 = w.embedding.dtype == DType::f16;
+    GgufExportSummary summary;
     GgufWriter g;
     g.set_string("general.architecture", "llama");
     g.set_string("general.name", opt.name);
-    g.set_u32("general.file_type", f16 ? 1 : 0);
+    // llama.cpp's file type ids: 0 all F32, 1 mostly F16, 2 mostly Q4_0, 7 mostly Q8_0.
+    g.set_u32("general.file_type", opt.quantize == DType::q4_0 ? 2 : opt.quantize == DType::q8_0 ? 7 : f16 ? 1 : 0);
     g.set_u32("llama.context_length", std::uint32_t(h.context > 0 ? h.context : 2048));
     g.set_u32("llama.embedding_length", std::uint32_t(h.dim));
     g.set_u32("llama.block_count", std::uint32_t(h.n_layers));
@@ -93,27 +170,41 @@ inline void export_gguf(const ModelWeights& w, const Vocabulary* vocab, const st
     const auto q_order = halves ? detail::rope_rows_to_adjacent(h.n_heads, h.head_dim) : std::vector<int>{};
     const auto k_order = halves ? detail::rope_rows_to_adjacent(h.n_kv_heads, h.head_dim) : std::vector<int>{};
     const std::vector<int> no_order;
-    auto matrix = [&](const std::string& name, const MatrixView& m, const std::vector<int>& order = {}, bool transposed = false) {
+    // `to`: the dtype asked for this matrix; a block format when its inputs are not whole blocks keeps
+    // the matrix's dtype (a block-format source is widened to F16 then).
+    auto matrix = [&](const std::string& name, const MatrixView& m, const std::vector<int>& order = {}, bool transposed = false,
+                      DType to = DType::f32, bool slices_whole = true) {
+        if (!is_quantized(to)) to = m.dtype;
+        if (is_quantized(to) && !(detail::whole_blocks(m.cols) && slices_whole)) {
+            if (quantize) summary.kept.push_back(name);
+            to = m.dtype;
+        }
+        if (is_quantized(to) || is_quantized(m.dtype)) transposed = false;  // blocks run along the inputs
         const std::vector<std::int64_t> shape = transposed ? std::vector<std::int64_t>{m.cols, m.rows}
                                                            : std::vector<std::int64_t>{m.rows, m.cols};
-        g.add_tensor(name, shape, m.dtype, detail::matrix_filler(m, order, transposed));
+        g.add_tensor(name, shape, to, detail::matrix_filler(m, order, transposed, to));
     };
     auto vector = [&](const std::string& name, const std::vector<float>& v) {
         g.add_tensor(name, {std::int64_t(v.size())}, DType::f32, v.data());
     };
-    matrix("token_embd.weight", w.embedding);
+    const DType head_type = quantize ? DType::q8_0 : DType::f32;
+    matrix("token_embd.weight", w.embedding, {}, false, head_type);
     for (int l = 0; l < h.n_layers; ++l) {
         const LayerWeights& L = w.layers[l];
         const std::string p = "blk." + std::to_string(l) + ".";
         for (const LayerNorm& n : kLayerNorms) vector(p + n.gguf, L.*n.field);
         for (const LayerMatrix& m : kLayerMatrices) {
             const std::vector<int>& order = m.field == &LayerWeights::wq ? q_order : m.field == &LayerWeights::wk ? k_order : no_order;
-            matrix(p + m.gguf, L.*m.field, order, m.output && opt.outputs_in_major);
+            const bool slices_whole = m.field == &LayerWeights::wo       ? detail::all_whole_blocks(opt.q_dim_slices)
+                                      : m.field == &LayerWeights::w_down ? detail::all_whole_blocks(opt.hidden_slices)
+                                                                         : true;
+            matrix(p + m.gguf, L.*m.field, order, m.output && opt.outputs_in_major, opt.quantize, slices_whole);
         }
     }
     vector("output_norm.weight", w.final_norm);
-    if (w.lm_head.data != w.embedding.data) matrix("output.weight", w.lm_head);
+    if (w.lm_head.data != w.embedding.data) matrix("output.weight", w.lm_head, {}, false, head_type);
     g.write(path);
+    return summary;
 }
 
 }  // namespace elastilm::io

@@ -19,6 +19,7 @@
 #include "elastilm/io/safetensors.hpp"
 #include "elastilm/formats/registry.hpp"
 #include "elastilm/model/weights.hpp"
+#include "elastilm/simd/bf16.hpp"
 #include "elastilm/simd/f16.hpp"
 
 namespace elastilm {
@@ -27,11 +28,34 @@ namespace detail {
 
 using io::shape_string;
 
+// Buffers a loader made (BF16 matrices narrowed to F16) kept alive with the file mapping.
+struct LoadedBuffers {
+    std::shared_ptr<const void> file;
+    std::vector<std::vector<f16_bits>> converted;
+};
+
+// A BF16 tensor's elements as F16. BF16 has fp32's exponent range: a finite value beyond fp16's ±65504
+// cannot be kept, and the tensor is refused rather than silently clipped.
+inline std::vector<f16_bits> bf16_to_f16(const std::byte* data, std::size_t n, const std::string& where, const std::string& name) {
+    std::vector<f16_bits> out(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        bf16_bits b;
+        std::memcpy(&b, data + 2 * i, 2);
+        const float v = bf16_to_f32(b);
+        require(std::isfinite(v) && std::fabs(v) <= 65504.0f, where,
+                "tensor " + name + " (BF16) holds " + std::to_string(v) + " at element " + std::to_string(i) +
+                    ", outside the F16 range elastilm computes in");
+        out[i] = f32_to_f16(v);
+    }
+    return out;
+}
+
 // Looks tensors up by name in either container and turns them into views, checking shapes.
 template <class File>
 struct TensorSource {
     const File& file;
     std::string where;
+    std::shared_ptr<LoadedBuffers> buffers = std::make_shared<LoadedBuffers>();
 
     const auto& get(const std::string& name) const {
         const auto* t = file.find(name);
@@ -39,18 +63,27 @@ struct TensorSource {
         return *t;
     }
     // A matrix with `rows` outputs and `cols` inputs, stored [rows, cols] (out_major) or [cols, rows].
+    // Block-quantized matrices are always [rows, cols]: their blocks run along the inputs.
     MatrixView matrix(const std::string& name, int rows, int cols, Layout layout = Layout::out_major) const {
         const auto& t = get(name);
+        if (is_quantized(t.dtype)) layout = Layout::out_major;
         const std::vector<std::int64_t> want = layout == Layout::out_major ? std::vector<std::int64_t>{rows, cols}
                                                                            : std::vector<std::int64_t>{cols, rows};
         require(t.shape == want, where,
                 "tensor " + name + " has shape " + shape_string(t.shape) + ", expected " + shape_string(want));
-        return MatrixView{t.data, t.dtype, layout, rows, cols, std::size_t(layout == Layout::out_major ? cols : rows)};
+        const std::size_t ld = std::size_t(layout == Layout::out_major ? cols : rows);
+        io::check_block_scales(name, t.dtype, t.data, t.nbytes, where);
+        if (t.dtype == DType::bf16) {
+            auto& h = buffers->converted.emplace_back(bf16_to_f16(t.data, std::size_t(rows) * cols, where, name));
+            return MatrixView{h.data(), DType::f16, layout, rows, cols, ld};
+        }
+        return MatrixView{t.data, t.dtype, layout, rows, cols, ld};
     }
     std::vector<float> vector(const std::string& name, int n) const {
         const auto& t = get(name);
         require(t.shape == std::vector<std::int64_t>{n}, where,
                 "tensor " + name + " has shape " + shape_string(t.shape) + ", expected [" + std::to_string(n) + "]");
+        require(!is_quantized(t.dtype), where, "tensor " + name + " is " + std::string(to_string(t.dtype)) + ", a vector must be F32, F16 or BF16");
         const std::vector<float> out = t.to_floats();
         for (float v : out) require(std::isfinite(v), where, "tensor " + name + " holds a NaN or infinity");
         return out;
@@ -99,12 +132,13 @@ inline ModelWeights load_gguf(const io::GgufFile& g) {
     for (int l = 0; l < h.n_layers; ++l) w.layers.push_back(src.layer("blk." + std::to_string(l) + ".", false, h, out_layout));
     w.final_norm = src.vector("output_norm.weight", h.dim);
     w.lm_head = g.find("output.weight") ? src.matrix("output.weight", h.vocab_size, h.dim) : w.embedding;
+    src.buffers->file = g.keepalive();
 
     if (auto e = read_elastic_metadata(g)) {
         w.is_elastic = true;
         w.elastic = std::move(*e);
     }
-    w.keepalive = g.keepalive();
+    w.keepalive = src.buffers;
     return w;
 }
 
@@ -131,7 +165,8 @@ inline ModelWeights load_safetensors(const std::filesystem::path& path) {
         require(cfg.tied_embeddings, st.where(), "tensor lm_head.weight is missing and config.json does not tie embeddings");
         w.lm_head = w.embedding;
     }
-    w.keepalive = st.keepalive();
+    src.buffers->file = st.keepalive();
+    w.keepalive = src.buffers;
     return w;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "elastilm/error.hpp"
+#include "elastilm/simd/bf16.hpp"
 #include "elastilm/simd/f16.hpp"
 #include "elastilm/tensor.hpp"
 
@@ -43,11 +44,12 @@ struct FileTensor {
         if (dtype == DType::f32) {
             if (n) std::memcpy(out.data(), data, n * sizeof(float));
         } else {
-            require(dtype == DType::f16, name, "is " + std::string(to_string(dtype)) + ", expected F32 or F16");
+            require(dtype == DType::f16 || dtype == DType::bf16, name,
+                    "is " + std::string(to_string(dtype)) + ", expected F32, F16 or BF16");
             for (std::size_t i = 0; i < n; ++i) {
-                f16_bits h;
+                std::uint16_t h;
                 std::memcpy(&h, data + 2 * i, 2);
-                out[i] = f16_to_f32(h);
+                out[i] = dtype == DType::bf16 ? bf16_to_f32(h) : f16_to_f32(h);
             }
         }
         return out;

@@ -14,6 +14,7 @@
 
 #include "elastilm/io/file_tensor.hpp"
 #include "elastilm/io/mapped_file.hpp"
+#include "elastilm/simd/quant_blocks.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm::io {
@@ -51,13 +52,46 @@ struct GgufValue {
     }
 };
 
-// ggml tensor types we can use directly, and the names of the rest for error messages.
+// ggml tensor type ids: the names of all of them (for error messages), and the ones that load.
 inline std::string ggml_type_name(std::uint32_t t) {
     static const std::map<std::uint32_t, std::string> names = {
         {0, "F32"}, {1, "F16"}, {2, "Q4_0"}, {3, "Q4_1"}, {6, "Q5_0"}, {7, "Q5_1"}, {8, "Q8_0"}, {9, "Q8_1"},
-        {10, "Q2_K"}, {11, "Q3_K"}, {12, "Q4_K"}, {13, "Q5_K"}, {14, "Q6_K"}, {15, "Q8_K"}, {30, "BF16"}};
+        {10, "Q2_K"}, {11, "Q3_K"}, {12, "Q4_K"}, {13, "Q5_K"}, {14, "Q6_K"}, {15, "Q8_K"}, {16, "IQ2_XXS"},
+        {17, "IQ2_XS"}, {18, "IQ3_XXS"}, {19, "IQ1_S"}, {20, "IQ4_NL"}, {21, "IQ3_S"}, {22, "IQ2_S"}, {23, "IQ4_XS"},
+        {24, "I8"}, {25, "I16"}, {26, "I32"}, {27, "I64"}, {28, "F64"}, {29, "IQ1_M"}, {30, "BF16"}};
     auto it = names.find(t);
     return it == names.end() ? "type " + std::to_string(t) : it->second;
+}
+
+inline constexpr DType kGgufLoadable[] = {DType::f32, DType::f16, DType::bf16, DType::q8_0, DType::q4_0};
+
+constexpr std::uint32_t ggml_type(DType t) {
+    switch (t) {
+        case DType::f32: return 0;
+        case DType::f16: return 1;
+        case DType::q4_0: return 2;
+        case DType::q8_0: return 8;
+        case DType::bf16: return 30;
+    }
+    return 0;
+}
+
+inline bool dtype_from_ggml(std::uint32_t type, DType& out) {
+    for (DType t : kGgufLoadable)
+        if (ggml_type(t) == type) {
+            out = t;
+            return true;
+        }
+    return false;
+}
+
+// A block-format tensor's scales must be finite: one NaN or infinite scale poisons every product its rows
+// enter. Checked by the model loader when it takes a tensor, not by the parser, so that reading a file's
+// metadata (a tokenizer from a GGUF) does not page in its weights.
+inline void check_block_scales(const std::string& name, DType dtype, const std::byte* data, std::size_t nbytes, const std::string& where) {
+    if (!is_quantized(dtype)) return;
+    const long bad = first_bad_scale(dtype, {data, nbytes});
+    require(bad < 0, where, "tensor " + name + " (" + std::string(to_string(dtype)) + "): block " + std::to_string(bad) + " has a NaN or infinite scale");
 }
 
 // shape is outermost first: [rows, cols] for a matrix (GGUF's ne reversed).
@@ -105,18 +139,26 @@ public:
             info.name = read_string(r, "tensor name");
             const auto n_dims = r.read<std::uint32_t>("n_dims of " + info.name);
             require(n_dims >= 1 && n_dims <= 4, where, "tensor " + info.name + " has " + std::to_string(n_dims) + " dimensions (1 to 4 allowed)");
-            std::size_t elements = 1;
+            std::size_t elements = 1, row_length = 0;
             for (std::uint32_t d = 0; d < n_dims; ++d) {
                 const auto ne = r.read<std::uint64_t>("dimension of " + info.name);
+                if (d == 0) row_length = std::size_t(ne);
                 require(ne > 0 && ne < (1ull << 40), where, "tensor " + info.name + " has dimension " + std::to_string(ne));
                 elements = checked_mul(elements, std::size_t(ne), where, "element count of " + info.name);
                 info.shape.insert(info.shape.begin(), std::int64_t(ne));
             }
             const auto type = r.read<std::uint32_t>("type of " + info.name);
-            require(type == 0 || type == 1, where,
-                    "tensor " + info.name + " has type " + ggml_type_name(type) + ", only F32 and F16 are supported");
-            info.dtype = type == 0 ? DType::f32 : DType::f16;
-            info.nbytes = checked_mul(elements, dtype_size(info.dtype), where, "byte size of " + info.name);
+            if (!dtype_from_ggml(type, info.dtype)) {
+                std::string loadable;
+                for (DType t : kGgufLoadable) loadable += (loadable.empty() ? "" : ", ") + std::string(to_string(t));
+                throw Error(where, "tensor " + info.name + " has type " + ggml_type_name(type) + ", which elastilm does not load (" +
+                                       loadable + " load; re-quantize to one of those)");
+            }
+            const std::size_t block = std::size_t(block_elements(info.dtype));
+            require(row_length % block == 0, where,
+                    "tensor " + info.name + " is " + std::string(to_string(info.dtype)) + " with rows of " + std::to_string(row_length) +
+                        " elements, not a whole number of " + std::to_string(block) + "-element blocks");
+            info.nbytes = checked_mul(elements / block, block_bytes(info.dtype), where, "byte size of " + info.name);
             info.offset = r.read<std::uint64_t>("offset of " + info.name);
             require(info.offset % alignment == 0, where, "tensor " + info.name + " offset is not aligned to " + std::to_string(alignment));
             g.tensors_.push_back(std::move(info));

@@ -1,4 +1,4 @@
-// GGUF v3 writer: metadata of any type and F32/F16 tensors, data aligned to `general.alignment`.
+// GGUF v3 writer: metadata of any type and F32/F16/BF16/Q8_0/Q4_0 tensors, data aligned to `general.alignment`.
 // Tensor bytes are streamed to disk from the caller's buffers at write() time, so a 2 GB model is never
 // held twice. Files it writes with the llama.* and tokenizer.ggml.* keys load in llama.cpp.
 #pragma once
@@ -45,17 +45,16 @@ public:
     }
 
     // A tensor of `shape` (outermost first, e.g. [rows, cols]) whose bytes `fill` writes to the file
-    // when write() runs; `fill` must write exactly product(shape)·sizeof(dtype) bytes.
+    // when write() runs; `fill` must write exactly the bytes of product(shape) elements of `dtype`
+    // (for a block format, the innermost dimension is a multiple of 32).
     using Filler = std::function<void(std::FILE*)>;
     void add_tensor(const std::string& name, std::vector<std::int64_t> shape, DType dtype, Filler fill) {
-        std::size_t n = dtype_size(dtype);
-        for (auto d : shape) n *= std::size_t(d);
+        const std::size_t n = tensor_bytes(name, shape, dtype);
         tensors_.push_back({name, std::move(shape), dtype, n, std::move(fill)});
     }
     // A tensor whose bytes are at `data` (kept alive by the caller until write()).
     void add_tensor(const std::string& name, std::vector<std::int64_t> shape, DType dtype, const void* data) {
-        std::size_t n = dtype_size(dtype);
-        for (auto d : shape) n *= std::size_t(d);
+        const std::size_t n = tensor_bytes(name, shape, dtype);
         add_tensor(name, std::move(shape), dtype, [data, n](std::FILE* f) { std::fwrite(data, 1, n, f); });
     }
 
@@ -89,7 +88,7 @@ private:
                 const std::uint64_t ne = std::uint64_t(*it);
                 raw(&ne, 8);
             }
-            const std::uint32_t type = t.dtype == DType::f32 ? 0 : 1;
+            const std::uint32_t type = ggml_type(t.dtype);
             raw(&type, 4);
             raw(&offset, 8);
             offsets.push_back(offset);
@@ -115,6 +114,13 @@ private:
         Filler fill;
     };
 
+    static std::size_t tensor_bytes(const std::string& name, const std::vector<std::int64_t>& shape, DType dtype) {
+        std::size_t n = 1;
+        for (auto d : shape) n *= std::size_t(d);
+        require(!shape.empty() && std::size_t(shape.back()) % std::size_t(block_elements(dtype)) == 0, name,
+                std::string(to_string(dtype)) + " rows must be whole 32-element blocks");
+        return bytes_for(dtype, n);
+    }
     std::size_t pad(std::size_t n) const { return (n + alignment_ - 1) / alignment_ * alignment_; }
     template <class T>
     void put(const T& v) {

@@ -53,9 +53,9 @@ public:
             SafeTensor t;
             t.name = name;
             const std::string dtype = e["dtype"].get<std::string>();
-            require(dtype == "F16" || dtype == "F32", where,
-                    "tensor " + name + " has dtype " + dtype + ", only F16 and F32 are supported");
-            t.dtype = dtype == "F16" ? DType::f16 : DType::f32;
+            require(dtype == "F16" || dtype == "F32" || dtype == "BF16", where,
+                    "tensor " + name + " has dtype " + dtype + ", which elastilm does not load (F32, F16 and BF16 load)");
+            t.dtype = dtype == "F16" ? DType::f16 : dtype == "BF16" ? DType::bf16 : DType::f32;
             std::size_t elements = 1;
             for (const auto& d : e["shape"]) {
                 require(d.is_number_unsigned(), where, "tensor " + name + " has a non-integer dimension");

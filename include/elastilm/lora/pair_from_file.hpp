@@ -1,5 +1,5 @@
 // Turning the two tensors a file stores for one adapted matrix (lora_a [rank, in], lora_b [out, rank],
-// F32 or F16) into a LoraPair, checking what the two files formats share: both are matrices and their
+// F32, F16 or BF16) into a LoraPair, checking what the two files formats share: both are matrices and their
 // ranks agree with each other and with the adapter's. Shapes against the model are validate<Cfg>'s job.
 #pragma once
 

@@ -14,6 +14,7 @@
 #include "elastilm/model/weights.hpp"
 #include "elastilm/ops/rope.hpp"
 #include "elastilm/simd/f16.hpp"
+#include "elastilm/simd/quant_blocks.hpp"
 
 namespace elastilm {
 
@@ -76,6 +77,8 @@ public:
         const std::size_t row = std::size_t(token) * e.ld;
         if (e.dtype == DType::f32) {
             std::copy_n(static_cast<const float*>(e.data) + row, Cfg::dim, out);
+        } else if (is_quantized(e.dtype)) {
+            dequantize_row(e.dtype, static_cast<const std::byte*>(e.data) + bytes_for(e.dtype, row), Cfg::dim, out);
         } else {
             const auto* h = static_cast<const f16_bits*>(e.data) + row;
             for (int i = 0; i < Cfg::dim; ++i) out[i] = f16_to_f32(h[i]);

@@ -28,7 +28,7 @@ struct Fnv1a {
     // The first and the last `window` bytes of the bytes a matrix view spans (fewer when it is smaller).
     void matrix_ends(const MatrixView& m, std::size_t window) {
         if (!m.data || m.rows <= 0 || m.cols <= 0) return;
-        const std::size_t span = (m.offset(m.rows - 1, m.cols - 1) + 1) * dtype_size(m.dtype);
+        const std::size_t span = bytes_for(m.dtype, m.offset(m.rows - 1, m.cols - 1) + 1);
         const std::size_t n = std::min(window, span);
         const auto* p = static_cast<const unsigned char*>(m.data);
         bytes(p, n);

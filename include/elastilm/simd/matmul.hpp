@@ -21,6 +21,7 @@
 #include "elastilm/simd/gemm_f16.hpp"
 #include "elastilm/simd/matvec.hpp"
 #include "elastilm/simd/precision.hpp"
+#include "elastilm/simd/quant_matmul.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm {
@@ -120,6 +121,7 @@ inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int l
         for (int t = 0; t < n; ++t) matvec(W, X + std::size_t(t) * ldx, Y + std::size_t(t) * ldy, pool);
         return;
     }
+    if (is_quantized(W.dtype)) return quant_matmul(W, X, ldx, Y, ldy, n, pool);  // simd/quant_matmul.hpp
     if (W.dtype == DType::f16 && gemm_precision() == GemmPrecision::reduced) {
 #if defined(ELASTILM_GEMM_BF16)
         return gemm_bf16::matmul(W, X, ldx, Y, ldy, n, pool);

@@ -13,6 +13,7 @@
 
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/f16_widen.hpp"
+#include "elastilm/simd/quant_matvec.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm {
@@ -134,10 +135,12 @@ void matvec_in_major(const MatrixView& W, const float* x, float* y, ThreadPool* 
 inline constexpr std::size_t kParallelMatvecWeights = std::size_t(1) << 16;
 
 // y[i] = Σ_j W(i, j) · x[j] for i < W.rows, j < W.cols, plus Σ_k E(i, k) · z[k] when `extra` is given.
-// Either layout, either dtype. Split across `pool` from `parallel_from` weights of W.
+// Either layout, any dtype (block formats: simd/quant_matvec.hpp). Split across `pool` from `parallel_from` weights of W.
 inline void matvec(const MatrixView& W, const float* x, float* y, ThreadPool* pool = nullptr, const ExtraColumns* extra = nullptr,
                    std::size_t parallel_from = kParallelMatvecWeights) {
     assert(!extra || (extra->E.layout == W.layout && extra->E.rows == W.rows && extra->E.dtype == DType::f16));
+    if (is_quantized(W.dtype))
+        return quant_matvec(W, x, y, pool, extra ? &extra->E : nullptr, extra ? extra->z : nullptr, parallel_from);
     if (pool && std::size_t(W.rows) * W.cols < parallel_from) pool = nullptr;
     if (W.layout == Layout::in_major) {
         if (W.dtype == DType::f16) detail::matvec_in_major<f16_bits>(W, x, y, pool, extra);

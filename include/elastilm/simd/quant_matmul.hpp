@@ -1,0 +1,99 @@
+// Y = X·Wᵀ for prefill with W in a block format: n tokens at once, compute-bound.
+//
+//   quantize X per block of 32 (as decode does)
+//   for each chunk of TC tokens:                          (their activation blocks stay in L2)
+//     for each tile of NR weight rows (split across threads):   (NR rows of blocks stay in L1)
+//       for each MR tokens: micro-kernel over all input blocks
+//
+// The micro-kernel is register-tiled: per input block it unpacks NR weight blocks once and multiplies
+// each with MR token blocks, NR·MR integer dot products into NR·MR vector accumulators.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <utility>
+#include <vector>
+
+#include "elastilm/runtime/thread_pool.hpp"
+#include "elastilm/simd/quant_matvec.hpp"
+#include "elastilm/tensor.hpp"
+
+namespace elastilm {
+
+namespace qgemm {
+
+inline constexpr int NR = 2;    // weight rows per tile
+inline constexpr int MR = 4;    // tokens per tile: NR·MR accumulators + NR unpacked blocks fit 16 registers
+inline constexpr int TC = 64;   // tokens per chunk
+
+// Y[m][r] = Σ_b W[r] · X[m] for r < R (≤ NR) rows and M (≤ MR) tokens.
+template <class Block, int R, int M>
+void micro_kernel(const Block* const* w, const ActBlock* const* x, int blocks, float* Y, std::size_t ldy) {
+    std::array<std::array<simd::qarch::Acc, M>, R> acc;
+    for (auto& row : acc) row.fill(simd::qarch::zero());
+    for (int b = 0; b < blocks; ++b) {
+        simd::qarch::W32 wb[R];
+        float dw[R];
+        for (int r = 0; r < R; ++r) {
+            wb[r] = simd::load_block(w[r][b]);
+            dw[r] = simd::to_float(w[r][b].d);
+        }
+        for (int m = 0; m < M; ++m) {
+            const ActBlock& xb = x[m][b];
+            for (int r = 0; r < R; ++r) acc[r][m] = simd::qarch::madd(acc[r][m], wb[r], xb.q, dw[r] * xb.d);
+        }
+    }
+    for (int m = 0; m < M; ++m)
+        for (int r = 0; r < R; ++r) Y[m * ldy + r] = simd::qarch::sum(acc[r][m]);
+}
+
+template <class Block>
+using MicroKernel = void (*)(const Block* const*, const ActBlock* const*, int, float*, std::size_t);
+
+// kernels[R - 1][M - 1] = micro_kernel<Block, R, M>, for the row and token tails.
+template <class Block>
+inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
+    return std::array<MicroKernel<Block>, NR * MR>{&micro_kernel<Block, int(I) / MR + 1, int(I) % MR + 1>...};
+}(std::make_index_sequence<NR * MR>{});
+
+template <class Block>
+void tiles(const MatrixView& W, const ActBlock* xq, int t0, int t1, float* Y, int ldy, int tile0, int tile1) {
+    const int blocks = W.cols / kQuantBlock;
+    const std::size_t row_blocks = W.ld / kQuantBlock;
+    const auto* base = static_cast<const Block*>(W.data);
+    for (int tile = tile0; tile < tile1; ++tile) {
+        const int r0 = tile * NR, R = std::min(NR, W.rows - r0);
+        const Block* w[NR];
+        for (int r = 0; r < R; ++r) w[r] = base + std::size_t(r0 + r) * row_blocks;
+        for (int m0 = t0; m0 < t1; m0 += MR) {
+            const int M = std::min(MR, t1 - m0);
+            const ActBlock* x[MR];
+            for (int m = 0; m < M; ++m) x[m] = xq + std::size_t(m0 + m) * blocks;
+            kernels<Block>[(R - 1) * MR + M - 1](w, x, blocks, Y + std::size_t(m0) * ldy + r0, std::size_t(ldy));
+        }
+    }
+}
+
+}  // namespace qgemm
+
+// Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols; W Q8_0 or Q4_0 (out_major).
+inline void quant_matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool = nullptr) {
+    detail::require_quant_view(W);
+    const int blocks = W.cols / kQuantBlock;
+    thread_local std::vector<ActBlock> xq;
+    xq.resize(std::size_t(n) * blocks);
+    for (int t = 0; t < n; ++t) quantize_activations(X + std::size_t(t) * ldx, W.cols, xq.data() + std::size_t(t) * blocks);
+    const ActBlock* xb = xq.data();  // thread_local: the pool's threads must read the caller's copy
+    const int n_tiles = (W.rows + qgemm::NR - 1) / qgemm::NR;
+    for (int t0 = 0; t0 < n; t0 += qgemm::TC) {
+        const int t1 = std::min(n, t0 + qgemm::TC);
+        auto run = [&](int a, int b) {
+            if (W.dtype == DType::q8_0) qgemm::tiles<BlockQ8_0>(W, xb, t0, t1, Y, ldy, a, b);
+            else qgemm::tiles<BlockQ4_0>(W, xb, t0, t1, Y, ldy, a, b);
+        };
+        if (pool && pool->size() > 1 && n_tiles > 1) pool->parallel_for(n_tiles, run, 8);
+        else run(0, n_tiles);
+    }
+}
+
+}  // namespace elastilm

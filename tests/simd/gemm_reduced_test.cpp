@@ -54,6 +54,7 @@ class ReducedGemm : public ::testing::TestWithParam<std::tuple<Layout, int>> {};
 
 TEST_P(ReducedGemm, MatchesReferenceWithinItsRounding) {
     if (reduced_gemm.empty()) GTEST_SKIP() << "this build has no reduced-precision GEMM (-march without AVX-512 BF16 / FP16 arithmetic)";
+    ScopedGemmPrecision reduced(GemmPrecision::reduced);  // tests run with fp32 by default (tests/fp32_gemm_by_default.cpp)
     const auto [layout, threads] = GetParam();
     ThreadPool pool(threads);
     double sq = 0;
@@ -110,6 +111,7 @@ TEST_P(ReducedGemm, Fp32SettingGivesFp32Accuracy) {
 // Activations far outside fp16's comfortable range (fp16 sums would overflow): still the right answer
 // (NEON falls back to fp32; bf16 has fp32's range).
 TEST_P(ReducedGemm, LargeActivationsStayFinite) {
+    ScopedGemmPrecision reduced(GemmPrecision::reduced);
     const auto [layout, threads] = GetParam();
     ThreadPool pool(threads);
     const int n = 9, rows = 40, cols = 200;

@@ -7,7 +7,14 @@
 set -euo pipefail
 cache=${ELASTILM_CACHE:-$HOME/.cache/elastilm}/llamacpp
 version=${NODE_LLAMA_CPP_VERSION:-3.22.1}
-bin="$cache/build-$version/bin/llama-bench"
+# GGML_NATIVE turns on ggml's AMX int8 kernels on CPUs with AMX (Sapphire Rapids); this release's AMX path
+# segfaults in llama-bench on Q4_0/Q8_0 files, so x86 builds keep every native ISA extension except AMX.
+# (With gcc an explicit -mno-* wins over -march=native in either order.) The build directory names the
+# flavour, so a cache built before this rule is rebuilt rather than reused.
+extra_flags=""
+[[ "$(uname -m)" == x86_64 ]] && extra_flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+build="build-$version-native${extra_flags:+-noamx}"
+bin="$cache/$build/bin/llama-bench"
 if [[ -x "$bin" ]]; then echo "$bin"; exit 0; fi
 
 mkdir -p "$cache"
@@ -19,9 +26,10 @@ if [[ ! -d "src-$version/.git" ]]; then
   git clone -q package/llama/gitRelease.bundle "src-$version" 2>/dev/null
   rm -rf package "node-llama-cpp-$version.tgz"
 fi
-echo "llamacpp: building llama-bench (Release, CPU only, GGML_NATIVE=ON) — a few minutes on 2 cores" >&2
-cmake -S "src-$version" -B "build-$version" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+echo "llamacpp: building llama-bench (Release, CPU only, GGML_NATIVE=ON${extra_flags:+, without AMX}) — a few minutes on 2 cores" >&2
+cmake -S "src-$version" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+  -DCMAKE_C_FLAGS="$extra_flags" -DCMAKE_CXX_FLAGS="$extra_flags" \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
   -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF >&2
-cmake --build "build-$version" --target llama-bench -j "$(nproc)" >&2
+cmake --build "$build" --target llama-bench -j "$(nproc)" >&2
 echo "$bin"

@@ -30,7 +30,7 @@ inline float extra_dot(const f16_bits* e, const float* z, int n) {
 // Software prefetch: the rows' pieces a thread reads are one stream when a view spans whole rows, but
 // a ratio's prefix of a row is a short piece followed by a skip, which the hardware prefetcher does not
 // follow. So the kernel prefetches the piece of the row ~2 KB ahead in its own sequence (never the
-// skipped bytes), which covers both cases.
+// skipped bytes), which covers both cases. An ordinary hint, not a non-temporal one: see simd/matvec.hpp.
 inline constexpr std::size_t kQuantPrefetchAhead = 2048;
 
 template <class Block>
@@ -43,7 +43,7 @@ void quant_rows(const MatrixView& W, const ActBlock* xq, float* y, int r0, int r
     for (int r = r0; r < r1; ++r) {
         if (r + ahead < r1) {
             const char* p = reinterpret_cast<const char*>(base + std::size_t(r + ahead) * row_blocks);
-            for (std::size_t o = 0; o < piece; o += 64) __builtin_prefetch(p + o, 0, 0);
+            for (std::size_t o = 0; o < piece; o += 64) __builtin_prefetch(p + o, 0, 3);
         }
         float sum = simd::dot_blocks(base + std::size_t(r) * row_blocks, xq, blocks);
         if (E) sum += extra_dot(static_cast<const f16_bits*>(E->data) + std::size_t(r) * E->ld, z, E->cols);

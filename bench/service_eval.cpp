@@ -23,7 +23,7 @@
 //    path). "Feasible" requests are those for which the latency model knows some prompt × model plan
 //    meeting both objectives (without headroom).
 //
-//   elastilm_bench_service_eval [-m ELASTIC.gguf] [--trunk TLM_MODEL|self] [--heads HEADS.gguf] [--adapters DIR]
+//   elastilm_bench_service_eval [-m ELASTIC.gguf] [--trunk TLM_MODEL|self] [--trunk-percent P] [--heads HEADS.gguf] [--adapters DIR]
 //       [-f docs_valid.txt | --benchmark FILE] [--save-benchmark FILE] [--items 60] [--context-len 192]
 //       [--question-len 8] [--choice-len 12] [--requests N] [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
 //       [--prior-items 16] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [--reprofile] [-t 2] [--seed 1] [--verbose]
@@ -247,11 +247,16 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     if (args.has("--reprofile")) std::filesystem::remove_all(fresh);
     const std::filesystem::path heads =
         args.get("--heads", "--heads", smoke ? "" : default_heads_path(args.get("-m", "--model", "build/demo/docs-95M-elastic.gguf")).string());
+    // The heads file records the trunk width its features were read at; the default matches demo.sh's recipe.
+    const int trunk_percent = args.get_int("--trunk-percent", "--trunk-percent", 0) > 0 ? args.get_int("--trunk-percent", "--trunk-percent", 0)
+                              : trunk                                                  ? 100
+                                                                                       : 20;
+    require(ratio_index(trunk_percent) >= 0, "--trunk-percent", std::to_string(trunk_percent) + " is not a compiled ratio (20, 30, ..., 100)");
     std::optional<TlmScorer<Cfg, TrunkCfg>> scorer;
     if constexpr (std::same_as<Cfg, TrunkCfg>) {
-        if (!trunk) scorer.emplace(model, pool, heads);
+        if (!trunk) scorer.emplace(model, pool, heads, trunk_percent);
     }
-    if (!scorer) scorer.emplace(model, *trunk, pool, heads);
+    if (!scorer) scorer.emplace(model, *trunk, pool, heads, trunk_percent);
     PromptScorer score = scorer->as_prompt_scorer();
 
     const auto ttft_levels = level_list(args, "--ttft-levels"), tpot_levels = level_list(args, "--tpot-levels");
@@ -469,6 +474,7 @@ void declare_flags(const cli::Args& args) {
     (void)args.get("-m", "--model", "build/demo/docs-95M-elastic.gguf", "elastic docs-95M GGUF (elasticize's output)");
     (void)cli::tokenizer_flag(args);
     (void)args.get("--trunk", "", "../shared/models/docs-tlm-15M", "the TLM's trunk model, or 'self' (the served model at 20%)");
+    (void)args.get_int("--trunk-percent", "", 0, "width the trunk runs at (default: 100 for a separate trunk, as demo.sh trains its heads; 20 for self)");
     (void)args.get("--heads", "", "", "TLM heads GGUF (default: beside the model, <model>.tlm.gguf, if present)");
     (void)args.get("--adapters", "", "build/demo/adapters", "folder of LoRA adapters (used if present)");
     (void)args.get("-f", "--file", "../shared/models/docs_valid.txt", "held-out text the benchmark is built from");

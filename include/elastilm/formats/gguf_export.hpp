@@ -66,10 +66,10 @@ inline std::vector<int> rope_rows_to_adjacent(int n_heads, int head_dim) {
 }
 
 // Row r of W (either layout, any dtype) as fp32.
-inline void row_as_f32(const MatrixView& W, int r, float* out) {
+inline void row_as_f32(float* out, const MatrixView& W, int r) {
     const auto* base = static_cast<const std::byte*>(W.data);
     if (is_quantized(W.dtype)) {
-        dequantize_row(W.dtype, base + bytes_for(W.dtype, std::size_t(r) * W.ld), W.cols, out);
+        dequantize_row(out, W.dtype, base + bytes_for(W.dtype, std::size_t(r) * W.ld), W.cols);
         return;
     }
     const std::size_t es = dtype_size(W.dtype);
@@ -97,8 +97,8 @@ inline GgufWriter::Filler matrix_filler(const MatrixView& W, std::vector<int> ro
                     std::fwrite(static_cast<const std::byte*>(W.data) + bytes_for(to, std::size_t(r) * W.ld), 1, line.size(), f);
                     continue;
                 }
-                row_as_f32(W, r, row.data());
-                if (is_quantized(to)) quantize_row(to, row.data(), W.cols, line.data());
+                row_as_f32(row.data(), W, r);
+                if (is_quantized(to)) quantize_row(line.data(), to, row.data(), W.cols);
                 else if (to == DType::f32) std::memcpy(line.data(), row.data(), line.size());
                 else
                     for (int j = 0; j < W.cols; ++j) {

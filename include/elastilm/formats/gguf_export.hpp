@@ -69,12 +69,12 @@ inline std::vector<int> rope_rows_to_adjacent(int n_heads, int head_dim) {
 inline void row_as_f32(float* out, const MatrixView& W, int r) {
     const auto* base = static_cast<const std::byte*>(W.data);
     if (is_quantized(W.dtype)) {
-        dequantize_row(out, W.dtype, base + bytes_for(W.dtype, std::size_t(r) * W.ld), W.cols);
+        dequantize_row(out, W.dtype, base + bytes_for(W.dtype, W.offset(r, 0)), W.cols);
         return;
     }
     const std::size_t es = dtype_size(W.dtype);
     for (int j = 0; j < W.cols; ++j) {
-        const std::size_t k = W.layout == Layout::out_major ? std::size_t(r) * W.ld + j : std::size_t(j) * W.ld + r;
+        const std::size_t k = W.offset(r, j);
         if (W.dtype == DType::f32) std::memcpy(&out[j], base + k * es, 4);
         else {
             f16_bits h;
@@ -94,7 +94,7 @@ inline GgufWriter::Filler matrix_filler(const MatrixView& W, std::vector<int> ro
             for (int a = 0; a < W.rows; ++a) {
                 const int r = row_order.empty() ? a : row_order[a];
                 if (W.dtype == to) {
-                    std::fwrite(static_cast<const std::byte*>(W.data) + bytes_for(to, std::size_t(r) * W.ld), 1, line.size(), f);
+                    std::fwrite(static_cast<const std::byte*>(W.data) + bytes_for(to, W.offset(r, 0)), 1, line.size(), f);
                     continue;
                 }
                 row_as_f32(row.data(), W, r);

@@ -44,7 +44,7 @@ inline void pack_panel(pair_bits* panel, const MatrixView& W, int i0, int k0, in
         alignas(64) pair_bits row[KP];
         for (int i = 0; i < rows; ++i) {
             row[kp - 1] = 0;
-            simd::bf16::convert(reinterpret_cast<std::uint16_t*>(row), data + std::size_t(i0 + i) * W.ld + k0, kc);
+            simd::bf16::convert(reinterpret_cast<std::uint16_t*>(row), data + W.offset(i0 + i, k0), kc);
             for (int kk = 0; kk < kp; ++kk) panel[kk * NR + i] = row[kk];
         }
         for (int kk = 0; kk < kp; ++kk)
@@ -55,7 +55,7 @@ inline void pack_panel(pair_bits* panel, const MatrixView& W, int i0, int k0, in
     alignas(64) f16_bits a[NR], b[NR];
     for (int kk = 0; kk < kp; ++kk) {
         const int k = k0 + 2 * kk;
-        const f16_bits* ca = data + std::size_t(k) * W.ld + i0;
+        const f16_bits* ca = data + W.offset(i0, k);
         const f16_bits* cb = 2 * kk + 1 < kc ? ca + W.ld : nullptr;
         if (rows == NR && cb) {
             simd::bf16::store(panel + kk * NR, simd::bf16::interleave(ca, cb));

@@ -43,7 +43,7 @@ inline void pack_panel(f16_bits* panel, const MatrixView& W, int i0, int k0, int
     const int rows = std::min(NR, W.rows - i0);
     if (W.layout == Layout::out_major) {
         for (int i = 0; i < rows; ++i) {
-            const f16_bits* src = data + std::size_t(i0 + i) * W.ld + k0;
+            const f16_bits* src = data + W.offset(i0 + i, k0);
             for (int k = 0; k < kc; ++k) panel[k * NR + i] = src[k];
         }
         for (int k = 0; k < kc; ++k)
@@ -51,7 +51,7 @@ inline void pack_panel(f16_bits* panel, const MatrixView& W, int i0, int k0, int
         return;
     }
     for (int k = 0; k < kc; ++k) {
-        const f16_bits* src = data + std::size_t(k0 + k) * W.ld + i0;
+        const f16_bits* src = data + W.offset(i0, k0 + k);
         std::copy_n(src, rows, panel + k * NR);
         std::fill(panel + k * NR + rows, panel + (k + 1) * NR, f16_bits(0));
     }

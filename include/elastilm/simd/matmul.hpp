@@ -41,14 +41,14 @@ void pack_panel(float* panel, const MatrixView& W, int i0, int k0, int kc) {
     const int rows = std::min(NR, W.rows - i0);
     if (W.layout == Layout::out_major) {
         for (int i = 0; i < rows; ++i) {
-            const T* src = data + std::size_t(i0 + i) * W.ld + k0;
+            const T* src = data + W.offset(i0 + i, k0);
             for (int k = 0; k < kc; ++k) panel[k * NR + i] = simd::to_float(src[k]);
         }
         for (int i = rows; i < NR; ++i)
             for (int k = 0; k < kc; ++k) panel[k * NR + i] = 0.0f;
     } else {
         for (int k = 0; k < kc; ++k) {
-            const T* src = data + std::size_t(k0 + k) * W.ld + i0;
+            const T* src = data + W.offset(i0, k0 + k);
             float* dst = panel + k * NR;
             if (rows == NR) {
                 simd::load(src).store_unaligned(dst);

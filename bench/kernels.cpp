@@ -43,7 +43,7 @@ void BM_Matvec(benchmark::State& state, int rows, int cols, DType dtype, Layout 
     std::vector<float> x(cols, 0.5f), y(rows);
     ThreadPool pool(threads);
     for (auto _ : state) {
-        matvec(w.view, x.data(), y.data(), &pool);
+        matvec(y.data(), w.view, x.data(), &pool);
         benchmark::DoNotOptimize(y.data());
     }
     const double bytes = double(w.view.bytes()) * double(state.iterations());
@@ -58,7 +58,7 @@ void BM_Matmul(benchmark::State& state, int rows, int cols, DType dtype, Layout 
     std::vector<float> X(std::size_t(n) * cols, 0.25f), Y(std::size_t(n) * rows);
     ThreadPool pool(threads);
     for (auto _ : state) {
-        matmul(w.view, X.data(), cols, Y.data(), rows, n, &pool);
+        matmul(Y.data(), rows, w.view, X.data(), cols, n, &pool);
         benchmark::DoNotOptimize(Y.data());
     }
     const double flops = 2.0 * n * rows * double(cols) * double(state.iterations());

@@ -35,7 +35,7 @@ struct Blocks {
         std::vector<float> row(cols);
         for (int r = 0; r < rows; ++r) {
             for (float& v : row) v = g(rng);
-            quantize_row(dtype, row.data(), cols, bytes.data() + bytes_for(dtype, std::size_t(r) * cols));
+            quantize_row(bytes.data() + bytes_for(dtype, std::size_t(r) * cols), dtype, row.data(), cols);
         }
         view = {bytes.data(), dtype, Layout::out_major, rows, cols, std::size_t(cols)};
     }
@@ -46,7 +46,7 @@ void BM_Matvec(benchmark::State& state, MatrixView W) {
     std::vector<float> x(W.cols, 0.5f), y(W.rows);
     ThreadPool pool(threads);
     for (auto _ : state) {
-        matvec(W, x.data(), y.data(), &pool);
+        matvec(y.data(), W, x.data(), &pool);
         benchmark::DoNotOptimize(y.data());
     }
     state.counters["GB/s"] = benchmark::Counter(double(W.bytes()) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
@@ -58,7 +58,7 @@ void BM_Matmul(benchmark::State& state, MatrixView W) {
     std::vector<float> X(std::size_t(n) * W.cols, 0.25f), Y(std::size_t(n) * W.rows);
     ThreadPool pool(threads);
     for (auto _ : state) {
-        matmul(W, X.data(), W.cols, Y.data(), W.rows, n, &pool);
+        matmul(Y.data(), W.rows, W, X.data(), W.cols, n, &pool);
         benchmark::DoNotOptimize(Y.data());
     }
     state.counters["GOP/s"] =

@@ -16,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (elastilm::is_quantized(t.dtype)) {
                 elastilm::io::check_block_scales(t.name, t.dtype, t.data, t.nbytes, "fuzz.gguf");  // as the loader does
                 float row[32];
-                elastilm::dequantize_row(t.dtype, t.data, 32, row);
+                elastilm::dequantize_row(row, t.dtype, t.data, 32);
                 sink = sink ^ std::uint8_t(row[0] != row[0]);
             }
         }

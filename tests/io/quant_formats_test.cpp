@@ -49,8 +49,8 @@ struct Quantized {
         for (float& v : x) v = g(rng);
         q8.resize(bytes_for(DType::q8_0, 3 * 64));
         q4.resize(bytes_for(DType::q4_0, 2 * 96));
-        for (int r = 0; r < 3; ++r) quantize_row(DType::q8_0, x.data() + r * 64, 64, q8.data() + r * bytes_for(DType::q8_0, 64));
-        for (int r = 0; r < 2; ++r) quantize_row(DType::q4_0, x.data() + r * 96, 96, q4.data() + r * bytes_for(DType::q4_0, 96));
+        for (int r = 0; r < 3; ++r) quantize_row(q8.data() + r * bytes_for(DType::q8_0, 64), DType::q8_0, x.data() + r * 64, 64);
+        for (int r = 0; r < 2; ++r) quantize_row(q4.data() + r * bytes_for(DType::q4_0, 96), DType::q4_0, x.data() + r * 96, 96);
     }
     std::string gguf() const {
         io::GgufWriter w;

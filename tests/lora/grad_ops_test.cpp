@@ -156,8 +156,8 @@ TEST(GradOps, CausalAttentionBackwardMatchesFiniteDifferences) {
         for (std::size_t i = 0; i < nq; ++i) ASSERT_NEAR(out[i], ref[i], 1e-5) << i;
 
         std::vector<float> dq(nq), dk(nkv), dv(nkv), dscores(probs.size());
-        causal_attention_backward(c.data(), q.data(), kv, probs.data(), s.n, s.heads, s.group, s.head_dim, dq.data(), dk.data(),
-                                  dv.data(), dscores.data(), &pool);
+        causal_attention_backward(dq.data(), dk.data(), dv.data(), c.data(), q.data(), kv, probs.data(), s.n, s.heads, s.group,
+                                  s.head_dim, dscores.data(), &pool);
         const Vec cd = to_double(c), qd = to_double(q), kd = to_double(k), vd = to_double(v);
         expect_gradient_near(dq, numeric_gradient([&](const Vec& x) { return dot(cd, attention_ref(s, x, kd, vd)); }, qd), 1e-4, "dq");
         expect_gradient_near(dk, numeric_gradient([&](const Vec& x) { return dot(cd, attention_ref(s, qd, x, vd)); }, kd), 1e-4, "dk");
@@ -181,7 +181,7 @@ TEST(GradOps, SwigluBackwardMatchesFiniteDifferences) {
     for (int i = 0; i < n; ++i) ASSERT_NEAR(h[i], hr[i], 1e-5);
 
     std::vector<float> dgate(n), dup(n);
-    swiglu_backward(c.data(), gate.data(), up.data(), dgate.data(), dup.data(), n);
+    swiglu_backward(dgate.data(), dup.data(), c.data(), gate.data(), up.data(), n);
     const Vec cd = to_double(c), gd = to_double(gate), ud = to_double(up);
     expect_gradient_near(dgate, numeric_gradient([&](const Vec& x) { return dot(cd, ref(x, ud)); }, gd), 1e-5, "dgate");
     expect_gradient_near(dup, numeric_gradient([&](const Vec& x) { return dot(cd, ref(gd, x)); }, ud), 1e-5, "dup");
@@ -236,7 +236,7 @@ TEST(GradOps, TransposedViewComputesTheTransposeWithLinear) {
                 const auto y = random_floats(std::size_t(n) * rows, 14);
                 std::vector<float> x(std::size_t(n) * cols);
                 ThreadPool pool(threads);
-                linear(T, y.data(), rows, x.data(), cols, n, pool);
+                linear(x.data(), cols, T, y.data(), rows, n, pool);
                 for (int t = 0; t < n; ++t)
                     for (int j = 0; j < cols; ++j) {
                         double ref = 0;
@@ -287,7 +287,7 @@ TEST(GradOps, LoraLinearBackwardMatchesFiniteDifferences) {
         for (int threads : {1, 2}) {
             ThreadPool pool(threads);
             std::vector<float> Y(std::size_t(n) * ldy, 0.0f), U(std::size_t(n) * rank);
-            lora_linear(W.view, pair, scale, X.data(), ldx, Y.data(), ldy, U.data(), n, pool);
+            lora_linear(Y.data(), ldy, W.view, pair, scale, X.data(), ldx, U.data(), n, pool);
             const Vec yr = ref(xd, ad, bd);
             for (int t = 0; t < n; ++t)
                 for (int i = 0; i < rows; ++i) ASSERT_NEAR(Y[std::size_t(t) * ldy + i], yr[std::size_t(t) * ldy + i], 1e-4);
@@ -296,7 +296,7 @@ TEST(GradOps, LoraLinearBackwardMatchesFiniteDifferences) {
             for (int t = 0; t < n; ++t) dY[std::size_t(t) * ldy + rows] = 0;
             LoraPair grad{rank, rows, cols, std::vector<float>(pair.a.size(), 1.0f), std::vector<float>(pair.b.size(), -1.0f)};
             std::vector<float> dX(std::size_t(n) * ldx, 0.0f), dU(std::size_t(n) * rank);
-            lora_linear_backward(W.view, pair, scale, X.data(), ldx, U.data(), dY.data(), ldy, dX.data(), ldx, grad, dU.data(), n, pool);
+            lora_linear_backward(dX.data(), ldx, grad, W.view, pair, scale, X.data(), ldx, U.data(), dY.data(), ldy, dU.data(), n, pool);
             // dA, dB accumulate: take off the starting values.
             for (float& v : grad.a) v -= 1.0f;
             for (float& v : grad.b) v += 1.0f;
@@ -314,7 +314,7 @@ TEST(GradOps, LoraLinearBackwardMatchesFiniteDifferences) {
 
             // No input gradient requested: dA, dB are the same, nothing else is touched.
             LoraPair grad2{rank, rows, cols, std::vector<float>(pair.a.size(), 0.0f), std::vector<float>(pair.b.size(), 0.0f)};
-            lora_linear_backward(W.view, pair, scale, X.data(), ldx, U.data(), dY.data(), ldy, nullptr, ldx, grad2, dU.data(), n, pool);
+            lora_linear_backward(nullptr, ldx, grad2, W.view, pair, scale, X.data(), ldx, U.data(), dY.data(), ldy, dU.data(), n, pool);
             for (std::size_t i = 0; i < grad.a.size(); ++i) EXPECT_NEAR(grad2.a[i], grad.a[i], 1e-5);
             for (std::size_t i = 0; i < grad.b.size(); ++i) EXPECT_NEAR(grad2.b[i], grad.b[i], 1e-5);
         }
@@ -328,8 +328,8 @@ TEST(GradOps, EmptyPairIsThePlainLinearLayer) {
     ThreadPool pool(1);
     std::vector<float> Y(std::size_t(n) * rows), plain(Y.size());
     LoraPair none;
-    lora_linear(W.view, none, 2.0f, X.data(), cols, Y.data(), rows, nullptr, n, pool);
-    linear(W.view, X.data(), cols, plain.data(), rows, n, pool);
+    lora_linear(Y.data(), rows, W.view, none, 2.0f, X.data(), cols, nullptr, n, pool);
+    linear(plain.data(), rows, W.view, X.data(), cols, n, pool);
     EXPECT_EQ(Y, plain);
 }
 
@@ -353,7 +353,7 @@ TEST(GradOps, DistillKlMatchesReferenceAndFiniteDifferences) {
     const auto s = random_floats(vocab, 22, -4, 4), t = random_floats(vocab, 23, -4, 4);
     const float grad_scale = 0.25f;
     std::vector<float> d(vocab);
-    const double kl = distill_kl(s.data(), t.data(), vocab, grad_scale, d.data());
+    const double kl = distill_kl(d.data(), s.data(), t.data(), vocab, grad_scale);
     EXPECT_NEAR(kl, kl_ref(to_double(s), to_double(t)), 1e-5);
     EXPECT_GT(kl, 0.1);
     const Vec td = to_double(t);
@@ -363,20 +363,20 @@ TEST(GradOps, DistillKlMatchesReferenceAndFiniteDifferences) {
 
     // In place (dstudent = student) gives the same gradient.
     std::vector<float> z = s;
-    EXPECT_NEAR(distill_kl(z.data(), t.data(), vocab, grad_scale, z.data()), kl, 1e-9);
+    EXPECT_NEAR(distill_kl(z.data(), z.data(), t.data(), vocab, grad_scale), kl, 1e-9);
     for (int i = 0; i < vocab; ++i) EXPECT_FLOAT_EQ(z[i], d[i]);
 
     // Equal distributions (even shifted logits): zero loss, zero gradient.
     std::vector<float> shifted = t;
     for (float& v : shifted) v += 3.0f;
-    EXPECT_NEAR(distill_kl(shifted.data(), t.data(), vocab, 1.0f, d.data()), 0.0, 1e-6);
+    EXPECT_NEAR(distill_kl(d.data(), shifted.data(), t.data(), vocab, 1.0f), 0.0, 1e-6);
     for (float v : d) EXPECT_NEAR(v, 0.0f, 1e-6);
 
     // A vocabulary-sized row (the vectorised sums flush to double along the way).
     const int big = 32000 + 3;
     const auto s2 = random_floats(big, 24, -8, 8), t2 = random_floats(big, 25, -8, 8);
     std::vector<float> d2(big);
-    const double kl2 = distill_kl(s2.data(), t2.data(), big, 1.0f, d2.data());
+    const double kl2 = distill_kl(d2.data(), s2.data(), t2.data(), big, 1.0f);
     EXPECT_NEAR(kl2, kl_ref(to_double(s2), to_double(t2)), 1e-5 * kl2);
     double sum = 0;
     for (float v : d2) sum += v;

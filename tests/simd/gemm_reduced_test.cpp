@@ -66,7 +66,7 @@ TEST_P(ReducedGemm, MatchesReferenceWithinItsRounding) {
             std::vector<float> X(std::size_t(n) * ldx), Y(std::size_t(n) * ldy, NAN);
             std::mt19937 rng(n);
             for (auto& v : X) v = std::uniform_real_distribution<float>(-2, 2)(rng);
-            matmul(s.view, X.data(), ldx, Y.data(), ldy, n, &pool);
+            matmul(Y.data(), ldy, s.view, X.data(), ldx, n, &pool);
             for (int t = 0; t < n; ++t)
                 for (int i = 0; i < rows; ++i) {
                     double want = 0, scale = 0;
@@ -99,7 +99,7 @@ TEST_P(ReducedGemm, Fp32SettingGivesFp32Accuracy) {
     std::vector<float> X(std::size_t(n) * cols), Y(std::size_t(n) * rows);
     std::mt19937 rng(3);
     for (auto& v : X) v = std::uniform_real_distribution<float>(-2, 2)(rng);
-    matmul(s.view, X.data(), cols, Y.data(), rows, n, &pool);
+    matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool);
     for (int t = 0; t < n; ++t)
         for (int i = 0; i < rows; ++i) {
             double want = 0, scale = 0;
@@ -119,7 +119,7 @@ TEST_P(ReducedGemm, LargeActivationsStayFinite) {
     std::vector<float> X(std::size_t(n) * cols), Y(std::size_t(n) * rows);
     std::mt19937 rng(4);
     for (auto& v : X) v = std::uniform_real_distribution<float>(-3e5f, 3e5f)(rng);
-    matmul(s.view, X.data(), cols, Y.data(), rows, n, &pool);
+    matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool);
     for (int t = 0; t < n; ++t)
         for (int i = 0; i < rows; ++i) {
             double want = 0, scale = 0;

@@ -54,7 +54,7 @@ TEST_P(Kernels, MatvecMatchesReference) {
         std::vector<float> x(sh.cols), y(sh.rows, NAN);
         std::mt19937 rng(7);
         for (auto& v : x) v = std::uniform_real_distribution<float>(-2, 2)(rng);
-        matvec(s.view, x.data(), y.data(), &pool);
+        matvec(y.data(), s.view, x.data(), &pool);
         for (int i = 0; i < sh.rows; ++i) {
             double want = 0, scale = 0;
             for (int j = 0; j < sh.cols; ++j) { want += at(s, i, j) * x[j]; scale += std::fabs(at(s, i, j) * x[j]); }
@@ -77,7 +77,7 @@ TEST_P(Kernels, MatvecWithExtraColumnsMatchesReference) {
             for (auto& v : x) v = std::uniform_real_distribution<float>(-2, 2)(rng);
             for (auto& v : z) v = std::uniform_real_distribution<float>(-2, 2)(rng);
             const ExtraColumns extra{e.view, z.data()};
-            matvec(s.view, x.data(), y.data(), &pool, &extra);
+            matvec(y.data(), s.view, x.data(), &pool, &extra);
             for (int i = 0; i < sh.rows; ++i) {
                 double want = 0, scale = 0;
                 for (int j = 0; j < sh.cols; ++j) { want += at(s, i, j) * x[j]; scale += std::fabs(at(s, i, j) * x[j]); }
@@ -99,7 +99,7 @@ TEST_P(Kernels, MatmulMatchesReference) {
             std::vector<float> X(std::size_t(n) * ldx), Y(std::size_t(n) * ldy, NAN);
             std::mt19937 rng(n);
             for (auto& v : X) v = std::uniform_real_distribution<float>(-2, 2)(rng);
-            matmul(s.view, X.data(), ldx, Y.data(), ldy, n, &pool);
+            matmul(Y.data(), ldy, s.view, X.data(), ldx, n, &pool);
             for (int t = 0; t < n; ++t)
                 for (int i = 0; i < sh.rows; ++i) {
                     double want = 0, scale = 0;

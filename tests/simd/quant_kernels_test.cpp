@@ -22,7 +22,7 @@ TEST(QuantBlocks, Q4_0NibbleOrderIsGgufs) {
     b.d = f32_to_f16(0.5f);
     for (int k = 0; k < 16; ++k) b.qs[k] = std::uint8_t(k | ((15 - k) << 4));
     float out[32];
-    dequantize(b, out);
+    dequantize(out, b);
     for (int k = 0; k < 16; ++k) {
         EXPECT_EQ(out[k], float(k - 8) * 0.5f) << k;            // low nibble: element k
         EXPECT_EQ(out[k + 16], float(15 - k - 8) * 0.5f) << k;  // high nibble: element 16 + k
@@ -34,7 +34,7 @@ TEST(QuantBlocks, Q8_0IsInt8TimesScale) {
     b.d = f32_to_f16(0.25f);
     for (int k = 0; k < 32; ++k) b.q[k] = std::int8_t(k * 8 - 127);
     float out[32];
-    dequantize(b, out);
+    dequantize(out, b);
     for (int k = 0; k < 32; ++k) EXPECT_EQ(out[k], float(k * 8 - 127) * 0.25f);
 }
 
@@ -45,18 +45,18 @@ TEST(QuantBlocks, RoundTripErrorWithinHalfAStep) {
         float x[32], y[32];
         for (float& v : x) v = g(rng) * (trial % 7 + 1);
         const BlockQ8_0 q8 = quantize_q8_0(x);
-        dequantize(q8, y);
+        dequantize(y, q8);
         const float d8 = f16_to_f32(q8.d);
         for (int k = 0; k < 32; ++k) ASSERT_LE(std::fabs(x[k] - y[k]), 0.5f * d8 * 1.001f + 1e-7f);
         const BlockQ4_0 q4 = quantize_q4_0(x);
-        dequantize(q4, y);
+        dequantize(y, q4);
         const float d4 = std::fabs(f16_to_f32(q4.d));
         // The grid is −8..7 steps: the extreme lands on −8 exactly, the opposite side may clip at +7.
         for (int k = 0; k < 32; ++k) ASSERT_LE(std::fabs(x[k] - y[k]), d4 * 1.001f + 1e-6f);
     }
     float zero[32] = {};
     float y[32];
-    dequantize(quantize_q4_0(zero), y);
+    dequantize(y, quantize_q4_0(zero));
     for (float v : y) EXPECT_EQ(v, 0.0f);
 }
 
@@ -88,8 +88,8 @@ Stored make(int rows, int cols, int rows_stored, int cols_stored, DType dtype, s
     s.dequantized.resize(std::size_t(rows_stored) * cols_stored);
     for (int r = 0; r < rows_stored; ++r) {
         for (int j = 0; j < cols_stored; ++j) row[j] = g(rng) * (1 + (j / 32) % 5);  // scales differ per block
-        quantize_row(dtype, row.data(), cols_stored, s.bytes.data() + r * row_bytes);
-        dequantize_row(dtype, s.bytes.data() + r * row_bytes, cols_stored, s.dequantized.data() + std::size_t(r) * cols_stored);
+        quantize_row(s.bytes.data() + r * row_bytes, dtype, row.data(), cols_stored);
+        dequantize_row(s.dequantized.data() + std::size_t(r) * cols_stored, dtype, s.bytes.data() + r * row_bytes, cols_stored);
     }
     s.view = MatrixView{s.bytes.data(), dtype, Layout::out_major, rows_stored, cols_stored, std::size_t(cols_stored)}.prefix(rows, cols);
     return s;
@@ -106,7 +106,7 @@ std::vector<float> activations(int n, std::uint64_t seed) {
 // x as the kernels see it: quantized per block, dequantized.
 std::vector<double> as_quantized(const float* x, int n) {
     std::vector<ActBlock> q(n / 32);
-    quantize_activations(x, n, q.data());
+    quantize_activations(q.data(), x, n);
     std::vector<double> out(n);
     for (int j = 0; j < n; ++j) out[j] = double(q[j / 32].q[j % 32]) * q[j / 32].d;
     return out;
@@ -144,7 +144,7 @@ TEST_P(QuantKernels, MatvecOddSizesPrefixesThreads) {
                 const Stored s = make(rows, cols, rows + 5, cols + 64, dtype, rows * 1000 + cols);
                 const auto x = activations(cols, cols);
                 std::vector<float> y(rows, -1.0f);
-                matvec(s.view, x.data(), y.data(), p, nullptr, /*parallel_from=*/0);
+                matvec(y.data(), s.view, x.data(), p, nullptr, /*parallel_from=*/0);
                 expect_rows(s, as_quantized(x.data(), cols), y.data(), nullptr, nullptr, 0, "matvec");
             }
 }
@@ -159,7 +159,7 @@ TEST_P(QuantKernels, MatvecWithExtraColumns) {  // a LoRA adapter's B read with 
     for (float v : e) e16.push_back(f32_to_f16(v));
     const ExtraColumns extra{MatrixView{e16.data(), DType::f16, Layout::out_major, rows, e_cols, std::size_t(e_cols)}, z.data()};
     std::vector<float> y(rows);
-    matvec(s.view, x.data(), y.data(), &pool, &extra, 0);
+    matvec(y.data(), s.view, x.data(), &pool, &extra, 0);
     expect_rows(s, as_quantized(x.data(), cols), y.data(), &e, &z, e_cols, "matvec+extra");
 }
 
@@ -173,7 +173,7 @@ TEST_P(QuantKernels, MatmulOddSizesAndTokenCounts) {
                 const int ldx = cols + 7, ldy = rows + 3;
                 const auto X = activations(n * ldx, n);
                 std::vector<float> Y(std::size_t(n) * ldy, -1.0f);
-                matmul(s.view, X.data(), ldx, Y.data(), ldy, n, &pool);
+                matmul(Y.data(), ldy, s.view, X.data(), ldx, n, &pool);
                 for (int t = 0; t < n; ++t) expect_rows(s, as_quantized(X.data() + t * ldx, cols), Y.data() + t * ldy, nullptr, nullptr, 0, "matmul");
             }
 }
@@ -192,14 +192,14 @@ TEST_P(QuantKernels, EveryRatioSlice) {
         d.view = down.view.prefix(Cfg::dim, w.hidden);
         const auto x = activations(Cfg::hidden_dim, w.percent);
         std::vector<float> y(Cfg::hidden_dim);
-        matvec(q.view, x.data(), y.data(), &pool, nullptr, 0);
+        matvec(y.data(), q.view, x.data(), &pool, nullptr, 0);
         expect_rows(q, as_quantized(x.data(), Cfg::dim), y.data(), nullptr, nullptr, 0, "Wq slice");
-        matvec(d.view, x.data(), y.data(), &pool, nullptr, 0);
+        matvec(y.data(), d.view, x.data(), &pool, nullptr, 0);
         expect_rows(d, as_quantized(x.data(), w.hidden), y.data(), nullptr, nullptr, 0, "W_down slice");
         const int n = 5;
         std::vector<float> Y(std::size_t(n) * Cfg::dim);
         const auto X = activations(n * Cfg::hidden_dim, w.percent + 1);
-        matmul(d.view, X.data(), Cfg::hidden_dim, Y.data(), Cfg::dim, n, &pool);
+        matmul(Y.data(), Cfg::dim, d.view, X.data(), Cfg::hidden_dim, n, &pool);
         for (int t = 0; t < n; ++t)
             expect_rows(d, as_quantized(X.data() + t * Cfg::hidden_dim, w.hidden), Y.data() + t * Cfg::dim, nullptr, nullptr, 0, "W_down GEMM");
     }
@@ -215,10 +215,11 @@ TEST_P(QuantKernels, CloseToTheFloatProduct) {
     std::vector<float> w(std::size_t(rows) * cols);
     for (float& v : w) v = g(rng);
     std::vector<std::byte> q(bytes_for(dtype, w.size()));
-    for (int r = 0; r < rows; ++r) quantize_row(dtype, w.data() + std::size_t(r) * cols, cols, q.data() + bytes_for(dtype, std::size_t(r) * cols));
+    for (int r = 0; r < rows; ++r)
+        quantize_row(q.data() + bytes_for(dtype, std::size_t(r) * cols), dtype, w.data() + std::size_t(r) * cols, cols);
     const auto x = activations(cols, 4);
     std::vector<float> y(rows);
-    matvec(MatrixView{q.data(), dtype, Layout::out_major, rows, cols, std::size_t(cols)}, x.data(), y.data());
+    matvec(y.data(), MatrixView{q.data(), dtype, Layout::out_major, rows, cols, std::size_t(cols)}, x.data());
     double err = 0, norm = 0;
     for (int r = 0; r < rows; ++r) {
         double ref = 0;

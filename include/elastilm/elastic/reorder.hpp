@@ -58,7 +58,7 @@ inline std::vector<int> expand(const std::vector<int>& units, int width) {
 
 // Copies W into `dst` (out_major, same dtype) with rows and columns gathered: dst(i, j) = W(rows[i], cols[j]).
 // An empty order means "unchanged".
-inline MatrixView gather(const MatrixView& W, const std::vector<int>& rows, const std::vector<int>& cols, std::byte* dst) {
+inline MatrixView gather(std::byte* dst, const MatrixView& W, const std::vector<int>& rows, const std::vector<int>& cols) {
     const std::size_t es = dtype_size(W.dtype);
     const auto* src = static_cast<const std::byte*>(W.data);
     for (int i = 0; i < W.rows; ++i) {
@@ -85,7 +85,7 @@ ModelWeights reorder_units(const ModelWeights& w, const UnitOrder& order) {
     auto storage = std::make_shared<std::vector<std::byte>>(bytes);
     std::byte* cursor = storage->data();
     auto place = [&](const MatrixView& m, const std::vector<int>& rows, const std::vector<int>& cols) {
-        MatrixView v = detail::gather(m, rows, cols, cursor);
+        MatrixView v = detail::gather(cursor, m, rows, cols);
         cursor += m.bytes();
         return v;
     };

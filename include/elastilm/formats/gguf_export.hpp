@@ -66,15 +66,15 @@ inline std::vector<int> rope_rows_to_adjacent(int n_heads, int head_dim) {
 }
 
 // Row r of W (either layout, any dtype) as fp32.
-inline void row_as_f32(const MatrixView& W, int r, float* out) {
+inline void row_as_f32(float* out, const MatrixView& W, int r) {
     const auto* base = static_cast<const std::byte*>(W.data);
     if (is_quantized(W.dtype)) {
-        dequantize_row(W.dtype, base + bytes_for(W.dtype, std::size_t(r) * W.ld), W.cols, out);
+        dequantize_row(out, W.dtype, base + bytes_for(W.dtype, W.offset(r, 0)), W.cols);
         return;
     }
     const std::size_t es = dtype_size(W.dtype);
     for (int j = 0; j < W.cols; ++j) {
-        const std::size_t k = W.layout == Layout::out_major ? std::size_t(r) * W.ld + j : std::size_t(j) * W.ld + r;
+        const std::size_t k = W.offset(r, j);
         if (W.dtype == DType::f32) std::memcpy(&out[j], base + k * es, 4);
         else {
             f16_bits h;
@@ -94,11 +94,11 @@ inline GgufWriter::Filler matrix_filler(const MatrixView& W, std::vector<int> ro
             for (int a = 0; a < W.rows; ++a) {
                 const int r = row_order.empty() ? a : row_order[a];
                 if (W.dtype == to) {
-                    std::fwrite(static_cast<const std::byte*>(W.data) + bytes_for(to, std::size_t(r) * W.ld), 1, line.size(), f);
+                    std::fwrite(static_cast<const std::byte*>(W.data) + bytes_for(to, W.offset(r, 0)), 1, line.size(), f);
                     continue;
                 }
-                row_as_f32(W, r, row.data());
-                if (is_quantized(to)) quantize_row(to, row.data(), W.cols, line.data());
+                row_as_f32(row.data(), W, r);
+                if (is_quantized(to)) quantize_row(line.data(), to, row.data(), W.cols);
                 else if (to == DType::f32) std::memcpy(line.data(), row.data(), line.size());
                 else
                     for (int j = 0; j < W.cols; ++j) {

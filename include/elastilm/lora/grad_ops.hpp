@@ -102,8 +102,8 @@ inline void causal_attention(float* out, const float* q, const KvLayerView& kv, 
 //   dq_t = Σ_p dS_tp·k_p / sqrt(hd),   dk_p = Σ_t dS_tp·q_t / sqrt(hd),
 // with dk, dv summed over the query heads of a group. Writes (overwrites) dq, dk, dv.
 // `dscores` is scratch of n_heads·n·n floats.
-inline void causal_attention_backward(const float* d_out, const float* q, const KvLayerView& kv, const float* probs, int n,
-                                      int n_heads, int group_size, int head_dim, float* dq, float* dk, float* dv, float* dscores,
+inline void causal_attention_backward(float* dq, float* dk, float* dv, const float* d_out, const float* q, const KvLayerView& kv,
+                                      const float* probs, int n, int n_heads, int group_size, int head_dim, float* dscores,
                                       ThreadPool* pool = nullptr) {
     const int q_dim = n_heads * head_dim;
     const float scale = 1.0f / std::sqrt(float(head_dim));
@@ -165,7 +165,7 @@ inline void causal_attention_backward(const float* d_out, const float* q, const 
 
 // h = silu(g)⊙u:  dg = dh⊙u⊙σ(g)·(1 + g·(1 − σ(g))),  du = dh⊙silu(g). `gate`, `up` are the forward's
 // inputs (before silu_mul overwrote gate). Writes dgate, dup (either may alias dh).
-inline void swiglu_backward(const float* dh, const float* gate, const float* up, float* dgate, float* dup, int n) {
+inline void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, int n) {
     for (int i = 0; i < n; ++i) {
         const float g = gate[i], sig = 1.0f / (1.0f + std::exp(-g)), d = dh[i];
         const float dg = d * up[i] * sig * (1.0f + g * (1.0f - sig));
@@ -190,12 +190,12 @@ void split(ThreadPool& pool, int count, std::size_t work, Fn&& fn) {
 
 // Y[t] = W·X[t] + scale·B·U[t] with U[t] = A·X[t], for t < n. W is the frozen (sliced) view; an empty
 // pair is no adapter. U [n, rank] is kept for the backward (unused when the pair is empty).
-inline void lora_linear(const MatrixView& W, const LoraPair& pair, float scale, const float* X, int ldx, float* Y, int ldy,
+inline void lora_linear(float* Y, int ldy, const MatrixView& W, const LoraPair& pair, float scale, const float* X, int ldx,
                         float* U, int n, ThreadPool& pool) {
-    linear(W, X, ldx, Y, ldy, n, pool);
+    linear(Y, ldy, W, X, ldx, n, pool);
     if (pair.empty()) return;
     const int r = pair.rank, rows = pair.rows;
-    linear(detail::lora_a_view(pair), X, ldx, U, r, n, pool);
+    linear(U, r, detail::lora_a_view(pair), X, ldx, n, pool);
     detail::split(pool, n, std::size_t(n) * rows * r, [&](int t0, int t1) {
         for (int t = t0; t < t1; ++t) {
             const float* u = U + std::size_t(t) * r;
@@ -214,9 +214,10 @@ inline void lora_linear(const MatrixView& W, const LoraPair& pair, float scale, 
 //   dU = scale·dY·B  [n, rank];  dB += scale·dYᵀ·U;  dA += dUᵀ·X;  dX = Wᵀ·dY + dU·A.
 // dX [n, lddx] is overwritten, or skipped when null (nothing upstream needs it). dA and dB ACCUMULATE
 // into `grad` (shaped like `pair`). `dU` is scratch of n·rank floats.
-inline void lora_linear_backward(const MatrixView& W, const LoraPair& pair, float scale, const float* X, int ldx, const float* U,
-                                 const float* dY, int ldy, float* dX, int lddx, LoraPair& grad, float* dU, int n, ThreadPool& pool) {
-    if (dX) linear(transposed(W), dY, ldy, dX, lddx, n, pool);
+inline void lora_linear_backward(float* dX, int lddx, LoraPair& grad, const MatrixView& W, const LoraPair& pair, float scale,
+                                 const float* X, int ldx, const float* U, const float* dY, int ldy, float* dU, int n,
+                                 ThreadPool& pool) {
+    if (dX) linear(dX, lddx, transposed(W), dY, ldy, n, pool);
     if (pair.empty()) return;
     const int r = pair.rank, rows = pair.rows, cols = pair.cols;
     const std::size_t work = std::size_t(n) * r * std::max(rows, cols);
@@ -314,7 +315,7 @@ inline float log_sum_exp(const float* z, int n) {
 // KL(p_teacher ‖ p_student) of one token from the two logit rows, p = softmax(logits). Writes
 // dstudent = (p_student − p_teacher)·grad_scale (grad_scale = 1/n_tokens for a mean over tokens).
 // dstudent may be `student` itself (each logit is read before its gradient is written).
-inline double distill_kl(const float* student, const float* teacher, int vocab, float grad_scale, float* dstudent) {
+inline double distill_kl(float* dstudent, const float* student, const float* teacher, int vocab, float grad_scale) {
     using simd::fbatch;
     constexpr int S = simd::lanes;
     const float ls = detail::log_sum_exp(student, vocab), lt = detail::log_sum_exp(teacher, vocab);

@@ -108,7 +108,7 @@ public:
         pool.parallel_for(n, [&](int t0, int t1) {
             for (int t = t0; t < t1; ++t) {
                 float* z = logits_.data() + std::size_t(t) * vocab;
-                kl_[t] = distill_kl(z, teacher_logits.data() + std::size_t(t) * vocab, vocab, inv_n, z);
+                kl_[t] = distill_kl(z, z, teacher_logits.data() + std::size_t(t) * vocab, vocab, inv_n);
             }
         });
         double sum = 0;
@@ -127,7 +127,7 @@ public:
         for (int t = 0; t < n; ++t)
             rmsnorm(xb_.data() + std::size_t(t) * dim, x_.data() + std::size_t(t) * dim, m.weights().final_norm.data(), dim,
                     Cfg::norm_eps);
-        linear(lm_head(), xb_.data(), dim, logits_.data(), vocab, n, pool);
+        linear(logits_.data(), vocab, lm_head(), xb_.data(), dim, n, pool);
         return {logits_.data(), std::size_t(n) * vocab};
     }
 
@@ -164,36 +164,36 @@ private:
 
         // x += Wo · attend(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
         std::copy_n(x_.data(), std::size_t(n) * dim, tp.x_attn.data());
-        normalize(w.attn_norm, tp.x_attn.data(), tp.xb_attn.data(), n);
-        lora_linear(w.wq.prefix(d.q_dim, dim), pairs[lora_slot::q], scale, tp.xb_attn.data(), dim, tp.q.data(), d.q_dim,
+        normalize(tp.xb_attn.data(), w.attn_norm, tp.x_attn.data(), n);
+        lora_linear(tp.q.data(), d.q_dim, w.wq.prefix(d.q_dim, dim), pairs[lora_slot::q], scale, tp.xb_attn.data(), dim,
                     U(lora_slot::q), n, pool);
-        lora_linear(w.wk.prefix(d.kv_dim, dim), pairs[lora_slot::k], scale, tp.xb_attn.data(), dim, k_tok_.data(), d.kv_dim,
+        lora_linear(k_tok_.data(), d.kv_dim, w.wk.prefix(d.kv_dim, dim), pairs[lora_slot::k], scale, tp.xb_attn.data(), dim,
                     U(lora_slot::k), n, pool);
-        lora_linear(w.wv.prefix(d.kv_dim, dim), pairs[lora_slot::v], scale, tp.xb_attn.data(), dim, v_tok_.data(), d.kv_dim,
+        lora_linear(v_tok_.data(), d.kv_dim, w.wv.prefix(d.kv_dim, dim), pairs[lora_slot::v], scale, tp.xb_attn.data(), dim,
                     U(lora_slot::v), n, pool);
         for (int t = 0; t < n; ++t) {
             apply_rope(tp.q.data() + std::size_t(t) * d.q_dim, d.heads, head_dim, t, m.rope(), m.rope_pairing());
             apply_rope(k_tok_.data() + std::size_t(t) * d.kv_dim, d.kv_heads, head_dim, t, m.rope(), m.rope_pairing());
         }
-        to_head_major(k_tok_.data(), tp.k.data(), n, d.kv_heads);
-        to_head_major(v_tok_.data(), tp.v.data(), n, d.kv_heads);
+        to_head_major(tp.k.data(), k_tok_.data(), n, d.kv_heads);
+        to_head_major(tp.v.data(), v_tok_.data(), n, d.kv_heads);
         causal_attention(tp.att.data(), tp.q.data(), kv_view(tp.k.data(), tp.v.data(), n), tp.probs.data(), n, d.heads,
                          S::group_size, head_dim, &pool);
-        lora_linear(w.wo.prefix(dim, d.q_dim), pairs[lora_slot::o], scale, tp.att.data(), d.q_dim, proj_.data(), dim,
+        lora_linear(proj_.data(), dim, w.wo.prefix(dim, d.q_dim), pairs[lora_slot::o], scale, tp.att.data(), d.q_dim,
                     U(lora_slot::o), n, pool);
         add(x_.data(), proj_.data(), std::size_t(n) * dim);
 
         // x += W_down · (silu(W_gate·norm(x)) ⊙ W_up·norm(x))
         std::copy_n(x_.data(), std::size_t(n) * dim, tp.x_ffn.data());
-        normalize(w.ffn_norm, tp.x_ffn.data(), tp.xb_ffn.data(), n);
-        lora_linear(w.w_gate.prefix(d.hidden, dim), pairs[lora_slot::gate], scale, tp.xb_ffn.data(), dim, tp.gate.data(),
-                    d.hidden, U(lora_slot::gate), n, pool);
-        lora_linear(w.w_up.prefix(d.hidden, dim), pairs[lora_slot::up], scale, tp.xb_ffn.data(), dim, tp.up.data(), d.hidden,
+        normalize(tp.xb_ffn.data(), w.ffn_norm, tp.x_ffn.data(), n);
+        lora_linear(tp.gate.data(), d.hidden, w.w_gate.prefix(d.hidden, dim), pairs[lora_slot::gate], scale, tp.xb_ffn.data(),
+                    dim, U(lora_slot::gate), n, pool);
+        lora_linear(tp.up.data(), d.hidden, w.w_up.prefix(d.hidden, dim), pairs[lora_slot::up], scale, tp.xb_ffn.data(), dim,
                     U(lora_slot::up), n, pool);
         const std::size_t hn = std::size_t(n) * d.hidden;
         std::copy_n(tp.gate.data(), hn, tp.h.data());
         silu_mul(tp.h.data(), tp.up.data(), int(hn));
-        lora_linear(w.w_down.prefix(dim, d.hidden), pairs[lora_slot::down], scale, tp.h.data(), d.hidden, proj_.data(), dim,
+        lora_linear(proj_.data(), dim, w.w_down.prefix(dim, d.hidden), pairs[lora_slot::down], scale, tp.h.data(), d.hidden,
                     U(lora_slot::down), n, pool);
         add(x_.data(), proj_.data(), std::size_t(n) * dim);
     }
@@ -202,7 +202,7 @@ private:
     void backward(const LoraAdapter& ad, int n, LoraAdapter& grad, ThreadPool& pool) {
         const Model<Cfg>& m = *model_;
         const float scale = ad.scale();
-        linear(transposed(lm_head()), logits_.data(), vocab, dxb_.data(), dim, n, pool);
+        linear(dxb_.data(), dim, transposed(lm_head()), logits_.data(), vocab, n, pool);
         std::fill_n(dx_.data(), std::size_t(n) * dim, 0.0f);
         for (int t = 0; t < n; ++t)
             rmsnorm_backward(dx_.data() + std::size_t(t) * dim, dxb_.data() + std::size_t(t) * dim, x_.data() + std::size_t(t) * dim,
@@ -220,44 +220,44 @@ private:
         int max_rank = 0;
         for (const LoraPair& p : pairs) max_rank = std::max(max_rank, p.rank);
         du_.resize(std::size_t(capacity_) * max_rank);
-        auto back = [&](const MatrixView& W, std::size_t slot, const float* X, int ldx, const float* dY, int ldy, float* dX, int lddx) {
-            lora_linear_backward(W, pairs[slot], scale, X, ldx, tp.u[slot].data(), dY, ldy, dX, lddx, gpairs[slot], du_.data(), n, pool);
+        auto back = [&](float* dX, int lddx, const MatrixView& W, std::size_t slot, const float* X, int ldx, const float* dY, int ldy) {
+            lora_linear_backward(dX, lddx, gpairs[slot], W, pairs[slot], scale, X, ldx, tp.u[slot].data(), dY, ldy, du_.data(), n, pool);
         };
         const std::size_t nd = std::size_t(n) * dim;
 
         // FFN: dx (the residual's gradient) is dY of W_down; the norm's backward adds its branch to dx.
-        back(w.w_down.prefix(dim, d.hidden), lora_slot::down, tp.h.data(), d.hidden, dx_.data(), dim, dh_.data(), d.hidden);
-        swiglu_backward(dh_.data(), tp.gate.data(), tp.up.data(), dgate_.data(), dup_.data(), n * d.hidden);
-        back(w.w_gate.prefix(d.hidden, dim), lora_slot::gate, tp.xb_ffn.data(), dim, dgate_.data(), d.hidden, dxb_.data(), dim);
-        back(w.w_up.prefix(d.hidden, dim), lora_slot::up, tp.xb_ffn.data(), dim, dup_.data(), d.hidden, tmp_.data(), dim);
+        back(dh_.data(), d.hidden, w.w_down.prefix(dim, d.hidden), lora_slot::down, tp.h.data(), d.hidden, dx_.data(), dim);
+        swiglu_backward(dgate_.data(), dup_.data(), dh_.data(), tp.gate.data(), tp.up.data(), n * d.hidden);
+        back(dxb_.data(), dim, w.w_gate.prefix(d.hidden, dim), lora_slot::gate, tp.xb_ffn.data(), dim, dgate_.data(), d.hidden);
+        back(tmp_.data(), dim, w.w_up.prefix(d.hidden, dim), lora_slot::up, tp.xb_ffn.data(), dim, dup_.data(), d.hidden);
         add(dxb_.data(), tmp_.data(), nd);
         denormalize(w.ffn_norm, tp.x_ffn.data(), n);
 
         // Attention.
-        back(w.wo.prefix(dim, d.q_dim), lora_slot::o, tp.att.data(), d.q_dim, dx_.data(), dim, datt_.data(), d.q_dim);
-        causal_attention_backward(datt_.data(), tp.q.data(), kv_view(tp.k.data(), tp.v.data(), n), tp.probs.data(), n, d.heads,
-                                  S::group_size, head_dim, dq_.data(), dk_.data(), dv_.data(), dscores_.data(), &pool);
-        to_token_major(dk_.data(), dk_tok_.data(), n, d.kv_heads);
-        to_token_major(dv_.data(), dv_tok_.data(), n, d.kv_heads);
+        back(datt_.data(), d.q_dim, w.wo.prefix(dim, d.q_dim), lora_slot::o, tp.att.data(), d.q_dim, dx_.data(), dim);
+        causal_attention_backward(dq_.data(), dk_.data(), dv_.data(), datt_.data(), tp.q.data(), kv_view(tp.k.data(), tp.v.data(), n),
+                                  tp.probs.data(), n, d.heads, S::group_size, head_dim, dscores_.data(), &pool);
+        to_token_major(dk_tok_.data(), dk_.data(), n, d.kv_heads);
+        to_token_major(dv_tok_.data(), dv_.data(), n, d.kv_heads);
         for (int t = 0; t < n; ++t) {
             rope_backward(dq_.data() + std::size_t(t) * d.q_dim, d.heads, head_dim, t, m.rope(), m.rope_pairing());
             rope_backward(dk_tok_.data() + std::size_t(t) * d.kv_dim, d.kv_heads, head_dim, t, m.rope(), m.rope_pairing());
         }
         // Below layer 0 is the frozen embedding: its input gradient is not needed, only dA, dB.
         const bool need_dx = l > 0;
-        back(w.wq.prefix(d.q_dim, dim), lora_slot::q, tp.xb_attn.data(), dim, dq_.data(), d.q_dim, need_dx ? dxb_.data() : nullptr, dim);
-        back(w.wk.prefix(d.kv_dim, dim), lora_slot::k, tp.xb_attn.data(), dim, dk_tok_.data(), d.kv_dim,
-             need_dx ? tmp_.data() : nullptr, dim);
+        back(need_dx ? dxb_.data() : nullptr, dim, w.wq.prefix(d.q_dim, dim), lora_slot::q, tp.xb_attn.data(), dim, dq_.data(), d.q_dim);
+        back(need_dx ? tmp_.data() : nullptr, dim, w.wk.prefix(d.kv_dim, dim), lora_slot::k, tp.xb_attn.data(), dim,
+             dk_tok_.data(), d.kv_dim);
         if (need_dx) add(dxb_.data(), tmp_.data(), nd);
-        back(w.wv.prefix(d.kv_dim, dim), lora_slot::v, tp.xb_attn.data(), dim, dv_tok_.data(), d.kv_dim,
-             need_dx ? tmp_.data() : nullptr, dim);
+        back(need_dx ? tmp_.data() : nullptr, dim, w.wv.prefix(d.kv_dim, dim), lora_slot::v, tp.xb_attn.data(), dim,
+             dv_tok_.data(), d.kv_dim);
         if (need_dx) {
             add(dxb_.data(), tmp_.data(), nd);
             denormalize(w.attn_norm, tp.x_attn.data(), n);
         }
     }
 
-    static void normalize(const std::vector<float>& weight, const float* x, float* out, int n) {
+    static void normalize(float* out, const std::vector<float>& weight, const float* x, int n) {
         for (int t = 0; t < n; ++t)
             rmsnorm(out + std::size_t(t) * dim, x + std::size_t(t) * dim, weight.data(), dim, Cfg::norm_eps);
     }
@@ -272,12 +272,12 @@ private:
     }
     static KvLayerView kv_view(const float* k, const float* v, int n) { return {k, v, std::size_t(n) * head_dim}; }
     // [n][kv_heads·head_dim] ↔ [kv_heads][n][head_dim]
-    static void to_head_major(const float* src, float* dst, int n, int kv_heads) {
+    static void to_head_major(float* dst, const float* src, int n, int kv_heads) {
         for (int t = 0; t < n; ++t)
             for (int g = 0; g < kv_heads; ++g)
                 std::copy_n(src + (std::size_t(t) * kv_heads + g) * head_dim, head_dim, dst + (std::size_t(g) * n + t) * head_dim);
     }
-    static void to_token_major(const float* src, float* dst, int n, int kv_heads) {
+    static void to_token_major(float* dst, const float* src, int n, int kv_heads) {
         for (int g = 0; g < kv_heads; ++g)
             for (int t = 0; t < n; ++t)
                 std::copy_n(src + (std::size_t(g) * n + t) * head_dim, head_dim, dst + (std::size_t(t) * kv_heads + g) * head_dim);

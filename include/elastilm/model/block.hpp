@@ -46,9 +46,9 @@ struct Block {
         const LayerWeights& w = m.layer(l);
         normalize(w.attn_norm, n, a);
         lora_inputs_of(lora_group::qkv, lora, a.xb.data(), dim, n, a, pool);
-        project(w.wq.prefix(W::q_dim, dim), lora, lora_slot::q, a.xb.data(), dim, a.q.data(), W::q_dim, n, a, pool);
-        project(w.wk.prefix(W::kv_dim, dim), lora, lora_slot::k, a.xb.data(), dim, a.k.data(), W::kv_dim, n, a, pool);
-        project(w.wv.prefix(W::kv_dim, dim), lora, lora_slot::v, a.xb.data(), dim, a.v.data(), W::kv_dim, n, a, pool);
+        project(a.q.data(), W::q_dim, w.wq.prefix(W::q_dim, dim), lora, lora_slot::q, a.xb.data(), dim, n, a, pool);
+        project(a.k.data(), W::kv_dim, w.wk.prefix(W::kv_dim, dim), lora, lora_slot::k, a.xb.data(), dim, n, a, pool);
+        project(a.v.data(), W::kv_dim, w.wv.prefix(W::kv_dim, dim), lora, lora_slot::v, a.xb.data(), dim, n, a, pool);
 
         for (int t = 0; t < n; ++t) {
             float* q = a.q.data() + std::size_t(t) * W::q_dim;
@@ -66,7 +66,7 @@ struct Block {
 
         if (a.observer) a.observer->attention_heads(l, a.att_out.data(), n, W::q_dim);
         lora_inputs_of(lora_group::o, lora, a.att_out.data(), W::q_dim, n, a, pool);
-        project(w.wo.prefix(dim, W::q_dim), lora, lora_slot::o, a.att_out.data(), W::q_dim, a.proj.data(), dim, n, a, pool);
+        project(a.proj.data(), dim, w.wo.prefix(dim, W::q_dim), lora, lora_slot::o, a.att_out.data(), W::q_dim, n, a, pool);
         add_residual(n, a);
     }
 
@@ -74,12 +74,12 @@ struct Block {
     static void ffn(const LayerWeights& w, int l, int n, Activations<Cfg>& a, ThreadPool& pool, LayerLora lora = {}) {
         normalize(w.ffn_norm, n, a);
         lora_inputs_of(lora_group::gate_up, lora, a.xb.data(), dim, n, a, pool);
-        project(w.w_gate.prefix(W::hidden, dim), lora, lora_slot::gate, a.xb.data(), dim, a.gate.data(), W::hidden, n, a, pool);
-        project(w.w_up.prefix(W::hidden, dim), lora, lora_slot::up, a.xb.data(), dim, a.up.data(), W::hidden, n, a, pool);
+        project(a.gate.data(), W::hidden, w.w_gate.prefix(W::hidden, dim), lora, lora_slot::gate, a.xb.data(), dim, n, a, pool);
+        project(a.up.data(), W::hidden, w.w_up.prefix(W::hidden, dim), lora, lora_slot::up, a.xb.data(), dim, n, a, pool);
         silu_mul(a.gate.data(), a.up.data(), n * W::hidden);
         if (a.observer) a.observer->ffn_hidden(l, a.gate.data(), n, W::hidden);
         lora_inputs_of(lora_group::down, lora, a.gate.data(), W::hidden, n, a, pool);
-        project(w.w_down.prefix(dim, W::hidden), lora, lora_slot::down, a.gate.data(), W::hidden, a.proj.data(), dim, n, a, pool);
+        project(a.proj.data(), dim, w.w_down.prefix(dim, W::hidden), lora, lora_slot::down, a.gate.data(), W::hidden, n, a, pool);
         add_residual(n, a);
     }
 
@@ -104,13 +104,13 @@ private:
     // The adapter's low-rank inputs for the projections of `group`, which all read X.
     static void lora_inputs_of(std::size_t group, LayerLora lora, const float* X, int ldx, int n, Activations<Cfg>& a,
                                ThreadPool& pool) {
-        if (lora) lora_inputs(*lora.layer, group, lora.scale, X, ldx, n, a.lora, pool);
+        if (lora) lora_inputs(a.lora, *lora.layer, group, lora.scale, X, ldx, n, pool);
     }
     // Y = X·W_sliceᵀ, plus the adapter's low-rank correction when this ratio has one.
-    static void project(const MatrixView& W, LayerLora lora, std::size_t slot, const float* X, int ldx, float* Y, int ldy,
+    static void project(float* Y, int ldy, const MatrixView& W, LayerLora lora, std::size_t slot, const float* X, int ldx,
                         int n, Activations<Cfg>& a, ThreadPool& pool) {
-        if (lora) linear_with_lora(W, lora.layer->pairs[slot], X, ldx, Y, ldy, n, a.lora, pool);
-        else linear(W, X, ldx, Y, ldy, n, pool);
+        if (lora) linear_with_lora(Y, ldy, W, lora.layer->pairs[slot], X, ldx, n, a.lora, pool);
+        else linear(Y, ldy, W, X, ldx, n, pool);
     }
     static void normalize(const std::vector<float>& weight, int n, Activations<Cfg>& a) {
         for (int t = 0; t < n; ++t)

@@ -44,7 +44,7 @@ void forward(const Model<Cfg>& m, KvCache<Cfg>& cache, std::span<const int> toke
             rmsnorm(a.xb.data() + std::size_t(t - first) * dim, a.x.data() + std::size_t(t) * dim,
                     m.weights().final_norm.data(), dim, Cfg::norm_eps);
         float* out = which == Logits::all ? logits + std::size_t(done) * Cfg::vocab_size : logits;
-        linear(head.prefix(Cfg::vocab_size, dim), a.xb.data(), dim, out, Cfg::vocab_size, rows, pool);
+        linear(out, Cfg::vocab_size, head.prefix(Cfg::vocab_size, dim), a.xb.data(), dim, rows, pool);
     }
 }
 

@@ -9,9 +9,9 @@
 namespace elastilm {
 
 // Y[t, :W.rows] = W · X[t, :W.cols] for t < n.
-inline void linear(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool& pool) {
-    if (n == 1) matvec(W, X, Y, &pool);
-    else matmul(W, X, ldx, Y, ldy, n, &pool);
+inline void linear(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool& pool) {
+    if (n == 1) matvec(Y, W, X, &pool);
+    else matmul(Y, ldy, W, X, ldx, n, &pool);
 }
 
 }  // namespace elastilm

@@ -112,8 +112,8 @@ struct LoraScratch {
 };
 
 // Z = scale · X·A_groupᵀ for tokens t < n: the low-rank inputs of every pair of `group`, one pass over X.
-inline void lora_inputs(const LoraRuntimeLayer& layer, std::size_t group, float scale, const float* X, int ldx, int n,
-                        LoraScratch& s, ThreadPool& pool) {
+inline void lora_inputs(LoraScratch& s, const LoraRuntimeLayer& layer, std::size_t group, float scale, const float* X, int ldx,
+                        int n, ThreadPool& pool) {
     const LoraRuntimeStack& stack = layer.stacks[group];
     s.ldz = stack.rank;
     if (stack.rank == 0) return;
@@ -122,23 +122,23 @@ inline void lora_inputs(const LoraRuntimeLayer& layer, std::size_t group, float 
     // In decode the stack is always cold: gigabytes of base weights stream through the caches between
     // two uses. Two threads read it faster from ~16K weights on (measured: bench/end_to_end's adapter
     // cost), well below the threshold for products that may sit in cache.
-    if (n == 1) matvec(stack.A(), X, s.z.data(), &pool, nullptr, std::size_t(1) << 14);
-    else linear(stack.A(), X, ldx, s.z.data(), stack.rank, n, pool);
+    if (n == 1) matvec(s.z.data(), stack.A(), X, &pool, nullptr, std::size_t(1) << 14);
+    else linear(s.z.data(), stack.rank, stack.A(), X, ldx, n, pool);
     for (std::size_t i = 0; i < size; ++i) s.z[i] *= scale;
 }
 
 // Y = X·Wᵀ + Z_p·Bᵀ for t < n, with Z_p the pair's columns of the inputs lora_inputs made for its group.
-inline void linear_with_lora(const MatrixView& W, const LoraRuntimePair& p, const float* X, int ldx, float* Y, int ldy, int n,
+inline void linear_with_lora(float* Y, int ldy, const MatrixView& W, const LoraRuntimePair& p, const float* X, int ldx, int n,
                              LoraScratch& s, ThreadPool& pool) {
-    if (p.empty()) return linear(W, X, ldx, Y, ldy, n, pool);
+    if (p.empty()) return linear(Y, ldy, W, X, ldx, n, pool);
     const float* z = s.z.data() + p.a_row;
     if (n == 1) {
         const ExtraColumns b{p.B(), z};
-        return matvec(W, X, Y, &pool, &b);
+        return matvec(Y, W, X, &pool, &b);
     }
-    linear(W, X, ldx, Y, ldy, n, pool);
+    linear(Y, ldy, W, X, ldx, n, pool);
     if (s.out.size() < std::size_t(n) * p.rows) s.out.resize(std::size_t(n) * p.rows);
-    linear(p.B(), z, s.ldz, s.out.data(), p.rows, n, pool);
+    linear(s.out.data(), p.rows, p.B(), z, s.ldz, n, pool);
     for (int t = 0; t < n; ++t) {
         float* y = Y + std::size_t(t) * ldy;
         const float* d = s.out.data() + std::size_t(t) * p.rows;

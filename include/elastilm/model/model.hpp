@@ -78,7 +78,7 @@ public:
         if (e.dtype == DType::f32) {
             std::copy_n(static_cast<const float*>(e.data) + row, Cfg::dim, out);
         } else if (is_quantized(e.dtype)) {
-            dequantize_row(e.dtype, static_cast<const std::byte*>(e.data) + bytes_for(e.dtype, row), Cfg::dim, out);
+            dequantize_row(out, e.dtype, static_cast<const std::byte*>(e.data) + bytes_for(e.dtype, row), Cfg::dim);
         } else {
             const auto* h = static_cast<const f16_bits*>(e.data) + row;
             for (int i = 0; i < Cfg::dim; ++i) out[i] = f16_to_f32(h[i]);

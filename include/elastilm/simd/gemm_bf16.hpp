@@ -36,7 +36,7 @@ inline constexpr int KP = KC / 2;  // pairs per block
 
 // Packs W(i0 .. i0+NR, k0 .. k0+kc) as pairs: panel[kk][i] = (W(i, k0+2kk), W(i, k0+2kk+1)); rows past
 // W.rows and the element past an odd kc are zero.
-inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, pair_bits* panel) {
+inline void pack_panel(pair_bits* panel, const MatrixView& W, int i0, int k0, int kc) {
     const auto* data = static_cast<const f16_bits*>(W.data);
     const int rows = std::min(NR, W.rows - i0), kp = (kc + 1) / 2;
     if (W.layout == Layout::out_major) {
@@ -44,7 +44,7 @@ inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, pair_bits* p
         alignas(64) pair_bits row[KP];
         for (int i = 0; i < rows; ++i) {
             row[kp - 1] = 0;
-            simd::bf16::convert(reinterpret_cast<std::uint16_t*>(row), data + std::size_t(i0 + i) * W.ld + k0, kc);
+            simd::bf16::convert(reinterpret_cast<std::uint16_t*>(row), data + W.offset(i0 + i, k0), kc);
             for (int kk = 0; kk < kp; ++kk) panel[kk * NR + i] = row[kk];
         }
         for (int kk = 0; kk < kp; ++kk)
@@ -55,7 +55,7 @@ inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, pair_bits* p
     alignas(64) f16_bits a[NR], b[NR];
     for (int kk = 0; kk < kp; ++kk) {
         const int k = k0 + 2 * kk;
-        const f16_bits* ca = data + std::size_t(k) * W.ld + i0;
+        const f16_bits* ca = data + W.offset(i0, k);
         const f16_bits* cb = 2 * kk + 1 < kc ? ca + W.ld : nullptr;
         if (rows == NR && cb) {
             simd::bf16::store(panel + kk * NR, simd::bf16::interleave(ca, cb));
@@ -73,7 +73,7 @@ inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, pair_bits* p
 
 // Y[0..M, 0..cols) (+)= Xp[0..M, 0..kp) · panel; `accumulate` false on the first k-block.
 template <int M>
-void micro_kernel(const pair_bits* Xp, std::size_t ldp, const pair_bits* panel, int kp, float* Y, std::size_t ldy, int cols,
+void micro_kernel(float* Y, std::size_t ldy, int cols, const pair_bits* Xp, std::size_t ldp, const pair_bits* panel, int kp,
                   bool accumulate) {
     using namespace simd::bf16;
     acc c[M][2];
@@ -104,14 +104,14 @@ void micro_kernel(const pair_bits* Xp, std::size_t ldp, const pair_bits* panel, 
     }
 }
 
-using MicroKernel = void (*)(const pair_bits*, std::size_t, const pair_bits*, int, float*, std::size_t, int, bool);
+using MicroKernel = void (*)(float*, std::size_t, int, const pair_bits*, std::size_t, const pair_bits*, int, bool);
 
 inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
     return std::array<MicroKernel, MR>{&micro_kernel<int(I) + 1>...};
 }(std::make_index_sequence<MR>{});
 
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols; W is F16 (either layout).
-inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool) {
+inline void matmul(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool* pool) {
     const int K = W.cols;
     const std::size_t ldp = std::size_t(K + 1) / 2;  // pairs per packed token row
     thread_local std::vector<pair_bits> packed_x;
@@ -135,11 +135,11 @@ inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int l
             alignas(64) static thread_local pair_bits panel[KP * NR];
             for (int p = p0; p < p1; ++p) {
                 const int i0 = p * NR, cols = std::min(NR, W.rows - i0);
-                pack_panel(W, i0, k0, kc, panel);
+                pack_panel(panel, W, i0, k0, kc);
                 for (int t0 = 0; t0 < n; t0 += MR) {
                     const int m = std::min(MR, n - t0);
-                    kernels[m - 1](Xp + std::size_t(t0) * ldp + k0 / 2, ldp, panel, kp, Y + std::size_t(t0) * ldy + i0,
-                                   std::size_t(ldy), cols, k0 > 0);
+                    kernels[m - 1](Y + std::size_t(t0) * ldy + i0, std::size_t(ldy), cols, Xp + std::size_t(t0) * ldp + k0 / 2, ldp,
+                                   panel, kp, k0 > 0);
                 }
             }
         };

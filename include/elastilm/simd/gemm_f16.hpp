@@ -38,12 +38,12 @@ inline constexpr int RUN = 16;       // inputs summed in fp16 before folding int
 inline constexpr float kMaxX = 2048; // |x| above this could overflow a run of fp16 sums
 
 // Packs W(i0 .. i0+NR, k0 .. k0+kc) as panel[k][i]; rows past W.rows are zero.
-inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, f16_bits* panel) {
+inline void pack_panel(f16_bits* panel, const MatrixView& W, int i0, int k0, int kc) {
     const auto* data = static_cast<const f16_bits*>(W.data);
     const int rows = std::min(NR, W.rows - i0);
     if (W.layout == Layout::out_major) {
         for (int i = 0; i < rows; ++i) {
-            const f16_bits* src = data + std::size_t(i0 + i) * W.ld + k0;
+            const f16_bits* src = data + W.offset(i0 + i, k0);
             for (int k = 0; k < kc; ++k) panel[k * NR + i] = src[k];
         }
         for (int k = 0; k < kc; ++k)
@@ -51,7 +51,7 @@ inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, f16_bits* pa
         return;
     }
     for (int k = 0; k < kc; ++k) {
-        const f16_bits* src = data + std::size_t(k0 + k) * W.ld + i0;
+        const f16_bits* src = data + W.offset(i0, k0 + k);
         std::copy_n(src, rows, panel + k * NR);
         std::fill(panel + k * NR + rows, panel + (k + 1) * NR, f16_bits(0));
     }
@@ -59,7 +59,7 @@ inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, f16_bits* pa
 
 // Y[0..M, 0..cols) (+)= Xh[0..M, 0..kc) · panel; `accumulate` false on the first k-block.
 template <int M>
-void micro_kernel(const f16_bits* Xh, std::size_t ldx, const f16_bits* panel, int kc, float* Y, std::size_t ldy, int cols,
+void micro_kernel(float* Y, std::size_t ldy, int cols, const f16_bits* Xh, std::size_t ldx, const f16_bits* panel, int kc,
                   bool accumulate) {
     using namespace simd::f16v;
     alignas(16) float sum[M][NR] = {};
@@ -86,7 +86,7 @@ void micro_kernel(const f16_bits* Xh, std::size_t ldx, const f16_bits* panel, in
     }
 }
 
-using MicroKernel = void (*)(const f16_bits*, std::size_t, const f16_bits*, int, float*, std::size_t, int, bool);
+using MicroKernel = void (*)(float*, std::size_t, int, const f16_bits*, std::size_t, const f16_bits*, int, bool);
 
 inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
     return std::array<MicroKernel, MR>{&micro_kernel<int(I) + 1>...};
@@ -95,7 +95,7 @@ inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) 
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols; W is F16 (either layout).
 // Returns false, having written nothing meaningful to Y, when fp16 arithmetic cannot be trusted with
 // these activations (see the file comment); the caller then runs the fp32 GEMM.
-inline bool matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool) {
+inline bool matmul(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool* pool) {
     const int K = W.cols;
     thread_local std::vector<f16_bits> packed_x;
     packed_x.resize(std::size_t(K) * n);
@@ -120,11 +120,11 @@ inline bool matmul(const MatrixView& W, const float* X, int ldx, float* Y, int l
             alignas(64) static thread_local f16_bits panel[KC * NR];
             for (int p = p0; p < p1; ++p) {
                 const int i0 = p * NR, cols = std::min(NR, W.rows - i0);
-                pack_panel(W, i0, k0, kc, panel);
+                pack_panel(panel, W, i0, k0, kc);
                 for (int t0 = 0; t0 < n; t0 += MR) {
                     const int m = std::min(MR, n - t0);
                     float* y = Y + std::size_t(t0) * ldy + i0;
-                    kernels[m - 1](Xh + std::size_t(t0) * K + k0, std::size_t(K), panel, kc, y, std::size_t(ldy), cols, k0 > 0);
+                    kernels[m - 1](y, std::size_t(ldy), cols, Xh + std::size_t(t0) * K + k0, std::size_t(K), panel, kc, k0 > 0);
                     if (last)
                         for (int r = 0; r < m; ++r)
                             for (int i = 0; i < cols; ++i)

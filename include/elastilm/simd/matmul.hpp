@@ -36,19 +36,19 @@ inline constexpr int KC = S == 16 ? 384 : 512;  // inputs per block: a packed pa
 
 // Packs W(i0 .. i0+NR, k0 .. k0+kc) into panel[k][i] as fp32; rows past W.rows are zero.
 template <class T>
-void pack_panel(const MatrixView& W, int i0, int k0, int kc, float* panel) {
+void pack_panel(float* panel, const MatrixView& W, int i0, int k0, int kc) {
     const T* data = static_cast<const T*>(W.data);
     const int rows = std::min(NR, W.rows - i0);
     if (W.layout == Layout::out_major) {
         for (int i = 0; i < rows; ++i) {
-            const T* src = data + std::size_t(i0 + i) * W.ld + k0;
+            const T* src = data + W.offset(i0 + i, k0);
             for (int k = 0; k < kc; ++k) panel[k * NR + i] = simd::to_float(src[k]);
         }
         for (int i = rows; i < NR; ++i)
             for (int k = 0; k < kc; ++k) panel[k * NR + i] = 0.0f;
     } else {
         for (int k = 0; k < kc; ++k) {
-            const T* src = data + std::size_t(k0 + k) * W.ld + i0;
+            const T* src = data + W.offset(i0, k0 + k);
             float* dst = panel + k * NR;
             if (rows == NR) {
                 simd::load(src).store_unaligned(dst);
@@ -63,7 +63,7 @@ void pack_panel(const MatrixView& W, int i0, int k0, int kc, float* panel) {
 
 // Y[0..M, 0..cols) (+)= X[0..M, 0..kc) · panel; `accumulate` false on the first k-block.
 template <int M>
-void micro_kernel(const float* X, std::size_t ldx, const float* panel, int kc, float* Y, std::size_t ldy, int cols, bool accumulate) {
+void micro_kernel(float* Y, std::size_t ldy, int cols, const float* X, std::size_t ldx, const float* panel, int kc, bool accumulate) {
     fbatch acc[M][2];
     for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = fbatch(0.0f);
     for (int k = 0; k < kc; ++k) {
@@ -94,7 +94,7 @@ void micro_kernel(const float* X, std::size_t ldx, const float* panel, int kc, f
     }
 }
 
-using MicroKernel = void (*)(const float*, std::size_t, const float*, int, float*, std::size_t, int, bool);
+using MicroKernel = void (*)(float*, std::size_t, int, const float*, std::size_t, const float*, int, bool);
 
 // micro_kernel<1> … micro_kernel<MR>, for the token tail.
 inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
@@ -115,18 +115,19 @@ inline constexpr std::string_view reduced_gemm =
 
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols.
 // X is row-major with leading dimension ldx (>= W.cols); Y row-major with ldy (>= W.rows).
-inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool = nullptr) {
+// As in every kernel and op: the output first (with its leading dimension), then the inputs, then options.
+inline void matmul(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool* pool = nullptr) {
     using namespace gemm;
     if (n <= 2) {  // a GEMM's packing does not pay for one or two tokens
-        for (int t = 0; t < n; ++t) matvec(W, X + std::size_t(t) * ldx, Y + std::size_t(t) * ldy, pool);
+        for (int t = 0; t < n; ++t) matvec(Y + std::size_t(t) * ldy, W, X + std::size_t(t) * ldx, pool);
         return;
     }
-    if (is_quantized(W.dtype)) return quant_matmul(W, X, ldx, Y, ldy, n, pool);  // simd/quant_matmul.hpp
+    if (is_quantized(W.dtype)) return quant_matmul(Y, ldy, W, X, ldx, n, pool);  // simd/quant_matmul.hpp
     if (W.dtype == DType::f16 && gemm_precision() == GemmPrecision::reduced) {
 #if defined(ELASTILM_GEMM_BF16)
-        return gemm_bf16::matmul(W, X, ldx, Y, ldy, n, pool);
+        return gemm_bf16::matmul(Y, ldy, W, X, ldx, n, pool);
 #elif defined(ELASTILM_GEMM_F16)
-        if (gemm_f16::matmul(W, X, ldx, Y, ldy, n, pool)) return;
+        if (gemm_f16::matmul(Y, ldy, W, X, ldx, n, pool)) return;
 #endif
     }
     const int panels = (W.rows + NR - 1) / NR;
@@ -136,12 +137,12 @@ inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int l
             alignas(64) static thread_local float panel[KC * NR];
             for (int p = p0; p < p1; ++p) {
                 const int i0 = p * NR, cols = std::min(NR, W.rows - i0);
-                if (W.dtype == DType::f16) pack_panel<f16_bits>(W, i0, k0, kc, panel);
-                else pack_panel<float>(W, i0, k0, kc, panel);
+                if (W.dtype == DType::f16) pack_panel<f16_bits>(panel, W, i0, k0, kc);
+                else pack_panel<float>(panel, W, i0, k0, kc);
                 for (int t0 = 0; t0 < n; t0 += MR) {
                     const int m = std::min(MR, n - t0);
-                    kernels[m - 1](X + std::size_t(t0) * ldx + k0, std::size_t(ldx), panel, kc, Y + std::size_t(t0) * ldy + i0,
-                                   std::size_t(ldy), cols, k0 > 0);
+                    kernels[m - 1](Y + std::size_t(t0) * ldy + i0, std::size_t(ldy), cols, X + std::size_t(t0) * ldx + k0, std::size_t(ldx),
+                                   panel, kc, k0 > 0);
                 }
             }
         };

@@ -38,7 +38,7 @@ namespace detail {
 inline constexpr std::size_t kPrefetchAhead = 2048;
 
 template <class T>
-void matvec_rows(const T* W, std::size_t ld, int cols, const float* x, float* y, int r0, int r1, const ExtraColumns* extra = nullptr) {
+void matvec_rows(float* y, const T* W, std::size_t ld, int cols, const float* x, int r0, int r1, const ExtraColumns* extra = nullptr) {
     using simd::fbatch;
     constexpr int S = simd::lanes;
     const int end4 = cols / (4 * S) * (4 * S), end1 = cols / S * S;
@@ -72,7 +72,7 @@ void matvec_rows(const T* W, std::size_t ld, int cols, const float* x, float* y,
 // y[0:rows] += Σ_{j in [c0, c1)} x[j]·W[:, j] for an in_major W: column j is contiguous (W + j·ld), so
 // a range of columns is one sequential stream. Four columns per pass over y.
 template <class T>
-void matvec_columns(const T* W, std::size_t ld, int rows, const float* x, float* y, int c0, int c1) {
+void matvec_columns(float* y, const T* W, std::size_t ld, int rows, const float* x, int c0, int c1) {
     using simd::fbatch;
     constexpr int S = simd::lanes;
     const int vec_end = rows / S * S;
@@ -100,19 +100,19 @@ void matvec_columns(const T* W, std::size_t ld, int rows, const float* x, float*
 
 // Columns [c0, c1) of [W | E] (E optional, f16) into y, which the caller has zeroed.
 template <class T>
-void matvec_columns_extended(const MatrixView& W, const float* x, const ExtraColumns* extra, float* y, int c0, int c1) {
-    if (c0 < W.cols) matvec_columns(static_cast<const T*>(W.data), W.ld, W.rows, x, y, c0, std::min(c1, W.cols));
+void matvec_columns_extended(float* y, const MatrixView& W, const float* x, const ExtraColumns* extra, int c0, int c1) {
+    if (c0 < W.cols) matvec_columns(y, static_cast<const T*>(W.data), W.ld, W.rows, x, c0, std::min(c1, W.cols));
     if (extra && c1 > W.cols)
-        matvec_columns(static_cast<const f16_bits*>(extra->E.data), extra->E.ld, W.rows, extra->z, y,
+        matvec_columns(y, static_cast<const f16_bits*>(extra->E.data), extra->E.ld, W.rows, extra->z,
                        std::max(c0, W.cols) - W.cols, c1 - W.cols);
 }
 
 template <class T>
-void matvec_in_major(const MatrixView& W, const float* x, float* y, ThreadPool* pool, const ExtraColumns* extra) {
+void matvec_in_major(float* y, const MatrixView& W, const float* x, ThreadPool* pool, const ExtraColumns* extra) {
     const int columns = W.cols + (extra ? extra->E.cols : 0);
     if (!pool || pool->size() == 1) {
         std::fill(y, y + W.rows, 0.0f);
-        matvec_columns_extended<T>(W, x, extra, y, 0, columns);
+        matvec_columns_extended<T>(y, W, x, extra, 0, columns);
         return;
     }
     // Each thread sums its own columns into a partial y; the caller adds the partials.
@@ -124,7 +124,7 @@ void matvec_in_major(const MatrixView& W, const float* x, float* y, ThreadPool* 
     pool->parallel_for(columns, [&](int c0, int c1) {
         float* part = base + stride * slots.fetch_add(1);
         std::fill(part, part + W.rows, 0.0f);
-        matvec_columns_extended<T>(W, x, extra, part, c0, c1);
+        matvec_columns_extended<T>(part, W, x, extra, c0, c1);
     }, 4);
     const int used = slots.load();
     std::copy_n(base, W.rows, y);
@@ -138,21 +138,22 @@ void matvec_in_major(const MatrixView& W, const float* x, float* y, ThreadPool* 
 inline constexpr std::size_t kParallelMatvecWeights = std::size_t(1) << 16;
 
 // y[i] = Σ_j W(i, j) · x[j] for i < W.rows, j < W.cols, plus Σ_k E(i, k) · z[k] when `extra` is given.
+// Output first, then inputs, then options — the argument order of every kernel and op.
 // Either layout, any dtype (block formats: simd/quant_matvec.hpp). Split across `pool` from `parallel_from` weights of W.
-inline void matvec(const MatrixView& W, const float* x, float* y, ThreadPool* pool = nullptr, const ExtraColumns* extra = nullptr,
+inline void matvec(float* y, const MatrixView& W, const float* x, ThreadPool* pool = nullptr, const ExtraColumns* extra = nullptr,
                    std::size_t parallel_from = kParallelMatvecWeights) {
     assert(!extra || (extra->E.layout == W.layout && extra->E.rows == W.rows && extra->E.dtype == DType::f16));
     if (is_quantized(W.dtype))
-        return quant_matvec(W, x, y, pool, extra ? &extra->E : nullptr, extra ? extra->z : nullptr, parallel_from);
+        return quant_matvec(y, W, x, pool, extra ? &extra->E : nullptr, extra ? extra->z : nullptr, parallel_from);
     if (pool && std::size_t(W.rows) * W.cols < parallel_from) pool = nullptr;
     if (W.layout == Layout::in_major) {
-        if (W.dtype == DType::f16) detail::matvec_in_major<f16_bits>(W, x, y, pool, extra);
-        else detail::matvec_in_major<float>(W, x, y, pool, extra);
+        if (W.dtype == DType::f16) detail::matvec_in_major<f16_bits>(y, W, x, pool, extra);
+        else detail::matvec_in_major<float>(y, W, x, pool, extra);
         return;
     }
     auto rows = [&](int r0, int r1) {
-        if (W.dtype == DType::f16) detail::matvec_rows(static_cast<const f16_bits*>(W.data), W.ld, W.cols, x, y, r0, r1, extra);
-        else detail::matvec_rows(static_cast<const float*>(W.data), W.ld, W.cols, x, y, r0, r1, extra);
+        if (W.dtype == DType::f16) detail::matvec_rows(y, static_cast<const f16_bits*>(W.data), W.ld, W.cols, x, r0, r1, extra);
+        else detail::matvec_rows(y, static_cast<const float*>(W.data), W.ld, W.cols, x, r0, r1, extra);
     };
     if (pool && pool->size() > 1) pool->parallel_for(W.rows, rows, 16);
     else rows(0, W.rows);

@@ -61,11 +61,11 @@ inline BlockQ4_0 quantize_q4_0(const float* x) {
     return b;
 }
 
-inline void dequantize(const BlockQ8_0& b, float* out) {
+inline void dequantize(float* out, const BlockQ8_0& b) {
     const float d = f16_to_f32(b.d);
     for (int k = 0; k < kQuantBlock; ++k) out[k] = float(b.q[k]) * d;
 }
-inline void dequantize(const BlockQ4_0& b, float* out) {
+inline void dequantize(float* out, const BlockQ4_0& b) {
     const float d = f16_to_f32(b.d);
     for (int k = 0; k < kQuantBlock / 2; ++k) {
         out[k] = float(int(b.qs[k] & 0x0f) - 8) * d;
@@ -74,7 +74,7 @@ inline void dequantize(const BlockQ4_0& b, float* out) {
 }
 
 // x[0..n) (n a multiple of 32) as `dtype` blocks written to `out` (bytes_for(dtype, n) bytes).
-inline void quantize_row(DType dtype, const float* x, int n, std::byte* out) {
+inline void quantize_row(std::byte* out, DType dtype, const float* x, int n) {
     for (int b = 0; b < n / kQuantBlock; ++b) {
         if (dtype == DType::q8_0) {
             const BlockQ8_0 q = quantize_q8_0(x + b * kQuantBlock);
@@ -87,16 +87,16 @@ inline void quantize_row(DType dtype, const float* x, int n, std::byte* out) {
 }
 
 // Elements [0, n) of a row of `dtype` blocks, widened to fp32 (n a multiple of 32).
-inline void dequantize_row(DType dtype, const std::byte* row, int n, float* out) {
+inline void dequantize_row(float* out, DType dtype, const std::byte* row, int n) {
     for (int b = 0; b < n / kQuantBlock; ++b) {
         if (dtype == DType::q8_0) {
             BlockQ8_0 q;
             std::memcpy(&q, row + b * sizeof q, sizeof q);
-            dequantize(q, out + b * kQuantBlock);
+            dequantize(out + b * kQuantBlock, q);
         } else {
             BlockQ4_0 q;
             std::memcpy(&q, row + b * sizeof q, sizeof q);
-            dequantize(q, out + b * kQuantBlock);
+            dequantize(out + b * kQuantBlock, q);
         }
     }
 }

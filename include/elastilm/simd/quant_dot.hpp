@@ -31,7 +31,7 @@ struct ActBlock {
 };
 
 // x[0..n) (n a multiple of 32) into n/32 blocks: d = max|x| / 127, q = round(x / d).
-inline void quantize_activations(const float* x, int n, ActBlock* out) {
+inline void quantize_activations(ActBlock* out, const float* x, int n) {
     for (int b = 0; b < n / kQuantBlock; ++b) {
         const float* v = x + b * kQuantBlock;
         float amax = 0;

@@ -28,7 +28,7 @@ inline constexpr int TC = 64;   // tokens per chunk
 
 // Y[m][r] = Σ_b W[r] · X[m] for r < R (≤ NR) rows and M (≤ MR) tokens.
 template <class Block, int R, int M>
-void micro_kernel(const Block* const* w, const ActBlock* const* x, int blocks, float* Y, std::size_t ldy) {
+void micro_kernel(float* Y, std::size_t ldy, const Block* const* w, const ActBlock* const* x, int blocks) {
     std::array<std::array<simd::qarch::Acc, M>, R> acc;
     for (auto& row : acc) row.fill(simd::qarch::zero());
     for (int b = 0; b < blocks; ++b) {
@@ -48,7 +48,7 @@ void micro_kernel(const Block* const* w, const ActBlock* const* x, int blocks, f
 }
 
 template <class Block>
-using MicroKernel = void (*)(const Block* const*, const ActBlock* const*, int, float*, std::size_t);
+using MicroKernel = void (*)(float*, std::size_t, const Block* const*, const ActBlock* const*, int);
 
 // kernels[R - 1][M - 1] = micro_kernel<Block, R, M>, for the row and token tails.
 template <class Block>
@@ -57,7 +57,7 @@ inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) 
 }(std::make_index_sequence<NR * MR>{});
 
 template <class Block>
-void tiles(const MatrixView& W, const ActBlock* xq, int t0, int t1, float* Y, int ldy, int tile0, int tile1) {
+void tiles(float* Y, int ldy, const MatrixView& W, const ActBlock* xq, int t0, int t1, int tile0, int tile1) {
     const int blocks = W.cols / kQuantBlock;
     const std::size_t row_blocks = W.ld / kQuantBlock;
     const auto* base = static_cast<const Block*>(W.data);
@@ -69,7 +69,7 @@ void tiles(const MatrixView& W, const ActBlock* xq, int t0, int t1, float* Y, in
             const int M = std::min(MR, t1 - m0);
             const ActBlock* x[MR];
             for (int m = 0; m < M; ++m) x[m] = xq + std::size_t(m0 + m) * blocks;
-            kernels<Block>[(R - 1) * MR + M - 1](w, x, blocks, Y + std::size_t(m0) * ldy + r0, std::size_t(ldy));
+            kernels<Block>[(R - 1) * MR + M - 1](Y + std::size_t(m0) * ldy + r0, std::size_t(ldy), w, x, blocks);
         }
     }
 }
@@ -77,19 +77,19 @@ void tiles(const MatrixView& W, const ActBlock* xq, int t0, int t1, float* Y, in
 }  // namespace qgemm
 
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols; W Q8_0 or Q4_0 (out_major).
-inline void quant_matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool = nullptr) {
+inline void quant_matmul(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool* pool = nullptr) {
     detail::require_quant_view(W);
     const int blocks = W.cols / kQuantBlock;
     thread_local std::vector<ActBlock> xq;
     xq.resize(std::size_t(n) * blocks);
-    for (int t = 0; t < n; ++t) quantize_activations(X + std::size_t(t) * ldx, W.cols, xq.data() + std::size_t(t) * blocks);
+    for (int t = 0; t < n; ++t) quantize_activations(xq.data() + std::size_t(t) * blocks, X + std::size_t(t) * ldx, W.cols);
     const ActBlock* xb = xq.data();  // thread_local: the pool's threads must read the caller's copy
     const int n_tiles = (W.rows + qgemm::NR - 1) / qgemm::NR;
     for (int t0 = 0; t0 < n; t0 += qgemm::TC) {
         const int t1 = std::min(n, t0 + qgemm::TC);
         auto run = [&](int a, int b) {
-            if (W.dtype == DType::q8_0) qgemm::tiles<BlockQ8_0>(W, xb, t0, t1, Y, ldy, a, b);
-            else qgemm::tiles<BlockQ4_0>(W, xb, t0, t1, Y, ldy, a, b);
+            if (W.dtype == DType::q8_0) qgemm::tiles<BlockQ8_0>(Y, ldy, W, xb, t0, t1, a, b);
+            else qgemm::tiles<BlockQ4_0>(Y, ldy, W, xb, t0, t1, a, b);
         };
         if (pool && pool->size() > 1 && n_tiles > 1) pool->parallel_for(n_tiles, run, 8);
         else run(0, n_tiles);

@@ -34,7 +34,7 @@ inline float extra_dot(const f16_bits* e, const float* z, int n) {
 inline constexpr std::size_t kQuantPrefetchAhead = 2048;
 
 template <class Block>
-void quant_rows(const MatrixView& W, const ActBlock* xq, float* y, int r0, int r1, const MatrixView* E, const float* z) {
+void quant_rows(float* y, const MatrixView& W, const ActBlock* xq, int r0, int r1, const MatrixView* E, const float* z) {
     const int blocks = W.cols / kQuantBlock;
     const std::size_t row_blocks = W.ld / kQuantBlock;
     const auto* base = static_cast<const Block*>(W.data);
@@ -60,22 +60,22 @@ inline void require_quant_view(const MatrixView& W) {
 }  // namespace detail
 
 // Quantizes x[0..W.cols) into `xq` (W.cols / 32 blocks).
-inline void quantize_input(const MatrixView& W, const float* x, std::vector<ActBlock>& xq) {
+inline void quantize_input(std::vector<ActBlock>& xq, const MatrixView& W, const float* x) {
     xq.resize(std::size_t(W.cols / kQuantBlock));
-    quantize_activations(x, W.cols, xq.data());
+    quantize_activations(xq.data(), x, W.cols);
 }
 
 // y[i] = Σ_j W(i, j) · x[j] (+ Σ_k E(i, k) · z[k] when E is given: f16, out_major, W's rows).
-inline void quant_matvec(const MatrixView& W, const float* x, float* y, ThreadPool* pool = nullptr, const MatrixView* E = nullptr,
+inline void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* pool = nullptr, const MatrixView* E = nullptr,
                          const float* z = nullptr, std::size_t parallel_from = std::size_t(1) << 16) {
     detail::require_quant_view(W);
     thread_local std::vector<ActBlock> xq;
-    quantize_input(W, x, xq);
+    quantize_input(xq, W, x);
     const ActBlock* xb = xq.data();  // thread_local: the pool's threads must read the caller's copy
     if (pool && std::size_t(W.rows) * W.cols < parallel_from) pool = nullptr;
     auto rows = [&](int r0, int r1) {
-        if (W.dtype == DType::q8_0) detail::quant_rows<BlockQ8_0>(W, xb, y, r0, r1, E, z);
-        else detail::quant_rows<BlockQ4_0>(W, xb, y, r0, r1, E, z);
+        if (W.dtype == DType::q8_0) detail::quant_rows<BlockQ8_0>(y, W, xb, r0, r1, E, z);
+        else detail::quant_rows<BlockQ4_0>(y, W, xb, r0, r1, E, z);
     };
     if (pool && pool->size() > 1) pool->parallel_for(W.rows, rows, 16);
     else rows(0, W.rows);

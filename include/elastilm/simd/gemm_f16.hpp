@@ -1,4 +1,5 @@
-// Y = X·Wᵀ for prefill in fp16 arithmetic (NEON `vfmaq_f16`, ARMv8.2-A +fp16), for F16 weights.
+// Y = X·Wᵀ for prefill in fp16 arithmetic, for F16 weights: NEON `vfmaq_f16` (ARMv8.2-A +fp16, 8 lanes)
+// or AVX512-FP16 `vfmadd231ph` (Sapphire Rapids, 32 lanes), both behind simd::f16v.
 // The structure of matmul.hpp's fp32 GEMM with both operands packed as fp16:
 //
 //   X → fp16, row-major [token][k]                            (once per call, split over the threads)
@@ -14,6 +15,7 @@
 // computes it in fp32.
 #pragma once
 
+#include "elastilm/simd/avx512_fp16.hpp"
 #include "elastilm/simd/neon_f16.hpp"
 
 #if defined(ELASTILM_GEMM_F16)
@@ -31,9 +33,9 @@
 namespace elastilm::gemm_f16 {
 
 inline constexpr int S = simd::f16v::lanes;
-inline constexpr int NR = 2 * S;     // outputs per panel
-inline constexpr int MR = 4;         // tokens per micro-tile: 2·MR fp16 + 4·MR fp32 accumulators fit 32 registers
-inline constexpr int KC = 512;       // inputs per block: a packed panel is KC · NR · 2 = 16 KB
+inline constexpr int NR = 2 * S;                // outputs per panel
+inline constexpr int MR = 4;                    // tokens per micro-tile: 2·MR fp16 + 4·MR fp32 accumulators fit 32 registers
+inline constexpr int KC = S == 32 ? 1024 : 512;  // inputs per block: a packed panel is KC · NR · 2 = 128 KB (L2) / 16 KB (L1)
 inline constexpr int RUN = 16;       // inputs summed in fp16 before folding into fp32
 inline constexpr float kMaxX = 2048; // |x| above this could overflow a run of fp16 sums
 
@@ -59,7 +61,7 @@ inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, f16_bits* pa
 
 // Y[0..M, 0..cols) (+)= Xh[0..M, 0..kc) · panel; `accumulate` false on the first k-block.
 template <int M>
-void micro_kernel(const f16_bits* Xh, std::size_t ldx, const f16_bits* panel, int kc, float* Y, std::size_t ldy, int cols,
+void micro_kernel(const simd::f16v::scalar* Xh, std::size_t ldx, const f16_bits* panel, int kc, float* Y, std::size_t ldy, int cols,
                   bool accumulate) {
     using namespace simd::f16v;
     alignas(16) float sum[M][NR] = {};
@@ -70,7 +72,7 @@ void micro_kernel(const f16_bits* Xh, std::size_t ldx, const f16_bits* panel, in
         for (int k = r0; k < r1; ++k) {
             const vec w0 = load(panel + k * NR), w1 = load(panel + k * NR + S);
             for (int m = 0; m < M; ++m) {
-                const f16_bits x = Xh[m * ldx + k];
+                const simd::f16v::scalar x = Xh[m * ldx + k];
                 c[m][0] = fma(c[m][0], x, w0);
                 c[m][1] = fma(c[m][1], x, w1);
             }
@@ -86,7 +88,7 @@ void micro_kernel(const f16_bits* Xh, std::size_t ldx, const f16_bits* panel, in
     }
 }
 
-using MicroKernel = void (*)(const f16_bits*, std::size_t, const f16_bits*, int, float*, std::size_t, int, bool);
+using MicroKernel = void (*)(const simd::f16v::scalar*, std::size_t, const f16_bits*, int, float*, std::size_t, int, bool);
 
 inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
     return std::array<MicroKernel, MR>{&micro_kernel<int(I) + 1>...};
@@ -97,9 +99,9 @@ inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) 
 // these activations (see the file comment); the caller then runs the fp32 GEMM.
 inline bool matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool) {
     const int K = W.cols;
-    thread_local std::vector<f16_bits> packed_x;
+    thread_local std::vector<simd::f16v::scalar> packed_x;
     packed_x.resize(std::size_t(K) * n);
-    f16_bits* Xh = packed_x.data();
+    simd::f16v::scalar* Xh = packed_x.data();
     const bool threaded = pool && pool->size() > 1;
     std::atomic<bool> in_range{true};
     auto pack_x = [&](int t0, int t1) {

@@ -138,7 +138,7 @@ int run(const cli::Args& args) {
                                     : gemm == "bf16" ? GemmPrecision::bf16
                                     : gemm == "fp16" ? GemmPrecision::fp16
                                                      : GemmPrecision::reduced;
-    require(gemm == "reduced" || gemm == "fp32" || !gemm_instruction(precision).empty(), "--gemm",
+    require(gemm == "reduced" || gemm == "fp32" || ((gemm == "bf16" || gemm == "fp16") && !gemm_instruction(precision).empty()), "--gemm",
             "'" + gemm + "': this build has no such GEMM (reduced, fp32" + (gemm_instruction(GemmPrecision::bf16).empty() ? "" : ", bf16") +
                 (gemm_instruction(GemmPrecision::fp16).empty() ? "" : ", fp16") + ")");
     set_gemm_precision(precision);

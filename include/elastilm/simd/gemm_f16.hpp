@@ -36,8 +36,13 @@ inline constexpr int S = simd::f16v::lanes;
 inline constexpr int NR = 2 * S;                // outputs per panel
 inline constexpr int MR = 4;                    // tokens per micro-tile: 2·MR fp16 + 4·MR fp32 accumulators fit 32 registers
 inline constexpr int KC = S == 32 ? 1024 : 512;  // inputs per block: a packed panel is KC · NR · 2 = 128 KB (L2) / 16 KB (L1)
-inline constexpr int RUN = 16;       // inputs summed in fp16 before folding into fp32
-inline constexpr float kMaxX = 2048; // |x| above this could overflow a run of fp16 sums
+// Inputs summed in fp16 before folding into fp32. A fold costs a widening and an fp32 add per 16 outputs,
+// on the ports the FMAs use: on AVX512-FP16, RUN = 32 ran TinyLlama's 512-token GEMMs ~7–15 % faster
+// than 16 (bench/kernels.cpp matmul_fp16 against fp32 side by side, loaded machine) and still meets the
+// 2e-2 logit bound: max |logit − reference| 0.0139 (RUN = 16: 0.0101) on tiny-gqa-15M and docs-95M
+// (tests/model/reduced_precision_test.cpp). NEON keeps 16 (its measured 0.0098; not re-tuned).
+inline constexpr int RUN = S == 32 ? 32 : 16;
+inline constexpr float kMaxX = 32768.0f / RUN;  // |x| above this could overflow a run of fp16 sums (|w| ≲ 2)
 
 // Packs W(i0 .. i0+NR, k0 .. k0+kc) as panel[k][i]; rows past W.rows are zero.
 inline void pack_panel(const MatrixView& W, int i0, int k0, int kc, f16_bits* panel) {

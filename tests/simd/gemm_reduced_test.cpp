@@ -141,8 +141,7 @@ TEST_P(ReducedGemm, EveryRatioSliceMatchesFp32Gemm) {
 }
 
 // GemmPrecision::fp32 selects the fp32 GEMM: fp32 rounding only (the bound of kernels_test).
-TEST_P(ReducedGemm, Fp32SettingGivesFp32Accuracy) {
-    const auto [precision, layout, threads] = GetParam();
+void fp32_setting_gives_fp32_accuracy(Layout layout, int threads) {
     ThreadPool pool(threads);
     ScopedGemmPrecision fp32(GemmPrecision::fp32);
     const int n = 13, rows = 70, cols = 300;
@@ -156,6 +155,15 @@ TEST_P(ReducedGemm, Fp32SettingGivesFp32Accuracy) {
             double want = 0, scale = 0;
             for (int j = 0; j < cols; ++j) { want += at(s, i, j) * X[t * cols + j]; scale += std::fabs(at(s, i, j) * X[t * cols + j]); }
             ASSERT_NEAR(Y[t * rows + i], want, 1e-5 * scale + 1e-6);
+        }
+}
+
+// Runs in every build, whatever reduced GEMMs it has.
+TEST(ReducedGemmSetting, Fp32SettingGivesFp32Accuracy) {
+    for (Layout layout : {Layout::out_major, Layout::in_major})
+        for (int threads : {1, 2}) {
+            SCOPED_TRACE(std::to_string(threads) + (layout == Layout::out_major ? " threads, out_major" : " threads, in_major"));
+            fp32_setting_gives_fp32_accuracy(layout, threads);
         }
 }
 

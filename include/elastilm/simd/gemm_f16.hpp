@@ -2,11 +2,11 @@
 // or AVX512-FP16 `vfmadd231ph` (Sapphire Rapids, 32 lanes), both behind simd::f16v.
 // The structure of matmul.hpp's fp32 GEMM with both operands packed as fp16:
 //
-//   X → fp16, row-major [token][k]                            (once per call, split over the threads)
+//   X → f16v::scalar, row-major [token][k]                    (once per call, split over the threads)
 //   for each block of KC inputs:
 //     for each panel of NR outputs (split across threads):
-//       pack W(panel, k-block) as fp16, [k][NR]               (KC × NR halves = 16 KB, in L1)
-//       for each MR tokens: micro-kernel
+//       pack W(panel, k-block) as fp16, [k][NR]               (KC × NR halves: 16 KB NEON, 128 KB x86)
+//       for each MR tokens: micro-kernel                      (fp16 run sums and fp32 totals in registers)
 //
 // Accuracy: fp16 keeps 11 bits and its sums overflow at 65504, so the micro-kernel accumulates only RUN
 // consecutive inputs in fp16, then folds that partial sum into fp32 (the rounding error of a run stays

@@ -1,7 +1,7 @@
 // Kernel microbenchmarks at real LLaMA shapes, each row against the ceiling measured in the same run:
 //   matvec (decode):  GB/s of weights streamed, and its fraction of the streaming read bandwidth;
 //   matmul (prefill): GFLOP/s for 512 tokens, and its fraction of the fp32 FMA peak; with F16 weights also
-//   the reduced-precision GEMM of this build (matmul_reduced/…), against the peak of its instruction.
+//   each reduced-precision GEMM of this build (matmul_bf16/…, matmul_fp16/…), against its instruction's peak.
 // Flags besides Google Benchmark's: --smoke (small shapes, for CI).
 #include <benchmark/benchmark.h>
 
@@ -21,7 +21,8 @@ namespace {
 
 using namespace elastilm;
 
-std::map<int, double> g_bandwidth, g_peak, g_reduced_peak;  // by thread count
+std::map<int, double> g_bandwidth, g_peak;                   // by thread count
+std::map<std::pair<GemmPrecision, int>, double> g_reduced_peak;  // by precision and thread count
 
 struct Weights {
     std::vector<std::byte> bytes;
@@ -63,7 +64,7 @@ void BM_Matmul(benchmark::State& state, int rows, int cols, DType dtype, Layout 
     }
     const double flops = 2.0 * n * rows * double(cols) * double(state.iterations());
     state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
-    state.counters["peak_GFLOP/s"] = precision == GemmPrecision::reduced ? g_reduced_peak[threads] : g_peak[threads];
+    state.counters["peak_GFLOP/s"] = precision == GemmPrecision::fp32 ? g_peak[threads] : g_reduced_peak[{precision, threads}];
 }
 
 struct Case {
@@ -83,13 +84,18 @@ int main(int argc, char** argv) {
         }))
         return *status;
     const std::vector<int> thread_counts = smoke ? std::vector<int>{1} : std::vector<int>{1, 2};
+    std::vector<GemmPrecision> reduced;  // this build's reduced-precision GEMMs, one row each
+    for (GemmPrecision p : {GemmPrecision::bf16, GemmPrecision::fp16})
+        if (!gemm_instruction(p).empty()) reduced.push_back(p);
     for (int t : thread_counts) {
         g_bandwidth[t] = bench::measure_read_bandwidth_gbs(t, smoke ? (std::size_t(64) << 20) : (std::size_t(1) << 30));
         g_peak[t] = bench::measure_fma_peak_gflops(t);
-        g_reduced_peak[t] = bench::measure_reduced_peak_gflops(t);
-        std::printf("threads %d: streaming read %.1f GB/s, fp32 FMA peak %.1f GFLOP/s (%d-lane SIMD), reduced GEMM %s peak %.1f GFLOP/s\n",
-                    t, g_bandwidth[t], g_peak[t], simd::lanes, reduced_gemm.empty() ? "none" : std::string(reduced_gemm).c_str(),
-                    g_reduced_peak[t]);
+        std::printf("threads %d: streaming read %.1f GB/s, fp32 FMA peak %.1f GFLOP/s (%d-lane SIMD)", t, g_bandwidth[t], g_peak[t],
+                    simd::lanes);
+        for (GemmPrecision p : reduced)
+            std::printf(", %s peak %.1f GFLOP/s", std::string(gemm_instruction(p)).c_str(),
+                        g_reduced_peak[{p, t}] = bench::measure_reduced_peak_gflops(t, p));
+        std::printf("%s\n", reduced.empty() ? ", no reduced-precision GEMM" : "");
     }
     const std::vector<Case> cases = smoke ? std::vector<Case>{{"tiny", 256, 288, Layout::out_major}, {"tiny", 288, 256, Layout::in_major}}
                                           : std::vector<Case>{{"TinyLlama", 2048, 2048, Layout::out_major},
@@ -109,15 +115,16 @@ int main(int argc, char** argv) {
             auto* mm = benchmark::RegisterBenchmark(("matmul/" + shape).c_str(), [=](benchmark::State& s) {
                 BM_Matmul(s, c.rows, c.cols, dtype, c.layout, GemmPrecision::fp32);
             });
-            auto* mr = dtype == DType::f16 && !reduced_gemm.empty()
-                           ? benchmark::RegisterBenchmark(("matmul_reduced/" + shape).c_str(), [=](benchmark::State& s) {
-                                 BM_Matmul(s, c.rows, c.cols, dtype, c.layout, GemmPrecision::reduced);
-                             })
-                           : nullptr;
+            std::vector<benchmark::internal::Benchmark*> mr;
+            for (GemmPrecision p : reduced)
+                if (dtype == DType::f16)
+                    mr.push_back(benchmark::RegisterBenchmark(
+                        (std::string(p == GemmPrecision::bf16 ? "matmul_bf16/" : "matmul_fp16/") + shape).c_str(),
+                        [=](benchmark::State& s) { BM_Matmul(s, c.rows, c.cols, dtype, c.layout, p); }));
             for (int t : thread_counts) {
                 mv->Arg(t)->ArgName("threads")->UseRealTime();
                 mm->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
-                if (mr) mr->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
+                for (auto* b : mr) b->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
             }
         }
     benchmark::RunSpecifiedBenchmarks();

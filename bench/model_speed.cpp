@@ -1,11 +1,12 @@
 // model_speed: llama-bench's two numbers for one of our model files — prefill (pp) and decode (tg)
 // tok/s — for every requested width ratio. Used by versus-llamacpp.sh; also handy on its own.
 //
-//   elastilm_bench_model_speed -m MODEL.gguf [-p 512] [-n 128] [-t 2] [-r 1] [--ratios 100,50,20]
+//   elastilm_bench_model_speed -m MODEL.gguf [-p 512] [-n 128] [-t 2] [-r 1] [--ratios 100,50,20] [--gemm reduced|fp32|bf16|fp16]
 //   elastilm_bench_model_speed -m MODEL.gguf --ttft 128,512,1024 [--ratios …]   (TTFT per prompt length, attention share)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
-//   elastilm_bench_model_speed --roofline [-t 2]   (CSV: read GB/s, fp32 FMA GFLOP/s, reduced-GEMM peak GFLOP/s)
+//   elastilm_bench_model_speed --roofline [-t 2] [--gemm …]   (CSV: read GB/s, fp32 FMA GFLOP/s, reduced-GEMM
+//                                                              instruction peak GFLOP/s, that GEMM's name)
 //
 // Output: one CSV line per (ratio, repetition): ratio,pp_tok_s,tg_tok_s
 #include <algorithm>
@@ -107,6 +108,7 @@ int run(const cli::Args& args) {
     const bool in_major = args.has("--in-major-outputs", "", "with --write-synthetic: elastilm-only input-major layout");
     const std::string type_name = args.get("--type", "", "f16", "with --write-synthetic: f16, q8_0 or q4_0");
     const bool roofline = args.has("--roofline", "", "print the machine's read GB/s, FMA and reduced-precision GFLOP/s as CSV");
+    const std::string gemm = args.get("--gemm", "", "reduced", "prefill GEMM for F16 weights: reduced (the build's), fp32, bf16 or fp16");
     std::vector<int> ttft_lengths;  // --ttft 128,512,1024: TTFT per prompt length with the attention share
     if (args.has("--ttft", "", "prompt lengths: TTFT and attention share per ratio instead of pp/tg")) {
         std::stringstream ls(args.get("--ttft", "", "128,512,1024"));
@@ -132,10 +134,19 @@ int run(const cli::Args& args) {
         return 0;
     }
     require(positional.empty(), "model_speed", "unexpected argument '" + (positional.empty() ? "" : positional[0]) + "'");
-    if (roofline) {  // the machine's ceilings for this run, as CSV: read GB/s, FMA GFLOP/s,
-                     // reduced-precision GEMM instruction GFLOP/s (0: none)
-        std::printf("%.2f,%.2f,%.2f\n", bench::measure_read_bandwidth_gbs(threads), bench::measure_fma_peak_gflops(threads),
-                    bench::measure_reduced_peak_gflops(threads));
+    const GemmPrecision precision = gemm == "fp32" ? GemmPrecision::fp32
+                                    : gemm == "bf16" ? GemmPrecision::bf16
+                                    : gemm == "fp16" ? GemmPrecision::fp16
+                                                     : GemmPrecision::reduced;
+    require(gemm == "reduced" || gemm == "fp32" || ((gemm == "bf16" || gemm == "fp16") && !gemm_instruction(precision).empty()), "--gemm",
+            "'" + gemm + "': this build has no such GEMM (reduced, fp32" + (gemm_instruction(GemmPrecision::bf16).empty() ? "" : ", bf16") +
+                (gemm_instruction(GemmPrecision::fp16).empty() ? "" : ", fp16") + ")");
+    set_gemm_precision(precision);
+    if (roofline) {  // the machine's ceilings for this run, as CSV: read GB/s, FMA GFLOP/s, GFLOP/s of the
+                     // instruction of --gemm's reduced-precision GEMM (0: none), that GEMM's name
+        const std::string_view name = gemm_instruction(precision);
+        std::printf("%.2f,%.2f,%.2f,%s\n", bench::measure_read_bandwidth_gbs(threads), bench::measure_fma_peak_gflops(threads),
+                    bench::measure_reduced_peak_gflops(threads, precision), name.empty() ? "none" : std::string(name).c_str());
         return 0;
     }
     if (smoke)  // CI: a synthetic stories260K-shaped model in memory, tiny work

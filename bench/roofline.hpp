@@ -1,8 +1,9 @@
 // The machine's ceilings, measured in the same run as the benchmarks that are compared with them:
 //   streaming read bandwidth — decode is memory-bound, so its GB/s is judged against this;
 //   fp32 FMA peak — the fp32 prefill GEMM is compute-bound, so its GFLOP/s is judged against this;
-//   reduced-precision peak — of the instruction the reduced prefill GEMM issues (AVX-512 BF16
-//   `vdpbf16ps`: 4 flops per fp32 lane; NEON `vfmaq_f16`: 2 flops per fp16 lane), 0 when the build has none.
+//   reduced-precision peak — of the instruction a reduced prefill GEMM issues (AVX-512 BF16
+//   `vdpbf16ps`: 4 flops per fp32 lane; NEON `vfmaq_f16` and AVX512-FP16 `vfmadd231ph`: 2 flops per
+//   fp16 lane), 0 when the build has none.
 // All use the SIMD width our kernels are compiled for and `threads` std::threads.
 #pragma once
 
@@ -92,50 +93,57 @@ inline double measure_fma_peak_gflops(int threads) {
     return 2.0 * simd::lanes * chains * double(iters) * threads / s / 1e9;
 }
 
-// GFLOP/s of independent chains of the reduced-precision GEMM's instruction, median of 7; 0 without one.
-inline double measure_reduced_peak_gflops(int threads) {
+// GFLOP/s of independent chains of one reduced-precision GEMM's instruction (`p`: bf16, fp16, or
+// `reduced` for the one GemmPrecision::reduced runs), median of 7; 0 when the build lacks it.
+inline double measure_reduced_peak_gflops(int threads, GemmPrecision p = GemmPrecision::reduced) {
     constexpr int chains = 12;
     constexpr long iters = 20'000'000;
+    if (p == GemmPrecision::reduced) p = reduced_gemm_precision;
     std::vector<float> sink(threads);
+    double flops_per_op = 0, s = 1;
 #if defined(ELASTILM_GEMM_BF16)
-    using namespace simd::bf16;
-    constexpr double flops_per_op = 4.0 * lanes;  // 2 products + 2 sums per fp32 lane
-    const double s = detail::median_seconds(threads, 7, [&](int t) {
-        acc a[chains];
-        for (int c = 0; c < chains; ++c) a[c] = zero();
-        alignas(64) pair_bits wbits[lanes];
-        for (int i = 0; i < lanes; ++i) wbits[i] = 0x3f803f80u + pair_bits(t);  // (≈1, ≈1)
-        const pairs w = load(wbits);
-        volatile pair_bits xv = 0x33d633d6u;  // (1e-7, 1e-7): opaque to the compiler
-        const pair_bits x = xv;
-        for (long i = 0; i < iters; ++i)
-            for (int c = 0; c < chains; ++c) a[c] = dot(a[c], x, w);
-        alignas(64) float out[lanes];
-        acc sum = zero();
-        for (int c = 0; c < chains; ++c) sum = add(sum, a[c]);
-        store(out, sum);
-        sink[t] = out[0];
-    });
-#elif defined(ELASTILM_GEMM_F16)
-    using namespace simd::f16v;
-    constexpr double flops_per_op = 2.0 * lanes;
-    const double s = detail::median_seconds(threads, 7, [&](int t) {
-        vec a[chains];
-        for (int c = 0; c < chains; ++c) a[c] = zero();
-        alignas(16) f16_bits wbits[lanes];
-        for (int i = 0; i < lanes; ++i) wbits[i] = f16_bits(0x3c00 + t);  // ≈1
-        const vec w = load(wbits);
-        volatile f16_bits xv = 0x0001;  // the smallest subnormal: sums stay tiny
-        const f16_bits x = xv;
-        for (long i = 0; i < iters; ++i)
-            for (int c = 0; c < chains; ++c) a[c] = fma(a[c], x, w);
-        alignas(16) f16_bits out[lanes];
-        store(out, a[0]);
-        sink[t] = float(out[0]);
-    });
-#else
-    constexpr double flops_per_op = 0;
-    const double s = 1;
+    if (p == GemmPrecision::bf16) {
+        using namespace simd::bf16;
+        flops_per_op = 4.0 * lanes;  // 2 products + 2 sums per fp32 lane
+        s = detail::median_seconds(threads, 7, [&](int t) {
+            acc a[chains];
+            for (int c = 0; c < chains; ++c) a[c] = zero();
+            alignas(64) pair_bits wbits[lanes];
+            for (int i = 0; i < lanes; ++i) wbits[i] = 0x3f803f80u + pair_bits(t);  // (≈1, ≈1)
+            const pairs w = load(wbits);
+            volatile pair_bits xv = 0x33d633d6u;  // (1e-7, 1e-7): opaque to the compiler
+            const pair_bits x = xv;
+            for (long i = 0; i < iters; ++i)
+                for (int c = 0; c < chains; ++c) a[c] = dot(a[c], x, w);
+            alignas(64) float out[lanes];
+            acc sum = zero();
+            for (int c = 0; c < chains; ++c) sum = add(sum, a[c]);
+            store(out, sum);
+            sink[t] = out[0];
+        });
+    }
+#endif
+#if defined(ELASTILM_GEMM_F16)
+    if (p == GemmPrecision::fp16) {  // NEON vfmaq_f16 or AVX512-FP16 vfmadd231ph
+        using namespace simd::f16v;
+        flops_per_op = 2.0 * lanes;
+        s = detail::median_seconds(threads, 7, [&](int t) {
+            vec a[chains];
+            for (int c = 0; c < chains; ++c) a[c] = zero();
+            alignas(64) f16_bits wbits[lanes];
+            for (int i = 0; i < lanes; ++i) wbits[i] = f16_bits(0x3c00 + t);  // ≈1
+            const vec w = load(wbits);
+            volatile float tiny = 6e-8f;  // fp16's smallest subnormal: sums stay tiny
+            scalar x;
+            convert(&x, const_cast<const float*>(&tiny), 1);
+            for (long i = 0; i < iters; ++i)
+                for (int c = 0; c < chains; ++c) a[c] = fma(a[c], x, w);
+            alignas(64) f16_bits out[lanes];
+            for (int c = 1; c < chains; ++c) a[0] = fma(a[0], x, a[c]);  // every chain is live
+            store(out, a[0]);
+            sink[t] = float(out[0]);
+        });
+    }
 #endif
     volatile float keep = sink[0];
     (void)keep;

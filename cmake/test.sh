@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, and runs every test elastilm has —
 #   1. native x86-64 (or host) build: GoogleTest suite via ctest, a smoke run of the benchmarks;
-#      then, where the CPU has AVX-512 BF16, the GEMM and model tests again built with -march=native;
+#      then, where the CPU has AVX-512 BF16 or AVX512-FP16, the GEMM and model tests again built with
+#      -march=native;
 #   2. ThreadSanitizer build of the service's threaded tests only (the Service and its soak);
 #   3. libFuzzer targets (clang) for the untrusted-input parsers, briefly;
 #   4. the aarch64 NEON/FP16 cross build, its tests under qemu-aarch64 -cpu max.
@@ -35,12 +36,14 @@ for b in "$root"/native/bench/elastilm_bench_*; do
 done
 
 step "native-ISA build ($root/native-isa, -march=native): the reduced-precision prefill GEMM"
-# CI's main build is portable (x86-64-v3), which has no bf16 dot product; the AVX-512 BF16 GEMM is only
-# compiled for a richer -march. Build the tests that exercise it for this machine's own ISA when the CPU
-# has the instruction (the NEON FP16 GEMM is covered by the aarch64 build below).
+# CI's main build is portable (x86-64-v3), which has no reduced-precision arithmetic; the AVX-512 BF16 and
+# AVX512-FP16 GEMMs are only compiled for a richer -march. Build the tests that exercise them for this
+# machine's own ISA when the CPU has either instruction (Zen 4: bf16 only; Sapphire Rapids: both; the
+# tests run each one the build has and skip the other). The NEON FP16 GEMM is covered by the aarch64
+# build below.
 isa_tests=(elastilm_simd_gemm_reduced_test elastilm_simd_kernels_test elastilm_model_reduced_precision_test
            elastilm_model_reference_models_test elastilm_model_session_test)
-if grep -qw avx512_bf16 /proc/cpuinfo; then
+if grep -qwE 'avx512_bf16|avx512_fp16' /proc/cpuinfo; then
   cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native \
     -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
   cmake --build "$root/native-isa" -j "$jobs" --target "${isa_tests[@]}"
@@ -50,7 +53,7 @@ if grep -qw avx512_bf16 /proc/cpuinfo; then
     echo "ok  $t ($(grep -c '^\[       OK' "$root/native-isa/$t.txt" || true) passed, -march=native)"
   done
 else
-  echo "skipped: this CPU has no avx512_bf16 (/proc/cpuinfo), so the AVX-512 BF16 GEMM cannot run here"
+  echo "skipped: this CPU has neither avx512_bf16 nor avx512_fp16 (/proc/cpuinfo): no reduced-precision GEMM runs here"
 fi
 
 step "ThreadSanitizer: the service tests ($root/tsan, two targets only)"

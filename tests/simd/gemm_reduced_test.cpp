@@ -1,29 +1,35 @@
-// The reduced-precision prefill GEMM (gemm_bf16.hpp on AVX-512 BF16, gemm_f16.hpp on NEON FP16) against
-// a double-precision reference, F16 weights of both layouts, odd sizes, prefix views, 1 and 2 threads.
+// The reduced-precision prefill GEMMs (gemm_bf16.hpp on AVX-512 BF16; gemm_f16.hpp on NEON FP16 and on
+// AVX512-FP16) against a double-precision reference and against the fp32 GEMM: F16 weights of both
+// layouts, odd sizes, prefix views, every ratio's slice, 1 and 2 threads; each precision this build has
+// (GemmPrecision::bf16 / fp16), the others skip. Only -march=native builds have them (cmake/test.sh).
 //
 // Error bounds, per output, relative to s = Σ|w·x| (the scale of its rounding error):
 //  bf16: x and w are each rounded to 8 significant bits (relative error ≤ 2⁻⁹ each), products and sums
 //        are fp32, so |y − ŷ| ≤ (2·2⁻⁹ + 2⁻¹⁸ + fp32 sums)·s < 2⁻⁷·s.
-//  fp16: x rounded to 11 bits (2⁻¹¹), w exact, runs of RUN = 16 products summed in fp16 (≤ 16·2⁻¹¹ each)
-//        then in fp32: |y − ŷ| < 2⁻⁶·s.
+//  fp16: x rounded to 11 bits (2⁻¹¹), w exact, runs of RUN products summed in fp16 (≤ RUN·2⁻¹¹ each)
+//        then in fp32: |y − ŷ| < (RUN + 2)·2⁻¹¹·s (RUN = 32 on AVX512-FP16, 16 on NEON).
 // The worst case is loose; the RMS of the relative errors over all outputs is also bounded (typical
 // rounding, an order of magnitude below the bound), and must be non-zero: the reduced path really ran.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
+#include "elastilm/model/variant_table.hpp"
 #include "elastilm/simd/matmul.hpp"
 
 namespace elastilm {
 namespace {
 
-#if defined(ELASTILM_GEMM_BF16)
-constexpr double kWorst = 1.0 / 128, kRms = 2e-3;
+constexpr double kRms = 2e-3;
+#if defined(ELASTILM_GEMM_F16)
+constexpr double kWorstF16 = (gemm_f16::RUN + 2) / 2048.0;
 #else
-constexpr double kWorst = 1.0 / 64, kRms = 2e-3;
+constexpr double kWorstF16 = 0;  // no fp16 GEMM: its tests skip
 #endif
+double worst(GemmPrecision p) { return p == GemmPrecision::bf16 ? 1.0 / 128 : kWorstF16; }
 
 struct Stored {
     std::vector<float> f32;
@@ -50,12 +56,19 @@ double at(const Stored& s, int i, int j) {
     return s.f32[W.layout == Layout::out_major ? std::size_t(i) * W.ld + j : std::size_t(j) * W.ld + i];
 }
 
-class ReducedGemm : public ::testing::TestWithParam<std::tuple<Layout, int>> {};
+class ReducedGemm : public ::testing::TestWithParam<std::tuple<GemmPrecision, Layout, int>> {
+protected:
+    void SetUp() override {
+        if (gemm_instruction(std::get<0>(GetParam())).empty())
+            GTEST_SKIP() << "this build has no " << (std::get<0>(GetParam()) == GemmPrecision::bf16 ? "bf16" : "fp16")
+                         << " GEMM (-march without AVX-512 BF16 / AVX512-FP16 / NEON FP16 arithmetic)";
+    }
+};
 
 TEST_P(ReducedGemm, MatchesReferenceWithinItsRounding) {
-    if (reduced_gemm.empty()) GTEST_SKIP() << "this build has no reduced-precision GEMM (-march without AVX-512 BF16 / FP16 arithmetic)";
-    ScopedGemmPrecision reduced(GemmPrecision::reduced);  // tests run with fp32 by default (tests/fp32_gemm_by_default.cpp)
-    const auto [layout, threads] = GetParam();
+    const auto [precision, layout, threads] = GetParam();
+    ScopedGemmPrecision reduced(precision);  // tests run with fp32 by default (tests/fp32_gemm_by_default.cpp)
+    const double kWorst = worst(precision);
     ThreadPool pool(threads);
     double sq = 0;
     long count = 0;
@@ -85,13 +98,50 @@ TEST_P(ReducedGemm, MatchesReferenceWithinItsRounding) {
         }
     }
     const double rms = std::sqrt(sq / double(count));
-    EXPECT_LT(rms, kRms) << reduced_gemm;
+    EXPECT_LT(rms, kRms) << gemm_instruction(precision);
     EXPECT_GT(rms, 1e-6) << "as exact as fp32: the reduced path did not run";
 }
 
+// Every ratio's slice of tiny-gqa-15M's shapes, against the fp32 GEMM: Wq's first heads·head_dim rows
+// (dim inputs) and W_down's first `hidden` inputs, 13 tokens (MR tiles and a tail).
+TEST_P(ReducedGemm, EveryRatioSliceMatchesFp32Gemm) {
+    using Cfg = TinyGqa15M;
+    const auto [precision, layout, threads] = GetParam();
+    ThreadPool pool(threads);
+    const int n = 13;
+    const Stored wq = make(Cfg::n_heads * Cfg::head_dim, Cfg::dim, Cfg::n_heads * Cfg::head_dim, Cfg::dim, layout, 21);
+    const Stored down = make(Cfg::dim, Cfg::hidden_dim, Cfg::dim, Cfg::hidden_dim, layout, 22);
+    std::vector<float> X(std::size_t(n) * Cfg::hidden_dim);
+    std::mt19937 rng(7);
+    for (auto& v : X) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+    for (const WidthInfo& w : width_table<Cfg>)
+        for (const auto& [full, W] : {std::pair{&wq, wq.view.prefix(w.heads * Cfg::head_dim, Cfg::dim)},
+                                      std::pair{&down, down.view.prefix(Cfg::dim, w.hidden)}}) {
+            std::vector<float> want(std::size_t(n) * W.rows), got(std::size_t(n) * W.rows);
+            {
+                ScopedGemmPrecision fp32(GemmPrecision::fp32);
+                matmul(want.data(), W.rows, W, X.data(), Cfg::hidden_dim, n, &pool);
+            }
+            {
+                ScopedGemmPrecision reduced(precision);
+                matmul(got.data(), W.rows, W, X.data(), Cfg::hidden_dim, n, &pool);
+            }
+            double differ = 0;
+            for (int t = 0; t < n; ++t)
+                for (int i = 0; i < W.rows; ++i) {
+                    double scale = 0;
+                    for (int j = 0; j < W.cols; ++j)
+                        scale += std::fabs(at(*full, i, j) * X[std::size_t(t) * Cfg::hidden_dim + j]);
+                    const std::size_t o = std::size_t(t) * W.rows + i;
+                    ASSERT_NEAR(got[o], want[o], worst(precision) * scale) << w.percent << "% " << W.rows << "x" << W.cols << " t=" << t << " i=" << i;
+                    differ = std::max(differ, double(std::fabs(got[o] - want[o])));
+                }
+            EXPECT_GT(differ, 0) << w.percent << "%: identical to fp32, the reduced path did not run";
+        }
+}
+
 // GemmPrecision::fp32 selects the fp32 GEMM: fp32 rounding only (the bound of kernels_test).
-TEST_P(ReducedGemm, Fp32SettingGivesFp32Accuracy) {
-    const auto [layout, threads] = GetParam();
+void fp32_setting_gives_fp32_accuracy(Layout layout, int threads) {
     ThreadPool pool(threads);
     ScopedGemmPrecision fp32(GemmPrecision::fp32);
     const int n = 13, rows = 70, cols = 300;
@@ -108,11 +158,21 @@ TEST_P(ReducedGemm, Fp32SettingGivesFp32Accuracy) {
         }
 }
 
+// Runs in every build, whatever reduced GEMMs it has.
+TEST(ReducedGemmSetting, Fp32SettingGivesFp32Accuracy) {
+    for (Layout layout : {Layout::out_major, Layout::in_major})
+        for (int threads : {1, 2}) {
+            SCOPED_TRACE(std::to_string(threads) + (layout == Layout::out_major ? " threads, out_major" : " threads, in_major"));
+            fp32_setting_gives_fp32_accuracy(layout, threads);
+        }
+}
+
 // Activations far outside fp16's comfortable range (fp16 sums would overflow): still the right answer
-// (NEON falls back to fp32; bf16 has fp32's range).
+// (fp16 falls back to fp32; bf16 has fp32's range).
 TEST_P(ReducedGemm, LargeActivationsStayFinite) {
-    ScopedGemmPrecision reduced(GemmPrecision::reduced);
-    const auto [layout, threads] = GetParam();
+    const auto [precision, layout, threads] = GetParam();
+    ScopedGemmPrecision reduced(precision);
+    const double kWorst = worst(precision);
     ThreadPool pool(threads);
     const int n = 9, rows = 40, cols = 200;
     const Stored s = make(rows, cols, rows, cols, layout, 11);
@@ -128,10 +188,44 @@ TEST_P(ReducedGemm, LargeActivationsStayFinite) {
         }
 }
 
-INSTANTIATE_TEST_SUITE_P(All, ReducedGemm, ::testing::Combine(::testing::Values(Layout::out_major, Layout::in_major), ::testing::Values(1, 2)),
+// The fp16 fallback exactly: one activation above gemm_f16::kMaxX (an fp16 run could overflow) makes the
+// whole call the fp32 GEMM's, bit for bit; at kMaxX the fp16 path still runs (its result differs).
+TEST_P(ReducedGemm, Fp16FallsBackToFp32AboveMaxX) {
+    const auto [precision, layout, threads] = GetParam();
+    if (precision != GemmPrecision::fp16) GTEST_SKIP() << "bf16 has fp32's range: no fallback";
+#if defined(ELASTILM_GEMM_F16)
+    ThreadPool pool(threads);
+    const int n = 7, rows = 70, cols = 300;
+    const Stored s = make(rows, cols, rows, cols, layout, 13);
+    for (const float big : {gemm_f16::kMaxX, std::nextafter(gemm_f16::kMaxX, INFINITY), 3e5f, float(INFINITY)}) {
+        std::vector<float> X(std::size_t(n) * cols);
+        std::mt19937 rng(5);
+        for (auto& v : X) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+        X[std::size_t(n / 2) * cols + cols / 3] = -big;  // one activation of one token
+        std::vector<float> want(std::size_t(n) * rows), got(std::size_t(n) * rows);
+        {
+            ScopedGemmPrecision fp32(GemmPrecision::fp32);
+            matmul(want.data(), rows, s.view, X.data(), cols, n, &pool);
+        }
+        {
+            ScopedGemmPrecision fp16(GemmPrecision::fp16);
+            matmul(got.data(), rows, s.view, X.data(), cols, n, &pool);
+        }
+        bool same = true;
+        for (std::size_t o = 0; o < got.size(); ++o) same = same && (got[o] == want[o] || (std::isnan(got[o]) && std::isnan(want[o])));
+        if (big > gemm_f16::kMaxX) EXPECT_TRUE(same) << "|x| = " << big << " > kMaxX: the result must be the fp32 GEMM's";
+        else EXPECT_FALSE(same) << "|x| = kMaxX: the fp16 path should still run";
+    }
+#endif
+}
+
+INSTANTIATE_TEST_SUITE_P(All, ReducedGemm,
+                         ::testing::Combine(::testing::Values(GemmPrecision::bf16, GemmPrecision::fp16),
+                                            ::testing::Values(Layout::out_major, Layout::in_major), ::testing::Values(1, 2)),
                          [](const auto& info) {
-                             return std::string(std::get<0>(info.param) == Layout::out_major ? "out_major_" : "in_major_") +
-                                    std::to_string(std::get<1>(info.param)) + "threads";
+                             return std::string(std::get<0>(info.param) == GemmPrecision::bf16 ? "bf16_" : "fp16_") +
+                                    (std::get<1>(info.param) == Layout::out_major ? "out_major_" : "in_major_") +
+                                    std::to_string(std::get<2>(info.param)) + "threads";
                          });
 
 }  // namespace

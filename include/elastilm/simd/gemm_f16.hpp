@@ -1,11 +1,12 @@
-// Y = X·Wᵀ for prefill in fp16 arithmetic (NEON `vfmaq_f16`, ARMv8.2-A +fp16), for F16 weights.
+// Y = X·Wᵀ for prefill in fp16 arithmetic, for F16 weights: NEON `vfmaq_f16` (ARMv8.2-A +fp16, 8 lanes)
+// or AVX512-FP16 `vfmadd231ph` (Sapphire Rapids, 32 lanes), both behind simd::f16v.
 // The structure of matmul.hpp's fp32 GEMM with both operands packed as fp16:
 //
-//   X → fp16, row-major [token][k]                            (once per call, split over the threads)
+//   X → f16v::scalar, row-major [token][k]                    (once per call, split over the threads)
 //   for each block of KC inputs:
 //     for each panel of NR outputs (split across threads):
-//       pack W(panel, k-block) as fp16, [k][NR]               (KC × NR halves = 16 KB, in L1)
-//       for each MR tokens: micro-kernel
+//       pack W(panel, k-block) as fp16, [k][NR]               (KC × NR halves: 16 KB NEON, 128 KB x86)
+//       for each MR tokens: micro-kernel                      (fp16 run sums and fp32 totals in registers)
 //
 // Accuracy: fp16 keeps 11 bits and its sums overflow at 65504, so the micro-kernel accumulates only RUN
 // consecutive inputs in fp16, then folds that partial sum into fp32 (the rounding error of a run stays
@@ -14,6 +15,7 @@
 // computes it in fp32.
 #pragma once
 
+#include "elastilm/simd/avx512_fp16.hpp"
 #include "elastilm/simd/neon_f16.hpp"
 
 #if defined(ELASTILM_GEMM_F16)
@@ -31,11 +33,16 @@
 namespace elastilm::gemm_f16 {
 
 inline constexpr int S = simd::f16v::lanes;
-inline constexpr int NR = 2 * S;     // outputs per panel
-inline constexpr int MR = 4;         // tokens per micro-tile: 2·MR fp16 + 4·MR fp32 accumulators fit 32 registers
-inline constexpr int KC = 512;       // inputs per block: a packed panel is KC · NR · 2 = 16 KB
-inline constexpr int RUN = 16;       // inputs summed in fp16 before folding into fp32
-inline constexpr float kMaxX = 2048; // |x| above this could overflow a run of fp16 sums
+inline constexpr int NR = 2 * S;                // outputs per panel
+inline constexpr int MR = 4;                    // tokens per micro-tile: 2·MR fp16 + 4·MR fp32 accumulators fit 32 registers
+inline constexpr int KC = S == 32 ? 1024 : 512;  // inputs per block: a packed panel is KC · NR · 2 = 128 KB (L2) / 16 KB (L1)
+// Inputs summed in fp16 before folding into fp32. A fold costs a widening and an fp32 add per 16 outputs,
+// on the ports the FMAs use: on AVX512-FP16, RUN = 32 ran TinyLlama's 512-token GEMMs ~7–15 % faster
+// than 16 (bench/kernels.cpp matmul_fp16 against fp32 side by side, loaded machine) and still meets the
+// 2e-2 logit bound: max |logit − reference| 0.0139 (RUN = 16: 0.0101) on tiny-gqa-15M and docs-95M
+// (tests/model/reduced_precision_test.cpp). NEON keeps 16 (its measured 0.0098; not re-tuned).
+inline constexpr int RUN = S == 32 ? 32 : 16;
+inline constexpr float kMaxX = 32768.0f / RUN;  // |x| above this could overflow a run of fp16 sums (|w| ≲ 2)
 
 // Packs W(i0 .. i0+NR, k0 .. k0+kc) as panel[k][i]; rows past W.rows are zero.
 inline void pack_panel(f16_bits* panel, const MatrixView& W, int i0, int k0, int kc) {
@@ -59,7 +66,7 @@ inline void pack_panel(f16_bits* panel, const MatrixView& W, int i0, int k0, int
 
 // Y[0..M, 0..cols) (+)= Xh[0..M, 0..kc) · panel; `accumulate` false on the first k-block.
 template <int M>
-void micro_kernel(float* Y, std::size_t ldy, int cols, const f16_bits* Xh, std::size_t ldx, const f16_bits* panel, int kc,
+void micro_kernel(float* Y, std::size_t ldy, int cols, const simd::f16v::scalar* Xh, std::size_t ldx, const f16_bits* panel, int kc,
                   bool accumulate) {
     using namespace simd::f16v;
     alignas(16) float sum[M][NR] = {};
@@ -70,7 +77,7 @@ void micro_kernel(float* Y, std::size_t ldy, int cols, const f16_bits* Xh, std::
         for (int k = r0; k < r1; ++k) {
             const vec w0 = load(panel + k * NR), w1 = load(panel + k * NR + S);
             for (int m = 0; m < M; ++m) {
-                const f16_bits x = Xh[m * ldx + k];
+                const simd::f16v::scalar x = Xh[m * ldx + k];
                 c[m][0] = fma(c[m][0], x, w0);
                 c[m][1] = fma(c[m][1], x, w1);
             }
@@ -86,7 +93,7 @@ void micro_kernel(float* Y, std::size_t ldy, int cols, const f16_bits* Xh, std::
     }
 }
 
-using MicroKernel = void (*)(float*, std::size_t, int, const f16_bits*, std::size_t, const f16_bits*, int, bool);
+using MicroKernel = void (*)(float*, std::size_t, int, const simd::f16v::scalar*, std::size_t, const f16_bits*, int, bool);
 
 inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
     return std::array<MicroKernel, MR>{&micro_kernel<int(I) + 1>...};
@@ -97,9 +104,9 @@ inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) 
 // these activations (see the file comment); the caller then runs the fp32 GEMM.
 inline bool matmul(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool* pool) {
     const int K = W.cols;
-    thread_local std::vector<f16_bits> packed_x;
+    thread_local std::vector<simd::f16v::scalar> packed_x;
     packed_x.resize(std::size_t(K) * n);
-    f16_bits* Xh = packed_x.data();
+    simd::f16v::scalar* Xh = packed_x.data();
     const bool threaded = pool && pool->size() > 1;
     std::atomic<bool> in_range{true};
     auto pack_x = [&](int t0, int t1) {

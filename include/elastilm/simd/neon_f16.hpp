@@ -8,6 +8,7 @@
 
 #include <bit>
 #include <cmath>
+#include <string_view>
 
 #include <arm_neon.h>
 
@@ -16,14 +17,16 @@
 namespace elastilm::simd::f16v {
 
 inline constexpr int lanes = 8;  // fp16 lanes per vector
+inline constexpr std::string_view instruction = "fp16 (NEON vfmaq_f16)";  // as reports name it
 using vec = float16x8_t;
+using scalar = f16_bits;  // an activation as fma() broadcasts it
 
 inline vec zero() { return vdupq_n_f16(0); }
 inline vec load(const f16_bits* p) { return vreinterpretq_f16_u16(vld1q_u16(p)); }
 inline void store(f16_bits* p, vec v) { vst1q_u16(p, vreinterpretq_u16_f16(v)); }
 
 // acc[i] += x·w[i] in fp16 (x broadcast).
-inline vec fma(vec acc, f16_bits x, vec w) { return vfmaq_f16(acc, w, vdupq_n_f16(std::bit_cast<__fp16>(x))); }
+inline vec fma(vec acc, scalar x, vec w) { return vfmaq_f16(acc, w, vdupq_n_f16(std::bit_cast<__fp16>(x))); }
 
 // y[0 .. 8) += acc widened to fp32: a short fp16 run folded into fp32 sums.
 inline void fold(float* y, vec acc) {
@@ -33,7 +36,7 @@ inline void fold(float* y, vec acc) {
 
 // dst[0 .. n) = fp16(src[0 .. n)); returns max |src| (NaN counts as infinite) so the caller can tell
 // whether fp16 sums of these values could overflow.
-inline float convert(f16_bits* dst, const float* src, int n) {
+inline float convert(scalar* dst, const float* src, int n) {
     float32x4_t mx = vdupq_n_f32(0);
     int i = 0;
     for (; i + 4 <= n; i += 4) {

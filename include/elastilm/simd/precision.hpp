@@ -1,6 +1,8 @@
 // Which arithmetic prefill's GEMM uses for F16 weights. `reduced` (the default) takes the target's
-// reduced-precision dot product when this build has one (gemm_bf16.hpp: AVX-512 BF16; gemm_f16.hpp:
-// NEON FP16), else fp32; `fp32` always widens to fp32 — the portable path, kept to compare against.
+// reduced-precision GEMM when this build has one (gemm_bf16.hpp: AVX-512 BF16; gemm_f16.hpp: NEON FP16
+// or AVX512-FP16; matmul.hpp picks one when a build has both), else fp32; `fp32` always widens to fp32 —
+// the portable path, kept to compare against; `bf16` / `fp16` name one instruction family, for benches
+// and tests that compare them side by side (fp32 when the build lacks it).
 // A process-wide setting because it is a property of the build and the experiment, not of a call.
 #pragma once
 
@@ -8,7 +10,7 @@
 
 namespace elastilm {
 
-enum class GemmPrecision { reduced, fp32 };
+enum class GemmPrecision { reduced, fp32, bf16, fp16 };
 
 inline std::atomic<GemmPrecision>& gemm_precision_setting() {
     static std::atomic<GemmPrecision> p{GemmPrecision::reduced};

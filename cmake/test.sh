@@ -37,9 +37,10 @@ done
 step "native-ISA build ($root/native-isa, -march=native): the reduced-precision prefill GEMM"
 # CI's main build is portable (x86-64-v3), which has no bf16 dot product; the AVX-512 BF16 GEMM is only
 # compiled for a richer -march. Build the tests that exercise it for this machine's own ISA when the CPU
-# has the instruction (the NEON FP16 GEMM is covered by the aarch64 build below).
+# has the instruction (the NEON FP16 GEMM is covered by the aarch64 build below). The tiled attention
+# test rides along: there its tiles are 16-lane AVX-512 vectors instead of AVX2's 8.
 isa_tests=(elastilm_simd_gemm_reduced_test elastilm_simd_kernels_test elastilm_model_reduced_precision_test
-           elastilm_model_reference_models_test elastilm_model_session_test)
+           elastilm_model_reference_models_test elastilm_model_session_test elastilm_ops_attention_tiled_test)
 if grep -qw avx512_bf16 /proc/cpuinfo; then
   cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native \
     -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null

@@ -16,6 +16,7 @@
 #include <map>
 #include <tuple>
 #include <sstream>
+#include <string>
 
 #include "cli/tool.hpp"
 #include "elastilm/formats/gguf_export.hpp"
@@ -86,18 +87,20 @@ int measure_ttft(ModelWeights weights, const std::vector<int>& lengths, int thre
         std::sort(v.begin(), v.end());
         return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
     };
+    // One column per length; with both paths a cell reads "per-query → tiled".
+    std::string head;
+    for (std::size_t k = 0; k < paths.size(); ++k) head += std::string(k ? " → " : " ") + name(paths[k]);
     std::printf("\n| ratio |");
-    for (int len : lengths)
-        for (PrefillAttention p : paths) std::printf(" TTFT %d, %s (attention share) |", len, name(p));
+    for (int len : lengths) std::printf(" TTFT %d:%s (attention share) |", len, head.c_str());
     std::printf("\n|---|");
-    for (std::size_t i = 0; i < lengths.size() * paths.size(); ++i) std::printf("---|");
+    for (std::size_t i = 0; i < lengths.size(); ++i) std::printf("---|");
     std::printf("\n");
     for (int ratio : ratios) {
         std::printf("| %d%% |", ratio);
         for (int len : lengths)
-            for (PrefillAttention p : paths) {
-                const Sample& x = samples[{ratio, len, int(p)}];
-                std::printf(" %.0f ms (%.0f %%) |", median(x.ms), 100 * median(x.share));
+            for (std::size_t k = 0; k < paths.size(); ++k) {
+                const Sample& x = samples[{ratio, len, int(paths[k])}];
+                std::printf("%s %.0f ms (%.0f %%)%s", k ? " →" : "", median(x.ms), 100 * median(x.share), k + 1 == paths.size() ? " |" : "");
             }
         std::printf("\n");
     }

@@ -2,7 +2,9 @@
 // tok/s — for every requested width ratio. Used by versus-llamacpp.sh; also handy on its own.
 //
 //   elastilm_bench_model_speed -m MODEL.gguf [-p 512] [-n 128] [-t 2] [-r 1] [--ratios 100,50,20] [--gemm reduced|fp32|bf16|fp16]
-//   elastilm_bench_model_speed -m MODEL.gguf --ttft 128,512,1024 [--ratios …]   (TTFT per prompt length, attention share)
+//   elastilm_bench_model_speed -m MODEL.gguf --ttft 128,512,1024 [--ratios …] [--attention tiled|per-query|both]
+//       (TTFT per prompt length, attention share; `both` times the tiled prefill attention and the per-query
+//       one before it alternately in one run)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --roofline [-t 2] [--gemm …]   (CSV: read GB/s, fp32 FMA GFLOP/s, reduced-GEMM
@@ -12,13 +14,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <tuple>
 #include <sstream>
+#include <string>
 
 #include "cli/tool.hpp"
 #include "elastilm/formats/gguf_export.hpp"
 #include "elastilm/formats/load.hpp"
 #include "elastilm/model/session.hpp"
 #include "elastilm/model/synthetic.hpp"
+#include "elastilm/ops/attention_tiled.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 #include "roofline.hpp"
 
@@ -40,10 +46,14 @@ void write_synthetic(const std::string& out, const std::string& tokenizer, bool 
     io::export_gguf(w, &tok.vocabulary(), out, opt);
 }
 
-// TTFT: a fresh prompt of each length at each ratio, and the share of it spent in attention.
-// Output: one CSV line per (ratio, length, repetition): ttft,ratio,tokens,ms,attention_share
+// TTFT: a fresh prompt of each length at each ratio, and the share of it spent in attention, for each
+// prefill attention in `paths` (the tiled kernel, the per-query one before it, or both alternating within
+// each repetition so that both see the same machine load).
+// Output: one CSV line per (repetition, ratio, length, path): ttft,path,ratio,tokens,ms,attention_share;
+// then a markdown table of the medians over repetitions.
 template <ModelConfig Cfg>
-int measure_ttft(ModelWeights weights, const std::vector<int>& lengths, int threads, int reps, const std::vector<int>& ratios) {
+int measure_ttft(ModelWeights weights, const std::vector<int>& lengths, int threads, int reps, const std::vector<int>& ratios,
+                 const std::vector<PrefillAttention>& paths) {
     Model<Cfg> model(std::move(weights));
     ThreadPool pool(threads);
     const int longest = *std::max_element(lengths.begin(), lengths.end());
@@ -52,17 +62,50 @@ int measure_ttft(ModelWeights weights, const std::vector<int>& lengths, int thre
     for (int i = 0; i < longest; ++i) prompt[i] = 1 + (i * 7919) % (Cfg::vocab_size - 1);
     Session<Cfg> s(model, pool, Cfg::context, std::min(longest, 512));
     s.append(std::span<const int>(prompt).first(std::min(longest, 32)), 100);
+    auto name = [](PrefillAttention p) { return p == PrefillAttention::tiled ? "tiled" : "per-query"; };
+    struct Sample { std::vector<double> ms, share; };
+    std::map<std::tuple<int, int, int>, Sample> samples;  // (ratio, length, path) → repetitions
     for (int r = 0; r < reps; ++r)
         for (int ratio : ratios)
-            for (int len : lengths) {
-                s.reset();
-                const double att0 = s.attention_seconds();
-                const auto t0 = clock_type::now();
-                s.append(std::span<const int>(prompt).first(len), ratio);
-                const double sec = std::chrono::duration<double>(clock_type::now() - t0).count();
-                std::printf("ttft,%d,%d,%.1f,%.3f\n", ratio, len, 1e3 * sec, (s.attention_seconds() - att0) / sec);
-                std::fflush(stdout);
+            for (int len : lengths)
+                for (std::size_t k = 0; k < paths.size(); ++k) {
+                    // Alternate which path goes first from one repetition to the next.
+                    const PrefillAttention path = paths[r % 2 == 0 ? k : paths.size() - 1 - k];
+                    set_prefill_attention(path);
+                    s.reset();
+                    const double att0 = s.attention_seconds();
+                    const auto t0 = clock_type::now();
+                    s.append(std::span<const int>(prompt).first(len), ratio);
+                    const double sec = std::chrono::duration<double>(clock_type::now() - t0).count();
+                    const double share = (s.attention_seconds() - att0) / sec;
+                    std::printf("ttft,%s,%d,%d,%.1f,%.3f\n", name(path), ratio, len, 1e3 * sec, share);
+                    std::fflush(stdout);
+                    Sample& x = samples[{ratio, len, int(path)}];
+                    x.ms.push_back(1e3 * sec), x.share.push_back(share);
+                }
+    set_prefill_attention(PrefillAttention::tiled);
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    // One column per length; with both paths a cell reads "per-query → tiled".
+    std::string head;
+    for (std::size_t k = 0; k < paths.size(); ++k) head += std::string(k ? " → " : " ") + name(paths[k]);
+    std::printf("\n| ratio |");
+    for (int len : lengths) std::printf(" TTFT %d:%s (attention share) |", len, head.c_str());
+    std::printf("\n|---|");
+    for (std::size_t i = 0; i < lengths.size(); ++i) std::printf("---|");
+    std::printf("\n");
+    for (int ratio : ratios) {
+        std::printf("| %d%% |", ratio);
+        for (int len : lengths)
+            for (std::size_t k = 0; k < paths.size(); ++k) {
+                const Sample& x = samples[{ratio, len, int(paths[k])}];
+                std::printf("%s %.0f ms (%.0f %%)%s", k ? " →" : "", median(x.ms), 100 * median(x.share), k + 1 == paths.size() ? " |" : "");
             }
+        std::printf("\n");
+    }
+    std::printf("(medians of %d repetition%s, %d thread%s)\n", reps, reps == 1 ? "" : "s", threads, threads == 1 ? "" : "s");
     return 0;
 }
 
@@ -119,6 +162,7 @@ int run(const cli::Args& args) {
             ttft_lengths.push_back(int(l));
         }
     }
+    const std::string attention = args.get("--attention", "", "tiled", "with --ttft: prefill attention tiled, per-query or both (alternating)");
     const bool smoke = args.has("--smoke", "", "a synthetic stories260K-shaped model in memory, tiny work (CI)");
     const std::vector<std::string>& positional = args.positional();
     args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
@@ -160,10 +204,15 @@ int run(const cli::Args& args) {
         require(!item.empty() && *end == '\0' && ratio_index(int(r)) >= 0, "--ratios", "'" + item + "' is not a compiled ratio");
         ratios.push_back(int(r));
     }
+    require(attention == "tiled" || attention == "per-query" || attention == "both", "--attention",
+            "'" + attention + "' is not tiled, per-query or both");
+    std::vector<PrefillAttention> paths;
+    if (attention != "tiled") paths.push_back(PrefillAttention::per_query);
+    if (attention != "per-query") paths.push_back(PrefillAttention::tiled);
     ModelWeights w = load_weights(path);
     return with_config(w.hparams, w.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(w);
-        if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios);
+        if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios, paths);
         return measure<Cfg>(std::move(w), prompt, decode, threads, reps, ratios);
     });
 }

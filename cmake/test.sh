@@ -40,9 +40,10 @@ step "native-ISA build ($root/native-isa, -march=native): the reduced-precision 
 # AVX512-FP16 GEMMs are only compiled for a richer -march. Build the tests that exercise them for this
 # machine's own ISA when the CPU has either instruction (Zen 4: bf16 only; Sapphire Rapids: both; the
 # tests run each one the build has and skip the other). The NEON FP16 GEMM is covered by the aarch64
-# build below.
+# build below. The tiled attention test rides along: there its tiles are 16-lane AVX-512 vectors
+# instead of AVX2's 8.
 isa_tests=(elastilm_simd_gemm_reduced_test elastilm_simd_kernels_test elastilm_model_reduced_precision_test
-           elastilm_model_reference_models_test elastilm_model_session_test)
+           elastilm_model_reference_models_test elastilm_model_session_test elastilm_ops_attention_tiled_test)
 if grep -qwE 'avx512_bf16|avx512_fp16' /proc/cpuinfo; then
   cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native \
     -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null

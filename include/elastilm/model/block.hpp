@@ -10,6 +10,8 @@
 // projection.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <vector>
@@ -21,6 +23,7 @@
 #include "elastilm/model/linear.hpp"
 #include "elastilm/model/model.hpp"
 #include "elastilm/ops/attention.hpp"
+#include "elastilm/ops/attention_tiled.hpp"
 #include "elastilm/ops/rmsnorm.hpp"
 #include "elastilm/ops/rope.hpp"
 #include "elastilm/ops/swiglu.hpp"
@@ -84,10 +87,37 @@ struct Block {
     }
 
 private:
-    // att_out = attention of every (token, query head) over the cache; each pair is independent: causal,
-    // token t sees positions [0, pos0 + t].
+    // att_out = attention of every (token, query head) over the cache; causal: token t sees positions
+    // [0, pos0 + t]. Decode (one token) runs attend() per head; prefill runs the tiled kernel per
+    // (head, block of tokens), unless the per-query path is selected for comparison.
     template <class T>
     static void attend_all(const KvView<T>& kv, int pos0, int n, Activations<Cfg>& a, ThreadPool& pool) {
+        if (n > 1 && prefill_attention() == PrefillAttention::tiled) attend_tiled(kv, pos0, n, a, pool);
+        else attend_per_query(kv, pos0, n, a, pool);
+    }
+    // Work items are (head, query block). Under the causal mask block b reads pos0 + (b + 1)·query_block
+    // keys, so items cost unequal triangles: the threads take them from a shared counter, latest block
+    // (dearest) first, which leaves them at most one small item apart when the counter runs out.
+    template <class T>
+    static void attend_tiled(const KvView<T>& kv, int pos0, int n, Activations<Cfg>& a, ThreadPool& pool) {
+        constexpr int QB = tiled::query_block;
+        const int blocks = (n + QB - 1) / QB, items = blocks * W::heads;
+        std::atomic<int> next{0};
+        pool.parallel_for(pool.size(), [&](int, int) {
+            thread_local AttentionTiles tiles;
+            for (int i = next.fetch_add(1, std::memory_order_relaxed); i < items; i = next.fetch_add(1, std::memory_order_relaxed)) {
+                const int b = blocks - 1 - i / W::heads, h = i % W::heads;
+                const int t0 = b * QB, nq = std::min(QB, n - t0);
+                const std::size_t off = std::size_t(t0) * W::q_dim + std::size_t(h) * head_dim;
+                const std::size_t kv_off = std::size_t(h / Shape<Cfg>::group_size) * kv.head_stride;
+                attend_causal(a.att_out.data() + off, W::q_dim, a.q.data() + off, W::q_dim, nq, pos0 + t0, head_dim, kv.k + kv_off,
+                              kv.v + kv_off, tiles);
+            }
+        });
+    }
+    // One attend() per (token, query head): each pair is independent.
+    template <class T>
+    static void attend_per_query(const KvView<T>& kv, int pos0, int n, Activations<Cfg>& a, ThreadPool& pool) {
         pool.parallel_for(n * W::heads, [&](int begin, int end) {
             thread_local std::vector<float> scores;
             if (scores.size() < std::size_t(Cfg::context)) scores.resize(Cfg::context);

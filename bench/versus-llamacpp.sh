@@ -5,7 +5,7 @@
 # build get) and for this machine's own ISA (-march=native, as llama.cpp's GGML_NATIVE build is), which
 # adds the reduced-precision prefill GEMM where the CPU has one (AVX-512 BF16 …).
 #
-#   bench/versus-llamacpp.sh [--shape tinyllama|openllama3b] [--type f16|q8_0|q4_0] [-m MODEL.gguf] [-t 2] [-r 5] [-p 512] [-n 128]
+#   bench/versus-llamacpp.sh [--shape tinyllama|openllama3b] [--type f16|q8_0|q4_0] [-m MODEL.gguf] [-t 2] [-r 5] [-p 512] [-n 128] [--ratios 100,50,20]
 #   bench/versus-llamacpp.sh --smoke      # tiny-gqa shape, -p 64 -n 16, one repetition (CI)
 #
 # llama.cpp comes from the npm registry (node-llama-cpp ships its source) and is built once into
@@ -16,7 +16,7 @@
 # whole blocks of each row), so both engines read the very same file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shape=tinyllama type=f16 model="" threads=2 reps=5 pp=512 tg=128
+shape=tinyllama type=f16 model="" threads=2 reps=5 pp=512 tg=128 ratios=100,90,80,70,60,50,40,30,20
 while (($#)); do
   case "$1" in
     --smoke) shape=tinygqa reps=1 pp=64 tg=16 ;;
@@ -27,6 +27,7 @@ while (($#)); do
     -r) reps=$2; shift ;;
     -p) pp=$2; shift ;;
     -n) tg=$2; shift ;;
+    --ratios) ratios=$2; shift ;;  # the native-ISA build's ratios (all nine by default; 100 must be one)
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,7 +52,7 @@ if [[ -z "$model" ]]; then
   model="$cache/models/$shape-synthetic-$type.gguf"
   [[ -f "$model" ]] || "$ours" --write-synthetic "$shape" "$model" --type "$type" > /dev/null
 fi
-ratios=100,90,80,70,60,50,40,30,20
+[[ ",$ratios," == *,100,* ]] || { echo "versus-llamacpp: --ratios must include 100 (the comparison is at full width)" >&2; exit 2; }
 # Ceilings of the native-ISA build: its fp32 FMA peak (widest SIMD) and the peak of the reduced GEMM's instruction.
 IFS=, read -r bandwidth peak reduced_peak reduced_name < <("$ours_isa" --roofline -t "$threads")
 results=$(mktemp)
@@ -69,13 +70,20 @@ for ((rep = 1; rep <= reps; rep++)); do
     awk -F, -v isa="$portable" '{ print "elastilm " isa " " $1 "%,pp," $2; print "elastilm " isa " " $1 "%,tg," $3 }' >> "$results"
 done
 
-# Weights read per decoded token and flops per prompt token at full width, from the file size.
+# Weights read per decoded token, from the file size; flops per prompt token at full width (2 per
+# parameter), from the size of the same shape's F16 file (2 bytes per parameter) — a block-format file's
+# size says nothing exact about its parameter count, so for a user's own quantized -m file that line is left out.
 bytes=$(stat -c %s "$model")
+flop_bytes=0
+if [[ $type == f16 ]]; then flop_bytes=$bytes
+elif [[ -f "$cache/models/$shape-synthetic-f16.gguf" && "$model" == "$cache/models/$shape-synthetic-$type.gguf" ]]; then
+  flop_bytes=$(stat -c %s "$cache/models/$shape-synthetic-f16.gguf")
+fi
 echo
 echo "model: $model ($((bytes / 1000000)) MB) | threads $threads | repetitions $reps | pp$pp tg$tg"
 echo "machine, this run: streaming read ${bandwidth} GB/s, fp32 FMA peak ${peak} GFLOP/s, reduced-precision GEMM peak ${reduced_peak} GFLOP/s of ${reduced_name} (the native-ISA build's prefill GEMM, $(uname -m))"
 echo
-awk -F, -v bytes="$bytes" -v bw="$bandwidth" -v peak="$peak" -v rpeak="$reduced_peak" -v rname="$reduced_name" -v pp="$pp" -v tg="$tg" '
+awk -F, -v bytes="$bytes" -v fbytes="$flop_bytes" -v bw="$bandwidth" -v peak="$peak" -v rpeak="$reduced_peak" -v rname="$reduced_name" -v pp="$pp" -v tg="$tg" '
   { key = $1 SUBSEP $2; n[key]++; v[key, n[key]] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++rows] = $1 } }
   function median(k,   i, j, t, m) { m = n[k]; for (i = 1; i <= m; i++) a[i] = v[k, i];
     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -89,9 +97,11 @@ awk -F, -v bytes="$bytes" -v bw="$bandwidth" -v peak="$peak" -v rpeak="$reduced_
       printf "| %s | %.1f (%.1f–%.1f) | %.2f× | %.2f (%.2f–%.2f) | %.2f× |\n", e, p, plo, phi, p / base_pp, g, glo, ghi, g / base_tg }
     printf "\nat full width a decoded token reads ~%.0f MB: llama.cpp tg = %.0f%% of the read bandwidth, elastilm 100%% = %.0f%%\n",
       bytes / 1e6, 100 * base_tg * bytes / 1e9 / bw, 100 * median("elastilm native 100%" SUBSEP "tg") * bytes / 1e9 / bw
-    printf "prefill at full width does ~%.2f GFLOP/token: llama.cpp pp = %.0f%% of the fp32 FMA peak, elastilm 100%% = %.0f%%\n",
-      bytes / 1e9, 100 * base_pp * bytes / 1e9 / peak, 100 * median("elastilm native 100%" SUBSEP "pp") * bytes / 1e9 / peak
-    if (rpeak > 0)
-      printf "against the peak of %s (%.0f GFLOP/s): llama.cpp pp = %.0f%%, elastilm native 100%% = %.0f%%\n",
-        rname, rpeak, 100 * base_pp * bytes / 1e9 / rpeak, 100 * median("elastilm native 100%" SUBSEP "pp") * bytes / 1e9 / rpeak
+    if (fbytes > 0) {
+      printf "prefill at full width does ~%.2f GFLOP/token: llama.cpp pp = %.0f%% of the fp32 FMA peak, elastilm 100%% = %.0f%%\n",
+        fbytes / 1e9, 100 * base_pp * fbytes / 1e9 / peak, 100 * median("elastilm native 100%" SUBSEP "pp") * fbytes / 1e9 / peak
+      if (rpeak > 0)
+        printf "against the peak of %s (%.0f GFLOP/s): llama.cpp pp = %.0f%%, elastilm native 100%% = %.0f%%\n",
+          rname, rpeak, 100 * base_pp * fbytes / 1e9 / rpeak, 100 * median("elastilm native 100%" SUBSEP "pp") * fbytes / 1e9 / rpeak
+    }
   }' "$results"

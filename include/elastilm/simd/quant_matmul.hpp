@@ -7,6 +7,9 @@
 //
 // The micro-kernel is register-tiled: per input block it unpacks NR weight blocks once and multiplies
 // each with MR token blocks, NR·MR integer dot products into NR·MR vector accumulators.
+//
+// On x86 with AVX-512 VNNI and BW the GEMM instead packs weight panels and feeds vpdpbusd unsigned
+// activations (simd/quant_gemm_packed.hpp), 2–3× faster; this tiled kernel stays for AVX2, NEON and scalar.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +20,13 @@
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/quant_matvec.hpp"
 #include "elastilm/tensor.hpp"
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define ELASTILM_QGEMM_PACKED 1
+#include "elastilm/simd/quant_gemm_packed.hpp"
+#else
+#define ELASTILM_QGEMM_PACKED 0
+#endif
 
 namespace elastilm {
 
@@ -74,6 +84,20 @@ void tiles(const MatrixView& W, const ActBlock* xq, int t0, int t1, float* Y, in
     }
 }
 
+// The tiled GEMM from activations already quantized per block (xq[t · W.cols/32 + b]).
+inline void matmul_tiled(const MatrixView& W, const ActBlock* xb, int n, float* Y, int ldy, ThreadPool* pool = nullptr) {
+    const int n_tiles = (W.rows + NR - 1) / NR;
+    for (int t0 = 0; t0 < n; t0 += TC) {
+        const int t1 = std::min(n, t0 + TC);
+        auto run = [&](int a, int b) {
+            if (W.dtype == DType::q8_0) tiles<BlockQ8_0>(W, xb, t0, t1, Y, ldy, a, b);
+            else tiles<BlockQ4_0>(W, xb, t0, t1, Y, ldy, a, b);
+        };
+        if (pool && pool->size() > 1 && n_tiles > 1) pool->parallel_for(n_tiles, run, 8);
+        else run(0, n_tiles);
+    }
+}
+
 }  // namespace qgemm
 
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols; W Q8_0 or Q4_0 (out_major).
@@ -84,16 +108,11 @@ inline void quant_matmul(const MatrixView& W, const float* X, int ldx, float* Y,
     xq.resize(std::size_t(n) * blocks);
     for (int t = 0; t < n; ++t) quantize_activations(X + std::size_t(t) * ldx, W.cols, xq.data() + std::size_t(t) * blocks);
     const ActBlock* xb = xq.data();  // thread_local: the pool's threads must read the caller's copy
-    const int n_tiles = (W.rows + qgemm::NR - 1) / qgemm::NR;
-    for (int t0 = 0; t0 < n; t0 += qgemm::TC) {
-        const int t1 = std::min(n, t0 + qgemm::TC);
-        auto run = [&](int a, int b) {
-            if (W.dtype == DType::q8_0) qgemm::tiles<BlockQ8_0>(W, xb, t0, t1, Y, ldy, a, b);
-            else qgemm::tiles<BlockQ4_0>(W, xb, t0, t1, Y, ldy, a, b);
-        };
-        if (pool && pool->size() > 1 && n_tiles > 1) pool->parallel_for(n_tiles, run, 8);
-        else run(0, n_tiles);
-    }
+#if ELASTILM_QGEMM_PACKED
+    qgemm_packed::matmul(W, xb, n, Y, ldy, pool);
+#else
+    qgemm::matmul_tiled(W, xb, n, Y, ldy, pool);
+#endif
 }
 
 }  // namespace elastilm

@@ -1,0 +1,42 @@
+// The few AVX-512 operations the packed quantized GEMM (simd/quant_gemm_packed.hpp) is written in, one
+// name each. A vector holds 16 lanes: 16 int32 dot products, or 16 fp32 values, one per weight row.
+// Needs AVX-512 VNNI (vpdpbusd) and AVX512BW/F; only included when the compiler targets both.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include <immintrin.h>
+
+namespace elastilm::simd::qgemm_arch {
+
+inline constexpr int kLanes = 16;
+inline constexpr const char* kName = "avx512vnni packed (vpdpbusd zmm, u8 activations × s8 weights)";
+
+using I32 = __m512i;
+using F32 = __m512;
+
+inline I32 zero_i() { return _mm512_setzero_si512(); }
+inline F32 zero_f() { return _mm512_setzero_ps(); }
+
+// 64 packed weight bytes: 16 rows × 4 consecutive k.
+inline I32 load_w(const std::int8_t* p) { return _mm512_loadu_si512(p); }
+// 4 consecutive activation bytes of one token, repeated in every lane (folds into an embedded broadcast).
+inline I32 broadcast4(const std::uint8_t* p) {
+    std::int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+// acc[lane] += Σ_{j<4} x[j] · w[lane][j], x unsigned, w signed: vpdpbusd.
+inline I32 dot4(I32 acc, I32 x_u8, I32 w_s8) { return _mm512_dpbusd_epi32(acc, x_u8, w_s8); }
+
+inline F32 to_float(I32 v) { return _mm512_cvtepi32_ps(v); }
+inline F32 load(const float* p) { return _mm512_loadu_ps(p); }
+inline F32 broadcast(float v) { return _mm512_set1_ps(v); }
+inline F32 fma(F32 a, F32 b, F32 c) { return _mm512_fmadd_ps(a, b, c); }     // a·b + c
+inline F32 fmsub(F32 a, F32 b, F32 c) { return _mm512_fmsub_ps(a, b, c); }   // a·b − c
+inline void store(float* p, F32 v) { _mm512_storeu_ps(p, v); }
+// The first n (< 16) lanes only: the rows past the matrix's end are not ours to write.
+inline void store_first(float* p, F32 v, int n) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), v); }
+
+}  // namespace elastilm::simd::qgemm_arch

@@ -1,0 +1,173 @@
+// Y = X·Wᵀ for prefill with Q8_0 / Q4_0 weights on x86 with AVX-512 VNNI: packed panels, unsigned activations.
+//
+//   quantize X per block of 32 as decode does, then store x + 128 as unsigned bytes
+//   for each panel of P = 32 weight rows (split across threads):
+//     pack the panel: int8 weights as [block][k/4][row][4], Q4_0 nibbles widened to int8 − 8 on the way,
+//                     and per (block, row) d_w and the correction c·d_w, c = 128·Σ_k w
+//     for each MR tokens: micro-kernel over all blocks
+//
+// Why the layout: vpdpbusd multiplies 4 unsigned bytes by 4 signed bytes per int32 lane and adds them up.
+// With 4 consecutive k of 16 rows in one vector and the same 4 activation bytes broadcast to every lane,
+// lane r accumulates row r's dot product: no horizontal sum, one instruction per 16 rows × 4 k.
+// Why +128: vpdpbusd wants one unsigned operand. x + 128 ∈ [1, 255] is unsigned, and
+//   Σ_k (x_k + 128)·w_k = Σ_k x_k·w_k + 128·Σ_k w_k = Σ_k x_k·w_k + c,
+// so subtracting c — a property of the weights alone, computed once while packing — gives the signed dot
+// product without today's sign trick. Per block and token: 8 vpdpbusd per 16 rows into an int32 vector,
+// then acc += (float(dot)·d_w − c·d_w) · d_x. All int32 sums stay below 2²⁴ (32·255·128), so the
+// conversion to float and the subtraction are exact.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "elastilm/runtime/thread_pool.hpp"
+#include "elastilm/simd/arch/quant_gemm_avx512.hpp"
+#include "elastilm/simd/quant_dot.hpp"
+#include "elastilm/tensor.hpp"
+
+namespace elastilm::qgemm_packed {
+
+namespace qa = simd::qgemm_arch;
+
+inline constexpr int P = 2 * qa::kLanes;          // weight rows per panel: two vectors
+inline constexpr int MR = 6;                      // tokens per micro-tile: 12 int + 12 float accumulators + 2 weights
+inline constexpr int kQuads = kQuantBlock / 4;    // vpdpbusd steps per block
+inline constexpr int kBias = 128;                 // added to every activation byte
+
+// A block of activations as vpdpbusd reads them: q = x + 128 (unsigned), same scale.
+struct ActBlockU8 {
+    float d;
+    std::uint8_t q[kQuantBlock];
+};
+
+// One block of one panel: P rows × 32 k of int8 weights laid out [k/4][row][4], then per row d_w and c·d_w.
+struct alignas(64) PackedBlock {
+    std::int8_t w[kQuads][P][4];
+    float d[P];
+    float cd[P];
+};
+
+inline void widen(const BlockQ8_0& b, std::int8_t* w) { std::memcpy(w, b.q, kQuantBlock); }
+// GGUF's nibble order: elements 0..15 in the low halves of the 16 bytes, 16..31 in the high halves.
+inline void widen(const BlockQ4_0& b, std::int8_t* w) {
+    for (int j = 0; j < kQuantBlock / 2; ++j) {
+        w[j] = std::int8_t((b.qs[j] & 0x0f) - 8);
+        w[j + kQuantBlock / 2] = std::int8_t((b.qs[j] >> 4) - 8);
+    }
+}
+
+// Packs rows [r0, r0 + P) of W (rows past W.rows as zeros, which contribute nothing) into `out`.
+template <class Block>
+void pack_panel(const MatrixView& W, int r0, PackedBlock* out) {
+    const int blocks = W.cols / kQuantBlock, R = std::min(P, W.rows - r0);
+    const std::size_t row_blocks = W.ld / kQuantBlock;
+    const auto* base = static_cast<const Block*>(W.data);
+    std::int8_t w[kQuantBlock];
+    for (int b = 0; b < blocks; ++b) {
+        PackedBlock& p = out[b];
+        for (int r = 0; r < P; ++r) {
+            float d = 0;
+            if (r < R) {
+                const Block& blk = base[std::size_t(r0 + r) * row_blocks + b];
+                widen(blk, w);
+                d = simd::to_float(blk.d);
+            } else {
+                std::memset(w, 0, sizeof w);
+            }
+            int sum = 0;
+            for (int k = 0; k < kQuantBlock; ++k) sum += w[k];
+            p.d[r] = d;
+            p.cd[r] = float(kBias * sum) * d;
+            for (int q = 0; q < kQuads; ++q) std::memcpy(p.w[q][r], w + 4 * q, 4);
+        }
+    }
+}
+
+// Y[m][r] for M (≤ MR) tokens and the panel's first R rows; x[m·stride + b] is token m's block b.
+template <int M>
+void micro_kernel(const PackedBlock* p, int blocks, const ActBlockU8* x, std::size_t stride, float* Y, std::size_t ldy, int R) {
+    qa::F32 acc[M][2];
+    for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = qa::zero_f();
+    for (int b = 0; b < blocks; ++b) {
+        const PackedBlock& pb = p[b];
+        qa::I32 dot[M][2];
+        for (int m = 0; m < M; ++m) dot[m][0] = dot[m][1] = qa::zero_i();
+#pragma GCC unroll 8
+        for (int q = 0; q < kQuads; ++q) {
+            const qa::I32 w0 = qa::load_w(pb.w[q][0]), w1 = qa::load_w(pb.w[q][qa::kLanes]);
+            for (int m = 0; m < M; ++m) {
+                const qa::I32 xm = qa::broadcast4(x[m * stride + b].q + 4 * q);
+                dot[m][0] = qa::dot4(dot[m][0], xm, w0);
+                dot[m][1] = qa::dot4(dot[m][1], xm, w1);
+            }
+        }
+        for (int h = 0; h < 2; ++h) {
+            const qa::F32 d = qa::load(pb.d + h * qa::kLanes), cd = qa::load(pb.cd + h * qa::kLanes);
+            for (int m = 0; m < M; ++m)
+                acc[m][h] = qa::fma(qa::fmsub(qa::to_float(dot[m][h]), d, cd), qa::broadcast(x[m * stride + b].d), acc[m][h]);
+        }
+    }
+    for (int m = 0; m < M; ++m) {
+        float* y = Y + m * ldy;
+        if (R == P) {
+            qa::store(y, acc[m][0]);
+            qa::store(y + qa::kLanes, acc[m][1]);
+        } else if (R > qa::kLanes) {
+            qa::store(y, acc[m][0]);
+            qa::store_first(y + qa::kLanes, acc[m][1], R - qa::kLanes);
+        } else if (R == qa::kLanes) {
+            qa::store(y, acc[m][0]);
+        } else {
+            qa::store_first(y, acc[m][0], R);
+        }
+    }
+}
+
+using MicroKernel = void (*)(const PackedBlock*, int, const ActBlockU8*, std::size_t, float*, std::size_t, int);
+
+// kernels[M - 1] = micro_kernel<M>, for the token tail.
+inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
+    return std::array<MicroKernel, MR>{&micro_kernel<int(I) + 1>...};
+}(std::make_index_sequence<MR>{});
+
+template <class Block>
+void panels(const MatrixView& W, const ActBlockU8* x, int n, float* Y, int ldy, int panel0, int panel1) {
+    const int blocks = W.cols / kQuantBlock;
+    thread_local std::vector<PackedBlock> packed;  // one panel: P rows × all blocks, reused for every token
+    packed.resize(std::size_t(blocks));
+    for (int panel = panel0; panel < panel1; ++panel) {
+        const int r0 = panel * P, R = std::min(P, W.rows - r0);
+        pack_panel<Block>(W, r0, packed.data());
+        for (int m0 = 0; m0 < n; m0 += MR) {
+            const int M = std::min(MR, n - m0);
+            kernels[M - 1](packed.data(), blocks, x + std::size_t(m0) * blocks, std::size_t(blocks), Y + std::size_t(m0) * ldy + r0,
+                           std::size_t(ldy), R);
+        }
+    }
+}
+
+// Y[t, i] = Σ_b d_w·d_x·Σ_k w·x for t < n, i < W.rows, from activations already quantized per block
+// (xq[t · W.cols/32 + b]). W Q8_0 or Q4_0, output-major.
+inline void matmul(const MatrixView& W, const ActBlock* xq, int n, float* Y, int ldy, ThreadPool* pool = nullptr) {
+    const int blocks = W.cols / kQuantBlock;
+    thread_local std::vector<ActBlockU8> xu;
+    xu.resize(std::size_t(n) * blocks);
+    for (std::size_t i = 0; i < xu.size(); ++i) {
+        xu[i].d = xq[i].d;
+        for (int k = 0; k < kQuantBlock; ++k) xu[i].q[k] = std::uint8_t(xq[i].q[k] + kBias);
+    }
+    const ActBlockU8* x = xu.data();  // thread_local: the pool's threads must read the caller's copy
+    const int n_panels = (W.rows + P - 1) / P;
+    auto run = [&](int a, int b) {
+        if (W.dtype == DType::q8_0) panels<BlockQ8_0>(W, x, n, Y, ldy, a, b);
+        else panels<BlockQ4_0>(W, x, n, Y, ldy, a, b);
+    };
+    if (pool && pool->size() > 1 && n_panels > 1) pool->parallel_for(n_panels, run);
+    else run(0, n_panels);
+}
+
+}  // namespace elastilm::qgemm_packed

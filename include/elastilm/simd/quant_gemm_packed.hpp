@@ -20,13 +20,16 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/arch/quant_gemm_avx512.hpp"
 #include "elastilm/simd/quant_dot.hpp"
+#include "elastilm/error.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm::qgemm_packed {
@@ -51,38 +54,46 @@ struct alignas(64) PackedBlock {
     float cd[P];
 };
 
-inline void widen(const BlockQ8_0& b, std::int8_t* w) { std::memcpy(w, b.q, kQuantBlock); }
+// Quad q (weights 4q … 4q+3) of 16 rows' blocks, whose bytes start at p + offsets[lane], as int8.
+inline qa::I32 quad(const BlockQ8_0*, const char* p, qa::I32 offsets, qa::Mask live, int q) {
+    return qa::gather4(p + offsetof(BlockQ8_0, q) + 4 * q, offsets, live);
+}
 // GGUF's nibble order: elements 0..15 in the low halves of the 16 bytes, 16..31 in the high halves.
-inline void widen(const BlockQ4_0& b, std::int8_t* w) {
-    for (int j = 0; j < kQuantBlock / 2; ++j) {
-        w[j] = std::int8_t((b.qs[j] & 0x0f) - 8);
-        w[j + kQuantBlock / 2] = std::int8_t((b.qs[j] >> 4) - 8);
-    }
+inline qa::I32 quad(const BlockQ4_0*, const char* p, qa::I32 offsets, qa::Mask live, int q) {
+    constexpr int half = kQuads / 2;
+    return qa::nibbles_minus8(qa::gather4(p + offsetof(BlockQ4_0, qs) + 4 * (q % half), offsets, live), 4 * (q / half));
 }
 
-// Packs rows [r0, r0 + P) of W (rows past W.rows as zeros, which contribute nothing) into `out`.
+// Packs rows [r0, r0 + P) of W into `out`. Rows past W.rows get d_w = 0 (and c·d_w = 0): they add nothing
+// and are never stored.
 template <class Block>
 void pack_panel(const MatrixView& W, int r0, PackedBlock* out) {
-    const int blocks = W.cols / kQuantBlock, R = std::min(P, W.rows - r0);
+    const int blocks = W.cols / kQuantBlock;
     const std::size_t row_blocks = W.ld / kQuantBlock;
     const auto* base = static_cast<const Block*>(W.data);
-    std::int8_t w[kQuantBlock];
-    for (int b = 0; b < blocks; ++b) {
-        PackedBlock& p = out[b];
-        for (int r = 0; r < P; ++r) {
-            float d = 0;
-            if (r < R) {
-                const Block& blk = base[std::size_t(r0 + r) * row_blocks + b];
-                widen(blk, w);
-                d = simd::to_float(blk.d);
-            } else {
-                std::memset(w, 0, sizeof w);
+    const qa::I32 offsets = qa::lane_offsets(int(row_blocks * sizeof(Block)));
+    for (int h = 0; h < P / qa::kLanes; ++h) {
+        const int first = r0 + h * qa::kLanes, live_rows = W.rows - first;
+        if (live_rows <= 0) {
+            for (int b = 0; b < blocks; ++b) {
+                for (int q = 0; q < kQuads; ++q) qa::store_w(out[b].w[q][h * qa::kLanes], qa::zero_i());
+                qa::store(out[b].d + h * qa::kLanes, qa::zero_f());
+                qa::store(out[b].cd + h * qa::kLanes, qa::zero_f());
             }
-            int sum = 0;
-            for (int k = 0; k < kQuantBlock; ++k) sum += w[k];
-            p.d[r] = d;
-            p.cd[r] = float(kBias * sum) * d;
-            for (int q = 0; q < kQuads; ++q) std::memcpy(p.w[q][r], w + 4 * q, 4);
+            continue;
+        }
+        const qa::Mask live = qa::first_lanes(live_rows);
+        for (int b = 0; b < blocks; ++b) {
+            const char* p = reinterpret_cast<const char*>(base + std::size_t(first) * row_blocks + b);
+            qa::I32 c = qa::zero_i();  // 128·Σ_k w per row
+            for (int q = 0; q < kQuads; ++q) {
+                const qa::I32 w = quad(static_cast<const Block*>(nullptr), p, offsets, live, q);
+                qa::store_w(out[b].w[q][h * qa::kLanes], w);
+                c = qa::add_128_sum(c, w);
+            }
+            const qa::F32 d = qa::f16_low_to_float(qa::gather4(p + offsetof(Block, d), offsets, live));
+            qa::store(out[b].d + h * qa::kLanes, d);
+            qa::store(out[b].cd + h * qa::kLanes, qa::mul(qa::to_float(c), d));
         }
     }
 }
@@ -154,6 +165,8 @@ void panels(const MatrixView& W, const ActBlockU8* x, int n, float* Y, int ldy, 
 // (xq[t · W.cols/32 + b]). W Q8_0 or Q4_0, output-major.
 inline void matmul(const MatrixView& W, const ActBlock* xq, int n, float* Y, int ldy, ThreadPool* pool = nullptr) {
     const int blocks = W.cols / kQuantBlock;
+    require(W.ld / kQuantBlock * block_bytes(W.dtype) * qa::kLanes < std::size_t(1) << 31, "quantized GEMM",
+            "rows of " + std::to_string(W.ld) + " " + std::string(to_string(W.dtype)) + " weights are too long for 32-bit gather offsets");
     thread_local std::vector<ActBlockU8> xu;
     xu.resize(std::size_t(n) * blocks);
     for (std::size_t i = 0; i < xu.size(); ++i) {

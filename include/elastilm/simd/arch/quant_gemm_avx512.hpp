@@ -30,6 +30,22 @@ inline I32 broadcast4(const std::uint8_t* p) {
 // acc[lane] += Σ_{j<4} x[j] · w[lane][j], x unsigned, w signed: vpdpbusd.
 inline I32 dot4(I32 acc, I32 x_u8, I32 w_s8) { return _mm512_dpbusd_epi32(acc, x_u8, w_s8); }
 
+// Packing: 4 bytes from each of 16 rows at base + offsets[lane]; lanes not in `live` read nothing, give 0.
+using Mask = __mmask16;
+inline Mask first_lanes(int n) { return n >= kLanes ? Mask(0xffff) : Mask((1u << n) - 1); }
+inline I32 lane_offsets(int stride) { return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(stride)); }
+inline I32 gather4(const void* base, I32 offsets, Mask live) { return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, offsets, base, 1); }
+// Each byte's nibble at bit `shift` (0 or 4), minus 8: Q4_0's weights as int8.
+inline I32 nibbles_minus8(I32 v, int shift) {
+    return _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi32(v, shift), _mm512_set1_epi8(0x0f)), _mm512_set1_epi8(8));
+}
+// acc[lane] += 128 · Σ of the lane's 4 signed bytes (vpdpbusd with 128 as the unsigned operand).
+inline I32 add_128_sum(I32 acc, I32 w_s8) { return _mm512_dpbusd_epi32(acc, _mm512_set1_epi8(char(0x80)), w_s8); }
+// The fp16 in each lane's low 16 bits, as fp32.
+inline F32 f16_low_to_float(I32 v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
+inline void store_w(std::int8_t* p, I32 v) { _mm512_storeu_si512(p, v); }
+inline F32 mul(F32 a, F32 b) { return _mm512_mul_ps(a, b); }
+
 inline F32 to_float(I32 v) { return _mm512_cvtepi32_ps(v); }
 inline F32 load(const float* p) { return _mm512_loadu_ps(p); }
 inline F32 broadcast(float v) { return _mm512_set1_ps(v); }

@@ -317,6 +317,29 @@ TEST(QuantKernels, PackedGemmExtremeValues) {
     expect_packed_matches(s, 7, nullptr, "extremes");
 }
 
+// The packed GEMM quantizes activations itself, straight to x + 128: the same bytes and scales as
+// quantize_activations, including all-zero blocks and values at exact half steps (round to even).
+TEST(QuantKernels, PackedGemmQuantizesLikeDecode) {
+#if ELASTILM_QGEMM_PACKED
+    const int n = 32 * 40;
+    auto x = activations(n, 77);
+    for (int k = 0; k < 32; ++k) x[32 + k] = 0;                 // block 1: zeros
+    for (int k = 0; k < 32; ++k) x[64 + k] = float(k - 16) * 0.5f;  // block 2: max 8, steps of 127/16 …
+    for (int k = 0; k < 32; ++k) x[96 + k] = k == 0 ? 127.0f : float(k) + 0.5f;  // block 3: d = 1, ties
+    x[200] = 1e30f;
+    std::vector<ActBlock> ref(n / 32);
+    std::vector<qgemm_packed::ActBlockU8> got(n / 32);
+    quantize_activations(x.data(), n, ref.data());
+    qgemm_packed::quantize_activations_u8(x.data(), n, got.data());
+    for (int b = 0; b < n / 32; ++b) {
+        ASSERT_EQ(got[b].d, ref[b].d) << "block " << b;
+        for (int k = 0; k < 32; ++k) ASSERT_EQ(int(got[b].q[k]), ref[b].q[k] + 128) << "block " << b << " element " << k;
+    }
+#else
+    GTEST_SKIP() << "packed GEMM not compiled: needs -march with AVX-512 VNNI and BW";
+#endif
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, QuantKernels, ::testing::Values(DType::q8_0, DType::q4_0),
                          [](const auto& info) { return std::string(to_string(info.param)); });
 

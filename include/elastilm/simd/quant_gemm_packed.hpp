@@ -161,19 +161,20 @@ void panels(const MatrixView& W, const ActBlockU8* x, int n, float* Y, int ldy, 
     }
 }
 
-// Y[t, i] = Σ_b d_w·d_x·Σ_k w·x for t < n, i < W.rows, from activations already quantized per block
-// (xq[t · W.cols/32 + b]). W Q8_0 or Q4_0, output-major.
-inline void matmul(const MatrixView& W, const ActBlock* xq, int n, float* Y, int ldy, ThreadPool* pool = nullptr) {
-    const int blocks = W.cols / kQuantBlock;
+// x[0..n) into n/32 blocks as quantize_activations does (d = max|x| / 127, q = round(x / d)), stored q + 128.
+inline void quantize_activations_u8(const float* x, int n, ActBlockU8* out) {
+    for (int b = 0; b < n / kQuantBlock; ++b) {
+        const float* v = x + b * kQuantBlock;
+        const float d = qa::abs_max32(v) / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+        out[b].d = d;
+        qa::quantize32_biased(out[b].q, v, inv, kBias);
+    }
+}
+
+// Y[t, i] for t < n, i < W.rows from activations x[t · W.cols/32 + b] already in ActBlockU8 form.
+inline void matmul_u8(const MatrixView& W, const ActBlockU8* x, int n, float* Y, int ldy, ThreadPool* pool) {
     require(W.ld / kQuantBlock * block_bytes(W.dtype) * qa::kLanes < std::size_t(1) << 31, "quantized GEMM",
             "rows of " + std::to_string(W.ld) + " " + std::string(to_string(W.dtype)) + " weights are too long for 32-bit gather offsets");
-    thread_local std::vector<ActBlockU8> xu;
-    xu.resize(std::size_t(n) * blocks);
-    for (std::size_t i = 0; i < xu.size(); ++i) {
-        xu[i].d = xq[i].d;
-        for (int k = 0; k < kQuantBlock; ++k) xu[i].q[k] = std::uint8_t(xq[i].q[k] + kBias);
-    }
-    const ActBlockU8* x = xu.data();  // thread_local: the pool's threads must read the caller's copy
     const int n_panels = (W.rows + P - 1) / P;
     auto run = [&](int a, int b) {
         if (W.dtype == DType::q8_0) panels<BlockQ8_0>(W, x, n, Y, ldy, a, b);
@@ -181,6 +182,33 @@ inline void matmul(const MatrixView& W, const ActBlock* xq, int n, float* Y, int
     };
     if (pool && pool->size() > 1 && n_panels > 1) pool->parallel_for(n_panels, run);
     else run(0, n_panels);
+}
+
+// Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n: quantizes X (split across the pool too: it is a pass over
+// all of X, and serial it was a sixth of the GEMM's time on 2 threads), then the packed GEMM.
+inline void matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool = nullptr) {
+    const int blocks = W.cols / kQuantBlock;
+    thread_local std::vector<ActBlockU8> xu;
+    xu.resize(std::size_t(n) * blocks);
+    ActBlockU8* x = xu.data();  // thread_local: the pool's threads must use the caller's copy
+    auto quantize = [&](int t0, int t1) {
+        for (int t = t0; t < t1; ++t) quantize_activations_u8(X + std::size_t(t) * ldx, W.cols, x + std::size_t(t) * blocks);
+    };
+    if (pool && pool->size() > 1 && n > 1) pool->parallel_for(n, quantize);
+    else quantize(0, n);
+    matmul_u8(W, x, n, Y, ldy, pool);
+}
+
+// The same from activations already quantized per block (xq[t · W.cols/32 + b]): tests compare it with
+// the tiled GEMM on identical inputs.
+inline void matmul(const MatrixView& W, const ActBlock* xq, int n, float* Y, int ldy, ThreadPool* pool = nullptr) {
+    thread_local std::vector<ActBlockU8> xu;
+    xu.resize(std::size_t(n) * (W.cols / kQuantBlock));
+    for (std::size_t i = 0; i < xu.size(); ++i) {
+        xu[i].d = xq[i].d;
+        for (int k = 0; k < kQuantBlock; ++k) xu[i].q[k] = std::uint8_t(xq[i].q[k] + kBias);
+    }
+    matmul_u8(W, xu.data(), n, Y, ldy, pool);
 }
 
 }  // namespace elastilm::qgemm_packed

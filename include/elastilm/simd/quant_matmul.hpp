@@ -103,15 +103,14 @@ inline void matmul_tiled(const MatrixView& W, const ActBlock* xb, int n, float* 
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols; W Q8_0 or Q4_0 (out_major).
 inline void quant_matmul(const MatrixView& W, const float* X, int ldx, float* Y, int ldy, int n, ThreadPool* pool = nullptr) {
     detail::require_quant_view(W);
+#if ELASTILM_QGEMM_PACKED
+    qgemm_packed::matmul(W, X, ldx, Y, ldy, n, pool);
+#else
     const int blocks = W.cols / kQuantBlock;
     thread_local std::vector<ActBlock> xq;
     xq.resize(std::size_t(n) * blocks);
     for (int t = 0; t < n; ++t) quantize_activations(X + std::size_t(t) * ldx, W.cols, xq.data() + std::size_t(t) * blocks);
-    const ActBlock* xb = xq.data();  // thread_local: the pool's threads must read the caller's copy
-#if ELASTILM_QGEMM_PACKED
-    qgemm_packed::matmul(W, xb, n, Y, ldy, pool);
-#else
-    qgemm::matmul_tiled(W, xb, n, Y, ldy, pool);
+    qgemm::matmul_tiled(W, xq.data(), n, Y, ldy, pool);  // thread_local xq: the pool's threads read the caller's copy
 #endif
 }
 

@@ -46,6 +46,20 @@ inline F32 f16_low_to_float(I32 v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi1
 inline void store_w(std::int8_t* p, I32 v) { _mm512_storeu_si512(p, v); }
 inline F32 mul(F32 a, F32 b) { return _mm512_mul_ps(a, b); }
 
+// Activations: max |x| over 32 floats, and 32 bytes round(x · inv) + 128 (round to nearest even, as
+// std::nearbyint in the default rounding mode, so the bytes equal quantize_activations' plus 128).
+inline float abs_max32(const float* x) {
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x)), _mm512_abs_ps(_mm512_loadu_ps(x + 16))));
+}
+inline void quantize32_biased(std::uint8_t* q, const float* x, float inv, int bias) {
+    const __m512 s = _mm512_set1_ps(inv);
+    const __m512i b = _mm512_set1_epi32(bias);
+    const __m512i lo = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x), s)), b);
+    const __m512i hi = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16), s)), b);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(lo));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtepi32_epi8(hi));
+}
+
 inline F32 to_float(I32 v) { return _mm512_cvtepi32_ps(v); }
 inline F32 load(const float* p) { return _mm512_loadu_ps(p); }
 inline F32 broadcast(float v) { return _mm512_set1_ps(v); }

@@ -39,7 +39,8 @@ step "native-ISA build ($root/native-isa, -march=native): the reduced-precision 
 # compiled for a richer -march. Build the tests that exercise it for this machine's own ISA when the CPU
 # has the instruction (the NEON FP16 GEMM is covered by the aarch64 build below).
 isa_tests=(elastilm_simd_gemm_reduced_test elastilm_simd_kernels_test elastilm_model_reduced_precision_test
-           elastilm_model_reference_models_test elastilm_model_session_test)
+           elastilm_model_reference_models_test elastilm_model_session_test
+           elastilm_simd_quant_kernels_test)  # the packed AVX-512 VNNI quantized GEMM
 if grep -qw avx512_bf16 /proc/cpuinfo; then
   cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native \
     -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null

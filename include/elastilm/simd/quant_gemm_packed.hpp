@@ -1,10 +1,10 @@
 // Y = X·Wᵀ for prefill with Q8_0 / Q4_0 weights on x86 with AVX-512 VNNI: packed panels, unsigned activations.
 //
-//   quantize X per block of 32 as decode does, then store x + 128 as unsigned bytes
-//   for each panel of P = 32 weight rows (split across threads):
-//     pack the panel: int8 weights as [block][k/4][row][4], Q4_0 nibbles widened to int8 − 8 on the way,
-//                     and per (block, row) d_w and the correction c·d_w, c = 128·Σ_k w
-//     for each MR tokens: micro-kernel over all blocks
+//   quantize X per block of 32 as decode does, storing x + 128 as unsigned bytes   (split across threads)
+//   for each panel of P = 32 weight rows                                            (split across threads)
+//     pack it once: int8 weights as [block][k/4][row][4] (16-row gathers; Q4_0 nibbles widened to
+//                   int8 − 8 on the way) and per (block, row) d_w and the correction c·d_w, c = 128·Σ_k w
+//     for each MR = 6 tokens: micro-kernel over all blocks, 6 tokens × 32 rows in registers
 //
 // Why the layout: vpdpbusd multiplies 4 unsigned bytes by 4 signed bytes per int32 lane and adds them up.
 // With 4 consecutive k of 16 rows in one vector and the same 4 activation bytes broadcast to every lane,
@@ -12,9 +12,11 @@
 // Why +128: vpdpbusd wants one unsigned operand. x + 128 ∈ [1, 255] is unsigned, and
 //   Σ_k (x_k + 128)·w_k = Σ_k x_k·w_k + 128·Σ_k w_k = Σ_k x_k·w_k + c,
 // so subtracting c — a property of the weights alone, computed once while packing — gives the signed dot
-// product without today's sign trick. Per block and token: 8 vpdpbusd per 16 rows into an int32 vector,
-// then acc += (float(dot)·d_w − c·d_w) · d_x. All int32 sums stay below 2²⁴ (32·255·128), so the
-// conversion to float and the subtraction are exact.
+// product without the tiled kernel's sign trick. Per block and token: 8 vpdpbusd per 16 rows into an
+// int32 vector, then acc += (float(dot)·d_w − c·d_w) · d_x: 3 vector operations per 8 vpdpbusd.
+// |dot| < 2²⁴ (32·255·128), so float(dot) is exact; c·d_w rounds once, like the scale products do.
+// The panel is packed once per call and reused for every token: packing costs one pass over W, the
+// products n passes.
 #pragma once
 
 #include <algorithm>

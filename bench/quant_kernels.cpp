@@ -1,7 +1,8 @@
 // Block-format kernels (Q8_0 / Q4_0, simd/quant_*.hpp) at TinyLlama's shapes, against the ceilings
 // measured in the same run:
 //   matvec (decode):  GB/s of weight blocks streamed, and the streaming read bandwidth beside it;
-//   matmul (prefill): GOP/s (2 per multiply-add) for 512 tokens;
+//   matmul (prefill): GOP/s (2 per multiply-add) for 512 tokens, and the vpdpbusd zmm peak beside it
+//                     when the build has the packed AVX-512 VNNI GEMM;
 //   layout:           W_down (2048 × 5632) at every ratio, read as the prefix of each row of the full
 //                     output-major matrix (the layout we store, GGUF's) and as a compact matrix of the same
 //                     blocks (what a layout making every ratio's slice one contiguous range would read).
@@ -24,7 +25,7 @@ namespace {
 
 using namespace elastilm;
 
-std::map<int, double> g_bandwidth;  // by thread count
+std::map<int, double> g_bandwidth, g_vnni_peak;  // by thread count
 
 struct Blocks {
     std::vector<std::byte> bytes;
@@ -63,6 +64,7 @@ void BM_Matmul(benchmark::State& state, MatrixView W) {
     }
     state.counters["GOP/s"] =
         benchmark::Counter(2.0 * n * W.rows * double(W.cols) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+    if (g_vnni_peak[threads] > 0) state.counters["peak_GOP/s"] = g_vnni_peak[threads];
 }
 
 struct Case {
@@ -78,7 +80,9 @@ int main(int argc, char** argv) {
     const std::vector<int> thread_counts = smoke ? std::vector<int>{1} : std::vector<int>{1, 2};
     for (int t : thread_counts) {
         g_bandwidth[t] = bench::measure_read_bandwidth_gbs(t, smoke ? (std::size_t(64) << 20) : (std::size_t(1) << 30));
-        std::printf("threads %d: streaming read %.1f GB/s; integer dot products: %s\n", t, g_bandwidth[t], simd::qarch::kName);
+        g_vnni_peak[t] = smoke ? 0 : bench::measure_vnni_peak_gops(t);
+        std::printf("threads %d: streaming read %.1f GB/s; integer dot products: %s; prefill GEMM: %s, vpdpbusd zmm peak %.0f GOP/s\n", t,
+                    g_bandwidth[t], simd::qarch::kName, ELASTILM_QGEMM_PACKED ? "packed" : "tiled", g_vnni_peak[t]);
     }
     const std::vector<Case> cases = smoke ? std::vector<Case>{{256, 288}}
                                           : std::vector<Case>{{2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};

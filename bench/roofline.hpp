@@ -150,4 +150,38 @@ inline double measure_reduced_peak_gflops(int threads, GemmPrecision p = GemmPre
     return flops_per_op * chains * double(iters) * threads / s / 1e9;
 }
 
+// GOP/s (2 per int8 multiply-add) of independent vpdpbusd zmm chains — the instruction of the packed
+// quantized prefill GEMM (simd/quant_gemm_packed.hpp) — median of 7; 0 when the build has no such GEMM.
+inline double measure_vnni_peak_gops(int threads) {
+#if ELASTILM_QGEMM_PACKED
+    namespace qa = simd::qgemm_arch;
+    constexpr int chains = 12;
+    constexpr long iters = 20'000'000;
+    std::vector<int> sink(threads);
+    const double s = detail::median_seconds(threads, 7, [&](int t) {
+        qa::I32 a[chains];
+        for (int c = 0; c < chains; ++c) a[c] = qa::zero_i();
+        volatile std::uint8_t xv[4] = {1, 0, 0, 0};  // opaque to the compiler; sums stay far below 2³¹
+        const std::uint8_t xb[4] = {xv[0], xv[1], xv[2], xv[3]};
+        const qa::I32 x = qa::broadcast4(xb);
+        std::int8_t wb[64];
+        for (int i = 0; i < 64; ++i) wb[i] = std::int8_t(i % 4 == 0 ? 1 + t : 0);
+        const qa::I32 w = qa::load_w(wb);
+        for (long i = 0; i < iters; ++i)
+            for (int c = 0; c < chains; ++c) a[c] = qa::dot4(a[c], x, w);
+        alignas(64) float out[qa::kLanes];
+        qa::F32 sum = qa::zero_f();
+        for (int c = 0; c < chains; ++c) sum = qa::fma(qa::to_float(a[c]), qa::broadcast(1.0f), sum);
+        qa::store(out, sum);
+        sink[t] = int(out[0]);
+    });
+    volatile int keep = sink[0];
+    (void)keep;
+    return 2.0 * 4 * qa::kLanes * chains * double(iters) * threads / s / 1e9;
+#else
+    (void)threads;
+    return 0;
+#endif
+}
+
 }  // namespace elastilm::bench

@@ -43,7 +43,8 @@ step "native-ISA build ($root/native-isa, -march=native): the reduced-precision 
 # build below. The tiled attention test rides along: there its tiles are 16-lane AVX-512 vectors
 # instead of AVX2's 8.
 isa_tests=(elastilm_simd_gemm_reduced_test elastilm_simd_kernels_test elastilm_model_reduced_precision_test
-           elastilm_model_reference_models_test elastilm_model_session_test elastilm_ops_attention_tiled_test)
+           elastilm_model_reference_models_test elastilm_model_session_test elastilm_ops_attention_tiled_test
+           elastilm_simd_quant_kernels_test)  # the packed AVX-512 VNNI quantized GEMM
 if grep -qwE 'avx512_bf16|avx512_fp16' /proc/cpuinfo; then
   cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native \
     -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null

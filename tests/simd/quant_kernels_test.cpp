@@ -230,6 +230,117 @@ TEST_P(QuantKernels, CloseToTheFloatProduct) {
     EXPECT_LT(std::sqrt(err / norm), dtype == DType::q8_0 ? 0.01 : 0.12);
 }
 
+// The packed AVX-512 VNNI GEMM (simd/quant_gemm_packed.hpp, compiled with -march having VNNI and BW)
+// against the scalar reference and against the tiled GEMM every other build uses, from the same quantized
+// activations: rows around the 16-lane vectors and 32-row panels, token counts around its 6-token tile.
+std::vector<ActBlock> quantized_tokens(const std::vector<float>& X, int ldx, int cols, int n) {
+    std::vector<ActBlock> xq(std::size_t(n) * (cols / 32));
+    for (int t = 0; t < n; ++t) quantize_activations(xq.data() + std::size_t(t) * (cols / 32), X.data() + std::size_t(t) * ldx, cols);
+    return xq;
+}
+
+// Both GEMMs on the same W and activations; each checked against the reference, and against each other.
+void expect_packed_matches(const Stored& s, int n, ThreadPool* pool, const char* what) {
+#if ELASTILM_QGEMM_PACKED
+    const int cols = s.view.cols, rows = s.view.rows, ldx = cols + 32, ldy = rows + 5;
+    const auto X = activations(n * ldx, std::uint64_t(n) * 7919 + rows);
+    const auto xq = quantized_tokens(X, ldx, cols, n);
+    std::vector<float> packed(std::size_t(n) * ldy, -1.0f), tiled(std::size_t(n) * ldy, -1.0f);
+    qgemm_packed::matmul(packed.data(), ldy, s.view, xq.data(), n, pool);
+    qgemm::matmul_tiled(tiled.data(), ldy, s.view, xq.data(), n, pool);
+    for (int t = 0; t < n; ++t) {
+        const auto x = as_quantized(X.data() + std::size_t(t) * ldx, cols);
+        expect_rows(s, x, packed.data() + std::size_t(t) * ldy, nullptr, nullptr, 0, what);
+        for (int i = 0; i < rows; ++i) {
+            double mag = 0;
+            for (int j = 0; j < cols; ++j) mag += std::fabs(s.dequantized[std::size_t(i) * s.view.ld + j] * x[j]);
+            ASSERT_NEAR(packed[std::size_t(t) * ldy + i], tiled[std::size_t(t) * ldy + i], 2e-5 * mag + 1e-6)
+                << what << ": packed vs tiled, token " << t << " row " << i << " of " << rows << "×" << cols;
+        }
+        for (int i = rows; i < ldy; ++i)  // past the matrix's rows: not written
+            ASSERT_EQ(packed[std::size_t(t) * ldy + i], -1.0f) << what << ": wrote row " << i << " of " << rows;
+    }
+#else
+    (void)s, (void)n, (void)pool, (void)what;
+#endif
+}
+
+TEST_P(QuantKernels, PackedGemmOddSizes) {
+    if (!ELASTILM_QGEMM_PACKED) GTEST_SKIP() << "packed GEMM not compiled: needs -march with AVX-512 VNNI and BW (" << simd::qarch::kName << ")";
+    const DType dtype = GetParam();
+    ThreadPool pool(2);
+    for (int rows : {1, 15, 16, 17, 31, 32, 33, 70})
+        for (int cols : {32, 160})
+            for (int n : {1, 2, 3, 6, 7, 13}) {
+                const Stored s = make(rows, cols, rows + 3, cols + 64, dtype, std::uint64_t(rows) * 131 + cols + n);
+                expect_packed_matches(s, n, n % 2 ? &pool : nullptr, "packed odd sizes");
+            }
+}
+
+// Every ratio's slice of tiny-gqa-15M's and docs-95M's shapes: Wq's leading rows, W_down's leading inputs.
+template <class Cfg>
+void packed_every_ratio(DType dtype) {
+    ThreadPool pool(2);
+    const Stored wq = make(Cfg::n_heads * Cfg::head_dim, Cfg::dim, Cfg::n_heads * Cfg::head_dim, Cfg::dim, dtype, 21);
+    const Stored down = make(Cfg::dim, Cfg::hidden_dim, Cfg::dim, Cfg::hidden_dim, dtype, 22);
+    for (const WidthInfo& w : width_table<Cfg>) {
+        SCOPED_TRACE(std::string(Cfg::name) + " " + std::to_string(w.percent) + "%");
+        Stored q = wq, d = down;
+        q.view = wq.view.prefix(w.heads * Cfg::head_dim, Cfg::dim);
+        d.view = down.view.prefix(Cfg::dim, w.hidden);
+        const int n = 1 + w.percent / 20;  // 2 … 6 tokens
+        expect_packed_matches(q, n, &pool, "Wq slice");
+        expect_packed_matches(d, n + 1, &pool, "W_down slice");
+    }
+}
+
+TEST_P(QuantKernels, PackedGemmEveryRatioSlice) {
+    if (!ELASTILM_QGEMM_PACKED) GTEST_SKIP() << "packed GEMM not compiled: needs -march with AVX-512 VNNI and BW";
+    packed_every_ratio<TinyGqa15M>(GetParam());
+    packed_every_ratio<Docs95M>(GetParam());
+}
+
+// The +128 bias at its extremes: weights −128 (a GGUF file may hold it though our quantizer never writes
+// it) and 127, activations ±127: the correction 128·Σw must cancel exactly.
+TEST(QuantKernels, PackedGemmExtremeValues) {
+    if (!ELASTILM_QGEMM_PACKED) GTEST_SKIP() << "packed GEMM not compiled: needs -march with AVX-512 VNNI and BW";
+    const int rows = 19, cols = 64;
+    Stored s = make(rows, cols, rows, cols, DType::q8_0, 9);
+    auto* blocks = reinterpret_cast<BlockQ8_0*>(s.bytes.data());
+    for (int r = 0; r < rows; ++r)
+        for (int b = 0; b < cols / 32; ++b)
+            for (int k = 0; k < 32; ++k) {
+                const std::int8_t v = (r + b) % 3 == 0 ? -128 : (r + b) % 3 == 1 ? 127 : std::int8_t(k % 2 ? -128 : 127);
+                blocks[r * (cols / 32) + b].q[k] = v;
+            }
+    for (int r = 0; r < rows; ++r)
+        dequantize_row(s.dequantized.data() + std::size_t(r) * cols, DType::q8_0, s.bytes.data() + bytes_for(DType::q8_0, std::size_t(r) * cols), cols);
+    expect_packed_matches(s, 7, nullptr, "extremes");
+}
+
+// The packed GEMM quantizes activations itself, straight to x + 128: the same bytes and scales as
+// quantize_activations, including all-zero blocks and values at exact half steps (round to even).
+TEST(QuantKernels, PackedGemmQuantizesLikeDecode) {
+#if ELASTILM_QGEMM_PACKED
+    const int n = 32 * 40;
+    auto x = activations(n, 77);
+    for (int k = 0; k < 32; ++k) x[32 + k] = 0;                 // block 1: zeros
+    for (int k = 0; k < 32; ++k) x[64 + k] = float(k - 16) * 0.5f;  // block 2: max 8, steps of 127/16 …
+    for (int k = 0; k < 32; ++k) x[96 + k] = k == 0 ? 127.0f : float(k) + 0.5f;  // block 3: d = 1, ties
+    x[200] = 1e30f;
+    std::vector<ActBlock> ref(n / 32);
+    std::vector<qgemm_packed::ActBlockU8> got(n / 32);
+    quantize_activations(ref.data(), x.data(), n);
+    qgemm_packed::quantize_activations_u8(got.data(), x.data(), n);
+    for (int b = 0; b < n / 32; ++b) {
+        ASSERT_EQ(got[b].d, ref[b].d) << "block " << b;
+        for (int k = 0; k < 32; ++k) ASSERT_EQ(int(got[b].q[k]), ref[b].q[k] + 128) << "block " << b << " element " << k;
+    }
+#else
+    GTEST_SKIP() << "packed GEMM not compiled: needs -march with AVX-512 VNNI and BW";
+#endif
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, QuantKernels, ::testing::Values(DType::q8_0, DType::q4_0),
                          [](const auto& info) { return std::string(to_string(info.param)); });
 

@@ -7,6 +7,10 @@
 //
 // The micro-kernel is register-tiled: per input block it unpacks NR weight blocks once and multiplies
 // each with MR token blocks, NR·MR integer dot products into NR·MR vector accumulators.
+//
+// On x86 with AVX-512 VNNI and BW the GEMM instead packs weight panels and feeds vpdpbusd unsigned
+// activations (simd/quant_gemm_packed.hpp), ~6× faster on Sapphire Rapids (README, quantized speed); this
+// tiled kernel stays for AVX2, NEON and scalar.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +21,13 @@
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/quant_matvec.hpp"
 #include "elastilm/tensor.hpp"
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define ELASTILM_QGEMM_PACKED 1
+#include "elastilm/simd/quant_gemm_packed.hpp"
+#else
+#define ELASTILM_QGEMM_PACKED 0
+#endif
 
 namespace elastilm {
 
@@ -74,26 +85,34 @@ void tiles(float* Y, int ldy, const MatrixView& W, const ActBlock* xq, int t0, i
     }
 }
 
+// The tiled GEMM from activations already quantized per block (xq[t · W.cols/32 + b]).
+inline void matmul_tiled(float* Y, int ldy, const MatrixView& W, const ActBlock* xb, int n, ThreadPool* pool = nullptr) {
+    const int n_tiles = (W.rows + NR - 1) / NR;
+    for (int t0 = 0; t0 < n; t0 += TC) {
+        const int t1 = std::min(n, t0 + TC);
+        auto run = [&](int a, int b) {
+            if (W.dtype == DType::q8_0) tiles<BlockQ8_0>(Y, ldy, W, xb, t0, t1, a, b);
+            else tiles<BlockQ4_0>(Y, ldy, W, xb, t0, t1, a, b);
+        };
+        if (pool && pool->size() > 1 && n_tiles > 1) pool->parallel_for(n_tiles, run, 8);
+        else run(0, n_tiles);
+    }
+}
+
 }  // namespace qgemm
 
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols; W Q8_0 or Q4_0 (out_major).
 inline void quant_matmul(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool* pool = nullptr) {
     detail::require_quant_view(W);
+#if ELASTILM_QGEMM_PACKED
+    qgemm_packed::matmul(Y, ldy, W, X, ldx, n, pool);
+#else
     const int blocks = W.cols / kQuantBlock;
     thread_local std::vector<ActBlock> xq;
     xq.resize(std::size_t(n) * blocks);
     for (int t = 0; t < n; ++t) quantize_activations(xq.data() + std::size_t(t) * blocks, X + std::size_t(t) * ldx, W.cols);
-    const ActBlock* xb = xq.data();  // thread_local: the pool's threads must read the caller's copy
-    const int n_tiles = (W.rows + qgemm::NR - 1) / qgemm::NR;
-    for (int t0 = 0; t0 < n; t0 += qgemm::TC) {
-        const int t1 = std::min(n, t0 + qgemm::TC);
-        auto run = [&](int a, int b) {
-            if (W.dtype == DType::q8_0) qgemm::tiles<BlockQ8_0>(Y, ldy, W, xb, t0, t1, a, b);
-            else qgemm::tiles<BlockQ4_0>(Y, ldy, W, xb, t0, t1, a, b);
-        };
-        if (pool && pool->size() > 1 && n_tiles > 1) pool->parallel_for(n_tiles, run, 8);
-        else run(0, n_tiles);
-    }
+    qgemm::matmul_tiled(Y, ldy, W, xq.data(), n, pool);  // thread_local xq: the pool's threads read the caller's copy
+#endif
 }
 
 }  // namespace elastilm

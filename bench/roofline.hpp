@@ -57,9 +57,9 @@ inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::s
     using simd::fbatch;
     const std::size_t n = bytes / sizeof(float);
     // 2 MB-aligned and, on Linux, backed by transparent huge pages where the kernel allows: with 4 KB
-    // pages the loop measured 24 GB/s on this session's Sapphire Rapids, with huge pages 30.6 GB/s —
-    // the ceiling is the memory's, not the TLB's (decode of a file-mapped model reads 4 KB pages and
-    // reaches ~23.5 GB/s there, llama.cpp's too).
+    // pages this loop measured 19–23 GB/s on a Sapphire Rapids (`--roofline -t 2`), below the ~23.5 GB/s
+    // that llama.cpp's F16 decode read there; with huge pages 27–29 GB/s — the ceiling is the memory's,
+    // not the TLB's.
     constexpr std::size_t kHuge = std::size_t(1) << 21;
     struct FreeDeleter {
         void operator()(float* p) const { std::free(p); }

@@ -248,9 +248,8 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     const std::filesystem::path heads =
         args.get("--heads", "--heads", smoke ? "" : default_heads_path(args.get("-m", "--model", "build/demo/docs-95M-elastic.gguf")).string());
     // The heads file records the trunk width its features were read at; the default matches demo.sh's recipe.
-    const int trunk_percent = args.get_int("--trunk-percent", "--trunk-percent", 0) > 0 ? args.get_int("--trunk-percent", "--trunk-percent", 0)
-                              : trunk                                                  ? 100
-                                                                                       : 20;
+    const int trunk_flag = args.get_int("--trunk-percent", "--trunk-percent", 0);
+    const int trunk_percent = trunk_flag > 0 ? trunk_flag : trunk ? 100 : 20;
     require(ratio_index(trunk_percent) >= 0, "--trunk-percent", std::to_string(trunk_percent) + " is not a compiled ratio (20, 30, ..., 100)");
     std::optional<TlmScorer<Cfg, TrunkCfg>> scorer;
     if constexpr (std::same_as<Cfg, TrunkCfg>) {

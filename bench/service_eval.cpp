@@ -503,6 +503,8 @@ int run(const cli::Args& args) {
     const int threads = args.get_int("-t", "--threads", 2);
     require(threads >= 1, "-t", "needs at least 1 thread, got " + std::to_string(threads));
     (void)level_list(args, "--ttft-levels"), (void)level_list(args, "--tpot-levels");  // bad levels fail before any work
+    if (const int tp = args.get_int("--trunk-percent", "--trunk-percent", 0); tp != 0)  // so does a bad trunk width
+        require(ratio_index(tp) >= 0, "--trunk-percent", std::to_string(tp) + " is not a compiled ratio (20, 30, ..., 100)");
     if (args.has("--smoke")) {
         Model<Stories260K> model(synthetic_weights<Stories260K>({DType::f32, 3, Layout::in_major}));
         const ChoiceBenchmark b = synthetic_benchmark(Stories260K::vocab_size, args.get_int("--items", "--items", 6));

@@ -13,31 +13,15 @@
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 #include "shared_models.hpp"
+#include "io/gguf_test_files.hpp"
 
 namespace elastilm {
 namespace {
 
-std::filesystem::path temp_file(const std::string& name) {
-    return std::filesystem::temp_directory_path() / ("elastilm_test_" + std::to_string(::getpid()) + "_" + name);
-}
-
-std::string slurp(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
-
-std::string error_of(const std::string& bytes) {
-    try {
-        io::GgufFile::parse(bytes_of(bytes), "test.gguf");
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
+using test::bytes_of;
+using test::error_of;
+using test::slurp;
+using test::temp_file;
 
 std::string small_gguf() {
     io::GgufWriter w;

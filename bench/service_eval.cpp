@@ -5,8 +5,11 @@
 //    continuations, the answer = the candidate of highest mean per-token log-likelihood). Reported per
 //    model ratio (whole prompt) and per prompt ratio (full model, the TLM's scores choosing the tokens).
 // 2. A request trace — the benchmark's items, each with TTFT and TPOT objectives drawn from the SLO
-//    levels (20 %…100 % of the full model's predicted latency) — served five ways:
-//      ours           prompt × model elasticity (orchestrator with true costs, TLM only when it compresses)
+//    levels (20 %…100 % of the full model's predicted latency) — served five ways (six with trained heads):
+//      ours           prompt × model elasticity (orchestrator with true costs, TLM only when it compresses),
+//                     pairs ranked by the measured prior (service/pair_prior.hpp)
+//      ours, decision head   the same, the trained decision head's per-prompt ratings re-ranking the
+//                     pairs once the TLM has read the prompt
 //      model only     width elasticity alone (no TLM, whole prompt)
 //      prompt only    prompt compression alone (full-width model, TLM scores; LLMLingua-style when the
 //                     TLM has no trained heads: surprisal)
@@ -17,7 +20,7 @@
 //    measured on --prior-items calibration items from documents the benchmark does not use: the answer's
 //    mean margin over the best distractor per model ratio and per prompt ratio, combined additively
 //    (PairRatings::additive).
-//    Requests run one after another (no queueing); each is served by the five strategies back to back. TTFT = planning + TLM + prefill + first-token
+//    Requests run one after another (no queueing); each is served by every strategy back to back. TTFT = planning + TLM + prefill + first-token
 //    choice; TPOT = decode steps of the true continuation at the decode ratio. Accuracy is read from the
 //    same session (candidates scored after the compressed prompt at the plan's widths, outside the timed
 //    path). "Feasible" requests are those for which the latency model knows some prompt × model plan
@@ -26,7 +29,7 @@
 //   elastilm_bench_service_eval [-m ELASTIC.gguf] [--trunk TLM_MODEL|self] [--trunk-percent P] [--heads HEADS.gguf] [--adapters DIR]
 //       [-f docs_valid.txt | --benchmark FILE] [--save-benchmark FILE] [--items 60] [--context-len 192]
 //       [--question-len 8] [--choice-len 12] [--requests N] [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
-//       [--prior-items 16] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [--reprofile] [-t 2] [--seed 1] [--verbose]
+//       [--prior-items 32] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [--reprofile] [-t 2] [--seed 1] [--verbose]
 //   elastilm_bench_service_eval --smoke      (synthetic stories260K shape, no tokenizer: CI)
 // Defaults are cmake/demo.sh's cache: build/demo/docs-95M-elastic.gguf, its heads beside it
 // (docs-95M-elastic.tlm.gguf), build/demo/adapters/, and ../shared/models/docs-tlm-15M as the trunk.
@@ -45,6 +48,7 @@
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/service/choice_benchmark.hpp"
 #include "elastilm/service/latency_model.hpp"
+#include "elastilm/service/pair_prior.hpp"
 #include "elastilm/service/service.hpp"
 #include "elastilm/service/tlm_scorer.hpp"
 
@@ -77,87 +81,7 @@ std::vector<double> level_list(const cli::Args& args, const std::string& flag) {
     return v;
 }
 
-// An item as the service sees it: BOS, the context (compressible; its paragraph BOS tokens are kept),
-// the question (protected).
-TokenizedPrompt prompt_of(const ChoiceItem& it) {
-    TokenizedPrompt p;
-    p.ids.push_back(1);
-    p.keep.push_back(1);
-    for (int id : it.context) {
-        p.ids.push_back(id);
-        p.keep.push_back(id <= 2 ? 1 : 0);
-    }
-    for (int id : it.question) {
-        p.ids.push_back(id);
-        p.keep.push_back(1);
-    }
-    return p;
-}
-
-// Mean log-likelihood of each candidate after the prompt already in `s` (whose last logits are
-// `prompt_logits`), decoding at `percent`; `true_ll`, when given, is the answer candidate's already
-// computed value (the timed decode produced it).
-template <ModelConfig Cfg>
-std::array<double, 4> score_choices(Session<Cfg>& s, const std::vector<float>& prompt_logits, const ChoiceItem& it, int percent,
-                                    std::optional<double> true_ll = std::nullopt) {
-    const int pos = s.position();
-    std::array<double, 4> ll{};
-    for (int c = 0; c < 4; ++c) {
-        if (c == it.answer && true_ll) {
-            ll[c] = *true_ll;
-            continue;
-        }
-        const auto& cand = it.choices[c];
-        double sum = log_prob(prompt_logits, cand[0]);
-        if (cand.size() > 1) {
-            s.truncate(pos);
-            const auto all = s.append_all_logits(std::span<const int>(cand).first(cand.size() - 1), percent);
-            for (std::size_t j = 1; j < cand.size(); ++j)
-                sum += log_prob(std::span<const float>(all).subspan((j - 1) * Cfg::vocab_size, Cfg::vocab_size), cand[j]);
-        }
-        ll[c] = sum / double(cand.size());
-    }
-    s.truncate(pos);
-    return ll;
-}
-
-// Accuracy and the true continuation's mean log-likelihood per ratio: the model at r % on whole prompts,
-// and the full model on prompts compressed to r % with the scorer's token scores.
-struct RatioQuality {
-    std::array<double, kRatios.size()> model_acc{}, prompt_acc{}, model_ll{}, prompt_ll{};
-    // The answer's margin: its log-likelihood minus the best distractor's. Accuracy is the share of
-    // positive margins; the mean margin measures the same discrimination without accuracy's coarse steps.
-    std::array<double, kRatios.size()> model_margin{}, prompt_margin{};
-};
-template <ModelConfig Cfg>
-RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, const std::vector<ChoiceItem>& items) {
-    RatioQuality q;
-    std::vector<PromptAnalysis> analyses;
-    for (const auto& it : items) analyses.push_back(score.analyze(prompt_of(it).ids));
-    for (std::size_t r = 0; r < kRatios.size(); ++r) {
-        for (std::size_t i = 0; i < items.size(); ++i) {
-            const ChoiceItem& it = items[i];
-            const TokenizedPrompt p = prompt_of(it);
-            for (const bool compress_prompt : {false, true}) {
-                const int model_percent = compress_prompt ? 100 : kRatios[r];
-                const std::vector<int> kept =
-                    compress_prompt ? compress(p.ids, kRatios[r], analyses[i].scores, p.keep, SpecialTokens{-1, -1, -1}).ids : p.ids;
-                session.reset();
-                const auto l = session.append(kept, model_percent);
-                const auto ll = score_choices(session, std::vector<float>(l.begin(), l.end()), it, model_percent);
-                (compress_prompt ? q.prompt_acc : q.model_acc)[r] += choose_answer(ll) == it.answer;
-                (compress_prompt ? q.prompt_ll : q.model_ll)[r] += ll[it.answer];
-                double rival = -std::numeric_limits<double>::infinity();
-                for (int c = 0; c < 4; ++c)
-                    if (c != it.answer) rival = std::max(rival, ll[c]);
-                (compress_prompt ? q.prompt_margin : q.model_margin)[r] += ll[it.answer] - rival;
-            }
-        }
-        for (auto* a : {&q.model_acc, &q.prompt_acc, &q.model_ll, &q.prompt_ll, &q.model_margin, &q.prompt_margin}) (*a)[r] /= double(items.size());
-        std::fprintf(stderr, "quality at %d%%: model %.3f, prompt %.3f\n", kRatios[r], q.model_acc[r], q.prompt_acc[r]);
-    }
-    return q;
-}
+TokenizedPrompt prompt_of(const ChoiceItem& it) { return choice_prompt(it); }
 
 // Layer dropping (ShortGPT): which layers to skip, least block influence first, anchors never.
 template <ModelConfig Cfg>
@@ -212,10 +136,11 @@ struct LayerDropPlan {
     double predicted_ttft_ms = 0, predicted_tpot_ms = 0;
 };
 
-enum class Strategy { ours, model_only, prompt_only, layer_dropping, full };
+enum class Strategy { ours, ours_head, model_only, prompt_only, layer_dropping, full };
 constexpr std::string_view name_of(Strategy s) {
     switch (s) {
         case Strategy::ours: return "ours (prompt x model)";
+        case Strategy::ours_head: return "ours, decision head";
         case Strategy::model_only: return "model only";
         case Strategy::prompt_only: return "prompt only";
         case Strategy::layer_dropping: return "layer dropping";
@@ -256,7 +181,9 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
         if (!trunk) scorer.emplace(model, pool, heads, trunk_percent);
     }
     if (!scorer) scorer.emplace(model, *trunk, pool, heads, trunk_percent);
-    PromptScorer score = scorer->as_prompt_scorer();
+    // "ours" ranks pairs by the prior (measured below) before and after the TLM reads the prompt; with
+    // trained heads, "ours, decision head" lets the head's per-prompt ratings re-rank them once the TLM ran.
+    PromptScorer score = scorer->as_prompt_scorer(false), score_head = scorer->as_prompt_scorer(true);
 
     const auto ttft_levels = level_list(args, "--ttft-levels"), tpot_levels = level_list(args, "--tpot-levels");
     const int cont = int(bench.items.front().choices[0].size());
@@ -274,34 +201,40 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
 
     // ---- 1. accuracy per ratio -------------------------------------------------------------------------
     if (!args.has("--no-accuracy-table")) {
-        const RatioQuality q = ratio_quality(session, score, bench.items);
+        const RatioQuality q = ratio_quality(session, score, std::span<const ChoiceItem>(bench.items), [](int percent, const RatioQuality& v) {
+            const std::size_t r = std::size_t(ratio_index(percent));
+            std::fprintf(stderr, "quality at %d%%: model %.3f, prompt %.3f, decode %.3f\n", percent, v.model_acc[r], v.prompt_acc[r], v.decode_acc[r]);
+        });
         std::printf("\n| ratio | accuracy, model at ratio (whole prompt) | accuracy, prompt kept at ratio (full model) | "
-                    "log-lik of the answer, model at ratio | log-lik, prompt at ratio |\n|---|---|---|---|---|\n");
+                    "accuracy, decode at ratio (full prefill) | log-lik of the answer, model at ratio | log-lik, prompt at ratio | "
+                    "log-lik, decode at ratio |\n|---|---|---|---|---|---|---|\n");
         for (std::size_t r = 0; r < kRatios.size(); ++r)
-            std::printf("| %d%% | %.1f%% | %.1f%% | %.3f | %.3f |\n", kRatios[r], 100 * q.model_acc[r], 100 * q.prompt_acc[r], q.model_ll[r],
-                        q.prompt_ll[r]);
+            std::printf("| %d%% | %.1f%% | %.1f%% | %.1f%% | %.3f | %.3f | %.3f |\n", kRatios[r], 100 * q.model_acc[r], 100 * q.prompt_acc[r],
+                        100 * q.decode_acc[r], q.model_ll[r], q.prompt_ll[r], q.decode_ll[r]);
         std::printf("(chance: 25%%; log-lik: mean per token of the true continuation)\n");
         std::fflush(stdout);
     }
     if (args.has("--accuracy-only")) return 0;
 
-    // ---- 2. the trace, served five ways ---------------------------------------------------------------
+    // ---- 2. the trace, served every way ----------------------------------------------------------------
     // The orchestrator's prior (its ratings before any TLM runs): measured on calibration items from
     // documents the benchmark does not use, or the fixed prior (widest model first) without them.
     if (calibration && !calibration->items.empty() && !score.prior) {
-        const RatioQuality c = ratio_quality(session, score, calibration->items);
+        const RatioQuality c = ratio_quality(session, score, std::span<const ChoiceItem>(calibration->items));
         // Rated by the answer's margin over the best distractor (what accuracy counts), not by its
         // log-likelihood alone: a narrow model lowers every candidate's likelihood yet still ranks them.
-        score.prior = PairRatings::additive(c.model_margin, c.prompt_margin);
+        score.prior = score_head.prior = prior_ratings(c);
         auto list = [](const auto& v) {
             std::string out;
             for (double x : v) out += (out.empty() ? "" : ",") + std::to_string(x).substr(0, std::to_string(x).find('.') + 3);
             return out;
         };
         std::printf("\n# prior ratings from %zu calibration items (%s, documents after the benchmark's), per ratio 20..100 %%: "
-                    "answer margin, model {%s}, prompt {%s}; log-lik, model {%s}, prompt {%s}; accuracy, model {%s}, prompt {%s}\n",
+                    "answer margin, model {%s}, prompt {%s}, decode {%s}; log-lik, model {%s}, prompt {%s}, decode {%s}; accuracy, model {%s}, "
+                    "prompt {%s}, decode {%s}\n",
                     calibration->items.size(), calibration->source.c_str(), list(c.model_margin).c_str(), list(c.prompt_margin).c_str(),
-                    list(c.model_ll).c_str(), list(c.prompt_ll).c_str(), list(c.model_acc).c_str(), list(c.prompt_acc).c_str());
+                    list(c.decode_margin).c_str(), list(c.model_ll).c_str(), list(c.prompt_ll).c_str(), list(c.decode_ll).c_str(),
+                    list(c.model_acc).c_str(), list(c.prompt_acc).c_str(), list(c.decode_acc).c_str());
     } else if (!score.prior) {
         std::printf("\n# prior ratings: the orchestrator's fixed prior (widest model first, then most prompt kept)\n");
     }
@@ -330,12 +263,13 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
 
-    // Request-major: each request is served by the five strategies back to back, so a change in the
+    // Request-major: each request is served by every strategy back to back, so a change in the
     // machine's load (others compiling) hits every strategy alike instead of the one running at the time.
-    constexpr Strategy strategies[] = {Strategy::ours, Strategy::model_only, Strategy::prompt_only, Strategy::layer_dropping, Strategy::full};
-    std::array<Tally, std::size(strategies)> tallies{};
+    std::vector<Strategy> strategies = {Strategy::ours, Strategy::model_only, Strategy::prompt_only, Strategy::layer_dropping, Strategy::full};
+    if (scorer->has_heads()) strategies.insert(strategies.begin() + 1, Strategy::ours_head);
+    std::vector<Tally> tallies(strategies.size());
     for (int i = 0; i < requests; ++i) {
-        for (std::size_t si = 0; si < std::size(strategies); ++si) {
+        for (std::size_t si = 0; si < strategies.size(); ++si) {
             const Strategy st = strategies[si];
             Tally& t = tallies[si];
             const ChoiceItem& it = bench.items[std::size_t(i) % bench.items.size()];
@@ -367,11 +301,11 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                 pr.new_tokens = cont;
                 pr.slo = slo;
                 pr.max_kept = session.context() - cont;
-                pr.elasticity = st == Strategy::ours          ? Elasticity::prompt_and_model
+                pr.elasticity = st == Strategy::ours || st == Strategy::ours_head ? Elasticity::prompt_and_model
                                 : st == Strategy::model_only  ? Elasticity::model_only
                                 : st == Strategy::prompt_only ? Elasticity::prompt_only
                                                               : Elasticity::none;
-                p = prepare_prompt(prompt, pr, latency, score, [&] { return ms_since(start); });
+                p = prepare_prompt(prompt, pr, latency, st == Strategy::ours_head ? score_head : score, [&] { return ms_since(start); });
             }
             const auto l = session.append(p.kept, p.plan.prefill_percent);
             (void)Sampler::argmax(l);  // the first token's choice is part of TTFT
@@ -391,7 +325,7 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             session.truncate(pos);
             const double tpot = truth.size() > 1 ? decode_ms / double(truth.size() - 1) : 0.0;
             const bool correct =
-                choose_answer(score_choices(session, prompt_logits, it, p.plan.decode_percent, ll / double(truth.size()))) == it.answer;
+                choose_answer(score_choices(session, std::span<const float>(prompt_logits), it, p.plan.decode_percent, ll / double(truth.size()))) == it.answer;
 
             const bool ttft_ok = ttft <= slo.ttft_ms, tpot_ok = tpot <= slo.tpot_ms;
             PlanRequest any;  // could any plan meet this SLO, as the latency model sees it?
@@ -404,7 +338,7 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             any.headroom = 1.0;
             const bool feasible = choose_plan(any, latency, std::nullopt).feasible();
             if (verbose)
-                std::fprintf(stderr, "%-22s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f) tpot %6.1f | %s%s\n",
+                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f) tpot %6.1f | %s%s\n",
                              std::string(name_of(st)).c_str(), i, slos[i].ttft_percent, slos[i].tpot_percent, slo.ttft_ms, slo.tpot_ms,
                              p.plan.prompt_percent, p.plan.prefill_percent, p.plan.decode_percent, drop.dropped, p.kept.size(), ttft,
                              st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms, p.tlm_ms, tpot,
@@ -428,7 +362,7 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     }
     session.reset();
     session.set_skipped_layers(0);
-    for (std::size_t si = 0; si < std::size(strategies); ++si) {
+    for (std::size_t si = 0; si < strategies.size(); ++si) {
         const Strategy st = strategies[si];
         const Tally& t = tallies[si];
         const std::string width = st == Strategy::layer_dropping
@@ -484,7 +418,7 @@ void declare_flags(const cli::Args& args) {
     (void)args.get_int("--question-len", "", 8, "protected question tokens per item");
     (void)args.get_int("--choice-len", "", 12, "tokens per candidate continuation");
     (void)args.get_int("--requests", "", 0, "requests in the trace (default: one per item)");
-    (void)args.get_int("--prior-items", "", 16, "calibration items for the orchestrator's prior (0: fixed prior)");
+    (void)args.get_int("--prior-items", "", 32, "calibration items for the orchestrator's prior (0: fixed prior)");
     (void)args.get_int("--profile-max", "", 512, "longest prompt the latency profile measures");
     (void)args.get_int("--seed", "", 1, "benchmark and trace seed");
     (void)args.get("--ttft-levels", "", "", "TTFT SLO levels in (0, 100] % of the full model's, comma-separated (default 20,...,100)");
@@ -520,7 +454,7 @@ int run(const cli::Args& args) {
 
     // Calibration items for the orchestrator's prior: documents after the benchmark's (0 = fixed prior).
     auto load_calibration = [&]() -> std::optional<ChoiceBenchmark> {
-        const int n = args.get_int("--prior-items", "--prior-items", 16);
+        const int n = args.get_int("--prior-items", "--prior-items", 32);
         if (n <= 0) return std::nullopt;
         const std::string text = args.get("-f", "--file", (cli::shared_dir() / "models" / "docs_valid.txt").string());
         ChoiceBenchmarkOptions o;

@@ -69,7 +69,7 @@ if [[ -f "$model/model.safetensors" && -f "$trunk/model.safetensors" && -f "$tok
   fi
   (( SECONDS - start > 5 )) && echo "== prepared in $(( SECONDS - start )) s, cached in $cache =="
   exec "$bin/demo" -m "$elastic" --tokenizer "$tokenizer" --trunk "$trunk" --trunk-percent 100 --heads "$heads" \
-    --adapters "$adapters" "${args[@]}"
+    --adapters "$adapters" --prior-text "$text" "${args[@]}"
 else
   echo "../shared/models/docs-95M (or docs-tlm-15M, docs_valid.txt) not found: the demo uses a synthetic 1B-class model" >&2
   exec "$bin/demo" "${args[@]}"

@@ -2,6 +2,7 @@
 //
 //   demo [-m ELASTIC.gguf] [--trunk TLM_MODEL] [--trunk-percent P] [--heads HEADS.gguf] [--adapters DIR] [-t 2] [-n 32]
 //        [--ttft-slo 50 --tpot-slo 50 | --ttft-ms X --tpot-ms Y] [-p CONTEXT --question Q] [--all-prompts]
+//        [--prior-text HELD_OUT.txt [--prior-items 24]] [--decision-head]
 //
 // Shows a documentation passage as context and a question about it, asks for a prefill SLO and a decode SLO — each a level of the full
 // model's own latency on this prompt, 20%, 30%, … 100% — and answers through elastilm::Service: the
@@ -13,6 +14,12 @@
 // 100 by default); for docs-95M it defaults to ../shared/models/docs-tlm-15M. Without one, the served
 // model's own 20% variant is the trunk.
 //
+// How the orchestrator ranks (prompt ratio, model ratio) pairs: with --prior-text, by a prior measured on
+// multiple-choice items built from that text's later documents (service/pair_prior.hpp; measured once,
+// a minute or two, then cached beside the latency table); the trained decision head's per-prompt ratings
+// only with --decision-head. Without --prior-text: the head's ratings when heads are given, else the
+// fixed prior (widest model first).
+//
 // With no -m it uses the trained tiny-gqa-15M from ../shared/models (elasticized in memory), or, when
 // that is absent, a synthetic TinyLlama-1.1B-shaped elastic model (random weights: real latencies,
 // meaningless answers), and says which on screen.
@@ -22,6 +29,7 @@
 #include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/service/latency_model.hpp"
+#include "elastilm/service/pair_prior.hpp"
 #include "elastilm/service/service.hpp"
 #include "elastilm/service/tlm_scorer.hpp"
 #include "cli/model_file.hpp"
@@ -40,6 +48,9 @@ struct DemoFlags {
     bool all_prompts;
     std::string trunk;
     int trunk_percent;
+    std::string prior_text;
+    int prior_items;
+    bool decision_head;
     explicit DemoFlags(const cli::Args& args)
         : new_tokens(args.get_int("-n", "--n-predict", 32, "tokens to answer")),
           adapters(args.get("--adapters", "", "", "folder of LoRA adapters (recover's output)")),
@@ -52,7 +63,13 @@ struct DemoFlags {
           tpot_slo(args.get_double_if("--tpot-slo", "", "decode SLO level 20..100")),
           all_prompts(args.has("--all-prompts", "", "scripted: answer every built-in prompt once")),
           trunk(args.get("--trunk", "", "", "TLM trunk: a small model of the same vocabulary (default for docs-95M: ../shared/models/docs-tlm-15M)")),
-          trunk_percent(args.get_int("--trunk-percent", "", 100, "width ratio the trunk runs at")) {}
+          trunk_percent(args.get_int("--trunk-percent", "", 100, "width ratio the trunk runs at")),
+          prior_text(args.get("--prior-text", "", "", "held-out text of the served domain: the orchestrator's prior is measured on it (cached)")),
+          prior_items(args.get_int("--prior-items", "", 24, "multiple-choice items the prior is measured on")),
+          decision_head(args.has("--decision-head", "", "rank plans by the trained decision head once the TLM has read the prompt")) {
+        require(prior_items > 0, "--prior-items", "needs at least 1 item, got " + std::to_string(prior_items));
+        require(prior_text.empty() || fs::is_regular_file(prior_text), prior_text, "not found (--prior-text)");
+    }
 };
 
 // Built-in prompts: documentation passages in the style of the served model's training text (docs-95M:
@@ -200,8 +217,38 @@ int serve_with(const DemoFlags& f, Model<Cfg>& model, const Model<TrunkCfg>& tru
                 latency.tpot_ms(100, 100), scorer.predicted_ms(100));
 
 
-    Service<Cfg, LatencyModel> service(model, tok ? &*tok : nullptr, pool, latency,
-                                       scorer.as_prompt_scorer());
+    PromptScorer prompt_scorer = scorer.as_prompt_scorer(f.decision_head || f.prior_text.empty());
+    if (!f.prior_text.empty() && tok) {
+        const ChoiceBenchmark items =
+            prior_items(*tok, cli::read_text(f.prior_text), fs::path(f.prior_text).filename().string(), f.prior_items);
+        // What the prior depends on: the served weights, the adapters, the TLM (its scores choose the kept
+        // tokens), the items.
+        Fnv1a key;
+        key.text(latency_fingerprint(model));
+        key.text(f.adapters);
+        key.text(scorer.description());
+        key.text(f.prior_text);
+        key.value(f.prior_items);
+        const fs::path cache = default_cache_dir() / ("prior-" + std::string(Cfg::name) + "-" + key.hex() + ".json");
+        Session<Cfg> session(model, pool);
+        std::printf("prior:         ");
+        const RatioQuality q = measured_prior(session, prompt_scorer, std::span<const ChoiceItem>(items.items), key.hex(), cache,
+                                              [](const std::string& line) {
+                                                  std::printf("%s\n               ", line.c_str());
+                                                  std::fflush(stdout);
+                                              });
+        prompt_scorer.prior = prior_ratings(q);
+        std::printf("answer margin per ratio 20..100%%: model {");
+        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? " " : "", q.model_margin[r]);
+        std::printf("}, prompt {");
+        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? " " : "", q.prompt_margin[r]);
+        std::printf("}, decode {");
+        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? " " : "", q.decode_margin[r]);
+        std::printf("}\n               plans ranked by this prior%s\n\n",
+                    f.decision_head && scorer.has_heads() ? ", then by the decision head once the TLM has read the prompt" : "");
+    }
+
+    Service<Cfg, LatencyModel> service(model, tok ? &*tok : nullptr, pool, latency, prompt_scorer);
 
     std::vector<DemoPrompt> prompts(std::begin(kPrompts), std::end(kPrompts));
     std::string user_context, user_question;
@@ -305,4 +352,4 @@ int run(const cli::Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--all-prompts"}, run); }
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--all-prompts", "--decision-head"}, run); }

@@ -228,6 +228,32 @@ TEST(Orchestrator, AdditivePriorCombinesTheTwoDimensions) {
     EXPECT_THROW(PairRatings::additive(model, prompt), Error);
 }
 
+TEST(Orchestrator, PairsAreRatedAtTheDecodeWidthThatAnswers) {
+    // n = 100, TTFT 6 ms (TLM 2 ms): whole prompt allows m ≤ 60; compressing allows p·m ≤ 4000 (p 40 at m 100).
+    // TPOT 0.45 ms: decode ≤ 30 with the whole prompt, ≤ 40 with 40–50 tokens kept.
+    std::vector<double> model, prompt;
+    for (int r : kRatios) {
+        model.push_back(-2.0 - (100 - r) * 0.01);    // narrowing prefill and decode: 0.01 per percent
+        prompt.push_back(-2.0 - (100 - r) * 0.005);  // compressing: 0.005 per percent
+    }
+    PairRatings prior = PairRatings::additive(model, prompt);
+    PlanRequest r = request(100, 6.0, 0.45);
+    // Without a decode curve the wide prefill of a compressed prompt looks best: −2.3 against −2.4 (p 100, m 60).
+    const Plan blind = choose_plan(r, LinearLatency{}, prior);
+    EXPECT_EQ(blind.prompt_percent, 40);
+    EXPECT_EQ(blind.prefill_percent, 100);
+    EXPECT_EQ(blind.decode_percent, 40);
+    // Decoding narrow after a full prefill costs 0.008 per percent: the answer comes from the decode width, so
+    // m 100 / d 40 on 40 % of the prompt rates −2.78, the whole prompt at m 60 / d 30 −2.64.
+    for (std::size_t k = 0; k < kRatios.size(); ++k) prior.decode[k] = float(-2.0 - (100 - kRatios[k]) * 0.008);
+    const Plan p = choose_plan(r, LinearLatency{}, prior);
+    EXPECT_EQ(p.prompt_percent, 100);
+    EXPECT_EQ(p.prefill_percent, 60);
+    EXPECT_EQ(p.decode_percent, 30);
+    EXPECT_FALSE(p.uses_tlm);
+    EXPECT_TRUE(p.feasible());
+}
+
 TEST(Orchestrator, BadObjectivesAreErrors) {
     EXPECT_THROW(choose_plan(request(10, 0, 1), LinearLatency{}, std::nullopt), Error);
     EXPECT_THROW(choose_plan(request(10, 5, -1), LinearLatency{}, std::nullopt), Error);

@@ -1,6 +1,6 @@
 // The TLM as the service's PromptScorer: scores every token of prompts longer than the trunk's context,
 // predicts its own latency from a measurement, uses trained heads (and their feature mode) when given,
-// and refuses heads trained for another model.
+// can withhold its decision head's ratings, and refuses heads trained for another model.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -79,6 +79,19 @@ TEST(TlmScorer, TrainedHeadsRateEveryPairAndForeignHeadsAreRefused) {
     }
     std::filesystem::remove(path);
     EXPECT_EQ(default_heads_path("dir/model.gguf"), std::filesystem::path("dir/model.tlm.gguf"));
+}
+
+TEST(TlmScorer, CanWithholdItsDecisionHead) {
+    Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 2}));
+    ThreadPool pool(1);
+    const auto path = std::filesystem::temp_directory_path() / ("elastilm_withhold_" + std::to_string(::getpid()) + ".gguf");
+    random_heads(m, TlmFeatures::hidden).save(path);
+    TlmScorer<Cfg> scorer(m, pool, path);
+    const PromptAnalysis with = scorer.as_prompt_scorer(true).analyze(prompt(40)), without = scorer.as_prompt_scorer(false).analyze(prompt(40));
+    EXPECT_TRUE(with.ratings.has_value());
+    EXPECT_FALSE(without.ratings.has_value());  // the orchestrator's prior ranks the pairs then
+    EXPECT_EQ(with.scores, without.scores);     // and the score head still chooses the tokens
+    std::filesystem::remove(path);
 }
 
 TEST(TlmScorer, SeparateTrunkModel) {

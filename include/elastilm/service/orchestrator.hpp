@@ -10,6 +10,8 @@
 // objective and takes the best-rated one left. So the TLM runs only when the best plan by predicted
 // times and prior ratings compresses (service.hpp, prepare_prompt): when scoring cannot pay for
 // itself, the model-only plans win and no TLM runs.
+// Ratings may say what a narrower decode costs (PairRatings::decode): a pair is then rated with the
+// decode width TPOT leaves it, since the answer's tokens come from that sub-model.
 // Decode takes the widest ratio that meets TPOT, capped at the prefill ratio: a wider decode would find
 // no K/V for its extra heads and re-run the whole prompt (Session's rule), which would land on the first
 // decode step.
@@ -44,6 +46,10 @@ constexpr int pair_model_percent(int pair) { return kRatios[pair % kRatios.size(
 // higher is better.
 struct PairRatings {
     std::array<float, kPairs> value{};
+    // How the rating moves when the answer is decoded at d % rather than at the prefill's m % (d ≤ m; the
+    // orchestrator narrows decode to meet TPOT): rating(p, m, d) = value(p, m) + decode[d] − decode[m].
+    // Per compiled ratio; all zero (the decision head's ratings) when it is not modelled.
+    std::array<float, kRatios.size()> decode{};
 
     float at(int prompt_percent, int model_percent) const { return value[pair_index(prompt_percent, model_percent)]; }
     // The best pair among those `feasible` marks (all when empty; kPairs entries otherwise), -1 if none;
@@ -143,8 +149,12 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
     const bool vary_model = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::model_only;
     const double tlm_ms = vary_prompt ? r.tlm_ms : 0.0;
 
-    auto rating = [&](std::size_t pi, std::size_t mi) {
-        if (ratings) return double(ratings->value[pi * kRatios.size() + mi]);
+    auto rating = [&](std::size_t pi, std::size_t mi, int decode_percent) {
+        if (ratings) {
+            const int di = ratio_index(decode_percent);
+            return double(ratings->value[pi * kRatios.size() + mi]) + double(ratings->decode[std::size_t(di)]) -
+                   double(ratings->decode[mi]);
+        }
         return double(mi) * 100.0 + double(pi);  // prior: model width first, then prompt kept
     };
 
@@ -176,7 +186,7 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
                 fastest = c;
             if (!c.ttft_feasible) continue;
             // Among TTFT-feasible pairs: those that also meet TPOT first, then the decision head's rating.
-            const double score = rating(pi, mi) + (c.tpot_feasible ? 1e9 : 0.0);
+            const double score = rating(pi, mi, c.decode_percent) + (c.tpot_feasible ? 1e9 : 0.0);
             if (score > best_rating) { best_rating = score; best = c; }
         }
     }

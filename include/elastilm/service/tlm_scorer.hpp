@@ -64,12 +64,16 @@ public:
     // Predicted time of analyze() on a prompt of `tokens`, from this device's measurement.
     double predicted_ms(int tokens) const { return eval_polynomial(latency_, double(tokens)); }
 
-    // The scorer a Service takes; it refers to this object, which must outlive the service.
-    PromptScorer as_prompt_scorer() {
-        return {[this](std::span<const int> ids) { return analyze(ids); }, [this](int n) { return predicted_ms(n); }};
+    // The scorer a Service takes; it refers to this object, which must outlive the service. With
+    // `decision_head` false the trained decision head's ratings are withheld, so the orchestrator ranks
+    // pairs by the PromptScorer's prior (a measured one: service/pair_prior.hpp says why that can be
+    // the better choice); the score head still chooses the tokens.
+    PromptScorer as_prompt_scorer(bool decision_head = true) {
+        return {[this, decision_head](std::span<const int> ids) { return analyze(ids, decision_head); },
+                [this](int n) { return predicted_ms(n); }};
     }
 
-    PromptAnalysis analyze(std::span<const int> ids) {
+    PromptAnalysis analyze(std::span<const int> ids, bool decision_head = true) {
         PromptFeatures f;
         for (std::size_t done = 0; done < ids.size(); done += TrunkCfg::context) {
             PromptFeatures w = tlm_.features(ids.subspan(done, std::min<std::size_t>(TrunkCfg::context, ids.size() - done)));
@@ -79,7 +83,7 @@ public:
         }
         PromptAnalysis a;
         a.scores = tlm_.scores(f);
-        if (has_heads()) a.ratings = tlm_.rate(f, a.scores);
+        if (has_heads() && decision_head) a.ratings = tlm_.rate(f, a.scores);
         return a;
     }
 

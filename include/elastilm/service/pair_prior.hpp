@@ -1,0 +1,243 @@
+// The orchestrator's measured prior: how much answer quality each model ratio and each prompt ratio
+// keeps, read off multiple-choice items of the served domain (service/choice_benchmark.hpp).
+//
+// Before the TLM has read a prompt the orchestrator must rank (prompt ratio, model ratio) pairs without
+// looking at it; it does so with these ratings. They are measured the way the evaluation reads answers,
+// three curves over the compiled ratios r:
+//   model[r]   the model at r % on whole prompts (prefill and decode),
+//   prompt[r]  the full model on prompts the TLM's scores compressed to r %,
+//   decode[r]  the full model's prefill on whole prompts, the answer decoded at r %,
+// each the answer's mean margin over the best distractor (what accuracy counts, without its coarse steps:
+// a narrow model lowers every candidate's likelihood yet may still rank the true one first). They combine
+// additively: rating(p, m, d) = model[m] + prompt[p] − full + decode[d] − decode[m] (PairRatings::additive
+// and PairRatings::decode). The decode curve matters because TPOT objectives narrow decode below the
+// prefill's width, and the answer is read from the narrow sub-model: without it a plan that compresses
+// the prompt to keep a wide prefill looks better than it answers.
+//
+// Why a measured prior and not the decision head's per-prompt ratings by default: the head is trained on
+// the continuation log-likelihood of short prompts, which barely depends on context far back, so it rates
+// compressed prompts too well on the long contexts a service answers questions about (measured on
+// docs-95M: the trace's accuracy fell from 80 % to 57.5 % when its ratings planned; README, run D).
+//
+// A measured prior is cached as JSON (save_prior / load_prior) next to the latency table: measuring it
+// reads 27 configurations per item, a few minutes for docs-95M.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "elastilm/io/atomic_write.hpp"
+#include "elastilm/model/session.hpp"
+#include "elastilm/service/choice_benchmark.hpp"
+#include "elastilm/service/orchestrator.hpp"
+#include "elastilm/service/service.hpp"
+
+namespace elastilm {
+
+// An item as the service sees it: BOS, the context (compressible; its paragraph BOS tokens are kept),
+// then the question (protected).
+inline TokenizedPrompt choice_prompt(const ChoiceItem& it, int bos = 1) {
+    TokenizedPrompt p;
+    p.ids.push_back(bos);
+    p.keep.push_back(1);
+    for (int id : it.context) {
+        p.ids.push_back(id);
+        p.keep.push_back(id <= 2 ? 1 : 0);
+    }
+    for (int id : it.question) {
+        p.ids.push_back(id);
+        p.keep.push_back(1);
+    }
+    return p;
+}
+
+// Mean log-likelihood per token of each candidate after the prompt already in `s` (whose last logits
+// are `prompt_logits`), read at `percent`; `true_ll`, when given, is the answer's already computed value.
+// The session is left at the prompt's end.
+template <ModelConfig Cfg>
+std::array<double, 4> score_choices(Session<Cfg>& s, std::span<const float> prompt_logits, const ChoiceItem& it, int percent,
+                                    std::optional<double> true_ll = std::nullopt) {
+    const int pos = s.position();
+    std::array<double, 4> ll{};
+    for (int c = 0; c < 4; ++c) {
+        if (c == it.answer && true_ll) {
+            ll[c] = *true_ll;
+            continue;
+        }
+        const auto& cand = it.choices[c];
+        double sum = log_softmax_at(prompt_logits, cand[0]);
+        if (cand.size() > 1) {
+            s.truncate(pos);
+            const auto all = s.append_all_logits(std::span<const int>(cand).first(cand.size() - 1), percent);
+            for (std::size_t j = 1; j < cand.size(); ++j)
+                sum += log_softmax_at(std::span<const float>(all).subspan((j - 1) * Cfg::vocab_size, Cfg::vocab_size), cand[j]);
+        }
+        ll[c] = sum / double(cand.size());
+    }
+    s.truncate(pos);
+    return ll;
+}
+
+// The answer's log-likelihood minus the best distractor's: positive when the item is answered right.
+inline double answer_margin(const std::array<double, 4>& ll, int answer) {
+    double rival = -std::numeric_limits<double>::infinity();
+    for (int c = 0; c < 4; ++c)
+        if (c != answer) rival = std::max(rival, ll[c]);
+    return ll[answer] - rival;
+}
+
+// Accuracy, the answer's mean log-likelihood and its mean margin per compiled ratio for the three curves
+// of the file comment ("model", "prompt" compressed by `score`'s token scores, "decode"). `progress`,
+// when given, is told each ratio as it finishes.
+struct RatioQuality {
+    std::array<double, kRatios.size()> model_acc{}, prompt_acc{}, decode_acc{}, model_ll{}, prompt_ll{}, decode_ll{}, model_margin{},
+        prompt_margin{}, decode_margin{};
+};
+template <ModelConfig Cfg>
+RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, std::span<const ChoiceItem> items,
+                           const std::function<void(int percent, const RatioQuality&)>& progress = {}) {
+    require(!items.empty(), "ratio_quality", "needs at least one multiple-choice item");
+    require(bool(score), "ratio_quality", "needs a prompt scorer (the TLM) to compress prompts");
+    RatioQuality q;
+    std::vector<std::vector<float>> token_scores;
+    for (const auto& it : items) token_scores.push_back(score.analyze(choice_prompt(it).ids).scores);
+    for (std::size_t r = 0; r < kRatios.size(); ++r) {
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            const ChoiceItem& it = items[i];
+            const TokenizedPrompt p = choice_prompt(it);
+            enum Curve { model, prompt, decode };
+            for (const Curve curve : {model, prompt, decode}) {
+                const int prefill_percent = curve == model ? kRatios[r] : 100, decode_percent = curve == prompt ? 100 : kRatios[r];
+                const std::vector<int> kept =
+                    curve == prompt ? compress(p.ids, kRatios[r], token_scores[i], p.keep, SpecialTokens{-1, -1, -1}).ids : p.ids;
+                session.reset();
+                const auto l = session.append(kept, prefill_percent);
+                const std::vector<float> logits(l.begin(), l.end());
+                const auto ll = score_choices(session, std::span<const float>(logits), it, decode_percent);
+                auto [acc, lik, margin] = curve == model    ? std::tie(q.model_acc, q.model_ll, q.model_margin)
+                                           : curve == prompt ? std::tie(q.prompt_acc, q.prompt_ll, q.prompt_margin)
+                                                             : std::tie(q.decode_acc, q.decode_ll, q.decode_margin);
+                acc[r] += choose_answer(ll) == it.answer;
+                lik[r] += ll[it.answer];
+                margin[r] += answer_margin(ll, it.answer);
+            }
+        }
+        for (auto* a : {&q.model_acc, &q.prompt_acc, &q.decode_acc, &q.model_ll, &q.prompt_ll, &q.decode_ll, &q.model_margin,
+                        &q.prompt_margin, &q.decode_margin})
+            (*a)[r] /= double(items.size());
+        if (progress) progress(kRatios[r], q);
+    }
+    session.reset();
+    return q;
+}
+
+// The prior the orchestrator plans with: answer margins, combined additively.
+inline PairRatings prior_ratings(const RatioQuality& q) {
+    PairRatings r = PairRatings::additive(q.model_margin, q.prompt_margin);
+    for (std::size_t k = 0; k < kRatios.size(); ++k) {
+        require(std::isfinite(q.decode_margin[k]), "prior_ratings", "measurements must be finite");
+        r.decode[k] = float(q.decode_margin[k]);
+    }
+    return r;
+}
+
+// A measured prior on disk: the two margin curves and what they were measured on (`key`: the model,
+// adapters and TLM they belong to — a prior measured for other weights is not this model's).
+inline constexpr std::string_view kPriorFormat = "elastilm-pair-prior/2";
+
+inline void save_prior(const RatioQuality& q, const std::string& key, int items, const std::filesystem::path& path) {
+    nlohmann::json j;
+    j["format"] = kPriorFormat;
+    j["key"] = key;
+    j["items"] = items;
+    j["model_margin"] = q.model_margin;
+    j["prompt_margin"] = q.prompt_margin;
+    j["decode_margin"] = q.decode_margin;
+    j["model_accuracy"] = q.model_acc;
+    j["prompt_accuracy"] = q.prompt_acc;
+    j["decode_accuracy"] = q.decode_acc;
+    const std::string text = j.dump(1) + "\n";
+    if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+    io::write_atomically(path, [&](std::FILE* f) { require(std::fwrite(text.data(), 1, text.size(), f) == text.size(), path.string(), "write failed"); });
+}
+
+// The cached prior for `key`, or nothing when the file is absent, belongs to another key, or does not
+// parse (a stale or damaged cache is re-measured, not trusted; `why` says which).
+inline std::optional<RatioQuality> load_prior(const std::filesystem::path& path, const std::string& key, std::string* why = nullptr) {
+    auto fail = [&](const std::string& w) -> std::optional<RatioQuality> {
+        if (why) *why = path.string() + ": " + w;
+        return std::nullopt;
+    };
+    std::ifstream in(path);
+    if (!in) return fail("not found");
+    nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return fail("not JSON");
+    if (j.value("format", std::string()) != kPriorFormat) return fail("not a pair prior (format " + std::string(kPriorFormat) + ")");
+    if (j.value("key", std::string()) != key) return fail("measured for other weights");
+    RatioQuality q;
+    auto curve = [&](const char* name, std::array<double, kRatios.size()>& out) {
+        const auto it = j.find(name);
+        if (it == j.end() || !it->is_array() || it->size() != kRatios.size()) return false;
+        for (std::size_t r = 0; r < kRatios.size(); ++r) {
+            if (!(*it)[r].is_number() || !std::isfinite((*it)[r].get<double>())) return false;
+            out[r] = (*it)[r].get<double>();
+        }
+        return true;
+    };
+    if (!curve("model_margin", q.model_margin) || !curve("prompt_margin", q.prompt_margin) || !curve("decode_margin", q.decode_margin))
+        return fail("needs model_margin, prompt_margin and decode_margin, " + std::to_string(kRatios.size()) + " finite numbers each");
+    curve("model_accuracy", q.model_acc), curve("prompt_accuracy", q.prompt_acc), curve("decode_accuracy", q.decode_acc);
+    return q;
+}
+
+// Calibration items for a prior: `count` items from the documents of `text` that start after its first
+// `skip_tokens` tokens (an evaluation built with the default ChoiceBenchmarkOptions reads only the
+// documents before them, so the two never share a document).
+template <class Tok>
+ChoiceBenchmark prior_items(const Tok& tok, std::string_view text, const std::string& source, int count,
+                            std::size_t skip_tokens = ChoiceBenchmarkOptions{}.max_stream_tokens, std::uint64_t seed = 1001) {
+    require(count > 0, "prior_items", "needs at least one item, got " + std::to_string(count));
+    ChoiceBenchmarkOptions o;
+    o.items = count;
+    o.seed = seed;
+    o.skip_stream_tokens = skip_tokens;
+    o.max_stream_tokens = std::size_t(-1);
+    return build_choice_benchmark(tok, text, source, o);
+}
+
+// The prior for `key` from `cache` when it was measured before, else measured on `items` now and
+// cached (a cache that cannot be written costs a warning, not the answer). `log` hears progress.
+template <ModelConfig Cfg>
+RatioQuality measured_prior(Session<Cfg>& session, const PromptScorer& score, std::span<const ChoiceItem> items, const std::string& key,
+                            const std::filesystem::path& cache, const std::function<void(const std::string&)>& log = {}) {
+    std::string why;
+    if (auto q = load_prior(cache, key, &why)) {
+        if (log) log("prior: using " + cache.string());
+        return *q;
+    }
+    if (log) log("prior: measuring on " + std::to_string(items.size()) + " multiple-choice items (" + why + ")");
+    const RatioQuality q = ratio_quality(session, score, items, [&](int percent, const RatioQuality&) {
+        if (log) log("prior: ratio " + std::to_string(percent) + "% done");
+    });
+    try {
+        save_prior(q, key, int(items.size()), cache);
+        if (log) log("prior: wrote " + cache.string());
+    } catch (const std::exception& e) {
+        if (log) log(std::string("warning: prior not cached: ") + e.what());
+    }
+    return q;
+}
+
+}  // namespace elastilm

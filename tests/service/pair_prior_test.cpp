@@ -1,0 +1,153 @@
+// The orchestrator's measured prior (service/pair_prior.hpp): the two quality curves are measured the
+// way the evaluation reads answers and meet at 100 %, combine additively, round-trip through their cache,
+// and a cache for other weights or a damaged one is re-measured rather than trusted.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+#include <unistd.h>
+
+#include "elastilm/model/synthetic.hpp"
+#include "elastilm/service/pair_prior.hpp"
+#include "elastilm/service/tlm_scorer.hpp"
+
+namespace elastilm {
+namespace {
+
+using Cfg = Stories260K;
+
+std::vector<ChoiceItem> items(int n) {
+    std::mt19937 rng(9);
+    auto ids = [&](int k) {
+        std::vector<int> v(k);
+        for (int& x : v) x = 3 + int(rng() % (Cfg::vocab_size - 3));
+        return v;
+    };
+    std::vector<ChoiceItem> out;
+    for (int i = 0; i < n; ++i) {
+        ChoiceItem it;
+        it.context = ids(30);
+        it.context[10] = 1;  // a paragraph's BOS inside the context: never dropped
+        it.question = ids(4);
+        for (auto& c : it.choices) c = ids(3);
+        it.answer = i % 4;
+        out.push_back(std::move(it));
+    }
+    return out;
+}
+
+std::filesystem::path temp(const std::string& name) {
+    return std::filesystem::temp_directory_path() / ("elastilm_prior_" + std::to_string(::getpid()) + "_" + name);
+}
+
+TEST(PairPrior, ChoicePromptProtectsBosAndQuestion) {
+    const ChoiceItem it = items(1)[0];
+    const TokenizedPrompt p = choice_prompt(it);
+    ASSERT_EQ(p.ids.size(), 1 + it.context.size() + it.question.size());
+    EXPECT_EQ(p.ids[0], 1);
+    EXPECT_EQ(p.keep[0], 1);
+    EXPECT_EQ(p.keep[1 + 10], 1);  // the paragraph BOS inside the context
+    EXPECT_EQ(p.protected_count(), 1 + 1 + int(it.question.size()));
+    for (std::size_t k = 0; k < it.question.size(); ++k) EXPECT_EQ(p.keep[p.keep.size() - 1 - k], 1);
+}
+
+// A small served model, its own 20 % variant as the TLM (surprisal scores), and a session.
+struct Served : ::testing::Test {
+    Model<Cfg> m{synthetic_weights<Cfg>({DType::f32, 2})};
+    ThreadPool pool{1};
+    TlmScorer<Cfg> tlm{m, pool, ""};
+    PromptScorer score = tlm.as_prompt_scorer();
+    Session<Cfg> s{m, pool};
+};
+
+TEST_F(Served, CurvesMeetAtTheFullModelAndCombineAdditively) {
+    const auto its = items(6);
+    std::vector<int> seen;
+    const RatioQuality q = ratio_quality(s, score, std::span<const ChoiceItem>(its), [&](int percent, const RatioQuality&) { seen.push_back(percent); });
+    EXPECT_EQ(seen, std::vector<int>(kRatios.begin(), kRatios.end()));
+    for (std::size_t r = 0; r < kRatios.size(); ++r) {
+        for (double v : {q.model_acc[r], q.prompt_acc[r], q.decode_acc[r]}) EXPECT_TRUE(v >= 0 && v <= 1) << v;
+        for (double v : {q.model_ll[r], q.prompt_ll[r], q.decode_ll[r], q.model_margin[r], q.prompt_margin[r], q.decode_margin[r]})
+            EXPECT_TRUE(std::isfinite(v));
+    }
+    // At 100 % the three curves are the same run: the full model, the whole prompt.
+    EXPECT_DOUBLE_EQ(q.model_margin.back(), q.prompt_margin.back());
+    EXPECT_DOUBLE_EQ(q.model_margin.back(), q.decode_margin.back());
+    EXPECT_DOUBLE_EQ(q.model_acc.back(), q.prompt_acc.back());
+    // Some ratio reads something else (a narrower model or fewer tokens changes the margins).
+    int differ = 0;
+    for (std::size_t r = 0; r + 1 < kRatios.size(); ++r) differ += q.model_margin[r] != q.model_margin.back();
+    EXPECT_GT(differ, 0);
+    // Decoding narrower than a full-width prefill is a run of its own, not the model curve's.
+    differ = 0;
+    for (std::size_t r = 0; r + 1 < kRatios.size(); ++r) differ += q.decode_margin[r] != q.model_margin[r];
+    EXPECT_GT(differ, 0);
+
+    const PairRatings prior = prior_ratings(q);
+    for (std::size_t pi = 0; pi < kRatios.size(); ++pi)
+        for (std::size_t mi = 0; mi < kRatios.size(); ++mi)
+            EXPECT_NEAR(prior.at(kRatios[pi], kRatios[mi]), q.model_margin[mi] + q.prompt_margin[pi] - q.model_margin.back(), 1e-5);
+    for (std::size_t r = 0; r < kRatios.size(); ++r) EXPECT_FLOAT_EQ(prior.decode[r], float(q.decode_margin[r]));
+
+    EXPECT_THROW(ratio_quality(s, score, std::span<const ChoiceItem>(), {}), Error);
+}
+
+TEST(PairPrior, CacheRoundTripsAndRefusesOtherWeightsOrDamage) {
+    RatioQuality q;
+    for (std::size_t r = 0; r < kRatios.size(); ++r) {
+        q.model_margin[r] = 0.25 * double(r) - 1;
+        q.prompt_margin[r] = 0.125 * double(r);
+        q.decode_margin[r] = 0.5 * double(r);
+        q.model_acc[r] = 0.5;
+    }
+    const auto path = temp("cache.json");
+    save_prior(q, "key-a", 12, path);
+    std::string why;
+    const auto back = load_prior(path, "key-a", &why);
+    ASSERT_TRUE(back.has_value()) << why;
+    EXPECT_EQ(back->model_margin, q.model_margin);
+    EXPECT_EQ(back->prompt_margin, q.prompt_margin);
+    EXPECT_EQ(back->decode_margin, q.decode_margin);
+
+    EXPECT_FALSE(load_prior(path, "key-b", &why).has_value());
+    EXPECT_NE(why.find("other weights"), std::string::npos) << why;
+
+    const std::string nine = "[1,1,1,1,1,1,1,1,1]";
+    for (const std::string& bad : {std::string("{\"format\": \"elastilm-pair-prior/2\", \"key\": \"key-a\", \"model_margin\": [1, 2]}"),
+                                   "{\"format\": \"elastilm-pair-prior/2\", \"key\": \"key-a\", \"model_margin\": [1,1,1,1,1,1,1,1,\"x\"],"
+                                   " \"prompt_margin\": " + nine + ", \"decode_margin\": " + nine + "}",
+                                   // a cache from before the decode curve: re-measured
+                                   "{\"format\": \"elastilm-pair-prior/1\", \"key\": \"key-a\", \"model_margin\": " + nine +
+                                       ", \"prompt_margin\": " + nine + "}",
+                                   std::string("{ truncated"), std::string("[1, 2, 3]"), std::string("{\"format\": \"other\"}")}) {
+        std::ofstream(path) << bad;
+        why.clear();
+        EXPECT_FALSE(load_prior(path, "key-a", &why).has_value()) << bad;
+        EXPECT_NE(why.find(path.string()), std::string::npos) << why;
+    }
+    std::filesystem::remove(path);
+    EXPECT_FALSE(load_prior(path, "key-a", &why).has_value());
+    EXPECT_NE(why.find("not found"), std::string::npos) << why;
+}
+
+TEST_F(Served, MeasuredOnceThenReadFromTheCache) {
+    const auto its = items(3);
+    const auto path = temp("measured.json");
+    std::filesystem::remove(path);
+    std::vector<std::string> log;
+    auto logger = [&](const std::string& l) { log.push_back(l); };
+    const RatioQuality first = measured_prior(s, score, std::span<const ChoiceItem>(its), "k", path, logger);
+    ASSERT_TRUE(std::filesystem::exists(path));
+    ASSERT_FALSE(log.empty());
+    EXPECT_NE(log.front().find("measuring"), std::string::npos) << log.front();
+    log.clear();
+    const RatioQuality again = measured_prior(s, score, std::span<const ChoiceItem>(its), "k", path, logger);
+    ASSERT_EQ(log.size(), 1u);
+    EXPECT_NE(log.front().find("using"), std::string::npos) << log.front();
+    EXPECT_EQ(again.model_margin, first.model_margin);
+    EXPECT_EQ(again.prompt_margin, first.prompt_margin);
+    std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace elastilm

@@ -2,6 +2,10 @@
 // x is quantized once per call (simd/quant_dot.hpp), then rows are split across the pool as in the fp16
 // matvec, each row one sequential stream of whole blocks. A ratio's slice is a prefix of each row's
 // blocks (W.cols a multiple of 32), so the same kernel serves every width.
+//
+// With AVX-512 VNNI and BW (-march with both) each row's dot product is simd/quant_matvec_vnni.hpp's,
+// several blocks per 512-bit vector from activations laid out for the weight type; elsewhere it is
+// simd/quant_dot.hpp's, one block at a time.
 #pragma once
 
 #include <algorithm>
@@ -11,6 +15,13 @@
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/quant_dot.hpp"
 #include "elastilm/tensor.hpp"
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define ELASTILM_QMATVEC_VNNI 1
+#include "elastilm/simd/quant_matvec_vnni.hpp"
+#else
+#define ELASTILM_QMATVEC_VNNI 0
+#endif
 
 namespace elastilm {
 
@@ -33,8 +44,9 @@ inline float extra_dot(const f16_bits* e, const float* z, int n) {
 // skipped bytes), which covers both cases. An ordinary hint, not a non-temporal one: see simd/matvec.hpp.
 inline constexpr std::size_t kQuantPrefetchAhead = 2048;
 
-template <class Block>
-void quant_rows(float* y, const MatrixView& W, const ActBlock* xq, int r0, int r1, const MatrixView* E, const float* z) {
+// y[r] for r in [r0, r1): row_dot(first block of row r, blocks) + the extra columns' product.
+template <class Block, class RowDot>
+void quant_rows(float* y, const MatrixView& W, RowDot row_dot, int r0, int r1, const MatrixView* E, const float* z) {
     const int blocks = W.cols / kQuantBlock;
     const std::size_t row_blocks = W.ld / kQuantBlock;
     const auto* base = static_cast<const Block*>(W.data);
@@ -45,7 +57,7 @@ void quant_rows(float* y, const MatrixView& W, const ActBlock* xq, int r0, int r
             const char* p = reinterpret_cast<const char*>(base + std::size_t(r + ahead) * row_blocks);
             for (std::size_t o = 0; o < piece; o += 64) __builtin_prefetch(p + o, 0, 3);
         }
-        float sum = simd::dot_blocks(base + std::size_t(r) * row_blocks, xq, blocks);
+        float sum = row_dot(base + std::size_t(r) * row_blocks, blocks);
         if (E) sum += extra_dot(static_cast<const f16_bits*>(E->data) + std::size_t(r) * E->ld, z, E->cols);
         y[r] = sum;
     }
@@ -59,26 +71,55 @@ inline void require_quant_view(const MatrixView& W) {
 
 }  // namespace detail
 
-// Quantizes x[0..W.cols) into `xq` (W.cols / 32 blocks).
-inline void quantize_input(std::vector<ActBlock>& xq, const MatrixView& W, const float* x) {
-    xq.resize(std::size_t(W.cols / kQuantBlock));
-    quantize_activations(xq.data(), x, W.cols);
+namespace detail {
+
+// The matvec with the zmm row kernel (Zmm, only when compiled with AVX-512 VNNI and BW) or the one-block-
+// at-a-time one (simd/quant_dot.hpp); bench/quant_kernels.cpp times both side by side.
+template <bool Zmm>
+void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* pool, const MatrixView* E, const float* z,
+                  std::size_t parallel_from) {
+    require_quant_view(W);
+    if (pool && std::size_t(W.rows) * W.cols < parallel_from) pool = nullptr;
+    // dot8 / dot4: a row's dot product with the quantized x, for Q8_0 / Q4_0 rows.
+    auto run = [&](auto dot8, auto dot4) {
+        auto rows = [&](int r0, int r1) {
+            if (W.dtype == DType::q8_0) quant_rows<BlockQ8_0>(y, W, dot8, r0, r1, E, z);
+            else quant_rows<BlockQ4_0>(y, W, dot4, r0, r1, E, z);
+        };
+        if (pool && pool->size() > 1) pool->parallel_for(W.rows, rows, 16);
+        else rows(0, W.rows);
+    };
+    // The quantized activations are thread_local: the pool's threads read the caller's copy, through the
+    // pointers the lambdas capture.
+    if constexpr (Zmm) {
+#if ELASTILM_QMATVEC_VNNI
+        thread_local std::vector<qvnni_matvec::ActGroupQ8> x8;
+        thread_local std::vector<qvnni_matvec::ActGroupQ4> x4;
+        if (W.dtype == DType::q8_0) qvnni_matvec::quantize_activations<BlockQ8_0>(x8, x, W.cols);
+        else qvnni_matvec::quantize_activations<BlockQ4_0>(x4, x, W.cols);
+        const qvnni_matvec::ActGroupQ8* xb8 = x8.data();
+        const qvnni_matvec::ActGroupQ4* xb4 = x4.data();
+        run([xb8](const BlockQ8_0* w, int n) { return qvnni_matvec::dot_row(w, xb8, n); },
+            [xb4](const BlockQ4_0* w, int n) { return qvnni_matvec::dot_row(w, xb4, n); });
+#else
+        static_assert(!Zmm, "the zmm kernel needs -march with AVX-512 VNNI and BW");
+#endif
+    } else {
+        thread_local std::vector<ActBlock> xq;
+        xq.resize(std::size_t(W.cols / kQuantBlock));
+        quantize_activations(xq.data(), x, W.cols);
+        const ActBlock* xb = xq.data();
+        run([xb](const BlockQ8_0* w, int n) { return simd::dot_blocks(w, xb, n); },
+            [xb](const BlockQ4_0* w, int n) { return simd::dot_blocks(w, xb, n); });
+    }
 }
+
+}  // namespace detail
 
 // y[i] = Σ_j W(i, j) · x[j] (+ Σ_k E(i, k) · z[k] when E is given: f16, out_major, W's rows).
 inline void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* pool = nullptr, const MatrixView* E = nullptr,
                          const float* z = nullptr, std::size_t parallel_from = std::size_t(1) << 16) {
-    detail::require_quant_view(W);
-    thread_local std::vector<ActBlock> xq;
-    quantize_input(xq, W, x);
-    const ActBlock* xb = xq.data();  // thread_local: the pool's threads must read the caller's copy
-    if (pool && std::size_t(W.rows) * W.cols < parallel_from) pool = nullptr;
-    auto rows = [&](int r0, int r1) {
-        if (W.dtype == DType::q8_0) detail::quant_rows<BlockQ8_0>(y, W, xb, r0, r1, E, z);
-        else detail::quant_rows<BlockQ4_0>(y, W, xb, r0, r1, E, z);
-    };
-    if (pool && pool->size() > 1) pool->parallel_for(W.rows, rows, 16);
-    else rows(0, W.rows);
+    detail::quant_matvec<bool(ELASTILM_QMATVEC_VNNI)>(y, W, x, pool, E, z, parallel_from);
 }
 
 }  // namespace elastilm

@@ -96,7 +96,7 @@ void quantize_activations(std::vector<ActGroup<Block>>& out, const float* x, int
 // The lane dot products of pair p (Q8_0) or quad q (Q4_0) of a group whose first block is w, with its
 // first n blocks live (n ≥ 1; n ≥ 2 resp. 4 read both / all four, fewer read only the live ones).
 inline qa::I32 piece_dots(const BlockQ8_0* w, const ActGroupQ8& a, int p, int n) {
-    const qa::Bytes wb = n >= 2 ? qa::load_2x32(w[2 * p].q, w[2 * p + 1].q) : qa::load_first_x32(w[2 * p].q, nullptr, 1);
+    const qa::Bytes wb = n >= 2 ? qa::load_2x32(w[2 * p].q, w[2 * p + 1].q) : qa::load_1x32(w[2 * p].q);
     return qa::dot(qa::load_i32(a.c[p]), qa::plus_128(wb), qa::load_bytes(a.x[p]));
 }
 inline qa::I32 piece_dots(const BlockQ4_0* w, const ActGroupQ4& a, int q, int n) {

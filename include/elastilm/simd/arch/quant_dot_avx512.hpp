@@ -24,7 +24,7 @@ inline Bytes load_2x32(const void* a, const void* b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(static_cast<const __m256i*>(a))),
                               _mm256_loadu_si256(static_cast<const __m256i*>(b)), 1);
 }
-// Four Q4_0 blocks' 16 nibble bytes (p[0..3]), block j in bytes 16j..16j+15.
+// Four Q4_0 blocks' 16 nibble bytes (p0..p3), block j in bytes 16j..16j+15.
 inline Bytes load_4x16(const void* p0, const void* p1, const void* p2, const void* p3) {
     const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p0))),
                                                _mm_loadu_si128(static_cast<const __m128i*>(p1)), 1);
@@ -32,12 +32,9 @@ inline Bytes load_4x16(const void* p0, const void* p1, const void* p2, const voi
                                                _mm_loadu_si128(static_cast<const __m128i*>(p3)), 1);
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
-// The same for a row's last, partial group: only the first `n` (< 4, or < 2 with 32-byte pieces)
-// pieces are read; the rest are zero bytes.
-inline Bytes load_first_x32(const void* a, const void* b, int n) {
-    const __m256i lo = _mm256_loadu_si256(static_cast<const __m256i*>(a));
-    return n > 1 ? load_2x32(a, b) : _mm512_zextsi256_si512(lo);
-}
+// A row's last, partial group: one Q8_0 block's 32 quants in bytes 0..31, zeros above; the first n
+// (< 4) of four Q4_0 blocks' nibble bytes, zeros after. Nothing past the live blocks is read.
+inline Bytes load_1x32(const void* a) { return _mm512_zextsi256_si512(_mm256_loadu_si256(static_cast<const __m256i*>(a))); }
 inline Bytes load_first_x16(const void* const* p, int n) {
     alignas(64) std::uint8_t buf[64] = {};
     for (int j = 0; j < n; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(buf + 16 * j), _mm_loadu_si128(static_cast<const __m128i*>(p[j])));

@@ -41,10 +41,12 @@ inline float extra_dot(const f16_bits* e, const float* z, int n) {
 // Software prefetch: the rows' pieces a thread reads are one stream when a view spans whole rows, but
 // a ratio's prefix of a row is a short piece followed by a skip, which the hardware prefetcher does not
 // follow. So the kernel prefetches the piece of the row ~2 KB ahead in its own sequence (never the
-// skipped bytes), which covers both cases. An ordinary hint, not a non-temporal one: see simd/matvec.hpp.
+// skipped bytes), which covers both cases: row_dot(w, blocks, ahead) gets `ahead`, the same blocks that
+// many rows later (nullptr near the end of the thread's rows), and prefetches from it as it goes.
+// Ordinary hints, not non-temporal ones: see simd/matvec.hpp.
 inline constexpr std::size_t kQuantPrefetchAhead = 2048;
 
-// y[r] for r in [r0, r1): row_dot(first block of row r, blocks) + the extra columns' product.
+// y[r] for r in [r0, r1): row_dot(first block of row r, blocks, ahead) + the extra columns' product.
 template <class Block, class RowDot>
 void quant_rows(float* y, const MatrixView& W, RowDot row_dot, int r0, int r1, const MatrixView* E, const float* z) {
     const int blocks = W.cols / kQuantBlock;
@@ -53,14 +55,19 @@ void quant_rows(float* y, const MatrixView& W, RowDot row_dot, int r0, int r1, c
     const std::size_t piece = std::size_t(blocks) * sizeof(Block);
     const int ahead = int(std::max<std::size_t>(1, (kQuantPrefetchAhead + piece - 1) / piece));
     for (int r = r0; r < r1; ++r) {
-        if (r + ahead < r1) {
-            const char* p = reinterpret_cast<const char*>(base + std::size_t(r + ahead) * row_blocks);
-            for (std::size_t o = 0; o < piece; o += 64) __builtin_prefetch(p + o, 0, 3);
-        }
-        float sum = row_dot(base + std::size_t(r) * row_blocks, blocks);
+        const Block* later = r + ahead < r1 ? base + std::size_t(r + ahead) * row_blocks : nullptr;
+        float sum = row_dot(base + std::size_t(r) * row_blocks, blocks, later);
         if (E) sum += extra_dot(static_cast<const f16_bits*>(E->data) + std::size_t(r) * E->ld, z, E->cols);
         y[r] = sum;
     }
+}
+
+// The one-block-at-a-time kernel's prefetch: all of a row's piece at once, into L1.
+template <class Block>
+void prefetch_piece(const Block* row, int blocks) {
+    if (!row) return;
+    const char* p = reinterpret_cast<const char*>(row);
+    for (std::size_t o = 0; o < std::size_t(blocks) * sizeof(Block); o += 64) __builtin_prefetch(p + o, 0, 3);
 }
 
 inline void require_quant_view(const MatrixView& W) {
@@ -99,8 +106,8 @@ void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* poo
         else qvnni_matvec::quantize_activations<BlockQ4_0>(x4, x, W.cols);
         const qvnni_matvec::ActGroupQ8* xb8 = x8.data();
         const qvnni_matvec::ActGroupQ4* xb4 = x4.data();
-        run([xb8](const BlockQ8_0* w, int n) { return qvnni_matvec::dot_row(w, xb8, n); },
-            [xb4](const BlockQ4_0* w, int n) { return qvnni_matvec::dot_row(w, xb4, n); });
+        run([xb8](const BlockQ8_0* w, int n, const BlockQ8_0* later) { return qvnni_matvec::dot_row(w, xb8, n, later); },
+            [xb4](const BlockQ4_0* w, int n, const BlockQ4_0* later) { return qvnni_matvec::dot_row(w, xb4, n, later); });
 #else
         static_assert(!Zmm, "the zmm kernel needs -march with AVX-512 VNNI and BW");
 #endif
@@ -109,8 +116,14 @@ void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* poo
         xq.resize(std::size_t(W.cols / kQuantBlock));
         quantize_activations(xq.data(), x, W.cols);
         const ActBlock* xb = xq.data();
-        run([xb](const BlockQ8_0* w, int n) { return simd::dot_blocks(w, xb, n); },
-            [xb](const BlockQ4_0* w, int n) { return simd::dot_blocks(w, xb, n); });
+        run([xb](const BlockQ8_0* w, int n, const BlockQ8_0* later) {
+                prefetch_piece(later, n);
+                return simd::dot_blocks(w, xb, n);
+            },
+            [xb](const BlockQ4_0* w, int n, const BlockQ4_0* later) {
+                prefetch_piece(later, n);
+                return simd::dot_blocks(w, xb, n);
+            });
     }
 }
 

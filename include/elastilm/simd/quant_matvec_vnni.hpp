@@ -111,9 +111,13 @@ inline qa::I32 piece_dots(const BlockQ4_0* w, const ActGroupQ4& a, int q, int n)
                    qa::load_bytes(a.hi[q]));
 }
 
-// Σ_b d_w[b] · d_x[b] · Σ_k w[b][k] · x[b][k] over a row's first `blocks` blocks.
+// Σ_b d_w[b] · d_x[b] · Σ_k w[b][k] · x[b][k] over a row's first `blocks` blocks; meanwhile the same
+// blocks of a later row (`later`, unless nullptr) are prefetched into L2, a group at a time. Measured
+// on Sapphire Rapids, 2 threads, TinyLlama's 22 layers from 4 KB pages: 17 GB/s with the whole row
+// prefetched into L1 at its start (the one-block kernel's way), 19 GB/s a group at a time into L1,
+// 22–23 GB/s a group at a time into L2 (huge pages: 26, 27, 28 GB/s).
 template <class Block>
-float dot_row(const Block* w, const ActGroup<Block>* a, int blocks) {
+float dot_row(const Block* w, const ActGroup<Block>* a, int blocks, const Block* later = nullptr) {
     constexpr int per = std::is_same_v<Block, BlockQ8_0> ? 2 : 4;  // blocks per vector
     constexpr int shift = per == 2 ? 3 : 2;                        // log2 of the lanes per block
     qa::F32 acc0 = qa::zero(), acc1 = qa::zero();                  // two chains hide the FMA latency
@@ -122,6 +126,7 @@ float dot_row(const Block* w, const ActGroup<Block>* a, int blocks) {
     qa::F32 d_next = qa::scales16(&w->d, int(sizeof(Block)), std::min(kGroup, blocks));
     for (int g0 = 0; g0 < blocks; g0 += kGroup, w += kGroup, ++a) {
         const int n = std::min(kGroup, blocks - g0);
+        if (later) qa::prefetch_l2(later + g0, n * int(sizeof(Block)));
         const qa::F32 s = qa::mul(d_next, qa::load(a->d));
         if (g0 + kGroup < blocks) d_next = qa::scales16(&w[kGroup].d, int(sizeof(Block)), std::min(kGroup, blocks - g0 - kGroup));
         if (n == kGroup) {

@@ -89,6 +89,11 @@ inline I32 add(I32 a, I32 b) { return _mm512_add_epi32(a, b); }
 inline void store_i32(std::int32_t* p, I32 v) { _mm512_storeu_si512(p, v); }
 inline I32 load_i32(const std::int32_t* p) { return _mm512_loadu_si512(p); }
 
+// A hint to bring bytes [p, p + n) into L2 (prefetcht1), a cache line at a time.
+inline void prefetch_l2(const void* p, int n) {
+    for (int o = 0; o < n; o += 64) _mm_prefetch(static_cast<const char*>(p) + o, _MM_HINT_T1);
+}
+
 // ---- fp32 --------------------------------------------------------------------------------------
 inline F32 zero() { return _mm512_setzero_ps(); }
 inline F32 load(const float* p) { return _mm512_loadu_ps(p); }

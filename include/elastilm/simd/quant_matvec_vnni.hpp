@@ -112,10 +112,11 @@ inline qa::I32 piece_dots(const BlockQ4_0* w, const ActGroupQ4& a, int q, int n)
 }
 
 // Σ_b d_w[b] · d_x[b] · Σ_k w[b][k] · x[b][k] over a row's first `blocks` blocks; meanwhile the same
-// blocks of a later row (`later`, unless nullptr) are prefetched into L2, a group at a time. Measured
-// on Sapphire Rapids, 2 threads, TinyLlama's 22 layers from 4 KB pages: 17 GB/s with the whole row
-// prefetched into L1 at its start (the one-block kernel's way), 19 GB/s a group at a time into L1,
-// 22–23 GB/s a group at a time into L2 (huge pages: 26, 27, 28 GB/s).
+// blocks of a later row (`later`, unless nullptr) are prefetched into L2, a group at a time. Why: in
+// an experiment on Sapphire Rapids (bench/quant_kernels.cpp's decode_pass with only the prefetch
+// varied: TinyLlama's 22 layers, 2 threads, 4 KB pages) this kernel streamed ~17 GB/s with the whole
+// row prefetched into L1 at its start (the one-block kernel's way), ~19 GB/s a group at a time into
+// L1, 22–23 GB/s a group at a time into L2 (on huge pages ~26, ~27, ~28 GB/s).
 template <class Block>
 float dot_row(const Block* w, const ActGroup<Block>* a, int blocks, const Block* later = nullptr) {
     constexpr int per = std::is_same_v<Block, BlockQ8_0> ? 2 : 4;  // blocks per vector

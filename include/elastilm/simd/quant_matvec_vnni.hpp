@@ -122,8 +122,8 @@ float dot_row(const Block* w, const ActGroup<Block>* a, int blocks, const Block*
     constexpr int per = std::is_same_v<Block, BlockQ8_0> ? 2 : 4;  // blocks per vector
     constexpr int shift = per == 2 ? 3 : 2;                        // log2 of the lanes per block
     qa::F32 acc0 = qa::zero(), acc1 = qa::zero();                  // two chains hide the FMA latency
-    // The gather of a group's scales has ~25 cycles of latency (and the next gather waits for it, through
-    // its mask register), so each group's scales are gathered one group ahead.
+    // A gather has a long latency (~25 cycles by llvm-mca's model), so each group's scales are gathered
+    // one group ahead.
     qa::F32 d_next = qa::scales16(&w->d, int(sizeof(Block)), std::min(kGroup, blocks));
     for (int g0 = 0; g0 < blocks; g0 += kGroup, w += kGroup, ++a) {
         const int n = std::min(kGroup, blocks - g0);

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -161,6 +163,93 @@ TEST_P(QuantKernels, MatvecWithExtraColumns) {  // a LoRA adapter's B read with 
     std::vector<float> y(rows);
     matvec(y.data(), s.view, x.data(), &pool, &extra, 0);
     expect_rows(s, as_quantized(x.data(), cols), y.data(), &e, &z, e_cols, "matvec+extra");
+}
+
+// The decode kernel at every row length from 1 to 70 blocks (around its 2- / 4-block vectors and its
+// 16-block groups of scales, whole and partial), row counts that are not multiples of 4, with and
+// without a LoRA adapter's extra columns, single-threaded and split across the pool.
+TEST_P(QuantKernels, MatvecEveryBlockCountWithAndWithoutExtra) {
+    const DType dtype = GetParam();
+    ThreadPool pool(2);
+    for (int blocks = 1; blocks <= 70; ++blocks) {
+        const int cols = 32 * blocks, rows = 1 + blocks % 7, e_cols = 1 + blocks % 5;
+        const Stored s = make(rows, cols, rows + 1, cols + 32 * (blocks % 3), dtype, std::uint64_t(blocks) * 31 + 7);
+        const auto x = activations(cols, std::uint64_t(blocks) + 100);
+        const auto xq = as_quantized(x.data(), cols);
+        std::vector<float> y(rows, -1.0f);
+        matvec(y.data(), s.view, x.data(), blocks % 2 ? &pool : nullptr, nullptr, 0);
+        expect_rows(s, xq, y.data(), nullptr, nullptr, 0, ("matvec, " + std::to_string(blocks) + " blocks").c_str());
+        const auto z = activations(e_cols, blocks), e = activations(rows * e_cols, blocks + 1);
+        std::vector<f16_bits> e16;
+        for (float v : e) e16.push_back(f32_to_f16(v));
+        const ExtraColumns extra{MatrixView{e16.data(), DType::f16, Layout::out_major, rows, e_cols, std::size_t(e_cols)}, z.data()};
+        matvec(y.data(), s.view, x.data(), blocks % 2 ? nullptr : &pool, &extra, 0);
+        expect_rows(s, xq, y.data(), &e, &z, e_cols, ("matvec+extra, " + std::to_string(blocks) + " blocks").c_str());
+    }
+}
+
+// Every ratio's slice of tiny-gqa-15M's and docs-95M's shapes through the decode kernel: Wq's leading
+// rows, W_down's leading inputs (a prefix of each row's blocks), with the extra columns on W_down.
+template <class Cfg>
+void matvec_every_ratio(DType dtype) {
+    ThreadPool pool(2);
+    const Stored wq = make(Cfg::n_heads * Cfg::head_dim, Cfg::dim, Cfg::n_heads * Cfg::head_dim, Cfg::dim, dtype, 31);
+    const Stored down = make(Cfg::dim, Cfg::hidden_dim, Cfg::dim, Cfg::hidden_dim, dtype, 32);
+    const int e_cols = 8;
+    const auto z = activations(e_cols, 33), e = activations(Cfg::dim * e_cols, 34);
+    std::vector<f16_bits> e16;
+    for (float v : e) e16.push_back(f32_to_f16(v));
+    const ExtraColumns extra{MatrixView{e16.data(), DType::f16, Layout::out_major, Cfg::dim, e_cols, std::size_t(e_cols)}, z.data()};
+    for (const WidthInfo& w : width_table<Cfg>) {
+        const std::string what = std::string(Cfg::name) + " " + std::to_string(w.percent) + "%";
+        Stored q = wq, d = down;
+        q.view = wq.view.prefix(w.heads * Cfg::head_dim, Cfg::dim);
+        d.view = down.view.prefix(Cfg::dim, w.hidden);
+        const auto x = activations(Cfg::hidden_dim, w.percent + 50);
+        std::vector<float> y(Cfg::hidden_dim);
+        matvec(y.data(), q.view, x.data(), &pool, nullptr, 0);
+        expect_rows(q, as_quantized(x.data(), Cfg::dim), y.data(), nullptr, nullptr, 0, (what + " Wq slice").c_str());
+        matvec(y.data(), d.view, x.data(), &pool, &extra, 0);
+        expect_rows(d, as_quantized(x.data(), w.hidden), y.data(), &e, &z, e_cols, (what + " W_down slice + extra").c_str());
+    }
+}
+
+TEST_P(QuantKernels, MatvecEveryRatioSliceTwoModels) {
+    matvec_every_ratio<TinyGqa15M>(GetParam());
+    matvec_every_ratio<Docs95M>(GetParam());
+}
+
+// Blocks at the edges of their formats: Q8_0 bytes −128 (a GGUF file may hold it, our quantizer never
+// writes it) and 127, Q4_0 nibbles all 15 or all 0; scales 0, the largest fp16 (65504) and the smallest
+// subnormal (2⁻²⁴); activations with one huge value per block (the rest quantize to 0) and ±max.
+TEST_P(QuantKernels, MatvecExtremeValues) {
+    const DType dtype = GetParam();
+    const int rows = 23, blocks = 37, cols = 32 * blocks;
+    Stored s = make(rows, cols, rows, cols, dtype, 41);
+    const f16_bits scales[] = {0x0000, 0x7bff, 0x0001, 0x3c00, 0x8001, 0xfbff};
+    for (int r = 0; r < rows; ++r)
+        for (int b = 0; b < blocks; ++b) {
+            std::byte* blk = s.bytes.data() + bytes_for(dtype, std::size_t(r) * cols) + b * block_bytes(dtype);
+            const f16_bits d = scales[(r + 2 * b) % 6];
+            std::memcpy(blk, &d, 2);
+            const int kind = (r + b) % 4;
+            if (dtype == DType::q8_0) {
+                auto* q = reinterpret_cast<std::int8_t*>(blk + 2);
+                for (int k = 0; k < 32; ++k) q[k] = kind == 0 ? -128 : kind == 1 ? 127 : kind == 2 ? std::int8_t(k % 2 ? -128 : 127) : q[k];
+            } else {
+                auto* q = reinterpret_cast<std::uint8_t*>(blk + 2);
+                for (int k = 0; k < 16; ++k) q[k] = kind == 0 ? 0xff : kind == 1 ? 0x00 : kind == 2 ? 0x0f : q[k];
+            }
+        }
+    for (int r = 0; r < rows; ++r)
+        dequantize_row(s.dequantized.data() + std::size_t(r) * cols, dtype, s.bytes.data() + bytes_for(dtype, std::size_t(r) * cols), cols);
+    auto x = activations(cols, 42);
+    for (int b = 0; b < blocks; ++b)
+        if (b % 3 == 0) x[32 * b + b % 32] = 1e4f;                                  // one huge value: the rest round to 0
+        else if (b % 3 == 1) for (int k = 0; k < 32; ++k) x[32 * b + k] = k % 2 ? 3.0f : -3.0f;  // ±127 everywhere
+    std::vector<float> y(rows);
+    matvec(y.data(), s.view, x.data(), nullptr, nullptr, 0);
+    expect_rows(s, as_quantized(x.data(), cols), y.data(), nullptr, nullptr, 0, "extremes");
 }
 
 TEST_P(QuantKernels, MatmulOddSizesAndTokenCounts) {
@@ -338,6 +427,81 @@ TEST(QuantKernels, PackedGemmQuantizesLikeDecode) {
     }
 #else
     GTEST_SKIP() << "packed GEMM not compiled: needs -march with AVX-512 VNNI and BW";
+#endif
+}
+
+// The zmm decode kernel quantizes x into its own layouts: the same bytes and scales as
+// quantize_activations, each where the kernel reads it, and each lane's start value −128 (Q8_0) or
+// −8 (Q4_0) times the sum of the bytes that lane multiplies. Padding past the last block is zero.
+TEST(QuantKernels, ZmmDecodeQuantizesLikeTheReference) {
+#if ELASTILM_QMATVEC_VNNI
+    using namespace qvnni_matvec;
+    for (int blocks : {1, 15, 16, 17, 40}) {
+        const int n = 32 * blocks;
+        auto x = activations(n, 5 + blocks);
+        for (int k = 0; k < 32 && blocks > 1; ++k) x[32 + k] = 0;  // block 1: zeros
+        x[0] = 1e30f;                                              // block 0: one huge value
+        std::vector<ActBlock> ref(blocks);
+        quantize_activations(ref.data(), x.data(), n);
+        std::vector<ActGroupQ8> a8;
+        std::vector<ActGroupQ4> a4;
+        qvnni_matvec::quantize_activations<BlockQ8_0>(a8, x.data(), n);
+        qvnni_matvec::quantize_activations<BlockQ4_0>(a4, x.data(), n);
+        ASSERT_EQ(a8.size(), std::size_t((blocks + 15) / 16));
+        ASSERT_EQ(a4.size(), a8.size());
+        for (int b = 0; b < 16 * int(a8.size()); ++b) {
+            const ActGroupQ8& g8 = a8[b / 16];
+            const ActGroupQ4& g4 = a4[b / 16];
+            const int j = b % 16;
+            const float d = b < blocks ? ref[b].d : 0.0f;
+            ASSERT_EQ(g8.d[j], d) << "block " << b;
+            ASSERT_EQ(g4.d[j], d) << "block " << b;
+            for (int k = 0; k < 32; ++k) {
+                const int q = b < blocks ? ref[b].q[k] : 0;
+                ASSERT_EQ(g8.x[j / 2][32 * (j % 2) + k], q) << "Q8_0 layout, block " << b << " element " << k;
+                ASSERT_EQ(k < 16 ? g4.lo[j / 4][16 * (j % 4) + k] : g4.hi[j / 4][16 * (j % 4) + k - 16], q)
+                    << "Q4_0 layout, block " << b << " element " << k;
+            }
+        }
+        for (const ActGroupQ8& g : a8)
+            for (int p = 0; p < 8; ++p)
+                for (int l = 0; l < 16; ++l) {
+                    int sum = 0;
+                    for (int i = 0; i < 4; ++i) sum += g.x[p][4 * l + i];
+                    ASSERT_EQ(g.c[p][l], -128 * sum);
+                }
+        for (const ActGroupQ4& g : a4)
+            for (int q = 0; q < 4; ++q)
+                for (int l = 0; l < 16; ++l) {
+                    int sum = 0;
+                    for (int i = 0; i < 4; ++i) sum += g.lo[q][4 * l + i] + g.hi[q][4 * l + i];
+                    ASSERT_EQ(g.c[q][l], -8 * sum);
+                }
+    }
+#else
+    GTEST_SKIP() << "zmm decode kernel not compiled: needs -march with AVX-512 VNNI and BW (" << simd::qarch::kName << ")";
+#endif
+}
+
+// The zmm decode kernel and the one-block-at-a-time kernel it replaced give the same products (to
+// fp32 rounding) on the same matrix, Q8_0 and Q4_0.
+TEST_P(QuantKernels, ZmmDecodeMatchesTheYmmKernel) {
+#if ELASTILM_QMATVEC_VNNI
+    const DType dtype = GetParam();
+    const int rows = 45, cols = 32 * 53;
+    const Stored s = make(rows, cols, rows, cols, dtype, 61);
+    const auto x = activations(cols, 62);
+    std::vector<float> zmm(rows), ymm(rows);
+    detail::quant_matvec<true>(zmm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
+    detail::quant_matvec<false>(ymm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
+    const auto xq = as_quantized(x.data(), cols);
+    for (int i = 0; i < rows; ++i) {
+        double mag = 0;
+        for (int j = 0; j < cols; ++j) mag += std::fabs(s.dequantized[std::size_t(i) * cols + j] * xq[j]);
+        ASSERT_NEAR(zmm[i], ymm[i], 2e-5 * mag) << "row " << i;
+    }
+#else
+    GTEST_SKIP() << "zmm decode kernel not compiled: needs -march with AVX-512 VNNI and BW";
 #endif
 }
 

@@ -10,6 +10,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 
 #include <immintrin.h>
@@ -21,32 +22,44 @@ namespace elastilm::simd::f16v {
 inline constexpr int lanes = 32;  // fp16 lanes per vector
 inline constexpr std::string_view instruction = "fp16 (AVX512-FP16 vfmadd231ph)";  // as reports name it
 using vec = __m512h;
-// An activation as fma() broadcasts it: its fp16 bits twice, so that the broadcast is a 32-bit one — a
-// plain load on x86 — where a 16-bit broadcast (`vpbroadcastw`) would also take a shuffle-port uop, the
-// port the FMAs need.
-using scalar = std::uint32_t;
 
 inline vec zero() { return _mm512_setzero_ph(); }
 inline vec load(const f16_bits* p) { return _mm512_loadu_ph(p); }
 inline void store(f16_bits* p, vec v) { _mm512_storeu_ph(p, v); }
+// Inputs per broadcast: a weight operand is the pair W(i, k), W(i, k + 1) repeated over the vector, and
+// activations are packed to match — lane 2j + q holds token j's input k + q. A 32-bit broadcast from
+// memory (`vpbroadcastd`) is a load-port uop only, where a 16-bit one (`vpbroadcastw`) also takes a
+// shuffle uop on port 5, one of the two ports the FMAs use. Each lane then sums only every other input;
+// the two lanes of a token are added once, at the end.
+inline constexpr int depth = 2;
 
-// acc[i] += x·w[i] in fp16 (x broadcast).
-inline vec fma(vec acc, scalar x, vec w) { return _mm512_fmadd_ph(w, _mm512_castsi512_ph(_mm512_set1_epi32(int(x))), acc); }
+// The `depth` halves at p, repeated over the vector.
+inline vec broadcast(const f16_bits* p) {
+    std::uint32_t pair;
+    std::memcpy(&pair, p, sizeof pair);
+    return _mm512_castsi512_ph(_mm512_set1_epi32(int(pair)));
+}
 
-// y[0 .. 32) += acc widened to fp32: a short fp16 run folded into fp32 sums.
+// acc + a·b in fp16, per lane.
+inline vec fma(vec acc, vec a, vec b) { return _mm512_fmadd_ph(a, b, acc); }
+
+// y[0 .. 32) += acc widened to fp32: a short fp16 run folded into fp32 sums. Through memory on purpose:
+// `vcvtph2ps zmm, m256` is one port-0 uop, the register form also needs a port-5 shuffle (plus the
+// extract of the upper half) — on the two ports the FMAs use. The empty asm keeps the compiler from
+// forwarding the stored halves back into registers.
 inline void fold(float* y, vec acc) {
-    const __m512i bits = _mm512_castph_si512(acc);
-    const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(bits));
-    const __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(bits, 1));
+    alignas(64) f16_bits half[lanes];
+    _mm512_store_ph(half, acc);
+    asm volatile("" : "+m"(half));
+    const __m512 lo = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(half)));
+    const __m512 hi = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(half + 16)));
     _mm512_storeu_ps(y, _mm512_add_ps(_mm512_loadu_ps(y), lo));
     _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_loadu_ps(y + 16), hi));
 }
 
-// dst[0 .. n) = fp16(src[0 .. n)) as scalars, rounded to nearest even; returns max |src| (NaN counts as
-// infinite) so the caller can tell whether fp16 sums of these values could overflow.
-inline float convert(scalar* dst, const float* src, int n) {
-    // Each fp16 into both halves of its 32-bit word.
-    const auto twice = [](__m256i h) { const __m512i w = _mm512_cvtepu16_epi32(h); return _mm512_or_si512(w, _mm512_slli_epi32(w, 16)); };
+// dst[0 .. n) = fp16(src[0 .. n)), rounded to nearest even; returns max |src| (NaN counts as infinite)
+// so the caller can tell whether fp16 sums of these values could overflow.
+inline float convert(f16_bits* dst, const float* src, int n) {
     constexpr int round = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     __m512 mx = _mm512_setzero_ps();
     bool nan = false;
@@ -55,14 +68,14 @@ inline float convert(scalar* dst, const float* src, int n) {
         const __m512 v = _mm512_loadu_ps(src + i);
         nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) != 0;  // vmaxps would drop a NaN in its second operand
         mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
-        _mm512_storeu_si512(dst + i, twice(_mm512_cvtps_ph(v, round)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtps_ph(v, round));
     }
     if (i < n) {
         const __mmask16 m = __mmask16((1u << (n - i)) - 1u);
         const __m512 v = _mm512_maskz_loadu_ps(m, src + i);
         nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) != 0;
         mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
-        _mm512_mask_storeu_epi32(dst + i, m, twice(_mm512_cvtps_ph(v, round)));
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtps_ph(v, round));
     }
     return nan ? INFINITY : _mm512_reduce_max_ps(mx);
 }

@@ -111,12 +111,15 @@ inline bool matmul(float* Y, int ldy, const MatrixView& W, const float* X, int l
                 if (t < n) mx = std::max(mx, simd::f16v::convert(row, X + std::size_t(t) * ldx, K));
                 else std::fill(row, row + row_size, f16_bits(0));
             }
-            // Transposed in blocks of 16 steps: the block's output (16·NT·D halves) stays in L1.
+            // Transposed in blocks of 16 steps × 16 tokens; the last steps one by one.
             f16_bits* tile = packed + std::size_t(p) * tile_size;
-            for (int s0 = 0; s0 < steps; s0 += 16)
+            int s0 = 0;
+            for (; s0 + 16 <= steps; s0 += 16)
+                for (int j0 = 0; j0 < NT; j0 += 16)
+                    simd::f16v::transpose16(tile + (std::size_t(s0) * NT + j0) * D, std::size_t(NT) * D, rows.data() + j0 * row_size + std::size_t(s0) * D, row_size);
+            for (int s = s0; s < steps; ++s)
                 for (int j = 0; j < NT; ++j)
-                    for (int s = s0; s < std::min(steps, s0 + 16); ++s)
-                        std::memcpy(tile + (std::size_t(s) * NT + j) * D, rows.data() + j * row_size + std::size_t(s) * D, D * sizeof(f16_bits));
+                    std::memcpy(tile + (std::size_t(s) * NT + j) * D, rows.data() + j * row_size + std::size_t(s) * D, D * sizeof(f16_bits));
         }
         if (!(mx <= kMaxX)) in_range.store(false, std::memory_order_relaxed);
     };
@@ -130,9 +133,10 @@ inline bool matmul(float* Y, int ldy, const MatrixView& W, const float* X, int l
     const bool in_place = W.layout == Layout::out_major && K % D == 0;
     const int blocks = (W.rows + MR - 1) / MR;
     const std::size_t block_size = std::size_t(steps) * MR * D;  // halves of a packed block
-    const int group = std::max<int>(1, int(kGroupBytes / (block_size * sizeof(f16_bits))));
+    const int max_group = std::max<int>(1, int(kGroupBytes / (block_size * sizeof(f16_bits))));
     std::atomic<bool> finite{true};
     auto run = [&](int b0, int b1) {
+        const int groups = (b1 - b0 + max_group - 1) / max_group, group = (b1 - b0 + groups - 1) / groups;  // equal groups
         thread_local std::vector<f16_bits> wpack;
         if (!in_place) wpack.resize(std::size_t(group) * block_size);
         // A token tile's outputs for the group's rows, [token][row]: the micro-kernels' transposed

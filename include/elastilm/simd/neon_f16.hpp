@@ -8,6 +8,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <string_view>
 
 #include <arm_neon.h>
@@ -37,6 +38,12 @@ inline vec fma(vec acc, vec a, vec b) { return vfmaq_f16(acc, a, b); }
 inline void fold(float* y, vec acc) {
     vst1q_f32(y, vaddq_f32(vld1q_f32(y), vcvt_f32_f16(vget_low_f16(acc))));
     vst1q_f32(y + 4, vaddq_f32(vld1q_f32(y + 4), vcvt_high_f32_f16(acc)));
+}
+
+// dst[s·ldd + j] = src[j·lds + s] for s, j < 16 (as avx512_fp16.hpp's, with depth 1).
+inline void transpose16(f16_bits* dst, std::size_t ldd, const f16_bits* src, std::size_t lds) {
+    for (int s = 0; s < 16; ++s)
+        for (int j = 0; j < 16; ++j) dst[s * ldd + j] = src[j * lds + s];
 }
 
 // dst[0 .. n) = fp16(src[0 .. n)); returns max |src| (NaN counts as infinite) so the caller can tell

@@ -55,6 +55,15 @@ inline void fold(float* y, vec acc) {
     _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_loadu_ps(y + 16), hi));
 }
 
+// dst[r·depth + q] = src[q][r] for r < width ≤ 16 (zero for r ≥ n): `depth` rows of an input-major W
+// (its inputs k, k + 1 over outputs i0 ..) turned into the micro-kernel's weight pairs, in three instructions.
+inline void interleave(f16_bits* dst, const f16_bits* const* src, int n, int width) {
+    const auto mask = [](int m) { return __mmask16((1u << m) - 1u); };
+    const __m512i a = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask(n), src[0]));
+    const __m512i b = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask(n), src[1]));
+    _mm512_mask_storeu_epi32(dst, mask(width), _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+}
+
 // dst[s·ldd + j·depth + q] = src[j·lds + s·depth + q] for s, j < 16, q < depth: 16 tokens' pairs of
 // inputs turned into 16 steps' rows of tokens, as a 16×16 transpose of 32-bit words (64 shuffles where
 // scalar copies took ~3 cycles a word).

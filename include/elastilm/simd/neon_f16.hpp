@@ -40,6 +40,11 @@ inline void fold(float* y, vec acc) {
     vst1q_f32(y + 4, vaddq_f32(vld1q_f32(y + 4), vcvt_high_f32_f16(acc)));
 }
 
+// dst[r] = src[0][r] for r < width (zero for r ≥ n), as avx512_fp16.hpp's with depth 1.
+inline void interleave(f16_bits* dst, const f16_bits* const* src, int n, int width) {
+    for (int r = 0; r < width; ++r) dst[r] = r < n ? src[0][r] : f16_bits(0);
+}
+
 // dst[s·ldd + j] = src[j·lds + s] for s, j < 16 (as avx512_fp16.hpp's, with depth 1).
 inline void transpose16(f16_bits* dst, std::size_t ldd, const f16_bits* src, std::size_t lds) {
     for (int s = 0; s < 16; ++s)

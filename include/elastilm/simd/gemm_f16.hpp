@@ -17,8 +17,8 @@
 //
 // Accuracy: fp16 keeps 11 bits and its sums overflow at 65504, so the micro-kernel accumulates only RUN
 // consecutive steps in fp16, then folds that partial sum into fp32 totals (the rounding error of a run
-// stays small and relative to the run, not to the whole dot product). A tile's totals stay in L1 for the
-// whole of K and are written to Y once. Activations larger than kMaxX could overflow a run; such a call —
+// stays small and relative to the run, not to the whole dot product). A tile's fp32 totals stay in L1 for
+// the whole of K and reach Y once, through a staging buffer that Y receives whole rows from. Activations larger than kMaxX could overflow a run; such a call —
 // or one whose result is not finite — returns false and the caller computes it in fp32.
 #pragma once
 

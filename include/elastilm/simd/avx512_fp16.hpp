@@ -45,8 +45,9 @@ inline vec fma(vec acc, vec a, vec b) { return _mm512_fmadd_ph(a, b, acc); }
 
 // y[0 .. 32) += acc widened to fp32: a short fp16 run folded into fp32 sums. Seven uops on the two ports
 // the FMAs use (an extract, two widenings of two uops each, two adds), once per RUN FMAs of an
-// accumulator: one micro-kernel alone, L1/L2-resident, ran at 96 % of vfmadd231ph's peak without folds
-// and 83–85 % with RUN = 32. Widening from memory (store, then `vcvtph2ps zmm, m256`) measured slower.
+// accumulator. One micro-kernel alone, operands in cache (bench/kernels.cpp gemm_f16_microkernel), runs at
+// 78–80 % of vfmadd231ph's peak; folding every 1024 steps instead of 32 (a throwaway build, side by side)
+// made it ~1.25× faster. Widening from memory (store, then `vcvtph2ps zmm, m256`) measured slower.
 inline void fold(float* y, vec acc) {
     const __m512i bits = _mm512_castph_si512(acc);
     const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(bits));

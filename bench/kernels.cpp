@@ -1,7 +1,8 @@
 // Kernel microbenchmarks at real LLaMA shapes, each row against the ceiling measured in the same run:
 //   matvec (decode):  GB/s of weights streamed, and its fraction of the streaming read bandwidth;
 //   matmul (prefill): GFLOP/s for 512 tokens, and its fraction of the fp32 FMA peak; with F16 weights also
-//   each reduced-precision GEMM of this build (matmul_bf16/…, matmul_fp16/…), against its instruction's peak.
+//   each reduced-precision GEMM of this build (matmul_bf16/…, matmul_fp16/…), against its instruction's peak;
+//   the fp16 GEMM's micro-kernel alone on cache-resident operands (gemm_f16_microkernel), one thread.
 // Flags besides Google Benchmark's: --smoke (small shapes, for CI).
 #include <benchmark/benchmark.h>
 
@@ -67,6 +68,31 @@ void BM_Matmul(benchmark::State& state, int rows, int cols, DType dtype, Layout 
     state.counters["peak_GFLOP/s"] = precision == GemmPrecision::fp32 ? g_peak[threads] : g_reduced_peak[{precision, threads}];
 }
 
+#if defined(ELASTILM_GEMM_F16)
+// The fp16 GEMM's micro-kernel alone (simd/gemm_f16.hpp), one thread, its operands cache-resident: one
+// MR-row block of W (K = 2048) against one packed token tile, over and over. Against the matmul_fp16 rows
+// this separates the micro-kernel's own rate (FMAs and run folds) from what the whole GEMM adds around it
+// (packing X, moving W, X and Y through the caches, threads).
+void BM_F16MicroKernel(benchmark::State& state) {
+    using namespace gemm_f16;
+    const int K = 2048, steps = K / D;
+    std::vector<f16_bits> w(std::size_t(MR) * K), xt(std::size_t(steps) * NT * D);
+    std::mt19937 rng(1);
+    for (auto& v : w) v = f32_to_f16(float(rng() % 200) / 1e4f);
+    for (auto& v : xt) v = f32_to_f16(float(rng() % 200) / 400.0f);
+    const f16_bits* rows[MR];
+    for (int r = 0; r < MR; ++r) rows[r] = w.data() + std::size_t(r) * K;
+    std::vector<float> y(std::size_t(NT) * MR);
+    for (auto _ : state) {
+        micro_kernel<NV>(y.data(), MR, NT, MR, rows, D, xt.data(), steps);
+        benchmark::DoNotOptimize(y.data());
+    }
+    const double flops = 2.0 * MR * NT * double(K) * double(state.iterations());
+    state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
+    state.counters["peak_GFLOP/s"] = g_reduced_peak[{GemmPrecision::fp16, 1}];
+}
+#endif
+
 struct Case {
     const char* model;
     int rows, cols;
@@ -127,6 +153,9 @@ int main(int argc, char** argv) {
                 for (auto* b : mr) b->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
             }
         }
+#if defined(ELASTILM_GEMM_F16)
+    benchmark::RegisterBenchmark("gemm_f16_microkernel/K:2048/threads:1", BM_F16MicroKernel)->UseRealTime();
+#endif
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
 }

@@ -155,8 +155,10 @@ inline double measure_reduced_peak_gflops(int threads, GemmPrecision p = GemmPre
             for (int i = 0; i < lanes; ++i) wbits[i] = f16_bits(0x3c00 + t);  // ≈1
             const vec w = load(wbits);
             volatile float tiny = 6e-8f;  // fp16's smallest subnormal: sums stay tiny
-            scalar x;
-            convert(&x, const_cast<const float*>(&tiny), 1);
+            const float tinies[2] = {tiny, tiny};
+            f16_bits xbits[2];  // broadcast() reads f16v::depth ≤ 2 of them
+            convert(xbits, tinies, 2);
+            const vec x = broadcast(xbits);
             for (long i = 0; i < iters; ++i)
                 for (int c = 0; c < chains; ++c) a[c] = fma(a[c], x, w);
             alignas(64) f16_bits out[lanes];

@@ -102,6 +102,30 @@ TEST_P(ReducedGemm, MatchesReferenceWithinItsRounding) {
     EXPECT_GT(rms, 1e-6) << "as exact as fp32: the reduced path did not run";
 }
 
+// Enough rows that each thread's share of the fp16 GEMM spans several row groups (gemm_f16::kGroupBytes of
+// W each) and its outputs pass through the staging buffer group by group; 37 tokens end in a short tile.
+TEST_P(ReducedGemm, ManyRowGroupsMatchReference) {
+    const auto [precision, layout, threads] = GetParam();
+    ScopedGemmPrecision reduced(precision);
+    ThreadPool pool(threads);
+    const int n = 37, rows = 1500, cols = 1024;
+    const Stored s = make(rows, cols, rows + 1, cols + 2, layout, 17);
+    std::vector<float> X(std::size_t(n) * cols), Y(std::size_t(n) * rows);
+    std::mt19937 rng(9);
+    for (auto& v : X) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+    matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool);
+    for (int t = 0; t < n; ++t)
+        for (int i = 0; i < rows; ++i) {
+            double want = 0, scale = 0;
+            for (int j = 0; j < cols; ++j) {
+                const double p = at(s, i, j) * X[std::size_t(t) * cols + j];
+                want += p;
+                scale += std::fabs(p);
+            }
+            ASSERT_NEAR(Y[std::size_t(t) * rows + i], want, worst(precision) * scale) << "t=" << t << " i=" << i;
+        }
+}
+
 // Every ratio's slice of tiny-gqa-15M's shapes, against the fp32 GEMM: Wq's first heads·head_dim rows
 // (dim inputs) and W_down's first `hidden` inputs, 13 tokens (MR tiles and a tail).
 TEST_P(ReducedGemm, EveryRatioSliceMatchesFp32Gemm) {

@@ -10,7 +10,9 @@
 //
 // On x86 with AVX-512 VNNI and BW the GEMM instead packs weight panels and feeds vpdpbusd unsigned
 // activations (simd/quant_gemm_packed.hpp), ~6× faster on Sapphire Rapids (README, quantized speed); this
-// tiled kernel stays for AVX2, NEON and scalar.
+// tiled kernel stays for AVX2, NEON and scalar. On ARM with I8MM (__ARM_FEATURE_MATMUL_INT8) the
+// micro-kernel is micro_kernel_mmla: SMMLA multiplies 2 weight rows by 2 tokens over 8 k at once
+// (simd/arch/quant_mmla_neon.hpp), so each 2-row tile walks its tokens in pairs.
 #pragma once
 
 #include <algorithm>
@@ -27,6 +29,13 @@
 #include "elastilm/simd/quant_gemm_packed.hpp"
 #else
 #define ELASTILM_QGEMM_PACKED 0
+#endif
+
+#if defined(__ARM_FEATURE_MATMUL_INT8)
+#define ELASTILM_QGEMM_MMLA 1
+#include "elastilm/simd/arch/quant_mmla_neon.hpp"
+#else
+#define ELASTILM_QGEMM_MMLA 0
 #endif
 
 namespace elastilm {
@@ -58,16 +67,59 @@ void micro_kernel(float* Y, std::size_t ldy, const Block* const* w, const ActBlo
         for (int r = 0; r < R; ++r) Y[m * ldy + r] = simd::qarch::sum(acc[r][m]);
 }
 
+#if ELASTILM_QGEMM_MMLA
+// The same tile with SMMLA: per input block the two weight rows are interleaved once (8 k of row 0, 8 k
+// of row 1, …: the 2×8 operand SMMLA wants), then each pair of tokens is interleaved the same way and
+// four SMMLA give the block's 2×2 (row, token) integer products, scaled by d_w·d_x into an fp32 tile.
+// Tails reuse the full-width instruction: a single row is paired with itself, an odd last token too,
+// and only the real (row, token) lanes are stored.
+template <class Block, int R, int M>
+void micro_kernel_mmla(float* Y, std::size_t ldy, const Block* const* w, const ActBlock* const* x, int blocks) {
+    constexpr int P = (M + 1) / 2;  // token pairs
+    std::array<simd::qmmla::Tile, P> acc;
+    acc.fill(simd::qmmla::zero());
+    const Block* w0 = w[0];
+    const Block* w1 = w[R - 1];
+    for (int b = 0; b < blocks; ++b) {
+        const simd::qmmla::Pair32 wp = simd::qmmla::interleave(simd::load_block(w0[b]), simd::load_block(w1[b]));
+        const float dw0 = simd::to_float(w0[b].d), dw1 = simd::to_float(w1[b].d);
+        for (int p = 0; p < P; ++p) {
+            const ActBlock& x0 = x[2 * p][b];
+            const ActBlock& x1 = x[std::min(2 * p + 1, M - 1)][b];
+            acc[p] = simd::qmmla::madd(acc[p], wp, simd::qmmla::interleave(x0.q, x1.q), simd::qmmla::scales(dw0, dw1, x0.d, x1.d));
+        }
+    }
+    for (int p = 0; p < P; ++p) {
+        float tile[4];
+        simd::qmmla::store(tile, acc[p]);
+        for (int t = 0; t < 2 && 2 * p + t < M; ++t)
+            for (int r = 0; r < R; ++r) Y[std::size_t(2 * p + t) * ldy + r] = tile[2 * r + t];
+    }
+}
+#endif
+
+// Which micro-kernel the tiles run: the integer dot products of simd/arch/quant_dot_*.hpp, or SMMLA.
+enum class Micro { dot, mmla };
+inline constexpr Micro kMicro = ELASTILM_QGEMM_MMLA ? Micro::mmla : Micro::dot;
+inline constexpr const char* kName = ELASTILM_QGEMM_PACKED ? "packed AVX-512 VNNI (quant_gemm_packed.hpp)"
+                                     : ELASTILM_QGEMM_MMLA ? "tiled, smmla 2x2 (i8mm)"
+                                                           : "tiled, integer dot products";
+
 template <class Block>
 using MicroKernel = void (*)(float*, std::size_t, const Block* const*, const ActBlock* const*, int);
 
-// kernels[R - 1][M - 1] = micro_kernel<Block, R, M>, for the row and token tails.
-template <class Block>
+// kernels[R - 1][M - 1] = the micro-kernel for R rows and M tokens, for the row and token tails.
+template <class Block, Micro K>
 inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
-    return std::array<MicroKernel<Block>, NR * MR>{&micro_kernel<Block, int(I) / MR + 1, int(I) % MR + 1>...};
+#if ELASTILM_QGEMM_MMLA
+    if constexpr (K == Micro::mmla)
+        return std::array<MicroKernel<Block>, NR * MR>{&micro_kernel_mmla<Block, int(I) / MR + 1, int(I) % MR + 1>...};
+    else
+#endif
+        return std::array<MicroKernel<Block>, NR * MR>{&micro_kernel<Block, int(I) / MR + 1, int(I) % MR + 1>...};
 }(std::make_index_sequence<NR * MR>{});
 
-template <class Block>
+template <class Block, Micro K>
 void tiles(float* Y, int ldy, const MatrixView& W, const ActBlock* xq, int t0, int t1, int tile0, int tile1) {
     const int blocks = W.cols / kQuantBlock;
     const std::size_t row_blocks = W.ld / kQuantBlock;
@@ -80,19 +132,21 @@ void tiles(float* Y, int ldy, const MatrixView& W, const ActBlock* xq, int t0, i
             const int M = std::min(MR, t1 - m0);
             const ActBlock* x[MR];
             for (int m = 0; m < M; ++m) x[m] = xq + std::size_t(m0 + m) * blocks;
-            kernels<Block>[(R - 1) * MR + M - 1](Y + std::size_t(m0) * ldy + r0, std::size_t(ldy), w, x, blocks);
+            kernels<Block, K>[(R - 1) * MR + M - 1](Y + std::size_t(m0) * ldy + r0, std::size_t(ldy), w, x, blocks);
         }
     }
 }
 
-// The tiled GEMM from activations already quantized per block (xq[t · W.cols/32 + b]).
-inline void matmul_tiled(float* Y, int ldy, const MatrixView& W, const ActBlock* xb, int n, ThreadPool* pool = nullptr) {
+// The tiled GEMM from activations already quantized per block (xq[t · W.cols/32 + b]); K = Micro::dot
+// forces the dot-product micro-kernel (tests compare the two where both exist).
+template <Micro K = kMicro>
+void matmul_tiled(float* Y, int ldy, const MatrixView& W, const ActBlock* xb, int n, ThreadPool* pool = nullptr) {
     const int n_tiles = (W.rows + NR - 1) / NR;
     for (int t0 = 0; t0 < n; t0 += TC) {
         const int t1 = std::min(n, t0 + TC);
         auto run = [&](int a, int b) {
-            if (W.dtype == DType::q8_0) tiles<BlockQ8_0>(Y, ldy, W, xb, t0, t1, a, b);
-            else tiles<BlockQ4_0>(Y, ldy, W, xb, t0, t1, a, b);
+            if (W.dtype == DType::q8_0) tiles<BlockQ8_0, K>(Y, ldy, W, xb, t0, t1, a, b);
+            else tiles<BlockQ4_0, K>(Y, ldy, W, xb, t0, t1, a, b);
         };
         if (pool && pool->size() > 1 && n_tiles > 1) pool->parallel_for(n_tiles, run, 8);
         else run(0, n_tiles);

@@ -42,17 +42,16 @@ inline Pair32 interleave(qarch::W32 r0, qarch::W32 r1) {
     return p;
 }
 
-// Two tokens' quantized activation blocks.
-inline Pair32 interleave(const std::int8_t* t0, const std::int8_t* t1) {
-    return interleave(qarch::W32{vld1q_s8(t0), vld1q_s8(t0 + 16)}, qarch::W32{vld1q_s8(t1), vld1q_s8(t1 + 16)});
-}
+// Two tokens' activation blocks already interleaved in memory (64 bytes, in Pair32's order).
+inline Pair32 load_pair(const std::int8_t* q) { return {{vld1q_s8(q), vld1q_s8(q + 16), vld1q_s8(q + 32), vld1q_s8(q + 48)}}; }
 
 inline Tile zero() { return {vdupq_n_f32(0.0f)}; }
 
-// The tile's scales d_w[r]·d_x[t] in its lane order.
-inline float32x4_t scales(float dw0, float dw1, float dx0, float dx1) {
-    const float w[4] = {dw0, dw0, dw1, dw1}, x[4] = {dx0, dx1, dx0, dx1};
-    return vmulq_f32(vld1q_f32(w), vld1q_f32(x));
+// The tile's scales d_w[r]·d_x[t] in its lane order: rows = (d_w[0], d_w[0], d_w[1], d_w[1]), dx = d_x[0..2).
+inline float32x4_t row_scales(float dw0, float dw1) { return vcombine_f32(vdup_n_f32(dw0), vdup_n_f32(dw1)); }
+inline float32x4_t scales(float32x4_t rows, const float* dx) {
+    const float32x2_t x = vld1_f32(dx);
+    return vmulq_f32(rows, vcombine_f32(x, x));
 }
 
 // acc += scale ∘ (W·Xᵀ) over one block: W two weight rows, X two tokens, 32 k — four SMMLA, exact in int32

@@ -2,7 +2,8 @@
 // reference in double: weights dequantized by the reference dequantizer, activations quantized per
 // block of 32 by quantize_activations and dequantized. The kernels must agree with that to fp32
 // rounding (1e-5 of Σ|w·x| per output) — on x86 (AVX2, or VNNI when compiled for it) and on aarch64
-// under qemu (NEON, SDOT with +dotprod) — at odd sizes, prefix views and every ratio's slice.
+// under qemu (NEON, SDOT with +dotprod, the SMMLA prefill GEMM with +i8mm) — at odd sizes, prefix views
+// and every ratio's slice.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -222,9 +223,8 @@ TEST_P(QuantKernels, MatvecEveryRatioSliceTwoModels) {
 // Blocks at the edges of their formats: Q8_0 bytes −128 (a GGUF file may hold it, our quantizer never
 // writes it) and 127, Q4_0 nibbles all 15 or all 0; scales 0, the largest fp16 (65504) and the smallest
 // subnormal (2⁻²⁴); activations with one huge value per block (the rest quantize to 0) and ±max.
-TEST_P(QuantKernels, MatvecExtremeValues) {
-    const DType dtype = GetParam();
-    const int rows = 23, blocks = 37, cols = 32 * blocks;
+Stored extreme_matrix(int rows, int blocks, DType dtype) {
+    const int cols = 32 * blocks;
     Stored s = make(rows, cols, rows, cols, dtype, 41);
     const f16_bits scales[] = {0x0000, 0x7bff, 0x0001, 0x3c00, 0x8001, 0xfbff};
     for (int r = 0; r < rows; ++r)
@@ -243,19 +243,46 @@ TEST_P(QuantKernels, MatvecExtremeValues) {
         }
     for (int r = 0; r < rows; ++r)
         dequantize_row(s.dequantized.data() + std::size_t(r) * cols, dtype, s.bytes.data() + bytes_for(dtype, std::size_t(r) * cols), cols);
-    auto x = activations(cols, 42);
+    return s;
+}
+
+std::vector<float> extreme_activations(int blocks, std::uint64_t seed) {
+    auto x = activations(32 * blocks, seed);
     for (int b = 0; b < blocks; ++b)
         if (b % 3 == 0) x[32 * b + b % 32] = 1e4f;                                  // one huge value: the rest round to 0
         else if (b % 3 == 1) for (int k = 0; k < 32; ++k) x[32 * b + k] = k % 2 ? 3.0f : -3.0f;  // ±127 everywhere
+    return x;
+}
+
+TEST_P(QuantKernels, MatvecExtremeValues) {
+    const int rows = 23, blocks = 37, cols = 32 * blocks;
+    const Stored s = extreme_matrix(rows, blocks, GetParam());
+    const auto x = extreme_activations(blocks, 42);
     std::vector<float> y(rows);
     matvec(y.data(), s.view, x.data(), nullptr, nullptr, 0);
     expect_rows(s, as_quantized(x.data(), cols), y.data(), nullptr, nullptr, 0, "extremes");
 }
 
+// The prefill GEMM on the same extremes, with a row and a token count off its tiles (odd both ways).
+TEST_P(QuantKernels, MatmulExtremeValues) {
+    const int rows = 23, blocks = 37, cols = 32 * blocks, n = 7;
+    const Stored s = extreme_matrix(rows, blocks, GetParam());
+    std::vector<float> X;
+    for (int t = 0; t < n; ++t) {
+        const auto x = extreme_activations(blocks, 42 + t);
+        X.insert(X.end(), x.begin(), x.end());
+    }
+    std::vector<float> Y(std::size_t(n) * rows);
+    matmul(Y.data(), rows, s.view, X.data(), cols, n, nullptr);
+    for (int t = 0; t < n; ++t)
+        expect_rows(s, as_quantized(X.data() + std::size_t(t) * cols, cols), Y.data() + std::size_t(t) * rows, nullptr, nullptr, 0,
+                    ("GEMM extremes, token " + std::to_string(t)).c_str());
+}
+
 TEST_P(QuantKernels, MatmulOddSizesAndTokenCounts) {
     const DType dtype = GetParam();
     ThreadPool pool(2);
-    for (int n : {3, 5, 9, 70})  // 70 > one chunk of tokens
+    for (int n : {1, 2, 3, 4, 5, 9, 70})  // 70 > one chunk of tokens
         for (int rows : {1, 3, 17})
             for (int cols : {32, 160}) {
                 const Stored s = make(rows, cols, rows + 2, cols + 32, dtype, n * 100 + rows);
@@ -286,11 +313,14 @@ TEST_P(QuantKernels, EveryRatioSlice) {
         matvec(y.data(), d.view, x.data(), &pool, nullptr, 0);
         expect_rows(d, as_quantized(x.data(), w.hidden), y.data(), nullptr, nullptr, 0, "W_down slice");
         const int n = 5;
-        std::vector<float> Y(std::size_t(n) * Cfg::dim);
+        std::vector<float> Y(std::size_t(n) * Cfg::hidden_dim);
         const auto X = activations(n * Cfg::hidden_dim, w.percent + 1);
         matmul(Y.data(), Cfg::dim, d.view, X.data(), Cfg::hidden_dim, n, &pool);
         for (int t = 0; t < n; ++t)
             expect_rows(d, as_quantized(X.data() + t * Cfg::hidden_dim, w.hidden), Y.data() + t * Cfg::dim, nullptr, nullptr, 0, "W_down GEMM");
+        matmul(Y.data(), Cfg::hidden_dim, q.view, X.data(), Cfg::hidden_dim, 3, &pool);
+        for (int t = 0; t < 3; ++t)
+            expect_rows(q, as_quantized(X.data() + t * Cfg::hidden_dim, Cfg::dim), Y.data() + t * Cfg::hidden_dim, nullptr, nullptr, 0, "Wq GEMM");
     }
 }
 
@@ -322,7 +352,7 @@ TEST_P(QuantKernels, CloseToTheFloatProduct) {
 // The packed AVX-512 VNNI GEMM (simd/quant_gemm_packed.hpp, compiled with -march having VNNI and BW)
 // against the scalar reference and against the tiled GEMM every other build uses, from the same quantized
 // activations: rows around the 16-lane vectors and 32-row panels, token counts around its 6-token tile.
-std::vector<ActBlock> quantized_tokens(const std::vector<float>& X, int ldx, int cols, int n) {
+[[maybe_unused]] std::vector<ActBlock> quantized_tokens(const std::vector<float>& X, int ldx, int cols, int n) {
     std::vector<ActBlock> xq(std::size_t(n) * (cols / 32));
     for (int t = 0; t < n; ++t) quantize_activations(xq.data() + std::size_t(t) * (cols / 32), X.data() + std::size_t(t) * ldx, cols);
     return xq;
@@ -505,10 +535,47 @@ TEST_P(QuantKernels, ZmmDecodeMatchesTheYmmKernel) {
 #endif
 }
 
+// The SMMLA micro-kernel (ARM with I8MM) against the dot-product one it replaces, on the same quantized
+// activations, at rows and token counts around its 2×2 tiles and the 2×4 register tile.
+TEST_P(QuantKernels, MmlaGemmMatchesTheDotKernel) {
+#if ELASTILM_QGEMM_MMLA
+    const DType dtype = GetParam();
+    ThreadPool pool(2);
+    for (int rows : {1, 2, 3, 5, 8})
+        for (int n : {1, 2, 3, 4, 5, 6, 7, 11})
+            for (int cols : {32, 96}) {
+                const Stored s = make(rows, cols, rows + 1, cols + 32, dtype, std::uint64_t(rows) * 100 + n);
+                const int ldx = cols + 32, ldy = rows + 3;
+                const auto X = activations(n * ldx, std::uint64_t(n) * 13 + rows);
+                const auto xq = quantized_tokens(X, ldx, cols, n);
+                std::vector<float> mmla(std::size_t(n) * ldy, -1.0f), dot(std::size_t(n) * ldy, -1.0f);
+                qgemm::matmul_tiled<qgemm::Micro::mmla>(mmla.data(), ldy, s.view, xq.data(), n, n % 2 ? &pool : nullptr);
+                qgemm::matmul_tiled<qgemm::Micro::dot>(dot.data(), ldy, s.view, xq.data(), n, nullptr);
+                for (int t = 0; t < n; ++t) {
+                    const auto x = as_quantized(X.data() + std::size_t(t) * ldx, cols);
+                    expect_rows(s, x, mmla.data() + std::size_t(t) * ldy, nullptr, nullptr, 0, "smmla");
+                    for (int i = 0; i < ldy; ++i) {
+                        double mag = 0;
+                        for (int j = 0; i < rows && j < cols; ++j) mag += std::fabs(s.dequantized[std::size_t(i) * s.view.ld + j] * x[j]);
+                        ASSERT_NEAR(mmla[std::size_t(t) * ldy + i], dot[std::size_t(t) * ldy + i], 2e-5 * mag)
+                            << "smmla vs dot, token " << t << " of " << n << ", row " << i << " of " << rows << "×" << cols;
+                    }
+                }
+            }
+#else
+    GTEST_SKIP() << "smmla GEMM not compiled: needs aarch64 -march with i8mm (" << qgemm::kName << ")";
+#endif
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, QuantKernels, ::testing::Values(DType::q8_0, DType::q4_0),
                          [](const auto& info) { return std::string(to_string(info.param)); });
 
-TEST(QuantKernels, NamesItsArchitecture) { std::printf("integer dot products: %s\n", simd::qarch::kName); }
+TEST(QuantKernels, NamesItsArchitecture) {
+    std::printf("integer dot products: %s\nprefill GEMM: %s\n", simd::qarch::kName, qgemm::kName);
+#if defined(__ARM_FEATURE_MATMUL_INT8)
+    EXPECT_EQ(qgemm::kMicro, qgemm::Micro::mmla) << "built with I8MM, but the GEMM tests run the dot-product kernel";
+#endif
+}
 
 }  // namespace
 }  // namespace elastilm

@@ -266,7 +266,7 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     // Request-major: each request is served by every strategy back to back, so a change in the
     // machine's load (others compiling) hits every strategy alike instead of the one running at the time.
     std::vector<Strategy> strategies = {Strategy::ours, Strategy::model_only, Strategy::prompt_only, Strategy::layer_dropping, Strategy::full};
-    if (scorer->has_heads()) strategies.insert(strategies.begin() + 1, Strategy::ours_head);
+    if (scorer->has_decision_head()) strategies.insert(strategies.begin() + 1, Strategy::ours_head);
     std::vector<Tally> tallies(strategies.size());
     for (int i = 0; i < requests; ++i) {
         for (std::size_t si = 0; si < strategies.size(); ++si) {

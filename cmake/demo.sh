@@ -6,9 +6,11 @@
 # It serves docs-95M (../shared/models) with docs-tlm-15M as the TLM's trunk:
 #   1. elasticize docs-95M (calibration: docs_valid.txt from token 131072)  → build/demo/docs-95M-elastic.gguf
 #   2. one LoRA recovery adapter per ratio (recover, self-distillation)    → build/demo/adapters/
-#   3. the TLM's heads on labels made by docs-95M with those adapters      → build/demo/docs-95M-elastic.tlm.gguf
-#   4. demo: interactive on a terminal; otherwise (or with SLO flags) scripted over the built-in prompts.
-# The first run prepares a short recipe: about 8 min of CPU time, under 10 min on 2 idle cores. `bash cmake/demo.sh --full` prepares
+#   3. the TLM's score head (--full: and its decision head) on labels made by docs-95M with those adapters
+#                                                                           → build/demo/docs-95M-elastic.tlm.gguf
+#   4. demo: measures the orchestrator's prior once (cached in ~/.cache/elastilm), then interactive on a
+#      terminal; otherwise (or with SLO flags) scripted over the built-in prompts.
+# The first run prepares a short recipe. `bash cmake/demo.sh --full` prepares
 # the full-quality one instead (more calibration text, more epochs, more labelled prompts; about 70 min of
 # CPU time, most of it labelling) in build/demo/full/ and serves from it; later runs with --full reuse it.
 # Without ../shared/models/docs-95M the demo runs a synthetic 1B-class elastic model instead and says so.
@@ -40,10 +42,12 @@ fi
 # them, and the TLM's prompts after the calibration text.
 if (( full )); then
   cache="$root/demo/full"
-  calib_tokens=8192;  recover_tokens=8192; recover_epochs=2; prompts=320
+  calib_tokens=8192;  recover_tokens=8192; recover_epochs=2; prompts=320; head_flags=()
 else
   cache="$root/demo"
-  calib_tokens=4096;  recover_tokens=2048; recover_epochs=1; prompts=32
+  # The demo plans with a measured prior, not the decision head (examples/demo.cpp), so the short recipe
+  # trains the score head only: the decision head's pair labels were most of the first run's time.
+  calib_tokens=4096;  recover_tokens=2048; recover_epochs=1; prompts=32; head_flags=(--no-decision-head)
 fi
 mkdir -p "$cache"
 
@@ -65,7 +69,7 @@ if [[ -f "$model/model.safetensors" && -f "$trunk/model.safetensors" && -f "$tok
   if [[ ! -f "$heads" ]]; then
     echo "== 3/3 training the TLM heads on docs-tlm-15M ($prompts prompts labelled by docs-95M with its adapters) =="
     "$bin/train_tlm" -m "$elastic" --tokenizer "$tokenizer" --trunk "$trunk" --trunk-percent 100 --adapters "$adapters" \
-      --calib "$text" --calib-skip 147456 --prompts "$prompts" --prompt-len 16,24,32 --cont-len 8 -o "$heads"
+      --calib "$text" --calib-skip 147456 --prompts "$prompts" --prompt-len 16,24,32 --cont-len 8 "${head_flags[@]}" -o "$heads"
   fi
   (( SECONDS - start > 5 )) && echo "== prepared in $(( SECONDS - start )) s, cached in $cache =="
   exec "$bin/demo" -m "$elastic" --tokenizer "$tokenizer" --trunk "$trunk" --trunk-percent 100 --heads "$heads" \

@@ -245,7 +245,7 @@ int serve_with(const DemoFlags& f, Model<Cfg>& model, const Model<TrunkCfg>& tru
         std::printf("}, decode {");
         for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? " " : "", q.decode_margin[r]);
         std::printf("}\n               plans ranked by this prior%s\n\n",
-                    f.decision_head && scorer.has_heads() ? ", then by the decision head once the TLM has read the prompt" : "");
+                    f.decision_head && scorer.has_decision_head() ? ", then by the decision head once the TLM has read the prompt" : "");
     }
 
     Service<Cfg, LatencyModel> service(model, tok ? &*tok : nullptr, pool, latency, prompt_scorer);

@@ -2,7 +2,7 @@
 //
 //   train_tlm -m MODEL [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32] [--prompt-len 32|16,32,48]
 //             [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20] [--train-split 75] [--folds 5]
-//             [--adapters DIR] [-t 2] [--features hidden|hidden+surprisal] -o HEADS.gguf
+//             [--adapters DIR] [-t 2] [--features hidden|hidden+surprisal] [--no-decision-head] -o HEADS.gguf
 //   train_tlm -m MODEL --trunk SMALL_MODEL --time-share        (the TLM's time against the LLM's prefill)
 // --adapters DIR attaches recover's LoRA adapters to the LLM before it labels: the decision head must rate
 // the sub-models serving runs, and serving attaches them. --prompt-len with a list cycles the prompts
@@ -45,7 +45,7 @@ struct TrainFlags {
     std::string calib_path, out_path, feature_flag, adapters;
     std::vector<int> prompt_lens;
     int skip, n_prompts, folds, cont_len, span, trunk_percent, split, reps;
-    bool timing;
+    bool timing, decision_head;
     explicit TrainFlags(const cli::Args& args)
         : calib_path(args.get("--calib", "--calibration", (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string(),
                               "calibration text")),
@@ -61,7 +61,8 @@ struct TrainFlags {
           trunk_percent(args.get_int("--trunk-percent", "", 20, "trunk model width ratio")),
           split(args.get_int("--train-split", "", 75, "percent of prompts trained on")),
           reps(args.get_int("--reps", "", 3, "with --time-share: repetitions (fastest kept)")),
-          timing(args.has("--time-share", "", "measure the TLM's time against the model's prefill at 128..1024 tokens")) {}
+          timing(args.has("--time-share", "", "measure the TLM's time against the model's prefill at 128..1024 tokens")),
+          decision_head(!args.has("--no-decision-head", "", "train the score head only: no pair labels (most of the time)")) {}
 
     static std::vector<int> length_list(const std::string& list) {
         std::vector<int> v;
@@ -238,113 +239,120 @@ int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& tru
     std::printf("| random dropping (%d draws) | | %.4f |\n\n", kRandomDraws, nll_random / n_held);
     std::fflush(stdout);
 
-    // ---- Decision head -------------------------------------------------------------------------------
-    t0 = std::chrono::steady_clock::now();
-    std::vector<float> pair_y;  // n × kPairs
-    for (int i = 0; i < n; ++i) {
-        const auto l = pair_labels(llm, pool, examples[i], score.scores(head_feats[i]), special);
-        pair_y.insert(pair_y.end(), l.begin(), l.end());
-        std::fprintf(stderr, "\r  pair labels: prompt %d/%d (%.1f s)", i + 1, n, seconds_since(t0));
-    }
-    std::fprintf(stderr, "\n");
-    // Ranking within a prompt is all the orchestrator uses: centre each prompt's 81 ratings on their
-    // mean, so the heads fit the differences between pairs and not how predictable the text is.
-    for (int i = 0; i < n; ++i) {
-        double m = 0;
-        for (int k = 0; k < kPairs; ++k) m += pair_y[std::size_t(i) * kPairs + k];
-        for (int k = 0; k < kPairs; ++k) pair_y[std::size_t(i) * kPairs + k] -= float(m / kPairs);
-    }
-    const int pw = kDecisionFeatures;
-    std::vector<float> pooled;
-    for (int i = 0; i < n; ++i) {
-        const auto p = DecisionHead::pooled(head_feats[i], score.scores(head_feats[i]));
-        pooled.insert(pooled.end(), p.begin(), p.end());
-    }
-    constexpr double kBudgets[] = {0.1, 0.2, 0.3, 0.5, 0.7, 1.0};
-    constexpr int kBudgetCount = int(std::size(kBudgets));
-    std::array<std::array<std::uint8_t, kPairs>, kBudgetCount> feasible{};
-    std::array<int, kBudgetCount> n_feasible{};
-    for (int b = 0; b < kBudgetCount; ++b)
-        for (int k = 0; k < kPairs; ++k)
-            n_feasible[b] += feasible[b][k] = pair_prompt_percent(k) * pair_model_percent(k) <= kBudgets[b] * 10000 + 1e-6;
-    // Regret and hits of a rating of prompt i, per budget.
-    auto score_pick = [&](const PairRatings& r, int i, int b, double& regret, int& hits) {
-        PairRatings truth;
-        std::copy_n(pair_y.begin() + std::size_t(i) * kPairs, kPairs, truth.value.begin());
-        const int best = truth.best(feasible[b]), pick = r.best(feasible[b]);
-        regret += truth.value[best] - truth.value[pick];
-        hits += pick == best;
-    };
-    auto prior_of = [&](const std::vector<int>& prompts) {
-        PairRatings prior;
-        for (int k = 0; k < kPairs; ++k) {
-            double s = 0;
-            for (int i : prompts) s += pair_y[std::size_t(i) * kPairs + k];
-            prior.value[k] = float(s / double(prompts.size()));
+    // ---- Decision head (optional) ------------------------------------------------------------------
+    // Pair labels are 81 runs per prompt, most of this tool's time; a service planning with a measured
+    // prior (service/pair_prior.hpp) does not use the head, so --no-decision-head skips it.
+    DecisionHead decision;
+    if (!f.decision_head) {
+        std::fprintf(stderr, "  decision head: not trained (--no-decision-head)\n");
+    } else {
+        t0 = std::chrono::steady_clock::now();
+        std::vector<float> pair_y;  // n × kPairs
+        for (int i = 0; i < n; ++i) {
+            const auto l = pair_labels(llm, pool, examples[i], score.scores(head_feats[i]), special);
+            pair_y.insert(pair_y.end(), l.begin(), l.end());
+            std::fprintf(stderr, "\r  pair labels: prompt %d/%d (%.1f s)", i + 1, n, seconds_since(t0));
         }
-        return prior;
-    };
-    auto fit_on = [&](const std::vector<int>& prompts, double lambda) {
-        std::vector<float> fr, fy;
-        for (int i : prompts) {
-            fr.insert(fr.end(), pooled.begin() + std::size_t(i) * pw, pooled.begin() + std::size_t(i + 1) * pw);
-            fy.insert(fy.end(), pair_y.begin() + std::size_t(i) * kPairs, pair_y.begin() + std::size_t(i + 1) * kPairs);
+        std::fprintf(stderr, "\n");
+        // Ranking within a prompt is all the orchestrator uses: centre each prompt's 81 ratings on their
+        // mean, so the heads fit the differences between pairs and not how predictable the text is.
+        for (int i = 0; i < n; ++i) {
+            double m = 0;
+            for (int k = 0; k < kPairs; ++k) m += pair_y[std::size_t(i) * kPairs + k];
+            for (int k = 0; k < kPairs; ++k) pair_y[std::size_t(i) * kPairs + k] -= float(m / kPairs);
         }
-        return DecisionHead::fit(fr, fy, pw, lambda);
-    };
-    auto rate_with = [&](const DecisionHead& h, int i) { return h.rate(head_feats[i], score.scores(head_feats[i])); };
-    // The penalty with the lowest mean regret over the budgets, by `k`-fold cross-validation on `prompts`;
-    // the largest penalties reduce the head to the prompt-agnostic prior.
-    constexpr double kDecisionLambdas[] = {0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e6};
-    auto choose_lambda = [&](const std::vector<int>& prompts, int k) {
-        double best_l = kDecisionLambdas[0], best_r = INFINITY;
-        for (double lambda : kDecisionLambdas) {
-            double regret = 0;
-            int hits = 0;
-            for (int fold = 0; fold < k; ++fold) {
-                std::vector<int> tr, te;
-                for (std::size_t j = 0; j < prompts.size(); ++j) (int(j) % k == fold ? te : tr).push_back(prompts[j]);
-                const DecisionHead h = fit_on(tr, lambda);
-                for (int i : te)
-                    for (int b = 0; b < kBudgetCount; ++b) score_pick(rate_with(h, i), i, b, regret, hits);
+        const int pw = kDecisionFeatures;
+        std::vector<float> pooled;
+        for (int i = 0; i < n; ++i) {
+            const auto p = DecisionHead::pooled(head_feats[i], score.scores(head_feats[i]));
+            pooled.insert(pooled.end(), p.begin(), p.end());
+        }
+        constexpr double kBudgets[] = {0.1, 0.2, 0.3, 0.5, 0.7, 1.0};
+        constexpr int kBudgetCount = int(std::size(kBudgets));
+        std::array<std::array<std::uint8_t, kPairs>, kBudgetCount> feasible{};
+        std::array<int, kBudgetCount> n_feasible{};
+        for (int b = 0; b < kBudgetCount; ++b)
+            for (int k = 0; k < kPairs; ++k)
+                n_feasible[b] += feasible[b][k] = pair_prompt_percent(k) * pair_model_percent(k) <= kBudgets[b] * 10000 + 1e-6;
+        // Regret and hits of a rating of prompt i, per budget.
+        auto score_pick = [&](const PairRatings& r, int i, int b, double& regret, int& hits) {
+            PairRatings truth;
+            std::copy_n(pair_y.begin() + std::size_t(i) * kPairs, kPairs, truth.value.begin());
+            const int best = truth.best(feasible[b]), pick = r.best(feasible[b]);
+            regret += truth.value[best] - truth.value[pick];
+            hits += pick == best;
+        };
+        auto prior_of = [&](const std::vector<int>& prompts) {
+            PairRatings prior;
+            for (int k = 0; k < kPairs; ++k) {
+                double s = 0;
+                for (int i : prompts) s += pair_y[std::size_t(i) * kPairs + k];
+                prior.value[k] = float(s / double(prompts.size()));
             }
-            if (regret < best_r - 1e-12) { best_r = regret; best_l = lambda; }
-        }
-        return best_l;
-    };
-    // Outer cross-validation: every prompt is rated once by a head (and a prior) that never saw it.
-    std::array<double, kBudgetCount> regret_head{}, regret_prior{};
-    std::array<int, kBudgetCount> hits_head{}, hits_prior{};
-    std::vector<double> fold_lambdas;
-    for (int fold = 0; fold < folds; ++fold) {
-        std::vector<int> tr, te;
-        for (int i = 0; i < n; ++i) (i % folds == fold ? te : tr).push_back(i);
-        const double lambda = choose_lambda(tr, 4);
-        fold_lambdas.push_back(lambda);
-        const DecisionHead h = fit_on(tr, lambda);
-        const PairRatings prior = prior_of(tr);
-        for (int i : te)
-            for (int b = 0; b < kBudgetCount; ++b) {
-                score_pick(rate_with(h, i), i, b, regret_head[b], hits_head[b]);
-                score_pick(prior, i, b, regret_prior[b], hits_prior[b]);
+            return prior;
+        };
+        auto fit_on = [&](const std::vector<int>& prompts, double lambda) {
+            std::vector<float> fr, fy;
+            for (int i : prompts) {
+                fr.insert(fr.end(), pooled.begin() + std::size_t(i) * pw, pooled.begin() + std::size_t(i + 1) * pw);
+                fy.insert(fy.end(), pair_y.begin() + std::size_t(i) * kPairs, pair_y.begin() + std::size_t(i + 1) * kPairs);
             }
+            return DecisionHead::fit(fr, fy, pw, lambda);
+        };
+        auto rate_with = [&](const DecisionHead& h, int i) { return h.rate(head_feats[i], score.scores(head_feats[i])); };
+        // The penalty with the lowest mean regret over the budgets, by `k`-fold cross-validation on `prompts`;
+        // the largest penalties reduce the head to the prompt-agnostic prior.
+        constexpr double kDecisionLambdas[] = {0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e6};
+        auto choose_lambda = [&](const std::vector<int>& prompts, int k) {
+            double best_l = kDecisionLambdas[0], best_r = INFINITY;
+            for (double lambda : kDecisionLambdas) {
+                double regret = 0;
+                int hits = 0;
+                for (int fold = 0; fold < k; ++fold) {
+                    std::vector<int> tr, te;
+                    for (std::size_t j = 0; j < prompts.size(); ++j) (int(j) % k == fold ? te : tr).push_back(prompts[j]);
+                    const DecisionHead h = fit_on(tr, lambda);
+                    for (int i : te)
+                        for (int b = 0; b < kBudgetCount; ++b) score_pick(rate_with(h, i), i, b, regret, hits);
+                }
+                if (regret < best_r - 1e-12) { best_r = regret; best_l = lambda; }
+            }
+            return best_l;
+        };
+        // Outer cross-validation: every prompt is rated once by a head (and a prior) that never saw it.
+        std::array<double, kBudgetCount> regret_head{}, regret_prior{};
+        std::array<int, kBudgetCount> hits_head{}, hits_prior{};
+        std::vector<double> fold_lambdas;
+        for (int fold = 0; fold < folds; ++fold) {
+            std::vector<int> tr, te;
+            for (int i = 0; i < n; ++i) (i % folds == fold ? te : tr).push_back(i);
+            const double lambda = choose_lambda(tr, 4);
+            fold_lambdas.push_back(lambda);
+            const DecisionHead h = fit_on(tr, lambda);
+            const PairRatings prior = prior_of(tr);
+            for (int i : te)
+                for (int b = 0; b < kBudgetCount; ++b) {
+                    score_pick(rate_with(h, i), i, b, regret_head[b], hits_head[b]);
+                    score_pick(prior, i, b, regret_prior[b], hits_prior[b]);
+                }
+        }
+        std::vector<int> all(n);
+        std::iota(all.begin(), all.end(), 0);
+        best_lambda = choose_lambda(all, folds);
+        decision = fit_on(all, best_lambda);
+        std::fprintf(stderr, "  decision head: ridge on %d prompts x %d pairs, %d features, lambda %g\n", n, kPairs, pw, best_lambda);
+        std::string lambdas_text;
+        for (double l : fold_lambdas) lambdas_text += (lambdas_text.empty() ? "" : ", ") + std::to_string(l).substr(0, 6);
+        std::printf("## Decision head (%d-fold cross-validation over all %d prompts, %d pooled features; budget = feasible pairs with p·m ≤ budget)\n\n",
+                    folds, n, pw);
+        std::printf("| budget | feasible pairs | head: top pair = best | head: regret | prior: top pair = best | prior: regret |\n|---|---|---|---|---|---|\n");
+        for (int b = 0; b < kBudgetCount; ++b)
+            std::printf("| %.1f | %d | %d/%d | %.4f | %d/%d | %.4f |\n", kBudgets[b], n_feasible[b], hits_head[b], n, regret_head[b] / n,
+                        hits_prior[b], n, regret_prior[b] / n);
+        std::printf("\nregret: mean log-likelihood (nats/token) lost against the measured best feasible pair. Penalty per fold (inner 4-fold\n"
+                    "cross-validation on regret): %s; the saved head is fitted on all prompts with penalty %g.\n", lambdas_text.c_str(), best_lambda);
+        std::fflush(stdout);
     }
-    std::vector<int> all(n);
-    std::iota(all.begin(), all.end(), 0);
-    best_lambda = choose_lambda(all, folds);
-    const DecisionHead decision = fit_on(all, best_lambda);
-    std::fprintf(stderr, "  decision head: ridge on %d prompts x %d pairs, %d features, lambda %g\n", n, kPairs, pw, best_lambda);
-    std::string lambdas_text;
-    for (double l : fold_lambdas) lambdas_text += (lambdas_text.empty() ? "" : ", ") + std::to_string(l).substr(0, 6);
-    std::printf("## Decision head (%d-fold cross-validation over all %d prompts, %d pooled features; budget = feasible pairs with p·m ≤ budget)\n\n",
-                folds, n, pw);
-    std::printf("| budget | feasible pairs | head: top pair = best | head: regret | prior: top pair = best | prior: regret |\n|---|---|---|---|---|---|\n");
-    for (int b = 0; b < kBudgetCount; ++b)
-        std::printf("| %.1f | %d | %d/%d | %.4f | %d/%d | %.4f |\n", kBudgets[b], n_feasible[b], hits_head[b], n, regret_head[b] / n,
-                    hits_prior[b], n, regret_prior[b] / n);
-    std::printf("\nregret: mean log-likelihood (nats/token) lost against the measured best feasible pair. Penalty per fold (inner 4-fold\n"
-                "cross-validation on regret): %s; the saved head is fitted on all prompts with penalty %g.\n", lambdas_text.c_str(), best_lambda);
-    std::fflush(stdout);
 
     TlmHeads heads;
     heads.llm = identity_of(llm);
@@ -455,4 +463,4 @@ int run(const cli::Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--time-share"}, run); }
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--time-share", "--no-decision-head"}, run); }

@@ -94,6 +94,23 @@ TEST(TlmScorer, CanWithholdItsDecisionHead) {
     std::filesystem::remove(path);
 }
 
+TEST(TlmScorer, ScoreHeadAloneGivesNoRatings) {
+    Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 2}));
+    ThreadPool pool(1);
+    const auto path = std::filesystem::temp_directory_path() / ("elastilm_score_only_" + std::to_string(::getpid()) + ".gguf");
+    TlmHeads h = random_heads(m, TlmFeatures::hidden);
+    h.decision = DecisionHead{};
+    h.save(path);
+    TlmScorer<Cfg> scorer(m, pool, path);
+    EXPECT_TRUE(scorer.has_heads());
+    EXPECT_FALSE(scorer.has_decision_head());
+    EXPECT_NE(scorer.description().find("trained score head ("), std::string::npos) << scorer.description();
+    const PromptAnalysis a = scorer.as_prompt_scorer(true).analyze(prompt(40));
+    EXPECT_FALSE(a.ratings.has_value());
+    EXPECT_EQ(a.scores.size(), 40u);
+    std::filesystem::remove(path);
+}
+
 TEST(TlmScorer, SeparateTrunkModel) {
     Model<Cfg> llm(synthetic_weights<Cfg>({DType::f32, 2})), small(synthetic_weights<Cfg>({DType::f32, 11}));
     ThreadPool pool(1);

@@ -300,6 +300,33 @@ TEST(DecisionHead, PooledStatisticsReadAsDocumented) {
     EXPECT_THROW(DecisionHead::pooled(f, std::vector<float>(3, 0.0f)), Error);
 }
 
+// train_tlm --no-decision-head: the score head alone round-trips; rating pairs is then refused by name.
+TEST(TlmHeads, ScoreHeadAloneRoundTrips) {
+    Model<Small> m(synthetic_weights<Small>({DType::f32, 8}));
+    ThreadPool pool(1);
+    TlmHeads heads = fitted_heads(m, 3);
+    heads.decision = DecisionHead{};
+    const auto path = temp_file("score-only.gguf");
+    heads.save(path);
+    const TlmHeads back = TlmHeads::load(path);
+    std::filesystem::remove(path);
+    EXPECT_FALSE(back.decision.trained());
+    ASSERT_TRUE(back.score.trained());
+    Tlm<Small> tlm(m, pool);
+    const PromptFeatures f = tlm.features(tokens(30, 5));
+    EXPECT_EQ(back.score.scores(f), heads.score.scores(f));
+    tlm.use_heads(back, m);
+    EXPECT_EQ(tlm.scores(f), heads.score.scores(f));
+    try {
+        (void)tlm.rate(f);
+        FAIL() << "rated pairs without a decision head";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("decision head"), std::string::npos) << e.what();
+    }
+    heads.score = ScoreHead{};
+    EXPECT_THROW(heads.save(path), Error);  // nothing trained: nothing to save
+}
+
 // Heads written before the decision head read pooled statistics are refused with what to do.
 TEST(TlmHeads, AnOlderDecisionHeadIsRefusedByName) {
     Model<Small> m(synthetic_weights<Small>({DType::f32, 8}));

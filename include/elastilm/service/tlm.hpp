@@ -224,8 +224,10 @@ struct DecisionHead {
     }
 };
 
-// Both heads and what they were trained for: the LLM whose losses labelled them and the trunk (and its
-// width) whose features they read.
+// The heads and what they were trained for: the LLM whose losses labelled them and the trunk (and its
+// width) whose features they read. The decision head is optional (train_tlm --no-decision-head): a
+// service that plans with a measured prior (service/pair_prior.hpp) does not use it, and its labels are
+// most of train_tlm's time. A file without one records elastilm.tlm.decision_features = "none".
 struct TlmHeads {
     ModelIdentity llm, trunk;
     int trunk_percent = 20;
@@ -242,23 +244,25 @@ struct TlmHeads {
     }
 
     void save(const std::filesystem::path& path) const {
-        require(score.trained() && decision.trained(), path.string(), "both heads must be trained before saving");
+        require(score.trained(), path.string(), "the score head must be trained before saving");
         io::GgufWriter w;
         w.set_string("general.architecture", kArchitecture);
         put_identity(w, "elastilm.tlm.llm", llm);
         put_identity(w, "elastilm.tlm.trunk", trunk);
         w.set_u32("elastilm.tlm.trunk_percent", std::uint32_t(trunk_percent));
         w.set_string("elastilm.tlm.features", std::string(to_string(features)));
-        w.set_string("elastilm.tlm.decision_features", kDecisionFeatureSet);
+        w.set_string("elastilm.tlm.decision_features", decision.trained() ? kDecisionFeatureSet : kNoDecisionHead);
         const auto sw = std::int64_t(score.norm.width()), dw = std::int64_t(decision.norm.width());
         w.add_tensor("score.mean", {sw}, DType::f32, score.norm.mean.data());
         w.add_tensor("score.scale", {sw}, DType::f32, score.norm.scale.data());
         w.add_tensor("score.weight", {sw}, DType::f32, score.ridge.weight.data());
         w.add_tensor("score.bias", {1}, DType::f32, score.ridge.bias.data());
-        w.add_tensor("decision.mean", {dw}, DType::f32, decision.norm.mean.data());
-        w.add_tensor("decision.scale", {dw}, DType::f32, decision.norm.scale.data());
-        w.add_tensor("decision.weight", {kPairs, dw}, DType::f32, decision.ridge.weight.data());
-        w.add_tensor("decision.bias", {kPairs}, DType::f32, decision.ridge.bias.data());
+        if (decision.trained()) {
+            w.add_tensor("decision.mean", {dw}, DType::f32, decision.norm.mean.data());
+            w.add_tensor("decision.scale", {dw}, DType::f32, decision.norm.scale.data());
+            w.add_tensor("decision.weight", {kPairs, dw}, DType::f32, decision.ridge.weight.data());
+            w.add_tensor("decision.bias", {kPairs}, DType::f32, decision.ridge.bias.data());
+        }
         w.write(path);
     }
 
@@ -279,22 +283,30 @@ struct TlmHeads {
                     "elastilm.tlm.features is '" + f + "', expected 'hidden' or 'hidden+surprisal'");
             h.features = f == to_string(TlmFeatures::hidden) ? TlmFeatures::hidden : TlmFeatures::hidden_and_surprisal;
         }
-        require(g.has("elastilm.tlm.decision_features") && g.get_string("elastilm.tlm.decision_features") == kDecisionFeatureSet, where,
-                std::string("has a decision head on other features than ") + kDecisionFeatureSet +
+        require(g.has("elastilm.tlm.decision_features"), where, "has no elastilm.tlm.decision_features (written by an older train_tlm): "
+                                                               "train the heads again with train_tlm");
+        const std::string decision_features = g.get_string("elastilm.tlm.decision_features");
+        require(decision_features == kDecisionFeatureSet || decision_features == kNoDecisionHead, where,
+                "has a decision head on other features ('" + decision_features + "') than " + kDecisionFeatureSet +
                     " (written by an older train_tlm): train the heads again with train_tlm");
         const int sw = h.trunk.dim + kExtraTokenFeatures, dw = kDecisionFeatures;
         h.score.norm.mean = tensor(g, "score.mean", {sw});
         h.score.norm.scale = tensor(g, "score.scale", {sw});
         h.score.ridge = {sw, 1, tensor(g, "score.weight", {sw}), tensor(g, "score.bias", {1})};
+        for (float s : h.score.norm.scale) require(s > 0, where, "score.scale holds a non-positive value");
+        if (decision_features == kNoDecisionHead) {
+            require(g.find("decision.weight") == nullptr, where, "says it has no decision head but holds decision.weight");
+            return h;
+        }
         h.decision.norm.mean = tensor(g, "decision.mean", {dw});
         h.decision.norm.scale = tensor(g, "decision.scale", {dw});
         h.decision.ridge = {dw, kPairs, tensor(g, "decision.weight", {kPairs, dw}), tensor(g, "decision.bias", {kPairs})};
-        for (float s : h.score.norm.scale) require(s > 0, where, "score.scale holds a non-positive value");
         for (float s : h.decision.norm.scale) require(s > 0, where, "decision.scale holds a non-positive value");
         return h;
     }
 
     static constexpr const char* kArchitecture = "elastilm.tlm_heads";
+    static constexpr const char* kNoDecisionHead = "none";
 
 private:
     static void put_identity(io::GgufWriter& w, const std::string& prefix, const ModelIdentity& id) {
@@ -428,7 +440,7 @@ public:
     PairRatings rate(const PromptFeatures& f) const { return rate(f, scores(f)); }
     // With the score head's importances already computed for `f`.
     PairRatings rate(const PromptFeatures& f, std::span<const float> token_scores) const {
-        require(has_heads_, "TLM", "no heads attached: rating pairs needs a trained decision head");
+        require(has_heads_ && heads_.decision.trained(), "TLM", "rating pairs needs a trained decision head (these heads have none)");
         return heads_.decision.rate(f, token_scores);
     }
 

@@ -50,8 +50,8 @@ public:
                                  " at " + std::to_string(trunk_percent) + "%";
         if (!heads.empty() && std::filesystem::exists(heads)) {
             tlm_.use_heads(TlmHeads::load(heads), llm, heads.string());
-            description_ = "trunk = " + what + ", trained score + decision heads (" + heads.string() + ", " +
-                           std::string(to_string(tlm_.feature_mode())) + " features)";
+            description_ = "trunk = " + what + (has_decision_head() ? ", trained score + decision heads (" : ", trained score head (") +
+                           heads.string() + ", " + std::string(to_string(tlm_.feature_mode())) + " features)";
         } else {
             description_ = "trunk = " + what + ", no trained heads: surprisal scores (LLMLingua-style baseline), pairs by the prior";
         }
@@ -59,6 +59,7 @@ public:
     }
 
     bool has_heads() const { return tlm_.heads() != nullptr; }
+    bool has_decision_head() const { return has_heads() && tlm_.heads()->decision.trained(); }
     const std::string& description() const { return description_; }
 
     // Predicted time of analyze() on a prompt of `tokens`, from this device's measurement.
@@ -83,7 +84,7 @@ public:
         }
         PromptAnalysis a;
         a.scores = tlm_.scores(f);
-        if (has_heads() && decision_head) a.ratings = tlm_.rate(f, a.scores);
+        if (has_decision_head() && decision_head) a.ratings = tlm_.rate(f, a.scores);
         return a;
     }
 

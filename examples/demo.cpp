@@ -16,7 +16,7 @@
 //
 // How the orchestrator ranks (prompt ratio, model ratio) pairs: with --prior-text, by a prior measured on
 // multiple-choice items built from that text's later documents (service/pair_prior.hpp; measured once,
-// a minute or two, then cached beside the latency table); the trained decision head's per-prompt ratings
+// a few minutes, then cached beside the latency table); the trained decision head's per-prompt ratings
 // only with --decision-head. Without --prior-text: the head's ratings when heads are given, else the
 // fixed prior (widest model first).
 //
@@ -221,11 +221,20 @@ int serve_with(const DemoFlags& f, Model<Cfg>& model, const Model<TrunkCfg>& tru
     if (!f.prior_text.empty() && tok) {
         const ChoiceBenchmark items =
             prior_items(*tok, cli::read_text(f.prior_text), fs::path(f.prior_text).filename().string(), f.prior_items);
-        // What the prior depends on: the served weights, the adapters, the TLM (its scores choose the kept
-        // tokens), the items.
+        // What the prior depends on: the served weights, the adapters (each file's name, size and time, so
+        // retrained adapters are measured again), the TLM (its scores choose the kept tokens), the items.
         Fnv1a key;
         key.text(latency_fingerprint(model));
-        key.text(f.adapters);
+        if (!f.adapters.empty() && fs::is_directory(f.adapters)) {
+            std::vector<fs::directory_entry> files(fs::directory_iterator(f.adapters), fs::directory_iterator{});
+            std::sort(files.begin(), files.end());
+            for (const auto& e : files) {
+                if (!e.is_regular_file()) continue;
+                key.text(e.path().filename().string());
+                key.value(std::uint64_t(e.file_size()));
+                key.value(std::int64_t(e.last_write_time().time_since_epoch().count()));
+            }
+        }
         key.text(scorer.description());
         key.text(f.prior_text);
         key.value(f.prior_items);

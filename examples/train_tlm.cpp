@@ -2,7 +2,8 @@
 //
 //   train_tlm -m MODEL [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32] [--prompt-len 32|16,32,48]
 //             [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20] [--train-split 75] [--folds 5]
-//             [--adapters DIR] [-t 2] [--features hidden|hidden+surprisal] [--no-decision-head] -o HEADS.gguf
+//             [--adapters DIR] [-t 2] [--features hidden|hidden+surprisal] [--no-decision-head]
+//             [--decision-labels continuation|choice] [--choice-items 160] -o HEADS.gguf
 //   train_tlm -m MODEL --trunk SMALL_MODEL --time-share        (the TLM's time against the LLM's prefill)
 // --adapters DIR attaches recover's LoRA adapters to the LLM before it labels: the decision head must rate
 // the sub-models serving runs, and serving attaches them. --prompt-len with a list cycles the prompts
@@ -21,6 +22,14 @@
 //                  prompt), how often the head's best feasible pair is the measured best one, and its
 //                  regret in mean log-likelihood — next to a prompt-agnostic prior (the training folds'
 //                  mean rating per pair). Its penalty is chosen by an inner cross-validation on regret.
+//                  Labels (--decision-labels): `continuation` (default) — the continuation's mean
+//                  log-likelihood for all 81 (p, m) pairs of each calibration prompt (81 runs each);
+//                  `choice` — the service's own task: --choice-items multiple-choice items built from
+//                  the calibration text's documents after token 131072 (the evaluation's come from
+//                  before it), each labelled with its answer margin along the measured prior's three
+//                  curves (27 runs each, service/pair_prior.hpp); the head then predicts those curves
+//                  per prompt and its prior is exactly the measured prior. Its table adds budgets whose
+//                  answer is decoded at ≤ 30 % (the decode curve's part).
 // The calibration text must not overlap evaluation text: the default skips the first 16384 tokens.
 #include <algorithm>
 #include <chrono>
@@ -33,6 +42,7 @@
 #include "cli/model_file.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/model/perplexity.hpp"
+#include "elastilm/service/pair_prior.hpp"
 #include "elastilm/service/tlm.hpp"
 #include "elastilm/service/tlm_labels.hpp"
 
@@ -44,7 +54,8 @@ using namespace elastilm;
 struct TrainFlags {
     std::string calib_path, out_path, feature_flag, adapters;
     std::vector<int> prompt_lens;
-    int skip, n_prompts, folds, cont_len, span, trunk_percent, split, reps;
+    std::string decision_labels;
+    int skip, n_prompts, folds, cont_len, span, trunk_percent, split, reps, choice_items;
     bool timing, decision_head;
     explicit TrainFlags(const cli::Args& args)
         : calib_path(args.get("--calib", "--calibration", (cli::shared_dir() / "models" / "tiny-gqa-15M" / "valid.txt").string(),
@@ -62,7 +73,14 @@ struct TrainFlags {
           split(args.get_int("--train-split", "", 75, "percent of prompts trained on")),
           reps(args.get_int("--reps", "", 3, "with --time-share: repetitions (fastest kept)")),
           timing(args.has("--time-share", "", "measure the TLM's time against the model's prefill at 128..1024 tokens")),
-          decision_head(!args.has("--no-decision-head", "", "train the score head only: no pair labels (most of the time)")) {}
+          decision_head(!args.has("--no-decision-head", "", "train the score head only: no pair labels (most of the time)")) {
+        decision_labels = args.get("--decision-labels", "", "continuation",
+                                   "the decision head's labels: continuation (81 pairs per prompt) or choice (multiple-choice margin curves)");
+        require(decision_labels == "continuation" || decision_labels == "choice", "--decision-labels",
+                "must be 'continuation' or 'choice', got '" + decision_labels + "'");
+        choice_items = args.get_int("--choice-items", "", 160, "with --decision-labels choice: labelled multiple-choice items");
+        require(choice_items >= 10, "--choice-items", "needs at least 10 items, got " + std::to_string(choice_items));
+    }
 
     static std::vector<int> length_list(const std::string& list) {
         std::vector<int> v;
@@ -110,6 +128,185 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
 }
 
 constexpr double kLambdas[] = {0.1, 1, 10, 100, 1000, 10000};
+
+// A latency budget of the regret table: plans whose prefill costs p·m ≤ `prefill` (in units of the full
+// model on the whole prompt) and whose answer is decoded at d = min(m, `decode_cap`) %.
+struct Budget {
+    double prefill;
+    int decode_cap;
+};
+
+// rating(p, m, d) of PairRatings (orchestrator.hpp) for pair k decoded under `cap`.
+float plan_rating(const PairRatings& r, int k, int cap) {
+    const int m = pair_model_percent(k), d = std::min(m, cap);
+    return r.value[k] + r.decode[ratio_index(d)] - r.decode[ratio_index(m)];
+}
+
+// Trains the decision head on one of its two label kinds (DecisionLabels, service/tlm.hpp) and prints its
+// cross-validated regret against the prompt-agnostic prior (the training folds' mean labels, rated the
+// same way — for choice curves, exactly the measured prior of service/pair_prior.hpp).
+template <ModelConfig Cfg, ModelConfig TrunkCfg>
+DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm<TrunkCfg>& tlm, const Tokenizer& tok, ThreadPool& pool,
+                                 const ScoreHead& score, const std::vector<CalibrationExample>& examples,
+                                 const std::vector<PromptFeatures>& head_feats, const SpecialTokens& special, TlmFeatures mode) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const DecisionLabels kind = f.decision_labels == "choice" ? DecisionLabels::choice_curves : DecisionLabels::continuation_pairs;
+    const int outputs = outputs_of(kind), pw = kDecisionFeatures;
+    std::vector<float> pooled, y;  // n × pw, n × outputs
+    std::vector<PromptFeatures> feats;
+    std::vector<std::vector<float>> scores;
+    std::string what;
+    if (kind == DecisionLabels::continuation_pairs) {
+        feats = head_feats;
+        for (std::size_t i = 0; i < examples.size(); ++i) {
+            scores.push_back(score.scores(feats[i]));
+            const auto l = pair_labels(llm, pool, examples[i], scores.back(), special);
+            y.insert(y.end(), l.begin(), l.end());
+            std::fprintf(stderr, "\r  pair labels: prompt %zu/%zu (%.1f s)", i + 1, examples.size(), seconds_since(t0));
+        }
+        what = std::to_string(examples.size()) + " continuation prompts x 81 pairs";
+    } else {
+        // Multiple-choice items of the served domain from the calibration text's documents after token
+        // 131072 (the evaluation's items come from those before it), seeded apart from the demo's prior.
+        const ChoiceBenchmark items = prior_items(tok, cli::read_text(f.calib_path), f.calib_path, f.choice_items,
+                                                  ChoiceBenchmarkOptions{}.max_stream_tokens, 2002);
+        Session<Cfg> session(llm, pool, Cfg::context, 256);
+        for (std::size_t i = 0; i < items.items.size(); ++i) {
+            const TokenizedPrompt p = choice_prompt(items.items[i], special.bos);
+            PromptFeatures pf = tlm.features(p.ids);
+            if (mode == TlmFeatures::hidden)
+                for (int t = 0; t < pf.tokens; ++t) pf.values[std::size_t(t) * pf.width + TrunkCfg::dim] = 0.0f;
+            scores.push_back(score.scores(pf));
+            feats.push_back(std::move(pf));
+            const auto c = item_curves(session, items.items[i], std::span<const float>(scores.back()));
+            y.insert(y.end(), c.begin(), c.end());
+            std::fprintf(stderr, "\r  choice labels: item %zu/%zu (%.1f s)", i + 1, items.items.size(), seconds_since(t0));
+        }
+        what = std::to_string(items.items.size()) + " multiple-choice items x 3 margin curves";
+    }
+    std::fprintf(stderr, "\n");
+    const int n = int(feats.size());
+    require(n >= 2 * f.folds, "--decision-labels", "needs at least " + std::to_string(2 * f.folds) + " labelled prompts for the cross-validation");
+    for (int i = 0; i < n; ++i) {
+        const auto p = DecisionHead::pooled(feats[i], scores[i]);
+        pooled.insert(pooled.end(), p.begin(), p.end());
+    }
+    auto ratings_of = [&](std::span<const float> labels) {  // one prompt's labels as the ratings they mean
+        if (kind == DecisionLabels::continuation_pairs) {
+            PairRatings r;
+            std::copy(labels.begin(), labels.end(), r.value.begin());
+            return r;
+        }
+        const std::vector<double> curves(labels.begin(), labels.end());
+        return PairRatings::from_curves(curves);
+    };
+    auto labels_of = [&](int i) { return std::span<const float>(y).subspan(std::size_t(i) * outputs, outputs); };
+    // Ranking within a prompt is all the orchestrator uses: centre each prompt's continuation ratings on
+    // their mean, so the head fits the differences between pairs and not how predictable the text is.
+    // (Choice curves are margins, already comparable across items.)
+    if (kind == DecisionLabels::continuation_pairs)
+        for (int i = 0; i < n; ++i) {
+            double m = 0;
+            for (float v : labels_of(i)) m += v;
+            for (int k = 0; k < outputs; ++k) y[std::size_t(i) * outputs + k] -= float(m / outputs);
+        }
+
+    std::vector<Budget> budgets;
+    for (double b : {0.1, 0.2, 0.3, 0.5, 0.7, 1.0}) budgets.push_back({b, 100});
+    if (kind == DecisionLabels::choice_curves)  // the decode curve matters only when TPOT narrows decode
+        for (double b : {0.2, 0.5, 1.0}) budgets.push_back({b, 30});
+    const int nb = int(budgets.size());
+    std::vector<std::array<std::uint8_t, kPairs>> feasible(nb);
+    std::vector<int> n_feasible(nb);
+    for (int b = 0; b < nb; ++b)
+        for (int k = 0; k < kPairs; ++k)
+            n_feasible[b] += feasible[b][k] = pair_prompt_percent(k) * pair_model_percent(k) <= budgets[b].prefill * 10000 + 1e-6;
+    auto pick = [&](const PairRatings& r, int b) {
+        int best = -1;
+        for (int k = 0; k < kPairs; ++k)
+            if (feasible[b][k] && (best < 0 || plan_rating(r, k, budgets[b].decode_cap) > plan_rating(r, best, budgets[b].decode_cap))) best = k;
+        return best;
+    };
+    // Regret and hits of a rating of prompt i at budget b, against the prompt's own measured labels.
+    auto score_pick = [&](const PairRatings& r, int i, int b, double& regret, int& hits) {
+        const PairRatings truth = ratings_of(labels_of(i));
+        const int best = pick(truth, b), chosen = pick(r, b), cap = budgets[b].decode_cap;
+        regret += plan_rating(truth, best, cap) - plan_rating(truth, chosen, cap);
+        hits += chosen == best;
+    };
+    auto prior_of = [&](const std::vector<int>& prompts) {
+        std::vector<float> mean(outputs, 0.0f);
+        for (int i : prompts)
+            for (int k = 0; k < outputs; ++k) mean[k] += labels_of(i)[k] / float(prompts.size());
+        return ratings_of(mean);
+    };
+    auto fit_on = [&](const std::vector<int>& prompts, double lambda) {
+        std::vector<float> fr, fy;
+        for (int i : prompts) {
+            fr.insert(fr.end(), pooled.begin() + std::size_t(i) * pw, pooled.begin() + std::size_t(i + 1) * pw);
+            const auto l = labels_of(i);
+            fy.insert(fy.end(), l.begin(), l.end());
+        }
+        return DecisionHead::fit(fr, fy, pw, lambda, kind);
+    };
+    auto rate_with = [&](const DecisionHead& h, int i) { return h.rate(feats[i], scores[i]); };
+    // The penalty with the lowest mean regret over the budgets, by `k`-fold cross-validation on `prompts`;
+    // the largest penalties reduce the head to the prompt-agnostic prior.
+    constexpr double kDecisionLambdas[] = {0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e6};
+    auto choose_lambda = [&](const std::vector<int>& prompts, int k) {
+        double best_l = kDecisionLambdas[0], best_r = INFINITY;
+        for (double lambda : kDecisionLambdas) {
+            double regret = 0;
+            int hits = 0;
+            for (int fold = 0; fold < k; ++fold) {
+                std::vector<int> tr, te;
+                for (std::size_t j = 0; j < prompts.size(); ++j) (int(j) % k == fold ? te : tr).push_back(prompts[j]);
+                const DecisionHead h = fit_on(tr, lambda);
+                for (int i : te)
+                    for (int b = 0; b < nb; ++b) score_pick(rate_with(h, i), i, b, regret, hits);
+            }
+            if (regret < best_r - 1e-12) { best_r = regret; best_l = lambda; }
+        }
+        return best_l;
+    };
+    // Outer cross-validation: every prompt is rated once by a head (and a prior) that never saw it.
+    std::vector<double> regret_head(nb), regret_prior(nb);
+    std::vector<int> hits_head(nb), hits_prior(nb);
+    std::vector<double> fold_lambdas;
+    for (int fold = 0; fold < f.folds; ++fold) {
+        std::vector<int> tr, te;
+        for (int i = 0; i < n; ++i) (i % f.folds == fold ? te : tr).push_back(i);
+        const double lambda = choose_lambda(tr, 4);
+        fold_lambdas.push_back(lambda);
+        const DecisionHead h = fit_on(tr, lambda);
+        const PairRatings prior = prior_of(tr);
+        for (int i : te)
+            for (int b = 0; b < nb; ++b) {
+                score_pick(rate_with(h, i), i, b, regret_head[b], hits_head[b]);
+                score_pick(prior, i, b, regret_prior[b], hits_prior[b]);
+            }
+    }
+    std::vector<int> all(n);
+    std::iota(all.begin(), all.end(), 0);
+    const double lambda = choose_lambda(all, f.folds);
+    const DecisionHead decision = fit_on(all, lambda);
+    std::fprintf(stderr, "  decision head: ridge on %s, %d features, lambda %g (%.1f s)\n", what.c_str(), pw, lambda, seconds_since(t0));
+    std::string lambdas_text;
+    for (double l : fold_lambdas) lambdas_text += (lambdas_text.empty() ? "" : ", ") + std::to_string(l).substr(0, 6);
+    std::printf("## Decision head on %s labels (%d-fold cross-validation over %s, %d pooled features)\n\n", std::string(to_string(kind)).c_str(),
+                f.folds, what.c_str(), pw);
+    std::printf("| prefill budget p·m ≤ | decode at | feasible pairs | head: top plan = best | head: regret | prior: top plan = best | prior: regret |\n"
+                "|---|---|---|---|---|---|---|\n");
+    for (int b = 0; b < nb; ++b)
+        std::printf("| %.1f | %s | %d | %d/%d | %.4f | %d/%d | %.4f |\n", budgets[b].prefill,
+                    budgets[b].decode_cap >= 100 ? "m" : ("min(m, " + std::to_string(budgets[b].decode_cap) + " %)").c_str(), n_feasible[b],
+                    hits_head[b], n, regret_head[b] / n, hits_prior[b], n, regret_prior[b] / n);
+    std::printf("\nregret: %s lost against the prompt's measured best feasible plan. Penalty per fold (inner 4-fold\n"
+                "cross-validation on regret): %s; the saved head is fitted on all of them with penalty %g.\n",
+                kind == DecisionLabels::choice_curves ? "answer margin (nats/token)" : "mean log-likelihood (nats/token)", lambdas_text.c_str(), lambda);
+    std::fflush(stdout);
+    return decision;
+}
 
 template <ModelConfig Cfg, ModelConfig TrunkCfg>
 int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& trunk_model, const Tokenizer& tok, ThreadPool& pool,
@@ -246,112 +443,7 @@ int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& tru
     if (!f.decision_head) {
         std::fprintf(stderr, "  decision head: not trained (--no-decision-head)\n");
     } else {
-        t0 = std::chrono::steady_clock::now();
-        std::vector<float> pair_y;  // n × kPairs
-        for (int i = 0; i < n; ++i) {
-            const auto l = pair_labels(llm, pool, examples[i], score.scores(head_feats[i]), special);
-            pair_y.insert(pair_y.end(), l.begin(), l.end());
-            std::fprintf(stderr, "\r  pair labels: prompt %d/%d (%.1f s)", i + 1, n, seconds_since(t0));
-        }
-        std::fprintf(stderr, "\n");
-        // Ranking within a prompt is all the orchestrator uses: centre each prompt's 81 ratings on their
-        // mean, so the heads fit the differences between pairs and not how predictable the text is.
-        for (int i = 0; i < n; ++i) {
-            double m = 0;
-            for (int k = 0; k < kPairs; ++k) m += pair_y[std::size_t(i) * kPairs + k];
-            for (int k = 0; k < kPairs; ++k) pair_y[std::size_t(i) * kPairs + k] -= float(m / kPairs);
-        }
-        const int pw = kDecisionFeatures;
-        std::vector<float> pooled;
-        for (int i = 0; i < n; ++i) {
-            const auto p = DecisionHead::pooled(head_feats[i], score.scores(head_feats[i]));
-            pooled.insert(pooled.end(), p.begin(), p.end());
-        }
-        constexpr double kBudgets[] = {0.1, 0.2, 0.3, 0.5, 0.7, 1.0};
-        constexpr int kBudgetCount = int(std::size(kBudgets));
-        std::array<std::array<std::uint8_t, kPairs>, kBudgetCount> feasible{};
-        std::array<int, kBudgetCount> n_feasible{};
-        for (int b = 0; b < kBudgetCount; ++b)
-            for (int k = 0; k < kPairs; ++k)
-                n_feasible[b] += feasible[b][k] = pair_prompt_percent(k) * pair_model_percent(k) <= kBudgets[b] * 10000 + 1e-6;
-        // Regret and hits of a rating of prompt i, per budget.
-        auto score_pick = [&](const PairRatings& r, int i, int b, double& regret, int& hits) {
-            PairRatings truth;
-            std::copy_n(pair_y.begin() + std::size_t(i) * kPairs, kPairs, truth.value.begin());
-            const int best = truth.best(feasible[b]), pick = r.best(feasible[b]);
-            regret += truth.value[best] - truth.value[pick];
-            hits += pick == best;
-        };
-        auto prior_of = [&](const std::vector<int>& prompts) {
-            PairRatings prior;
-            for (int k = 0; k < kPairs; ++k) {
-                double s = 0;
-                for (int i : prompts) s += pair_y[std::size_t(i) * kPairs + k];
-                prior.value[k] = float(s / double(prompts.size()));
-            }
-            return prior;
-        };
-        auto fit_on = [&](const std::vector<int>& prompts, double lambda) {
-            std::vector<float> fr, fy;
-            for (int i : prompts) {
-                fr.insert(fr.end(), pooled.begin() + std::size_t(i) * pw, pooled.begin() + std::size_t(i + 1) * pw);
-                fy.insert(fy.end(), pair_y.begin() + std::size_t(i) * kPairs, pair_y.begin() + std::size_t(i + 1) * kPairs);
-            }
-            return DecisionHead::fit(fr, fy, pw, lambda);
-        };
-        auto rate_with = [&](const DecisionHead& h, int i) { return h.rate(head_feats[i], score.scores(head_feats[i])); };
-        // The penalty with the lowest mean regret over the budgets, by `k`-fold cross-validation on `prompts`;
-        // the largest penalties reduce the head to the prompt-agnostic prior.
-        constexpr double kDecisionLambdas[] = {0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e6};
-        auto choose_lambda = [&](const std::vector<int>& prompts, int k) {
-            double best_l = kDecisionLambdas[0], best_r = INFINITY;
-            for (double lambda : kDecisionLambdas) {
-                double regret = 0;
-                int hits = 0;
-                for (int fold = 0; fold < k; ++fold) {
-                    std::vector<int> tr, te;
-                    for (std::size_t j = 0; j < prompts.size(); ++j) (int(j) % k == fold ? te : tr).push_back(prompts[j]);
-                    const DecisionHead h = fit_on(tr, lambda);
-                    for (int i : te)
-                        for (int b = 0; b < kBudgetCount; ++b) score_pick(rate_with(h, i), i, b, regret, hits);
-                }
-                if (regret < best_r - 1e-12) { best_r = regret; best_l = lambda; }
-            }
-            return best_l;
-        };
-        // Outer cross-validation: every prompt is rated once by a head (and a prior) that never saw it.
-        std::array<double, kBudgetCount> regret_head{}, regret_prior{};
-        std::array<int, kBudgetCount> hits_head{}, hits_prior{};
-        std::vector<double> fold_lambdas;
-        for (int fold = 0; fold < folds; ++fold) {
-            std::vector<int> tr, te;
-            for (int i = 0; i < n; ++i) (i % folds == fold ? te : tr).push_back(i);
-            const double lambda = choose_lambda(tr, 4);
-            fold_lambdas.push_back(lambda);
-            const DecisionHead h = fit_on(tr, lambda);
-            const PairRatings prior = prior_of(tr);
-            for (int i : te)
-                for (int b = 0; b < kBudgetCount; ++b) {
-                    score_pick(rate_with(h, i), i, b, regret_head[b], hits_head[b]);
-                    score_pick(prior, i, b, regret_prior[b], hits_prior[b]);
-                }
-        }
-        std::vector<int> all(n);
-        std::iota(all.begin(), all.end(), 0);
-        best_lambda = choose_lambda(all, folds);
-        decision = fit_on(all, best_lambda);
-        std::fprintf(stderr, "  decision head: ridge on %d prompts x %d pairs, %d features, lambda %g\n", n, kPairs, pw, best_lambda);
-        std::string lambdas_text;
-        for (double l : fold_lambdas) lambdas_text += (lambdas_text.empty() ? "" : ", ") + std::to_string(l).substr(0, 6);
-        std::printf("## Decision head (%d-fold cross-validation over all %d prompts, %d pooled features; budget = feasible pairs with p·m ≤ budget)\n\n",
-                    folds, n, pw);
-        std::printf("| budget | feasible pairs | head: top pair = best | head: regret | prior: top pair = best | prior: regret |\n|---|---|---|---|---|---|\n");
-        for (int b = 0; b < kBudgetCount; ++b)
-            std::printf("| %.1f | %d | %d/%d | %.4f | %d/%d | %.4f |\n", kBudgets[b], n_feasible[b], hits_head[b], n, regret_head[b] / n,
-                        hits_prior[b], n, regret_prior[b] / n);
-        std::printf("\nregret: mean log-likelihood (nats/token) lost against the measured best feasible pair. Penalty per fold (inner 4-fold\n"
-                    "cross-validation on regret): %s; the saved head is fitted on all prompts with penalty %g.\n", lambdas_text.c_str(), best_lambda);
-        std::fflush(stdout);
+        decision = train_decision_head<Cfg, TrunkCfg>(f, llm, tlm, tok, pool, score, examples, head_feats, special, mode);
     }
 
     TlmHeads heads;

@@ -92,6 +92,31 @@ TEST_F(Served, CurvesMeetAtTheFullModelAndCombineAdditively) {
     EXPECT_THROW(ratio_quality(s, score, std::span<const ChoiceItem>(), {}), Error);
 }
 
+// One item's curves are the decision head's choice labels: their mean over the items is the prior's
+// margins, configuration by configuration (the same runs, averaged).
+TEST_F(Served, ItemCurvesAverageToTheMeasuredPrior) {
+    const auto its = items(5);
+    const RatioQuality q = ratio_quality(s, score, std::span<const ChoiceItem>(its));
+    std::array<double, PairRatings::kCurveValues> mean{};
+    for (const auto& it : its) {
+        const auto scores = score.analyze(choice_prompt(it).ids).scores;
+        const auto c = item_curves(s, it, std::span<const float>(scores));
+        for (int k = 0; k < PairRatings::kCurveValues; ++k) mean[k] += c[k] / double(its.size());
+        const std::size_t last = kRatios.size() - 1;  // at 100 % the three curves are one run
+        EXPECT_DOUBLE_EQ(c[last], c[kRatios.size() + last]);
+        EXPECT_DOUBLE_EQ(c[last], c[2 * kRatios.size() + last]);
+    }
+    for (std::size_t r = 0; r < kRatios.size(); ++r) {
+        EXPECT_NEAR(mean[r], q.model_margin[r], 1e-9) << kRatios[r];
+        EXPECT_NEAR(mean[kRatios.size() + r], q.prompt_margin[r], 1e-9) << kRatios[r];
+        EXPECT_NEAR(mean[2 * kRatios.size() + r], q.decode_margin[r], 1e-9) << kRatios[r];
+    }
+    const PairRatings a = prior_ratings(q), b = PairRatings::from_curves(mean);
+    for (int k = 0; k < kPairs; ++k) EXPECT_NEAR(a.value[k], b.value[k], 1e-5);
+    for (std::size_t r = 0; r < kRatios.size(); ++r) EXPECT_NEAR(a.decode[r], b.decode[r], 1e-5);
+    EXPECT_THROW(PairRatings::from_curves(std::span<const double>(mean).first(18)), Error);
+}
+
 TEST(PairPrior, CacheRoundTripsAndRefusesOtherWeightsOrDamage) {
     RatioQuality q;
     for (std::size_t r = 0; r < kRatios.size(); ++r) {

@@ -327,6 +327,66 @@ TEST(TlmHeads, ScoreHeadAloneRoundTrips) {
     EXPECT_THROW(heads.save(path), Error);  // nothing trained: nothing to save
 }
 
+// A head on choice-item margin curves (train_tlm --decision-labels choice) predicts 27 values and rates
+// pairs from them the way the measured prior does (PairRatings::from_curves); it round-trips through
+// the heads file with its label kind, and an unknown kind is refused by name.
+TEST(TlmHeads, ChoiceCurveHeadRatesLikeThePriorAndRoundTrips) {
+    Model<Small> m(synthetic_weights<Small>({DType::f32, 8}));
+    ThreadPool pool(1);
+    std::mt19937 rng(11);
+    std::normal_distribution<float> g(0, 1);
+    const int n = 40, k = PairRatings::kCurveValues;
+    std::vector<float> pooled(n * kDecisionFeatures), y(n * k);
+    for (float& v : pooled) v = g(rng);
+    for (float& v : y) v = g(rng);
+    TlmHeads heads = fitted_heads(m, 5);
+    heads.decision = DecisionHead::fit(pooled, y, kDecisionFeatures, 1.0, DecisionLabels::choice_curves);
+    EXPECT_EQ(heads.decision.outputs(), 27);
+    EXPECT_THROW(DecisionHead::fit(pooled, std::span<const float>(y).first(n * kPairs / 3 + 1), kDecisionFeatures, 1.0, DecisionLabels::choice_curves),
+                 Error);
+
+    Tlm<Small> tlm(m, pool);
+    const PromptFeatures f = tlm.features(tokens(30, 5));
+    const auto fs = heads.score.scores(f);
+    const PairRatings r = heads.decision.rate(f, fs);
+    // The ratings are the curves' additive combination, decode curve included.
+    const auto z = DecisionHead::pooled(f, fs);
+    std::vector<float> zs(z.size());
+    heads.decision.norm.apply(z.data(), zs.data());
+    std::array<double, PairRatings::kCurveValues> curves{};
+    for (int t = 0; t < k; ++t) curves[t] = heads.decision.ridge.predict(zs.data(), t);
+    const PairRatings expect = PairRatings::from_curves(curves);
+    EXPECT_EQ(r.value, expect.value);
+    EXPECT_EQ(r.decode, expect.decode);
+    EXPECT_NE(r.decode, (std::array<float, kRatios.size()>{}));
+
+    const auto path = temp_file("curves.gguf");
+    heads.save(path);
+    const TlmHeads back = TlmHeads::load(path);
+    EXPECT_EQ(back.decision.labels, DecisionLabels::choice_curves);
+    EXPECT_EQ(back.decision.rate(f, fs).value, r.value);
+    EXPECT_EQ(back.decision.rate(f, fs).decode, r.decode);
+
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        std::stringstream s;
+        s << in.rdbuf();
+        bytes = s.str();
+    }
+    const auto at = bytes.find("choice-curves");
+    ASSERT_NE(at, std::string::npos);
+    bytes.replace(at, 13, "choice-cubes!");
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    try {
+        TlmHeads::load(path);
+        FAIL() << "an unknown decision label kind loaded";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("decision_labels"), std::string::npos) << e.what();
+    }
+    std::filesystem::remove(path);
+}
+
 // Heads written before the decision head read pooled statistics are refused with what to do.
 TEST(TlmHeads, AnOlderDecisionHeadIsRefusedByName) {
     Model<Small> m(synthetic_weights<Small>({DType::f32, 8}));

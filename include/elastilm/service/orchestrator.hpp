@@ -24,6 +24,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "elastilm/service/prompt_compression.hpp"
@@ -68,6 +69,22 @@ struct PairRatings {
                 require(std::isfinite(v), "PairRatings::additive", "measurements must be finite");
                 r.value[pi * kRatios.size() + mi] = float(v);
             }
+        return r;
+    }
+
+    // The same from three curves over the compiled ratios, concatenated as model[r], prompt[r], decode[r]
+    // (kCurveValues; service/pair_prior.hpp measures them, a decision head may predict them per prompt):
+    // rating(p, m, d) = model[m] + prompt[p] − model[100 %] + decode[d] − decode[m].
+    static constexpr int kCurveValues = 3 * int(kRatios.size());
+    static PairRatings from_curves(std::span<const double> curves) {
+        require(curves.size() == std::size_t(kCurveValues), "PairRatings::from_curves",
+                "needs model, prompt and decode curves of " + std::to_string(kRatios.size()) + " values each");
+        const std::size_t n = kRatios.size();
+        PairRatings r = additive(curves.first(n), curves.subspan(n, n));
+        for (std::size_t k = 0; k < n; ++k) {
+            require(std::isfinite(curves[2 * n + k]), "PairRatings::from_curves", "measurements must be finite");
+            r.decode[k] = float(curves[2 * n + k]);
+        }
         return r;
     }
 

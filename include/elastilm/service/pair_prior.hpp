@@ -98,6 +98,26 @@ inline double answer_margin(const std::array<double, 4>& ll, int answer) {
     return ll[answer] - rival;
 }
 
+// The three curves of the file comment, as used below: which width prefills, which decodes, and
+// whether the prompt is compressed.
+enum class QualityCurve { model, prompt, decode };
+
+// One item read at one configuration of `curve` at ratio kRatios[r]: the candidates' log-likelihoods.
+// `token_scores`: the TLM's importances for choice_prompt(it) (used by the prompt curve).
+template <ModelConfig Cfg>
+std::array<double, 4> read_item(Session<Cfg>& session, const ChoiceItem& it, std::span<const float> token_scores, QualityCurve curve,
+                                std::size_t r) {
+    const TokenizedPrompt p = choice_prompt(it);
+    const int prefill_percent = curve == QualityCurve::model ? kRatios[r] : 100;
+    const int decode_percent = curve == QualityCurve::prompt ? 100 : kRatios[r];
+    const std::vector<int> kept =
+        curve == QualityCurve::prompt ? compress(p.ids, kRatios[r], token_scores, p.keep, SpecialTokens{-1, -1, -1}).ids : p.ids;
+    session.reset();
+    const auto l = session.append(kept, prefill_percent);
+    const std::vector<float> logits(l.begin(), l.end());
+    return score_choices(session, std::span<const float>(logits), it, decode_percent);
+}
+
 // Accuracy, the answer's mean log-likelihood and its mean margin per compiled ratio for the three curves
 // of the file comment ("model", "prompt" compressed by `score`'s token scores, "decode"). `progress`,
 // when given, is told each ratio as it finishes.
@@ -114,26 +134,16 @@ RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, std
     std::vector<std::vector<float>> token_scores;
     for (const auto& it : items) token_scores.push_back(score.analyze(choice_prompt(it).ids).scores);
     for (std::size_t r = 0; r < kRatios.size(); ++r) {
-        for (std::size_t i = 0; i < items.size(); ++i) {
-            const ChoiceItem& it = items[i];
-            const TokenizedPrompt p = choice_prompt(it);
-            enum Curve { model, prompt, decode };
-            for (const Curve curve : {model, prompt, decode}) {
-                const int prefill_percent = curve == model ? kRatios[r] : 100, decode_percent = curve == prompt ? 100 : kRatios[r];
-                const std::vector<int> kept =
-                    curve == prompt ? compress(p.ids, kRatios[r], token_scores[i], p.keep, SpecialTokens{-1, -1, -1}).ids : p.ids;
-                session.reset();
-                const auto l = session.append(kept, prefill_percent);
-                const std::vector<float> logits(l.begin(), l.end());
-                const auto ll = score_choices(session, std::span<const float>(logits), it, decode_percent);
-                auto [acc, lik, margin] = curve == model    ? std::tie(q.model_acc, q.model_ll, q.model_margin)
-                                           : curve == prompt ? std::tie(q.prompt_acc, q.prompt_ll, q.prompt_margin)
-                                                             : std::tie(q.decode_acc, q.decode_ll, q.decode_margin);
-                acc[r] += choose_answer(ll) == it.answer;
-                lik[r] += ll[it.answer];
-                margin[r] += answer_margin(ll, it.answer);
+        for (std::size_t i = 0; i < items.size(); ++i)
+            for (const QualityCurve curve : {QualityCurve::model, QualityCurve::prompt, QualityCurve::decode}) {
+                const auto ll = read_item(session, items[i], std::span<const float>(token_scores[i]), curve, r);
+                auto [acc, lik, margin] = curve == QualityCurve::model    ? std::tie(q.model_acc, q.model_ll, q.model_margin)
+                                           : curve == QualityCurve::prompt ? std::tie(q.prompt_acc, q.prompt_ll, q.prompt_margin)
+                                                                           : std::tie(q.decode_acc, q.decode_ll, q.decode_margin);
+                acc[r] += choose_answer(ll) == items[i].answer;
+                lik[r] += ll[items[i].answer];
+                margin[r] += answer_margin(ll, items[i].answer);
             }
-        }
         for (auto* a : {&q.model_acc, &q.prompt_acc, &q.decode_acc, &q.model_ll, &q.prompt_ll, &q.decode_ll, &q.model_margin,
                         &q.prompt_margin, &q.decode_margin})
             (*a)[r] /= double(items.size());
@@ -143,14 +153,26 @@ RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, std
     return q;
 }
 
+// One item's own margin curves (27 configurations) in PairRatings::from_curves' order — model[r], then
+// prompt[r], then decode[r]: the labels a decision head learns per prompt (train_tlm --decision-labels
+// choice); their mean over items is the measured prior's curves.
+template <ModelConfig Cfg>
+std::array<double, PairRatings::kCurveValues> item_curves(Session<Cfg>& session, const ChoiceItem& it, std::span<const float> token_scores) {
+    std::array<double, PairRatings::kCurveValues> out{};
+    for (std::size_t r = 0; r < kRatios.size(); ++r)
+        for (const QualityCurve curve : {QualityCurve::model, QualityCurve::prompt, QualityCurve::decode})
+            out[std::size_t(curve) * kRatios.size() + r] = answer_margin(read_item(session, it, token_scores, curve, r), it.answer);
+    session.reset();
+    return out;
+}
+
 // The prior the orchestrator plans with: answer margins, combined additively.
 inline PairRatings prior_ratings(const RatioQuality& q) {
-    PairRatings r = PairRatings::additive(q.model_margin, q.prompt_margin);
-    for (std::size_t k = 0; k < kRatios.size(); ++k) {
-        require(std::isfinite(q.decode_margin[k]), "prior_ratings", "measurements must be finite");
-        r.decode[k] = float(q.decode_margin[k]);
-    }
-    return r;
+    std::array<double, PairRatings::kCurveValues> curves{};
+    std::copy(q.model_margin.begin(), q.model_margin.end(), curves.begin());
+    std::copy(q.prompt_margin.begin(), q.prompt_margin.end(), curves.begin() + kRatios.size());
+    std::copy(q.decode_margin.begin(), q.decode_margin.end(), curves.begin() + 2 * kRatios.size());
+    return PairRatings::from_curves(curves);
 }
 
 // A measured prior on disk: the two margin curves and what they were measured on (`key`: the model,

@@ -142,11 +142,24 @@ struct ScoreHead {
 inline constexpr int kDecisionFeatures = 7;
 inline constexpr const char* kDecisionFeatureSet = "pooled-stats-7";  // recorded in the heads file
 
+// What a decision head predicts per prompt (recorded in the heads file):
+//   continuation_pairs  81 pair ratings: the continuation's mean log-likelihood with the prompt
+//                       compressed to p % and the model at m % (tlm_labels.hpp pair_labels);
+//   choice_curves       27 values: the answer's margin on a multiple-choice item along the measured
+//                       prior's three curves (service/pair_prior.hpp item_curves), combined into
+//                       ratings the way the prior is (PairRatings::from_curves) — the service's task,
+//                       at a third of the runs per labelled prompt.
+enum class DecisionLabels { continuation_pairs, choice_curves };
+constexpr std::string_view to_string(DecisionLabels l) { return l == DecisionLabels::choice_curves ? "choice-curves" : "continuation-pairs"; }
+constexpr int outputs_of(DecisionLabels l) { return l == DecisionLabels::choice_curves ? PairRatings::kCurveValues : kPairs; }
+
 struct DecisionHead {
     Standardizer norm;
     RidgeSolution ridge;
+    DecisionLabels labels = DecisionLabels::continuation_pairs;
 
     bool trained() const { return ridge.cols > 0; }
+    int outputs() const { return outputs_of(labels); }
 
     // `scores`: the score head's importance per token of this prompt.
     //   0 log(tokens)              longer prompts lose less when compressed
@@ -201,13 +214,16 @@ struct DecisionHead {
         return out;
     }
 
-    // `rows`: n pooled vectors; `labels`: n × kPairs measured mean log-likelihoods.
-    static DecisionHead fit(std::span<const float> rows, std::span<const float> labels, int pooled_width, double lambda) {
-        const int n = int(labels.size() / kPairs);
-        require(labels.size() == std::size_t(n) * kPairs && n > 0, "DecisionHead", "labels must be prompts × 81 pairs");
+    // `rows`: n pooled vectors; `y`: n × outputs_of(kind) measured labels.
+    static DecisionHead fit(std::span<const float> rows, std::span<const float> y, int pooled_width, double lambda,
+                            DecisionLabels kind = DecisionLabels::continuation_pairs) {
+        const int k = outputs_of(kind), n = int(y.size() / std::size_t(k));
+        require(y.size() == std::size_t(n) * std::size_t(k) && n > 0, "DecisionHead",
+                "labels must be prompts × " + std::to_string(k) + " (" + std::string(to_string(kind)) + ")");
         DecisionHead h;
+        h.labels = kind;
         h.norm = Standardizer::fit(rows, n, pooled_width);
-        h.ridge = ridge_fit(h.norm.apply_all(rows), labels, n, pooled_width, kPairs, lambda);
+        h.ridge = ridge_fit(h.norm.apply_all(rows), y, n, pooled_width, k, lambda);
         return h;
     }
 
@@ -218,6 +234,11 @@ struct DecisionHead {
                                                                    ", the head was trained on width " + std::to_string(norm.width()));
         std::vector<float> z(p.size());
         norm.apply(p.data(), z.data());
+        if (labels == DecisionLabels::choice_curves) {
+            std::array<double, PairRatings::kCurveValues> curves{};
+            for (int t = 0; t < PairRatings::kCurveValues; ++t) curves[t] = ridge.predict(z.data(), t);
+            return PairRatings::from_curves(curves);
+        }
         PairRatings r;
         for (int t = 0; t < kPairs; ++t) r.value[t] = ridge.predict(z.data(), t);
         return r;
@@ -260,8 +281,9 @@ struct TlmHeads {
         if (decision.trained()) {
             w.add_tensor("decision.mean", {dw}, DType::f32, decision.norm.mean.data());
             w.add_tensor("decision.scale", {dw}, DType::f32, decision.norm.scale.data());
-            w.add_tensor("decision.weight", {kPairs, dw}, DType::f32, decision.ridge.weight.data());
-            w.add_tensor("decision.bias", {kPairs}, DType::f32, decision.ridge.bias.data());
+            w.set_string("elastilm.tlm.decision_labels", std::string(to_string(decision.labels)));
+            w.add_tensor("decision.weight", {decision.outputs(), dw}, DType::f32, decision.ridge.weight.data());
+            w.add_tensor("decision.bias", {decision.outputs()}, DType::f32, decision.ridge.bias.data());
         }
         w.write(path);
     }
@@ -298,9 +320,18 @@ struct TlmHeads {
             require(g.find("decision.weight") == nullptr, where, "says it has no decision head but holds decision.weight");
             return h;
         }
+        // Files written before choice-curve labels existed hold pair ratings.
+        if (g.has("elastilm.tlm.decision_labels")) {
+            const std::string l = g.get_string("elastilm.tlm.decision_labels");
+            require(l == to_string(DecisionLabels::continuation_pairs) || l == to_string(DecisionLabels::choice_curves), where,
+                    "elastilm.tlm.decision_labels is '" + l + "', expected '" + std::string(to_string(DecisionLabels::continuation_pairs)) +
+                        "' or '" + std::string(to_string(DecisionLabels::choice_curves)) + "'");
+            h.decision.labels = l == to_string(DecisionLabels::choice_curves) ? DecisionLabels::choice_curves : DecisionLabels::continuation_pairs;
+        }
+        const std::int64_t k = h.decision.outputs();
         h.decision.norm.mean = tensor(g, "decision.mean", {dw});
         h.decision.norm.scale = tensor(g, "decision.scale", {dw});
-        h.decision.ridge = {dw, kPairs, tensor(g, "decision.weight", {kPairs, dw}), tensor(g, "decision.bias", {kPairs})};
+        h.decision.ridge = {dw, int(k), tensor(g, "decision.weight", {k, dw}), tensor(g, "decision.bias", {k})};
         for (float s : h.decision.norm.scale) require(s > 0, where, "decision.scale holds a non-positive value");
         return h;
     }

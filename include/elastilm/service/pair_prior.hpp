@@ -153,15 +153,21 @@ RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, std
     return q;
 }
 
-// One item's own margin curves (27 configurations) in PairRatings::from_curves' order — model[r], then
+// One item's own margin curves (25 runs: at 100 % the three curves are one configuration) in PairRatings::from_curves' order — model[r], then
 // prompt[r], then decode[r]: the labels a decision head learns per prompt (train_tlm --decision-labels
 // choice); their mean over items is the measured prior's curves.
 template <ModelConfig Cfg>
 std::array<double, PairRatings::kCurveValues> item_curves(Session<Cfg>& session, const ChoiceItem& it, std::span<const float> token_scores) {
     std::array<double, PairRatings::kCurveValues> out{};
-    for (std::size_t r = 0; r < kRatios.size(); ++r)
-        for (const QualityCurve curve : {QualityCurve::model, QualityCurve::prompt, QualityCurve::decode})
-            out[std::size_t(curve) * kRatios.size() + r] = answer_margin(read_item(session, it, token_scores, curve, r), it.answer);
+    const std::size_t n = kRatios.size();
+    for (std::size_t r = 0; r < n; ++r)
+        for (const QualityCurve curve : {QualityCurve::model, QualityCurve::prompt, QualityCurve::decode}) {
+            if (r == n - 1 && curve != QualityCurve::model) {  // at 100 % all three are the model curve's run
+                out[std::size_t(curve) * n + r] = out[r];
+                continue;
+            }
+            out[std::size_t(curve) * n + r] = answer_margin(read_item(session, it, token_scores, curve, r), it.answer);
+        }
     session.reset();
     return out;
 }

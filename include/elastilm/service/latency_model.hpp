@@ -439,10 +439,14 @@ inline std::filesystem::path default_cache_dir() {
     return std::filesystem::temp_directory_path() / "elastilm-cache";
 }
 
-// One file per model (config + weights fingerprint); the machine, threads and options are checked
-// inside, so moving to another thread count rewrites the file instead of piling up stale ones.
+// One file per model (config + weights fingerprint) and profile options (a short hash of the
+// signature): tools that profile differently — the demo to 256 tokens, service_eval to 512 — keep a
+// table each instead of overwriting each other's. The machine and threads are checked inside, so
+// moving to another thread count rewrites the file instead of piling up stale ones.
 inline std::filesystem::path latency_cache_file(const std::filesystem::path& dir, const LatencyKey& key) {
-    return dir / ("latency-" + key.config + "-" + key.weights + ".json");
+    Fnv1a options;
+    options.text(key.profile);
+    return dir / ("latency-" + key.config + "-" + key.weights + "-" + options.hex().substr(0, 8) + ".json");
 }
 
 // The cached table for `key` in `file`, or nothing: absent, written for another key, or unreadable

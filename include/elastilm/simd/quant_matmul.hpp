@@ -68,6 +68,20 @@ void micro_kernel(float* Y, std::size_t ldy, const Block* const* w, const ActBlo
         for (int r = 0; r < R; ++r) Y[m * ldy + r] = simd::qarch::sum(acc[r][m]);
 }
 
+// Walks tiles [tile0, tile1) of W against tokens [t0, t1) in groups of MR: run(w, R, r0, m0, M) with w
+// the tile's R row pointers (R < NR and M < MR at the tails). Both micro-kernel families walk the same.
+template <class Block, class Run>
+void for_each_tile(const MatrixView& W, int t0, int t1, int tile0, int tile1, Run&& run) {
+    const std::size_t row_blocks = W.ld / kQuantBlock;
+    const auto* base = static_cast<const Block*>(W.data);
+    for (int tile = tile0; tile < tile1; ++tile) {
+        const int r0 = tile * NR, R = std::min(NR, W.rows - r0);
+        const Block* w[NR];
+        for (int r = 0; r < R; ++r) w[r] = base + std::size_t(r0 + r) * row_blocks;
+        for (int m0 = t0; m0 < t1; m0 += MR) run(static_cast<const Block* const*>(w), R, r0, m0, std::min(MR, t1 - m0));
+    }
+}
+
 #if ELASTILM_QGEMM_MMLA
 // Two tokens' blocks as SMMLA's second operand: q[16g, 16g + 8) holds the first token's elements
 // [8g, 8g + 8), q[16g + 8, 16g + 16) the second's. Interleaved once per chunk of tokens, not once per
@@ -136,18 +150,10 @@ template <class Block>
 void tiles_mmla(float* Y, int ldy, const MatrixView& W, const ActPair* xp, int t0, int t1, int tile0, int tile1) {
     static_assert(MR % 2 == 0 && TC % 2 == 0, "a tile's tokens start on a pair");
     const int blocks = W.cols / kQuantBlock;
-    const std::size_t row_blocks = W.ld / kQuantBlock;
-    const auto* base = static_cast<const Block*>(W.data);
-    for (int tile = tile0; tile < tile1; ++tile) {
-        const int r0 = tile * NR, R = std::min(NR, W.rows - r0);
-        const Block* w[NR];
-        for (int r = 0; r < R; ++r) w[r] = base + std::size_t(r0 + r) * row_blocks;
-        for (int m0 = t0; m0 < t1; m0 += MR) {
-            const int M = std::min(MR, t1 - m0);
-            mmla_kernels<Block>[(R - 1) * MR + M - 1](Y + std::size_t(m0) * ldy + r0, std::size_t(ldy), w,
-                                                      xp + std::size_t((m0 - t0) / 2) * blocks, blocks);
-        }
-    }
+    for_each_tile<Block>(W, t0, t1, tile0, tile1, [&](const Block* const* w, int R, int r0, int m0, int M) {
+        mmla_kernels<Block>[(R - 1) * MR + M - 1](Y + std::size_t(m0) * ldy + r0, std::size_t(ldy), w,
+                                                  xp + std::size_t((m0 - t0) / 2) * blocks, blocks);
+    });
 }
 #endif
 
@@ -170,19 +176,11 @@ inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) 
 template <class Block>
 void tiles(float* Y, int ldy, const MatrixView& W, const ActBlock* xq, int t0, int t1, int tile0, int tile1) {
     const int blocks = W.cols / kQuantBlock;
-    const std::size_t row_blocks = W.ld / kQuantBlock;
-    const auto* base = static_cast<const Block*>(W.data);
-    for (int tile = tile0; tile < tile1; ++tile) {
-        const int r0 = tile * NR, R = std::min(NR, W.rows - r0);
-        const Block* w[NR];
-        for (int r = 0; r < R; ++r) w[r] = base + std::size_t(r0 + r) * row_blocks;
-        for (int m0 = t0; m0 < t1; m0 += MR) {
-            const int M = std::min(MR, t1 - m0);
-            const ActBlock* x[MR];
-            for (int m = 0; m < M; ++m) x[m] = xq + std::size_t(m0 + m) * blocks;
-            kernels<Block>[(R - 1) * MR + M - 1](Y + std::size_t(m0) * ldy + r0, std::size_t(ldy), w, x, blocks);
-        }
-    }
+    for_each_tile<Block>(W, t0, t1, tile0, tile1, [&](const Block* const* w, int R, int r0, int m0, int M) {
+        const ActBlock* x[MR];
+        for (int m = 0; m < M; ++m) x[m] = xq + std::size_t(m0 + m) * blocks;
+        kernels<Block>[(R - 1) * MR + M - 1](Y + std::size_t(m0) * ldy + r0, std::size_t(ldy), w, x, blocks);
+    });
 }
 
 // The tiled GEMM from activations already quantized per block (xq[t · W.cols/32 + b]); K = Micro::dot

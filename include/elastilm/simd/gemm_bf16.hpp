@@ -14,9 +14,9 @@
 // bound: 0.022–0.035 (tests/model/reduced_precision_test.cpp). Measured by rounding one operand at a time
 // in the fp32 GEMM, w's rounding was the larger part (0.022–0.034 alone; the LM head's alone 0.011–0.027)
 // and x's the smaller (0.009–0.017 alone). So W is split exactly, w = hi + lo (avx512_bf16.hpp, split):
-// the only rounding left is x's to bf16 (≤ 2⁻⁸ relative) and the fp32 sums — twice the dots per useful
-// flop, paid in W's packing only once per panel. X kept whole (x_hi + x_lo against rounded w) would leave
-// the larger error.
+// the only rounding left is x's to bf16 (≤ 2⁻⁸ relative) and the fp32 sums; the logits then land at
+// 0.0116–0.0154. The split is done once per packed panel; the price is twice the dots per useful flop.
+// X kept whole instead (x_hi + x_lo against rounded w, as many dots) would leave the larger error.
 #pragma once
 
 #include "elastilm/simd/avx512_bf16.hpp"
@@ -38,7 +38,7 @@ using simd::bf16::pair_bits;
 inline constexpr int S = simd::bf16::lanes;
 inline constexpr int NR = 2 * S;   // outputs per panel
 inline constexpr int MR = 12;      // tokens per micro-tile: 2·MR accumulators + 4 weights + 1 x of 32 registers
-inline constexpr int KC = 256;     // inputs per block (even): a packed panel is KC/2 · 2·NR · 4 = 32 KB
+inline constexpr int KC = 256;     // inputs per block (even): a packed panel is KC/2 · 2·NR · 4 = 32 KB (512: out of L1, no faster)
 inline constexpr int PS = 2 * NR;  // words per pair of inputs in a packed panel: hi, then lo
 inline constexpr int KP = KC / 2;  // pairs per block
 

@@ -11,9 +11,9 @@
 // token, broadcasts one x pair and issues four `vdpbf16ps`, two per output vector.
 //
 // Accuracy: rounding BOTH operands to bf16 (8 significant bits, one dot per pair) missed the 2e-2 logit
-// bound: 0.022–0.035 (tests/model/reduced_precision_test.cpp). Measured by rounding one operand at a time
-// in the fp32 GEMM, w's rounding was the larger part (0.022–0.034 alone; the LM head's alone 0.011–0.027)
-// and x's the smaller (0.009–0.017 alone). So W is split exactly, w = hi + lo (avx512_bf16.hpp, split):
+// bound: 0.022–0.035 (tests/model/reduced_precision_test.cpp). Rounding one operand at a time in the
+// fp32 GEMM (a scratch experiment) showed w's rounding to be the larger part, in the layers and in the LM
+// head alike, and x's the smaller. So W is split exactly, w = hi + lo (avx512_bf16.hpp, split):
 // the only rounding left is x's to bf16 (≤ 2⁻⁸ relative) and the fp32 sums; the logits then land at
 // 0.0116–0.0154. The split is done once per packed panel; the price is twice the dots per useful flop.
 // X kept whole instead (x_hi + x_lo against rounded w, as many dots) would leave the larger error.

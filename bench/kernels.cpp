@@ -2,7 +2,8 @@
 //   matvec (decode):  GB/s of weights streamed, and its fraction of the streaming read bandwidth;
 //   matmul (prefill): GFLOP/s for 512 tokens, and its fraction of the fp32 FMA peak; with F16 weights also
 //   each reduced-precision GEMM of this build (matmul_bf16/…, matmul_fp16/…), against its instruction's peak;
-//   the fp16 GEMM's micro-kernel alone on cache-resident operands (gemm_f16_microkernel), one thread.
+//   the fp16 and bf16 GEMMs' micro-kernels alone on cache-resident operands (gemm_f16_microkernel,
+//   gemm_bf16_microkernel), one thread.
 // Flags besides Google Benchmark's: --smoke (small shapes, for CI).
 #include <benchmark/benchmark.h>
 
@@ -93,6 +94,28 @@ void BM_F16MicroKernel(benchmark::State& state) {
 }
 #endif
 
+#if defined(ELASTILM_GEMM_BF16)
+// The bf16 GEMM's micro-kernel alone (simd/gemm_bf16.hpp), one thread, its operands cache-resident: one
+// packed panel (KC inputs, hi and lo) against MR tokens' packed pairs, over and over. Useful flops
+// (2·MR·NR·KC per call), against `vdpbf16ps`'s peak, which counts issued flops: with W split into hi +
+// lo the ceiling is half of it.
+void BM_Bf16MicroKernel(benchmark::State& state) {
+    using namespace gemm_bf16;
+    std::vector<pair_bits> panel(std::size_t(KP) * PS), xp(std::size_t(MR) * KP);
+    std::mt19937 rng(1);
+    for (auto& v : panel) v = pair_bits(rng()) & 0x3f7f3f7fu;  // bf16 values in [0, 1)
+    for (auto& v : xp) v = pair_bits(rng()) & 0x3f7f3f7fu;
+    std::vector<float> y(std::size_t(MR) * NR);
+    for (auto _ : state) {
+        micro_kernel<MR>(y.data(), NR, NR, xp.data(), KP, panel.data(), KP, false);
+        benchmark::DoNotOptimize(y.data());
+    }
+    const double flops = 2.0 * MR * NR * double(KC) * double(state.iterations());
+    state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
+    state.counters["peak_GFLOP/s"] = g_reduced_peak[{GemmPrecision::bf16, 1}];
+}
+#endif
+
 struct Case {
     const char* model;
     int rows, cols;
@@ -155,6 +178,9 @@ int main(int argc, char** argv) {
         }
 #if defined(ELASTILM_GEMM_F16)
     benchmark::RegisterBenchmark("gemm_f16_microkernel/K:2048/threads:1", BM_F16MicroKernel)->UseRealTime();
+#endif
+#if defined(ELASTILM_GEMM_BF16)
+    benchmark::RegisterBenchmark("gemm_bf16_microkernel/threads:1", BM_Bf16MicroKernel)->UseRealTime();
 #endif
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

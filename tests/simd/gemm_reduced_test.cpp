@@ -4,8 +4,9 @@
 // (GemmPrecision::bf16 / fp16), the others skip. Only -march=native builds have them (cmake/test.sh).
 //
 // Error bounds, per output, relative to s = Σ|w·x| (the scale of its rounding error):
-//  bf16: x and w are each rounded to 8 significant bits (relative error ≤ 2⁻⁹ each), products and sums
-//        are fp32, so |y − ŷ| ≤ (2·2⁻⁹ + 2⁻¹⁸ + fp32 sums)·s < 2⁻⁷·s.
+//  bf16: x is rounded to 8 significant bits (relative error ≤ 2⁻⁸), w is split exactly into two bf16
+//        values (gemm_bf16.hpp), products are exact and sums fp32 (≤ K·2⁻²⁴ relative, K ≤ 1100 here), so
+//        |y − ŷ| ≤ (2⁻⁸ + 1100·2⁻²⁴)·s. Bf16WeightsAreExact checks that nothing but x's rounding is left.
 //  fp16: x rounded to 11 bits (2⁻¹¹), w exact, runs of RUN products summed in fp16 (≤ RUN·2⁻¹¹ each)
 //        then in fp32: |y − ŷ| < (RUN + 2)·2⁻¹¹·s (RUN = 32 on AVX512-FP16, 16 on NEON).
 // The worst case is loose; the RMS of the relative errors over all outputs is also bounded (typical
@@ -29,7 +30,8 @@ constexpr double kWorstF16 = (gemm_f16::RUN + 2) / 2048.0;
 #else
 constexpr double kWorstF16 = 0;  // no fp16 GEMM: its tests skip
 #endif
-double worst(GemmPrecision p) { return p == GemmPrecision::bf16 ? 1.0 / 128 : kWorstF16; }
+constexpr double kWorstBf16 = 0x1p-8 + 1100 * 0x1p-24;
+double worst(GemmPrecision p) { return p == GemmPrecision::bf16 ? kWorstBf16 : kWorstF16; }
 
 struct Stored {
     std::vector<float> f32;
@@ -162,6 +164,35 @@ TEST_P(ReducedGemm, EveryRatioSliceMatchesFp32Gemm) {
                 }
             EXPECT_GT(differ, 0) << w.percent << "%: identical to fp32, the reduced path did not run";
         }
+}
+
+// The bf16 GEMM's only rounding is x's: with activations that bf16 holds exactly, it is as accurate as
+// the fp32 GEMM (the fp32 bound below), so W's split into hi + lo is exact and both parts are used —
+// rounding w to bf16 as well leaves errors up to 2⁻⁸·|w·x| per product, far above this bound.
+TEST_P(ReducedGemm, Bf16WeightsAreExact) {
+    const auto [precision, layout, threads] = GetParam();
+    if (precision != GemmPrecision::bf16) GTEST_SKIP() << "the fp16 GEMM rounds its sums";
+#if !defined(ELASTILM_GEMM_BF16)
+    GTEST_SKIP() << "a check of the AVX-512 BF16 GEMM (gemm_bf16.hpp), whose sums are plain fp32";
+#endif
+    ScopedGemmPrecision bf16(precision);
+    ThreadPool pool(threads);
+    for (auto [n, rows, cols] : {std::tuple{13, 70, 300}, {40, 65, 513}}) {
+        const Stored s = make(rows, cols, rows, cols + 1, layout, 31 + n);
+        std::vector<float> X(std::size_t(n) * cols), Y(std::size_t(n) * rows);
+        std::mt19937 rng(n);
+        for (auto& v : X) v = float(int(rng() % 511) - 255) / 64.0f;  // 8 significant bits at most: exact in bf16
+        matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool);
+        for (int t = 0; t < n; ++t)
+            for (int i = 0; i < rows; ++i) {
+                double want = 0, scale = 0;
+                for (int j = 0; j < cols; ++j) {
+                    want += at(s, i, j) * X[std::size_t(t) * cols + j];
+                    scale += std::fabs(at(s, i, j) * X[std::size_t(t) * cols + j]);
+                }
+                ASSERT_NEAR(Y[std::size_t(t) * rows + i], want, 1e-5 * scale + 1e-6) << n << "x" << rows << "x" << cols << " t=" << t << " i=" << i;
+            }
+    }
 }
 
 // GemmPrecision::fp32 selects the fp32 GEMM: fp32 rounding only (the bound of kernels_test).

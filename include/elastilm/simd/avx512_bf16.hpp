@@ -45,27 +45,48 @@ inline void convert(std::uint16_t* dst, const float* src, int n) {
         _mm256_mask_storeu_epi16(dst + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i)));
     }
 }
-inline void convert(std::uint16_t* dst, const f16_bits* src, int n) {
+// An F16 weight as the exact sum of two bf16 values, hi = bf16(w) (nearest even) and lo = w − hi: fp16
+// keeps 11 significant bits, hi the top 8, and the remainder — a multiple of w's last fp16 bit no larger
+// than half of hi's last bit — fits in the 3 bits left (bf16 has fp32's exponents, so even fp16
+// subnormals split exactly). A dot against (hi, lo) therefore sees w unrounded.
+struct split_bits {
+    __m256i hi, lo;  // 16 bf16 values each
+};
+inline split_bits split(__m512 w) {
+    const __m256i hi = (__m256i)_mm512_cvtneps_pbh(w);
+    const __m512 hi_f = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+    return {hi, (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(w, hi_f))};
+}
+
+// hi[0 .. n) + lo[0 .. n) = src[0 .. n) exactly (see split).
+inline void convert_split(std::uint16_t* hi, std::uint16_t* lo, const f16_bits* src, int n) {
     int i = 0;
     for (; i + 16 <= n; i += 16) {
-        const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), (__m256i)_mm512_cvtneps_pbh(f));
+        const split_bits s = split(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + i), s.hi);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + i), s.lo);
     }
     if (i < n) {
         const __mmask16 m = __mmask16((1u << (n - i)) - 1u);
-        const __m512 f = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i));
-        _mm256_mask_storeu_epi16(dst + i, m, (__m256i)_mm512_cvtneps_pbh(f));
+        const split_bits s = split(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));
+        _mm256_mask_storeu_epi16(hi + i, m, s.hi);
+        _mm256_mask_storeu_epi16(lo + i, m, s.lo);
     }
 }
 
-// The pairs (a[i], b[i]) for i < 16, from 16 fp16 values of element k (a) and of element k + 1 (b).
-inline pairs interleave(const f16_bits* a, const f16_bits* b) {
-    const __m512 fa = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
-    const __m512 fb = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
-    const __m512i ab = (__m512i)_mm512_cvtne2ps_pbh(fb, fa);  // bf16 a0 … a15 | b0 … b15
-    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-                                           23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    return _mm512_permutexvar_epi16(order, ab);
+// The pairs (a[i], b[i]) for i < 16, split as above: hi holds (hi(a[i]), hi(b[i])), lo the remainders;
+// from 16 fp16 values of element k (a) and of element k + 1 (b).
+struct split_pairs {
+    pairs hi, lo;
+};
+inline split_pairs interleave_split(const f16_bits* a, const f16_bits* b) {
+    const split_bits sa = split(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a))));
+    const split_bits sb = split(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b))));
+    // a0 b0 a1 b1 …: the 16-bit words of a and b interleaved, a low.
+    auto zip = [](__m256i lo_half, __m256i hi_half) {
+        return _mm512_or_si512(_mm512_cvtepu16_epi32(lo_half), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi_half), 16));
+    };
+    return {zip(sa.hi, sb.hi), zip(sa.lo, sb.lo)};
 }
 
 }  // namespace elastilm::simd::bf16

@@ -4,12 +4,19 @@
 //   X → bf16 pairs, row-major [token][k/2]                    (once per call, split over the threads)
 //   for each block of KC inputs:
 //     for each panel of NR outputs (split across threads):
-//       pack W(panel, k-block) as pairs, [k/2][NR]            (KC/2 × NR words = 32 KB, stays in L1)
+//       pack W(panel, k-block) as pairs, split hi + lo, [k/2][hi NR | lo NR]   (32 KB, stays in L1)
 //       for each MR tokens: micro-kernel                      (MR × NR fp32 accumulators in registers)
 //
-// Per pair of inputs the micro-kernel loads NR weight pairs (two vectors) and, per token, broadcasts one
-// x pair and issues two `vdpbf16ps`: 4 flops per lane per instruction, twice an fp32 FMA's.
-// Rounding: x and w each lose their low mantissa bits (bf16 keeps 8), products and sums are fp32.
+// Per pair of inputs the micro-kernel loads NR weight pairs twice (hi and lo: four vectors) and, per
+// token, broadcasts one x pair and issues four `vdpbf16ps`, two per output vector.
+//
+// Accuracy: rounding BOTH operands to bf16 (8 significant bits, one dot per pair) missed the 2e-2 logit
+// bound: 0.022–0.035 (tests/model/reduced_precision_test.cpp). Rounding one operand at a time in the
+// fp32 GEMM (a scratch experiment) showed w's rounding to be the larger part, in the layers and in the LM
+// head alike, and x's the smaller. So W is split exactly, w = hi + lo (avx512_bf16.hpp, split):
+// the only rounding left is x's to bf16 (≤ 2⁻⁸ relative) and the fp32 sums; the logits then land at
+// 0.0116–0.0154. The split is done once per packed panel; the price is twice the dots per useful flop.
+// X kept whole instead (x_hi + x_lo against rounded w, as many dots) would leave the larger error.
 #pragma once
 
 #include "elastilm/simd/avx512_bf16.hpp"
@@ -30,44 +37,53 @@ namespace elastilm::gemm_bf16 {
 using simd::bf16::pair_bits;
 inline constexpr int S = simd::bf16::lanes;
 inline constexpr int NR = 2 * S;   // outputs per panel
-inline constexpr int MR = 12;      // tokens per micro-tile: 2·MR accumulators + 2 weights + 1 x of 32 registers
-inline constexpr int KC = 512;     // inputs per block (even): a packed panel is KC/2 · NR · 4 = 32 KB
+inline constexpr int MR = 12;      // tokens per micro-tile: 2·MR accumulators + 4 weights + 1 x of 32 registers
+inline constexpr int KC = 256;     // inputs per block (even): a packed panel is KC/2 · 2·NR · 4 = 32 KB (512: out of L1, no faster)
+inline constexpr int PS = 2 * NR;  // words per pair of inputs in a packed panel: hi, then lo
 inline constexpr int KP = KC / 2;  // pairs per block
 
-// Packs W(i0 .. i0+NR, k0 .. k0+kc) as pairs: panel[kk][i] = (W(i, k0+2kk), W(i, k0+2kk+1)); rows past
-// W.rows and the element past an odd kc are zero.
+// Packs W(i0 .. i0+NR, k0 .. k0+kc) as split pairs: panel[kk·PS + i] = hi of (W(i, k0+2kk), W(i, k0+2kk+1)),
+// panel[kk·PS + NR + i] their lo; rows past W.rows and the element past an odd kc are zero.
 inline void pack_panel(pair_bits* panel, const MatrixView& W, int i0, int k0, int kc) {
     const auto* data = static_cast<const f16_bits*>(W.data);
     const int rows = std::min(NR, W.rows - i0), kp = (kc + 1) / 2;
     if (W.layout == Layout::out_major) {
-        // A row's consecutive bf16 values are already its pairs: convert the row, then transpose words.
-        alignas(64) pair_bits row[KP];
+        // A row's consecutive bf16 values are already its pairs: split the row, then transpose words.
+        alignas(64) pair_bits hi[KP], lo[KP];
         for (int i = 0; i < rows; ++i) {
-            row[kp - 1] = 0;
-            simd::bf16::convert(reinterpret_cast<std::uint16_t*>(row), data + W.offset(i0 + i, k0), kc);
-            for (int kk = 0; kk < kp; ++kk) panel[kk * NR + i] = row[kk];
+            hi[kp - 1] = lo[kp - 1] = 0;
+            simd::bf16::convert_split(reinterpret_cast<std::uint16_t*>(hi), reinterpret_cast<std::uint16_t*>(lo), data + W.offset(i0 + i, k0), kc);
+            for (int kk = 0; kk < kp; ++kk) {
+                panel[kk * PS + i] = hi[kk];
+                panel[kk * PS + NR + i] = lo[kk];
+            }
         }
         for (int kk = 0; kk < kp; ++kk)
-            for (int i = rows; i < NR; ++i) panel[kk * NR + i] = 0;
+            for (int i = rows; i < NR; ++i) panel[kk * PS + i] = panel[kk * PS + NR + i] = 0;
         return;
     }
     // in_major: inputs k and k+1 are two contiguous columns over the panel's rows; interleave them.
     alignas(64) f16_bits a[NR], b[NR];
+    auto put = [&](pair_bits* dst, const f16_bits* ca, const f16_bits* cb) {
+        for (int h = 0; h < NR; h += S) {
+            const simd::bf16::split_pairs p = simd::bf16::interleave_split(ca + h, cb + h);
+            simd::bf16::store(dst + h, p.hi);
+            simd::bf16::store(dst + NR + h, p.lo);
+        }
+    };
     for (int kk = 0; kk < kp; ++kk) {
         const int k = k0 + 2 * kk;
         const f16_bits* ca = data + W.offset(i0, k);
         const f16_bits* cb = 2 * kk + 1 < kc ? ca + W.ld : nullptr;
         if (rows == NR && cb) {
-            simd::bf16::store(panel + kk * NR, simd::bf16::interleave(ca, cb));
-            simd::bf16::store(panel + kk * NR + S, simd::bf16::interleave(ca + S, cb + S));
+            put(panel + kk * PS, ca, cb);
             continue;
         }
         std::fill(a, a + NR, f16_bits(0));
         std::fill(b, b + NR, f16_bits(0));
         std::copy_n(ca, rows, a);
         if (cb) std::copy_n(cb, rows, b);
-        simd::bf16::store(panel + kk * NR, simd::bf16::interleave(a, b));
-        simd::bf16::store(panel + kk * NR + S, simd::bf16::interleave(a + S, b + S));
+        put(panel + kk * PS, a, b);
     }
 }
 
@@ -79,11 +95,12 @@ void micro_kernel(float* Y, std::size_t ldy, int cols, const pair_bits* Xp, std:
     acc c[M][2];
     for (int m = 0; m < M; ++m) c[m][0] = c[m][1] = zero();
     for (int kk = 0; kk < kp; ++kk) {
-        const pairs w0 = load(panel + kk * NR), w1 = load(panel + kk * NR + S);
+        const pair_bits* w = panel + kk * PS;
+        const pairs h0 = load(w), h1 = load(w + S), l0 = load(w + NR), l1 = load(w + NR + S);
         for (int m = 0; m < M; ++m) {
             const pair_bits x = Xp[m * ldp + kk];
-            c[m][0] = dot(c[m][0], x, w0);
-            c[m][1] = dot(c[m][1], x, w1);
+            c[m][0] = dot(dot(c[m][0], x, l0), x, h0);
+            c[m][1] = dot(dot(c[m][1], x, l1), x, h1);
         }
     }
     for (int m = 0; m < M; ++m) {
@@ -132,7 +149,7 @@ inline void matmul(float* Y, int ldy, const MatrixView& W, const float* X, int l
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int kc = std::min(KC, K - k0), kp = (kc + 1) / 2;
         auto run = [&](int p0, int p1) {
-            alignas(64) static thread_local pair_bits panel[KP * NR];
+            alignas(64) static thread_local pair_bits panel[KP * PS];
             for (int p = p0; p < p1; ++p) {
                 const int i0 = p * NR, cols = std::min(NR, W.rows - i0);
                 pack_panel(panel, W, i0, k0, kc);

@@ -104,12 +104,15 @@ inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) 
 }  // namespace gemm
 
 // The reduced-precision GEMM `GemmPrecision::reduced` runs for F16 weights in this build (precision.hpp).
-// With both AVX512-FP16 and AVX-512 BF16 (Sapphire Rapids), fp16: it wins on both counts:
+// With both AVX512-FP16 and AVX-512 BF16 (Sapphire Rapids), fp16: both meet the accuracy bound, fp16 is
+// far faster:
 //   accuracy  max |logit − reference| (tiny-gqa-15M, docs-95M; bound 2e-2): fp16 0.0128–0.0148, bf16
-//             0.022–0.029 (tests/model/reduced_precision_test.cpp); perplexity within 0.08 % of fp32 for both;
-//   speed     on this core `vdpbf16ps` peaks at ~1/4 of `vfmadd231ph`'s flops, below even the fp32 FMA's
-//             (bench/roofline.hpp); the fp16 GEMM runs TinyLlama's 512-token GEMMs at 64–66 % of its
-//             instruction's peak on 2 threads (bench/kernels.cpp matmul_fp16, README "Prefill precision").
+//             0.0116–0.0154 with W split exactly into hi + lo (tests/model/reduced_precision_test.cpp);
+//             perplexity within 0.02 % of fp32 for both;
+//   speed     on this core `vdpbf16ps` peaks at ~1/4 of `vfmadd231ph`'s flops, half the fp32 FMA's
+//             (bench/roofline.hpp), and the exact-W bf16 GEMM issues two per useful pair of products; the
+//             fp16 GEMM runs TinyLlama's 512-token GEMMs at 64–66 % of its instruction's peak on 2 threads
+//             (bench/kernels.cpp matmul_fp16, README "Prefill precision").
 inline constexpr GemmPrecision reduced_gemm_precision =
 #if defined(ELASTILM_GEMM_F16)
     GemmPrecision::fp16;

@@ -74,10 +74,10 @@ for ((rep = 1; rep <= reps; rep++)); do
     awk -F'","' 'NR == 1 { next } { gsub(/"/, "", $0); n = split($0, f, ","); p = f[n-7]; g = f[n-6]; ts = f[n-1];
                  if (p > 0) print "llama.cpp,pp," ts; else print "llama.cpp,tg," ts }' >> "$results"
   echo "repetition $rep/$reps: elastilm (native ISA)" >&2
-  "$ours_isa" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios "$ratios" "${ours_load[@]}" 2> /dev/null |
+  "$ours_isa" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios "$ratios" "${ours_load[@]}" |
     awk -F, '{ print "elastilm native " $1 "%,pp," $2; print "elastilm native " $1 "%,tg," $3 }' >> "$results"
   echo "repetition $rep/$reps: elastilm ($portable)" >&2
-  "$ours" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios 100 "${ours_load[@]}" 2> /dev/null |
+  "$ours" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios 100 "${ours_load[@]}" |
     awk -F, -v isa="$portable" '{ print "elastilm " isa " " $1 "%,pp," $2; print "elastilm " isa " " $1 "%,tg," $3 }' >> "$results"
 done
 

@@ -4,9 +4,10 @@
 // Why the copy: decode streams every weight once per token, and a file mapping is made of the page
 // cache's pages — 4 KB each unless the cache happens to hold the file in large folios (which depends on
 // how it was first read, and MADV_HUGEPAGE / MADV_COLLAPSE on the read-only file mapping do not change:
-// Linux 6.18, ext4, collapse fails with EINVAL). On 4 KB pages a 2-core decode streams ~10–20 % slower
-// than on 2 MB ones (bench/quant_kernels.cpp's decode_pass, README issue 13). The price: the load reads
-// the whole file, and the copy is resident (the page cache it came through stays reclaimable).
+// Linux 6.18, ext4, collapse fails with EINVAL). On 4 KB pages a 2-core decode streams 5–20 % less
+// than on 2 MB ones (bench/quant_kernels.cpp's decode_pass; TinyLlama Q8_0 / Q4_0 decoded ~20 % faster
+// from the copy than from the mapping, README issue 13). The price: the load reads the whole file and
+// the system holds it twice while the page cache it came through is not reclaimed.
 #pragma once
 
 #include <fcntl.h>

@@ -15,7 +15,7 @@
 # formats have one layout, GGUF's standard one, which is also our elastic one (a ratio reads a prefix of
 # whole blocks of each row), so both engines read the very same file.
 # --no-mmap: both engines copy the weights into memory instead of mapping the file (ours onto transparent
-# huge pages, io/mapped_file.hpp; llama-bench's -mmp 0).
+# huge pages, io/mapped_file.hpp; llama-bench's --load-mode none).
 # Decode is judged against the streaming read bandwidth measured before every repetition (median and
 # spread reported: this machine's bandwidth drifts by 10 % and more within minutes), counting the bytes a
 # decoded token reads (every layer matrix and the LM head, one embedding row), not the file size.
@@ -63,7 +63,7 @@ fi
 IFS=, read -r first_bandwidth peak reduced_peak reduced_name < <("$ours_isa" --roofline -t "$threads")
 decode_bytes=$("$ours_isa" -m "$model" --decode-bytes)
 ours_load=() llama_load=()
-((no_mmap)) && ours_load=(--no-mmap) llama_load=(-mmp 0)
+((no_mmap)) && ours_load=(--no-mmap) llama_load=(-lm none)  # llama-bench --load-mode none: read into memory
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for ((rep = 1; rep <= reps; rep++)); do
@@ -94,7 +94,7 @@ echo
 bandwidth=$(awk -F, '$1 == "bandwidth" { print $3 }' "$results" | sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
   printf "%.2f %.2f %.2f", m, v[1], v[NR] }')
 read -r bandwidth bw_lo bw_hi <<< "$bandwidth"
-echo "model: $model ($((bytes / 1000000)) MB) | threads $threads | repetitions $reps | pp$pp tg$tg$( ((no_mmap)) && echo " | --no-mmap (llama-bench -mmp 0)")"
+echo "model: $model ($((bytes / 1000000)) MB) | threads $threads | repetitions $reps | pp$pp tg$tg$( ((no_mmap)) && echo " | --no-mmap (llama-bench -lm none)")"
 echo "machine, this run: streaming read ${bandwidth} GB/s (median of $reps, one before each repetition: ${bw_lo}–${bw_hi}), fp32 FMA peak ${peak} GFLOP/s, reduced-precision GEMM peak ${reduced_peak} GFLOP/s of ${reduced_name} (the native-ISA build's prefill GEMM, $(uname -m))"
 echo
 grep -v '^bandwidth,' "$results" | awk -F, -v bytes="$decode_bytes" -v fbytes="$flop_bytes" -v bw="$bandwidth" -v peak="$peak" -v rpeak="$reduced_peak" -v rname="$reduced_name" -v pp="$pp" -v tg="$tg" '

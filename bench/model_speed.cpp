@@ -7,6 +7,8 @@
 //       one before it alternately in one run)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
+//   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)
+//   elastilm_bench_model_speed -m MODEL.gguf --decode-bytes   (bytes of weights a full-width decode step reads)
 //   elastilm_bench_model_speed --roofline [-t 2] [--gemm …]   (CSV: read GB/s, fp32 FMA GFLOP/s, reduced-GEMM
 //                                                              instruction peak GFLOP/s, that GEMM's name)
 //
@@ -109,6 +111,16 @@ int measure_ttft(ModelWeights weights, const std::vector<int>& lengths, int thre
     return 0;
 }
 
+// Bytes of weights one full-width decode step reads, from the file's own tensors: every layer matrix,
+// the LM head, one embedding row (norms are negligible). Quantized files keep the embedding table in a
+// block format too; counting all of it (the file size) would overstate what a token reads by ~6–11 %.
+std::size_t decode_bytes(const ModelWeights& w) {
+    std::size_t n = w.lm_head.bytes() + w.embedding.bytes() / std::size_t(std::max(1, w.embedding.rows));
+    for (const LayerWeights& l : w.layers)
+        for (const LayerMatrix& m : kLayerMatrices) n += (l.*m.field).bytes();
+    return n;
+}
+
 template <ModelConfig Cfg>
 int measure(ModelWeights weights, int pp, int tg, int threads, int reps, const std::vector<int>& ratios) {
     Model<Cfg> model(std::move(weights));
@@ -164,6 +176,9 @@ int run(const cli::Args& args) {
     }
     const std::string attention = args.get("--attention", "", "tiled", "with --ttft: prefill attention tiled, per-query or both (alternating)");
     const bool smoke = args.has("--smoke", "", "a synthetic stories260K-shaped model in memory, tiny work (CI)");
+    const bool no_mmap = args.has("--no-mmap", "", "copy the weights into memory on transparent huge pages instead of mapping the file");
+    const bool bandwidth = args.has("--bandwidth", "", "print the machine's streaming read GB/s only");
+    const bool bytes_only = args.has("--decode-bytes", "", "with -m: print the bytes one full-width decode step reads, and exit");
     const std::vector<std::string>& positional = args.positional();
     args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
                 "Prefill and decode tok/s per width ratio, as CSV lines ratio,pp_tok_s,tg_tok_s.");
@@ -193,6 +208,10 @@ int run(const cli::Args& args) {
                     bench::measure_reduced_peak_gflops(threads, precision), name.empty() ? "none" : std::string(name).c_str());
         return 0;
     }
+    if (bandwidth) {  // read GB/s alone: versus-llamacpp.sh measures it between repetitions
+        std::printf("%.2f\n", bench::measure_read_bandwidth_gbs(threads));
+        return 0;
+    }
     if (smoke)  // CI: a synthetic stories260K-shaped model in memory, tiny work
         return measure<Stories260K>(synthetic_weights<Stories260K>(), 16, 8, 1, 1, {100, 20});
     if (path.empty()) return cli::usage_error(args, "-m/--model");
@@ -209,7 +228,14 @@ int run(const cli::Args& args) {
     std::vector<PrefillAttention> paths;
     if (attention != "tiled") paths.push_back(PrefillAttention::per_query);
     if (attention != "per-query") paths.push_back(PrefillAttention::tiled);
-    ModelWeights w = load_weights(path);
+    if (bytes_only) {
+        std::printf("%zu\n", decode_bytes(load_weights(path)));
+        return 0;
+    }
+    const auto t_load = clock_type::now();
+    ModelWeights w = load_weights(path, no_mmap ? io::Residency::huge_page_copy : io::Residency::mapped);
+    std::fprintf(stderr, "model_speed: loaded %s in %.2f s (%s)\n", path.c_str(), std::chrono::duration<double>(clock_type::now() - t_load).count(),
+                 no_mmap ? "copied into memory, --no-mmap" : "mapped");
     return with_config(w.hparams, w.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(w);
         if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios, paths);
@@ -219,4 +245,4 @@ int run(const cli::Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--in-major-outputs", "--smoke", "--roofline"}, run); }
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--in-major-outputs", "--smoke", "--roofline", "--no-mmap", "--bandwidth", "--decode-bytes"}, run); }

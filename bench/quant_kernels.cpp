@@ -10,7 +10,9 @@
 //   decode pass:      the 7 matvecs of each of TinyLlama's 22 layers (Wq, Wk, Wv, Wo, gate, up, down), one
 //                     iteration = all 22 layers in order, 1.05 GB (Q8_0) / 0.59 GB (Q4_0) of blocks: far
 //                     more than the caches, so GB/s here is what decode streams from memory. Pages as
-//                     the model's mmap gives them (4 KB) and, for comparison, transparent huge pages.
+//                     the model's mmap gives them (4 KB) and, for comparison, transparent huge pages
+//                     (what --no-mmap's copy gets); decode_pass_fused runs the products of one input as
+//                     one (Wq, Wk, Wv; gate, up), as the model's decode does.
 // Flags besides Google Benchmark's: --smoke (small shapes, for CI).
 #include <benchmark/benchmark.h>
 
@@ -20,6 +22,7 @@
 #include <memory>
 #include <map>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -124,15 +127,28 @@ struct Layers {
     }
 };
 
-void BM_DecodePass(benchmark::State& state, DType dtype, bool huge_pages, bool ymm) {
+// fused: the products of one input as one (quant_matvecs: Wq, Wk, Wv; gate, up), as model/block.hpp's
+// decode runs them; else one matvec per matrix.
+void BM_DecodePass(benchmark::State& state, DType dtype, bool huge_pages, bool ymm, bool fused = false) {
     const int threads = int(state.range(0));
     static std::map<std::pair<DType, bool>, std::unique_ptr<Layers>> cache;
     auto& layers = cache[{dtype, huge_pages}];
     if (!layers) layers = std::make_unique<Layers>(dtype, huge_pages);
-    std::vector<float> x(TinyLlama1B::hidden_dim, 0.5f), y(TinyLlama1B::hidden_dim);
+    std::vector<float> x(TinyLlama1B::hidden_dim, 0.5f), y(3 * TinyLlama1B::hidden_dim);
     ThreadPool pool(threads);
+    float* const yqkv[] = {y.data(), y.data() + TinyLlama1B::dim, y.data() + 2 * TinyLlama1B::dim};  // Wq's rows first
+    const auto& v = layers->views;
     for (auto _ : state) {
-        for (const MatrixView& W : layers->views) quant_matvec_as(ymm, y.data(), W, x.data(), &pool);
+        if (fused)
+            for (std::size_t l = 0; l < v.size(); l += 7) {
+                quant_matvecs(yqkv, std::span(v).subspan(l, 3), x.data(), &pool);
+                quant_matvec(y.data(), v[l + 3], x.data(), &pool);
+                float* const ygu[] = {y.data(), y.data() + TinyLlama1B::hidden_dim};
+                quant_matvecs(ygu, std::span(v).subspan(l + 4, 2), x.data(), &pool);
+                quant_matvec(y.data(), v[l + 6], x.data(), &pool);
+            }
+        else
+            for (const MatrixView& W : v) quant_matvec_as(ymm, y.data(), W, x.data(), &pool);
         benchmark::DoNotOptimize(y.data());
     }
     state.counters["GB/s"] = benchmark::Counter(double(layers->total) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
@@ -198,6 +214,13 @@ int main(int argc, char** argv) {
                     auto* b = benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { BM_DecodePass(s, dtype, huge, ymm); });
                     for (int t : thread_counts) b->Arg(t)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
                 }
+    if (!smoke)
+        for (DType dtype : {DType::q8_0, DType::q4_0})
+            for (bool huge : {false, true}) {
+                const std::string name = "decode_pass_fused/" + std::string(to_string(dtype)) + (huge ? "/huge_pages" : "/4k_pages");
+                auto* b = benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { BM_DecodePass(s, dtype, huge, false, true); });
+                for (int t : thread_counts) b->Arg(t)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+            }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
 }

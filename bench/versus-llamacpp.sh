@@ -5,7 +5,7 @@
 # build get) and for this machine's own ISA (-march=native, as llama.cpp's GGML_NATIVE build is), which
 # adds the reduced-precision prefill GEMM where the CPU has one (AVX-512 BF16 …).
 #
-#   bench/versus-llamacpp.sh [--shape tinyllama|openllama3b] [--type f16|q8_0|q4_0] [-m MODEL.gguf] [-t 2] [-r 5] [-p 512] [-n 128] [--ratios 100,50,20]
+#   bench/versus-llamacpp.sh [--shape tinyllama|openllama3b] [--type f16|q8_0|q4_0] [-m MODEL.gguf] [-t 2] [-r 5] [-p 512] [-n 128] [--ratios 100,50,20] [--no-mmap]
 #   bench/versus-llamacpp.sh --smoke      # tiny-gqa shape, -p 64 -n 16, one repetition (CI)
 #
 # llama.cpp comes from the npm registry (node-llama-cpp ships its source) and is built once into
@@ -14,9 +14,14 @@
 # --type q8_0|q4_0 quantizes them (layer matrices in that format, embedding and LM head Q8_0). Block
 # formats have one layout, GGUF's standard one, which is also our elastic one (a ratio reads a prefix of
 # whole blocks of each row), so both engines read the very same file.
+# --no-mmap: both engines copy the weights into memory instead of mapping the file (ours onto transparent
+# huge pages, io/mapped_file.hpp; llama-bench's --load-mode none).
+# Decode is judged against the streaming read bandwidth measured before every repetition (median and
+# spread reported: this machine's bandwidth drifts by 10 % and more within minutes), counting the bytes a
+# decoded token reads (every layer matrix and the LM head, one embedding row), not the file size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shape=tinyllama type=f16 model="" threads=2 reps=5 pp=512 tg=128 ratios=100,90,80,70,60,50,40,30,20
+shape=tinyllama type=f16 model="" threads=2 reps=5 pp=512 tg=128 ratios=100,90,80,70,60,50,40,30,20 no_mmap=0
 while (($#)); do
   case "$1" in
     --smoke) shape=tinygqa reps=1 pp=64 tg=16 ;;
@@ -28,6 +33,7 @@ while (($#)); do
     -p) pp=$2; shift ;;
     -n) tg=$2; shift ;;
     --ratios) ratios=$2; shift ;;  # the native-ISA build's ratios (all nine by default; 100 must be one)
+    --no-mmap) no_mmap=1 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -54,19 +60,24 @@ if [[ -z "$model" ]]; then
 fi
 [[ ",$ratios," == *,100,* ]] || { echo "versus-llamacpp: --ratios must include 100 (the comparison is at full width)" >&2; exit 2; }
 # Ceilings of the native-ISA build: its fp32 FMA peak (widest SIMD) and the peak of the reduced GEMM's instruction.
-IFS=, read -r bandwidth peak reduced_peak reduced_name < <("$ours_isa" --roofline -t "$threads")
+IFS=, read -r first_bandwidth peak reduced_peak reduced_name < <("$ours_isa" --roofline -t "$threads")
+decode_bytes=$("$ours_isa" -m "$model" --decode-bytes)
+ours_load=() llama_load=()
+((no_mmap)) && ours_load=(--no-mmap) llama_load=(-lm none)  # llama-bench --load-mode none: read into memory
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for ((rep = 1; rep <= reps; rep++)); do
+  echo "repetition $rep/$reps: read bandwidth" >&2
+  echo "bandwidth,bw,$("$ours_isa" --bandwidth -t "$threads")" >> "$results"
   echo "repetition $rep/$reps: llama.cpp" >&2
-  "$llama_bench" -m "$model" -p "$pp" -n "$tg" -t "$threads" -r 1 -o csv 2> /dev/null |
+  "$llama_bench" -m "$model" -p "$pp" -n "$tg" -t "$threads" -r 1 "${llama_load[@]}" -o csv 2> /dev/null |
     awk -F'","' 'NR == 1 { next } { gsub(/"/, "", $0); n = split($0, f, ","); p = f[n-7]; g = f[n-6]; ts = f[n-1];
                  if (p > 0) print "llama.cpp,pp," ts; else print "llama.cpp,tg," ts }' >> "$results"
   echo "repetition $rep/$reps: elastilm (native ISA)" >&2
-  "$ours_isa" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios "$ratios" |
+  "$ours_isa" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios "$ratios" "${ours_load[@]}" |
     awk -F, '{ print "elastilm native " $1 "%,pp," $2; print "elastilm native " $1 "%,tg," $3 }' >> "$results"
   echo "repetition $rep/$reps: elastilm ($portable)" >&2
-  "$ours" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios 100 |
+  "$ours" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios 100 "${ours_load[@]}" |
     awk -F, -v isa="$portable" '{ print "elastilm " isa " " $1 "%,pp," $2; print "elastilm " isa " " $1 "%,tg," $3 }' >> "$results"
 done
 
@@ -80,10 +91,13 @@ elif [[ -f "$cache/models/$shape-synthetic-f16.gguf" && "$model" == "$cache/mode
   flop_bytes=$(stat -c %s "$cache/models/$shape-synthetic-f16.gguf")
 fi
 echo
-echo "model: $model ($((bytes / 1000000)) MB) | threads $threads | repetitions $reps | pp$pp tg$tg"
-echo "machine, this run: streaming read ${bandwidth} GB/s, fp32 FMA peak ${peak} GFLOP/s, reduced-precision GEMM peak ${reduced_peak} GFLOP/s of ${reduced_name} (the native-ISA build's prefill GEMM, $(uname -m))"
+bandwidth=$(awk -F, '$1 == "bandwidth" { print $3 }' "$results" | sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
+  printf "%.2f %.2f %.2f", m, v[1], v[NR] }')
+read -r bandwidth bw_lo bw_hi <<< "$bandwidth"
+echo "model: $model ($((bytes / 1000000)) MB) | threads $threads | repetitions $reps | pp$pp tg$tg$( ((no_mmap)) && echo " | --no-mmap (llama-bench -lm none)")"
+echo "machine, this run: streaming read ${bandwidth} GB/s (median of $reps, one before each repetition: ${bw_lo}–${bw_hi}), fp32 FMA peak ${peak} GFLOP/s, reduced-precision GEMM peak ${reduced_peak} GFLOP/s of ${reduced_name} (the native-ISA build's prefill GEMM, $(uname -m))"
 echo
-awk -F, -v bytes="$bytes" -v fbytes="$flop_bytes" -v bw="$bandwidth" -v peak="$peak" -v rpeak="$reduced_peak" -v rname="$reduced_name" -v pp="$pp" -v tg="$tg" '
+grep -v '^bandwidth,' "$results" | awk -F, -v bytes="$decode_bytes" -v fbytes="$flop_bytes" -v bw="$bandwidth" -v peak="$peak" -v rpeak="$reduced_peak" -v rname="$reduced_name" -v pp="$pp" -v tg="$tg" '
   { key = $1 SUBSEP $2; n[key]++; v[key, n[key]] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++rows] = $1 } }
   function median(k,   i, j, t, m) { m = n[k]; for (i = 1; i <= m; i++) a[i] = v[k, i];
     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -95,7 +109,7 @@ awk -F, -v bytes="$bytes" -v fbytes="$flop_bytes" -v bw="$bandwidth" -v peak="$p
     for (r = 1; r <= rows; r++) { e = order[r]
       p = median(e SUBSEP "pp"); plo = lo; phi = hi; g = median(e SUBSEP "tg"); glo = lo; ghi = hi
       printf "| %s | %.1f (%.1f–%.1f) | %.2f× | %.2f (%.2f–%.2f) | %.2f× |\n", e, p, plo, phi, p / base_pp, g, glo, ghi, g / base_tg }
-    printf "\nat full width a decoded token reads ~%.0f MB: llama.cpp tg = %.0f%% of the read bandwidth, elastilm 100%% = %.0f%%\n",
+    printf "\nat full width a decoded token reads %.0f MB (layer matrices, LM head, one embedding row): llama.cpp tg = %.1f%% of the read bandwidth, elastilm 100%% = %.1f%%\n",
       bytes / 1e6, 100 * base_tg * bytes / 1e9 / bw, 100 * median("elastilm native 100%" SUBSEP "tg") * bytes / 1e9 / bw
     if (fbytes > 0) {
       printf "prefill at full width does ~%.2f GFLOP/token: llama.cpp pp = %.0f%% of the fp32 FMA peak, elastilm 100%% = %.0f%%\n",
@@ -104,4 +118,4 @@ awk -F, -v bytes="$bytes" -v fbytes="$flop_bytes" -v bw="$bandwidth" -v peak="$p
         printf "against the peak of %s (%.0f GFLOP/s): llama.cpp pp = %.0f%%, elastilm native 100%% = %.0f%%\n",
           rname, rpeak, 100 * base_pp * fbytes / 1e9 / rpeak, 100 * median("elastilm native 100%" SUBSEP "pp") * fbytes / 1e9 / rpeak
     }
-  }' "$results"
+  }'

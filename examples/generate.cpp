@@ -2,9 +2,11 @@
 //
 //   generate -m MODEL [-p PROMPT] [-n TOKENS] [-t THREADS] [--temp T] [--top-p P] [--seed S]
 //            [--ratio PERCENT | --prefill-ratio P --decode-ratio D] [--tokenizer tokenizer.model] [--adapters DIR]
+//            [--no-mmap]   (weights copied into memory on transparent huge pages instead of mapped)
 //
 // MODEL is a .gguf, a Hugging Face folder (config.json + model.safetensors) or a llama2.c .bin; its
 // shape picks the compiled config. Prints prefill tok/s, TTFT and TPOT at the end.
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 
@@ -46,13 +48,20 @@ int run(const cli::Args& args) {
     const std::string tokenizer = cli::tokenizer_flag(args);
     const std::string ids_flag = args.get("--ids", "", "", "prompt as token ids 1,2,3 instead of text (no tokenizer)");
     const std::string adapters = args.get("--adapters", "", "", "folder of LoRA adapters (recover's output)");
+    const bool no_mmap = args.has("--no-mmap", "", "copy the weights into memory on transparent huge pages instead of mapping the file");
     args.finish("generate -m MODEL [-p PROMPT] [-n TOKENS] [-t THREADS] [flags]\n"
                 "Runs MODEL on a prompt and streams the answer; prints prefill tok/s, TTFT and TPOT at the end.");
     if (model_path.empty()) return cli::usage_error(args, "-m/--model");
 
     std::fprintf(stderr, "loading %s\n", model_path.c_str());
     // A GGUF's own vocabulary first; else tokenizer.model (--tokenizer, beside the model, ../shared).
-    cli::ModelFile file = cli::open_model(model_path, tokenizer, {.gguf_vocabulary = true, .tokenizer_required = ids_flag.empty()});
+    const auto t_load = std::chrono::steady_clock::now();
+    cli::ModelFile file = cli::open_model(model_path, tokenizer,
+                                          {.gguf_vocabulary = true,
+                                           .tokenizer_required = ids_flag.empty(),
+                                           .residency = no_mmap ? io::Residency::huge_page_copy : io::Residency::mapped});
+    std::fprintf(stderr, "loaded in %.2f s (%s)\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count(),
+                 no_mmap ? "weights copied into memory, --no-mmap" : "weights mapped");
     return cli::with_model(file, [&]<ModelConfig Cfg>() -> int {
         ModelWeights& weights = file.weights;
         std::fprintf(stderr, "model: %s (%s, %s weights, %d layers)%s\n", std::string(Cfg::name).c_str(), weights.format.c_str(),
@@ -102,4 +111,4 @@ int run(const cli::Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {}, run); }
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--no-mmap"}, run); }

@@ -27,6 +27,8 @@ struct OpenOptions {
     bool gguf_vocabulary = false;
     // Without a tokenizer the tool cannot run (else `tokenizer` stays empty when none is found).
     bool tokenizer_required = true;
+    // Mapped (zero-copy) or copied into memory on huge pages (--no-mmap; io/mapped_file.hpp).
+    io::Residency residency = io::Residency::mapped;
 };
 
 inline bool is_gguf(const std::filesystem::path& path) {
@@ -41,14 +43,14 @@ inline bool is_gguf(const std::filesystem::path& path) {
 inline ModelFile open_model(const std::string& model_path, const std::string& tokenizer_path, OpenOptions opt = {}) {
     ModelFile f;
     if (is_gguf(model_path)) {
-        const io::GgufFile g = io::GgufFile::open(model_path);
+        const io::GgufFile g = io::GgufFile::open(model_path, opt.residency);
         f.weights = detail::load_gguf(g);
         if (opt.gguf_vocabulary && tokenizer_path.empty() && g.has("tokenizer.ggml.tokens")) {
             f.tokenizer.emplace(tokenizer_from_gguf(g));
             f.tokenizer_source = model_path;
         }
     } else {
-        f.weights = load_weights(model_path);
+        f.weights = load_weights(model_path, opt.residency);
     }
     if (!f.tokenizer) {
         const auto path = find_tokenizer(model_path, tokenizer_path);

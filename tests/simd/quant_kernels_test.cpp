@@ -152,6 +152,43 @@ TEST_P(QuantKernels, MatvecOddSizesPrefixesThreads) {
             }
 }
 
+// Products of one input fused into one (quant_matvecs: Wq, Wk, Wv at decode) give each matrix exactly
+// the floats of its own matvec, whichever thread a row falls to: odd row counts, prefixes of wider
+// stored matrices (each its own row stride), the threads' split falling inside and across matrices.
+TEST_P(QuantKernels, FusedProductsOfOneInputMatchTheirOwnMatvecs) {
+    const DType dtype = GetParam();
+    ThreadPool pool(2);
+    for (int cols : {32, 352, 2048}) {
+        const Stored a = make(5, cols, 9, cols + 32, dtype, 71), b = make(40, cols, 40, cols, dtype, 72), c = make(3, cols, 7, cols + 96, dtype, 73);
+        const auto x = activations(cols, 74);
+        for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+            std::vector<float> ya(5, -1), yb(40, -1), yc(3, -1), ra(5), rb(40), rc(3);
+            float* const y[] = {ya.data(), yb.data(), yc.data()};
+            const MatrixView W[] = {a.view, b.view, c.view};
+            quant_matvecs(y, W, x.data(), p, /*parallel_from=*/0);
+            matvec(ra.data(), a.view, x.data(), p, nullptr, 0);
+            matvec(rb.data(), b.view, x.data(), p, nullptr, 0);
+            matvec(rc.data(), c.view, x.data(), p, nullptr, 0);
+            EXPECT_EQ(ya, ra) << cols;
+            EXPECT_EQ(yb, rb) << cols;
+            EXPECT_EQ(yc, rc) << cols;
+            expect_rows(b, as_quantized(x.data(), cols), yb.data(), nullptr, nullptr, 0, "fused");
+        }
+    }
+    // Matrices that cannot share one product (a different block format) run one matvec each.
+    const DType other = dtype == DType::q8_0 ? DType::q4_0 : DType::q8_0;
+    const Stored a = make(17, 96, 17, 96, dtype, 75), b = make(6, 96, 6, 96, other, 76);
+    const auto x = activations(96, 77);
+    std::vector<float> ya(17), yb(6), ra(17), rb(6);
+    float* const y[] = {ya.data(), yb.data()};
+    const MatrixView W[] = {a.view, b.view};
+    matvecs(y, W, x.data(), &pool);
+    matvec(ra.data(), a.view, x.data(), &pool);
+    matvec(rb.data(), b.view, x.data(), &pool);
+    EXPECT_EQ(ya, ra);
+    EXPECT_EQ(yb, rb);
+}
+
 TEST_P(QuantKernels, MatvecWithExtraColumns) {  // a LoRA adapter's B read with the base weights
     const DType dtype = GetParam();
     ThreadPool pool(2);

@@ -1,5 +1,6 @@
 // Loading a model file into ModelWeights: GGUF, Hugging Face (config.json + model.safetensors) or a
-// llama2.c .bin, detected from the file. Weights stay in the memory mapping; only norms are converted.
+// llama2.c .bin, detected from the file. Weights stay in the memory mapping (or its copy on huge pages,
+// io::Residency); only norms are converted.
 //
 //   load_weights(path)      any LLaMA file, checked for internal consistency (tool inspection)
 //   check_against<Cfg>(w)   the file's hyper-parameters against a compiled config, field by field
@@ -142,13 +143,15 @@ inline ModelWeights load_gguf(const io::GgufFile& g) {
     return w;
 }
 
-inline ModelWeights load_gguf(const std::filesystem::path& path) { return load_gguf(io::GgufFile::open(path)); }
+inline ModelWeights load_gguf(const std::filesystem::path& path, io::Residency residency = io::Residency::mapped) {
+    return load_gguf(io::GgufFile::open(path, residency));
+}
 
-inline ModelWeights load_safetensors(const std::filesystem::path& path) {
+inline ModelWeights load_safetensors(const std::filesystem::path& path, io::Residency residency = io::Residency::mapped) {
     const auto dir = std::filesystem::is_directory(path) ? path : path.parent_path();
     const auto file = std::filesystem::is_directory(path) ? path / "model.safetensors" : path;
     const io::HfConfig cfg = io::read_hf_config(dir / "config.json");
-    const io::SafetensorsFile st = io::SafetensorsFile::open(file);
+    const io::SafetensorsFile st = io::SafetensorsFile::open(file, residency);
     ModelWeights w;
     w.source = st.where();
     w.format = "safetensors";
@@ -170,8 +173,8 @@ inline ModelWeights load_safetensors(const std::filesystem::path& path) {
     return w;
 }
 
-inline ModelWeights load_llama2c(const std::filesystem::path& path) {
-    auto file = io::MappedFile::open(path);
+inline ModelWeights load_llama2c(const std::filesystem::path& path, io::Residency residency = io::Residency::mapped) {
+    auto file = io::MappedFile::open(path, residency);
     ModelWeights w;
     w.source = file->path();
     w.format = "llama2c";
@@ -183,14 +186,14 @@ inline ModelWeights load_llama2c(const std::filesystem::path& path) {
 }  // namespace detail
 
 // Any supported LLaMA file: a .gguf, a Hugging Face folder or .safetensors (config.json beside it),
-// or a llama2.c .bin.
-inline ModelWeights load_weights(const std::filesystem::path& path) {
+// or a llama2.c .bin. `residency`: mapped (zero-copy) or copied into huge pages (io/mapped_file.hpp).
+inline ModelWeights load_weights(const std::filesystem::path& path, io::Residency residency = io::Residency::mapped) {
     require(std::filesystem::exists(path), path.string(), "no such file or directory");
-    if (std::filesystem::is_directory(path) || path.extension() == ".safetensors") return detail::load_safetensors(path);
+    if (std::filesystem::is_directory(path) || path.extension() == ".safetensors") return detail::load_safetensors(path, residency);
     char magic[4] = {};
     std::ifstream(path, std::ios::binary).read(magic, 4);
-    if (std::memcmp(magic, "GGUF", 4) == 0) return detail::load_gguf(path);
-    if (path.extension() == ".bin") return detail::load_llama2c(path);
+    if (std::memcmp(magic, "GGUF", 4) == 0) return detail::load_gguf(path, residency);
+    if (path.extension() == ".bin") return detail::load_llama2c(path, residency);
     throw Error(path.string(), "unrecognised model file: not GGUF (magic \"GGUF\"), not .safetensors, not a llama2.c .bin");
 }
 

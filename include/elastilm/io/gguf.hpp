@@ -101,8 +101,8 @@ struct GgufTensor : FileTensor {
 
 class GgufFile {
 public:
-    static GgufFile open(const std::filesystem::path& path) {
-        auto file = MappedFile::open(path);
+    static GgufFile open(const std::filesystem::path& path, Residency residency = Residency::mapped) {
+        auto file = MappedFile::open(path, residency);
         GgufFile g = parse(file->bytes(), file->path());
         g.keepalive_ = file;
         return g;

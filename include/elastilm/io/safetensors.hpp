@@ -22,8 +22,8 @@ using SafeTensor = FileTensor;
 
 class SafetensorsFile {
 public:
-    static SafetensorsFile open(const std::filesystem::path& path) {
-        auto file = MappedFile::open(path);
+    static SafetensorsFile open(const std::filesystem::path& path, Residency residency = Residency::mapped) {
+        auto file = MappedFile::open(path, residency);
         SafetensorsFile s = parse(file->bytes(), file->path());
         s.keepalive_ = file;
         return s;

@@ -49,9 +49,15 @@ struct Block {
         const LayerWeights& w = m.layer(l);
         normalize(w.attn_norm, n, a);
         lora_inputs_of(lora_group::qkv, lora, a.xb.data(), dim, n, a, pool);
-        project(a.q.data(), W::q_dim, w.wq.prefix(W::q_dim, dim), lora, lora_slot::q, a.xb.data(), dim, n, a, pool);
-        project(a.k.data(), W::kv_dim, w.wk.prefix(W::kv_dim, dim), lora, lora_slot::k, a.xb.data(), dim, n, a, pool);
-        project(a.v.data(), W::kv_dim, w.wv.prefix(W::kv_dim, dim), lora, lora_slot::v, a.xb.data(), dim, n, a, pool);
+        if (n == 1 && !lora) {  // decode without an adapter: the three products of one input as one
+            float* const y[] = {a.q.data(), a.k.data(), a.v.data()};
+            const MatrixView wqkv[] = {w.wq.prefix(W::q_dim, dim), w.wk.prefix(W::kv_dim, dim), w.wv.prefix(W::kv_dim, dim)};
+            matvecs(y, wqkv, a.xb.data(), &pool);
+        } else {
+            project(a.q.data(), W::q_dim, w.wq.prefix(W::q_dim, dim), lora, lora_slot::q, a.xb.data(), dim, n, a, pool);
+            project(a.k.data(), W::kv_dim, w.wk.prefix(W::kv_dim, dim), lora, lora_slot::k, a.xb.data(), dim, n, a, pool);
+            project(a.v.data(), W::kv_dim, w.wv.prefix(W::kv_dim, dim), lora, lora_slot::v, a.xb.data(), dim, n, a, pool);
+        }
 
         for (int t = 0; t < n; ++t) {
             float* q = a.q.data() + std::size_t(t) * W::q_dim;
@@ -77,8 +83,14 @@ struct Block {
     static void ffn(const LayerWeights& w, int l, int n, Activations<Cfg>& a, ThreadPool& pool, LayerLora lora = {}) {
         normalize(w.ffn_norm, n, a);
         lora_inputs_of(lora_group::gate_up, lora, a.xb.data(), dim, n, a, pool);
-        project(a.gate.data(), W::hidden, w.w_gate.prefix(W::hidden, dim), lora, lora_slot::gate, a.xb.data(), dim, n, a, pool);
-        project(a.up.data(), W::hidden, w.w_up.prefix(W::hidden, dim), lora, lora_slot::up, a.xb.data(), dim, n, a, pool);
+        if (n == 1 && !lora) {
+            float* const y[] = {a.gate.data(), a.up.data()};
+            const MatrixView wgu[] = {w.w_gate.prefix(W::hidden, dim), w.w_up.prefix(W::hidden, dim)};
+            matvecs(y, wgu, a.xb.data(), &pool);
+        } else {
+            project(a.gate.data(), W::hidden, w.w_gate.prefix(W::hidden, dim), lora, lora_slot::gate, a.xb.data(), dim, n, a, pool);
+            project(a.up.data(), W::hidden, w.w_up.prefix(W::hidden, dim), lora, lora_slot::up, a.xb.data(), dim, n, a, pool);
+        }
         silu_mul(a.gate.data(), a.up.data(), n * W::hidden);
         if (a.observer) a.observer->ffn_hidden(l, a.gate.data(), n, W::hidden);
         lora_inputs_of(lora_group::down, lora, a.gate.data(), W::hidden, n, a, pool);

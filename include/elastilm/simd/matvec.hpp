@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <span>
 #include <vector>
 
 #include "elastilm/runtime/thread_pool.hpp"
@@ -157,6 +158,17 @@ inline void matvec(float* y, const MatrixView& W, const float* x, ThreadPool* po
     };
     if (pool && pool->size() > 1) pool->parallel_for(W.rows, rows, 16);
     else rows(0, W.rows);
+}
+
+// y[m] = W[m]·x for products of one input (Wq, Wk, Wv; W_gate, W_up): block formats of one type and
+// input count run as one product over all their rows (simd/quant_matvec.hpp's quant_matvecs), other
+// weights one matvec each.
+inline void matvecs(std::span<float* const> y, std::span<const MatrixView> W, const float* x, ThreadPool* pool = nullptr) {
+    const bool fused = std::all_of(W.begin(), W.end(), [&](const MatrixView& w) {
+        return is_quantized(w.dtype) && w.dtype == W[0].dtype && w.cols == W[0].cols;
+    });
+    if (fused) return quant_matvecs(y, W, x, pool);
+    for (std::size_t m = 0; m < W.size(); ++m) matvec(y[m], W[m], x, pool);
 }
 
 }  // namespace elastilm

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <span>
 #include <vector>
 
 #include "elastilm/error.hpp"
@@ -46,19 +47,35 @@ inline float extra_dot(const f16_bits* e, const float* z, int n) {
 // Ordinary hints, not non-temporal ones: see simd/matvec.hpp.
 inline constexpr std::size_t kQuantPrefetchAhead = 2048;
 
-// y[r] for r in [r0, r1): row_dot(first block of row r, blocks, ahead) + the extra columns' product.
+// Row g of the concatenation of `count` matrices that read one x (same dtype and inputs): W[m]'s
+// row g − (rows of W[0..m)). For a single matrix g is its row.
+template <class Block>
+struct BlockRows {
+    const MatrixView* W;
+    int count;
+    // First block of row g, and the matrix it is in (m, whose first row is `start`), scanning on from
+    // the given m / start.
+    const Block* row(int g, int& m, int& start) const {
+        while (g >= start + W[m].rows) start += W[m++].rows;
+        return static_cast<const Block*>(W[m].data) + std::size_t(g - start) * (W[m].ld / kQuantBlock);
+    }
+};
+
+// y[m][r] for the rows g in [g0, g1) of the concatenation (g ↦ matrix m, row r): row_dot(first block
+// of the row, blocks, ahead) + the extra columns' product (E: only with one matrix). The prefetch runs
+// on from one matrix's rows into the next one's, as if they were one matrix.
 template <class Block, class RowDot>
-void quant_rows(float* y, const MatrixView& W, RowDot row_dot, int r0, int r1, const MatrixView* E, const float* z) {
-    const int blocks = W.cols / kQuantBlock;
-    const std::size_t row_blocks = W.ld / kQuantBlock;
-    const auto* base = static_cast<const Block*>(W.data);
+void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, int g0, int g1, const MatrixView* E, const float* z) {
+    const int blocks = rows.W[0].cols / kQuantBlock;
     const std::size_t piece = std::size_t(blocks) * sizeof(Block);
     const int ahead = int(std::max<std::size_t>(1, (kQuantPrefetchAhead + piece - 1) / piece));
-    for (int r = r0; r < r1; ++r) {
-        const Block* later = r + ahead < r1 ? base + std::size_t(r + ahead) * row_blocks : nullptr;
-        float sum = row_dot(base + std::size_t(r) * row_blocks, blocks, later);
-        if (E) sum += extra_dot(static_cast<const f16_bits*>(E->data) + std::size_t(r) * E->ld, z, E->cols);
-        y[r] = sum;
+    int m = 0, start = 0, lm = 0, lstart = 0;  // the matrix of row g, and of row g + ahead
+    for (int g = g0; g < g1; ++g) {
+        const Block* w = rows.row(g, m, start);
+        const Block* later = g + ahead < g1 ? rows.row(g + ahead, lm, lstart) : nullptr;
+        float sum = row_dot(w, blocks, later);
+        if (E) sum += extra_dot(static_cast<const f16_bits*>(E->data) + std::size_t(g) * E->ld, z, E->cols);
+        y[m][g - start] = sum;
     }
 }
 
@@ -80,30 +97,39 @@ inline void require_quant_view(const MatrixView& W) {
 
 namespace detail {
 
-// The matvec with the zmm row kernel (Zmm, only when compiled with AVX-512 VNNI and BW) or the one-block-
-// at-a-time one (simd/quant_dot.hpp); bench/quant_kernels.cpp times both side by side.
+// y[m] = W[m]·x for `count` matrices of one dtype and one input x, with the zmm row kernel (Zmm, only
+// when compiled with AVX-512 VNNI and BW) or the one-block-at-a-time one (simd/quant_dot.hpp);
+// bench/quant_kernels.cpp times both side by side. x is quantized once and all the matrices' rows are
+// split across the pool as one range.
 template <bool Zmm>
-void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* pool, const MatrixView* E, const float* z,
+void quant_matvec(float* const* y, const MatrixView* W, int count, const float* x, ThreadPool* pool, const MatrixView* E, const float* z,
                   std::size_t parallel_from) {
-    require_quant_view(W);
-    if (pool && std::size_t(W.rows) * W.cols < parallel_from) pool = nullptr;
+    int total = 0;
+    for (int m = 0; m < count; ++m) {
+        require_quant_view(W[m]);
+        require(W[m].dtype == W[0].dtype && W[m].cols == W[0].cols, "quantized product",
+                "matrices sharing an input must have one block format and one input count");
+        total += W[m].rows;
+    }
+    if (pool && std::size_t(total) * W[0].cols < parallel_from) pool = nullptr;
     // dot8 / dot4: a row's dot product with the quantized x, for Q8_0 / Q4_0 rows.
     auto run = [&](auto dot8, auto dot4) {
-        auto rows = [&](int r0, int r1) {
-            if (W.dtype == DType::q8_0) quant_rows<BlockQ8_0>(y, W, dot8, r0, r1, E, z);
-            else quant_rows<BlockQ4_0>(y, W, dot4, r0, r1, E, z);
+        auto rows = [&](int g0, int g1) {
+            if (W[0].dtype == DType::q8_0) quant_rows(y, BlockRows<BlockQ8_0>{W, count}, dot8, g0, g1, E, z);
+            else quant_rows(y, BlockRows<BlockQ4_0>{W, count}, dot4, g0, g1, E, z);
         };
-        if (pool && pool->size() > 1) pool->parallel_for(W.rows, rows, 16);
-        else rows(0, W.rows);
+        if (pool && pool->size() > 1) pool->parallel_for(total, rows, 16);
+        else rows(0, total);
     };
+    const int cols = W[0].cols;
     // The quantized activations are thread_local: the pool's threads read the caller's copy, through the
     // pointers the lambdas capture.
     if constexpr (Zmm) {
 #if ELASTILM_QMATVEC_VNNI
         thread_local std::vector<qvnni_matvec::ActGroupQ8> x8;
         thread_local std::vector<qvnni_matvec::ActGroupQ4> x4;
-        if (W.dtype == DType::q8_0) qvnni_matvec::quantize_activations<BlockQ8_0>(x8, x, W.cols);
-        else qvnni_matvec::quantize_activations<BlockQ4_0>(x4, x, W.cols);
+        if (W[0].dtype == DType::q8_0) qvnni_matvec::quantize_activations<BlockQ8_0>(x8, x, cols);
+        else qvnni_matvec::quantize_activations<BlockQ4_0>(x4, x, cols);
         const qvnni_matvec::ActGroupQ8* xb8 = x8.data();
         const qvnni_matvec::ActGroupQ4* xb4 = x4.data();
         run([xb8](const BlockQ8_0* w, int n, const BlockQ8_0* later) { return qvnni_matvec::dot_row(w, xb8, n, later); },
@@ -113,8 +139,8 @@ void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* poo
 #endif
     } else {
         thread_local std::vector<ActBlock> xq;
-        xq.resize(std::size_t(W.cols / kQuantBlock));
-        quantize_activations(xq.data(), x, W.cols);
+        xq.resize(std::size_t(cols / kQuantBlock));
+        quantize_activations(xq.data(), x, cols);
         const ActBlock* xb = xq.data();
         run([xb](const BlockQ8_0* w, int n, const BlockQ8_0* later) {
                 prefetch_piece(later, n);
@@ -127,12 +153,29 @@ void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* poo
     }
 }
 
+template <bool Zmm>
+void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* pool, const MatrixView* E, const float* z,
+                  std::size_t parallel_from) {
+    quant_matvec<Zmm>(&y, &W, 1, x, pool, E, z, parallel_from);
+}
+
 }  // namespace detail
 
 // y[i] = Σ_j W(i, j) · x[j] (+ Σ_k E(i, k) · z[k] when E is given: f16, out_major, W's rows).
 inline void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* pool = nullptr, const MatrixView* E = nullptr,
                          const float* z = nullptr, std::size_t parallel_from = std::size_t(1) << 16) {
     detail::quant_matvec<bool(ELASTILM_QMATVEC_VNNI)>(y, W, x, pool, E, z, parallel_from);
+}
+
+// y[m] = W[m]·x for matrices that read the same x (Wq, Wk, Wv; W_gate, W_up), of one block format and
+// input count: one quantization of x and one split of all their rows across the pool. Why: each
+// matvec's start (x quantized while the other threads wait, the hand-off, rows that begin cold) and end
+// (the threads meet) cost time in which nothing streams; one product over the concatenated rows pays
+// them once, and a thread's prefetch runs on into the next matrix (bench/quant_kernels.cpp's decode_pass).
+inline void quant_matvecs(std::span<float* const> y, std::span<const MatrixView> W, const float* x, ThreadPool* pool = nullptr,
+                          std::size_t parallel_from = std::size_t(1) << 16) {
+    require(y.size() == W.size() && !W.empty(), "quantized product", "one output per matrix");
+    detail::quant_matvec<bool(ELASTILM_QMATVEC_VNNI)>(y.data(), W.data(), int(W.size()), x, pool, nullptr, nullptr, parallel_from);
 }
 
 }  // namespace elastilm

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "elastilm/runtime/thread_pool.hpp"
+#include "elastilm/simd/f16.hpp"
 #include "elastilm/tensor.hpp"
 
 namespace elastilm::gemm_bf16_mmla {

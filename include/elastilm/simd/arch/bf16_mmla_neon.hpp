@@ -17,13 +17,12 @@
 
 #include <arm_neon.h>
 
-#include "elastilm/simd/f16.hpp"
-
 namespace elastilm::simd::bfmmla {
 
 inline constexpr std::string_view instruction = "bf16 (NEON bfmmla)";  // as reports name it
 
 using bf16_bits = std::uint16_t;
+using f16_bits = std::uint16_t;  // IEEE binary16, as simd/f16.hpp (a layer above this one) names it
 using vec = bfloat16x8_t;   // two rows of 4 bf16 values, as BFMMLA reads an operand
 using tile = float32x4_t;   // a 2×2 fp32 tile, (row i, column j) at lane 2i + j
 

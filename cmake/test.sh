@@ -6,7 +6,8 @@
 #   2. ThreadSanitizer build of the service's threaded tests only (the Service and its soak);
 #   3. libFuzzer targets (clang) for the untrusted-input parsers, briefly;
 #   4. the aarch64 NEON/FP16 cross build, its tests under qemu-aarch64 -cpu max; then a second, small one
-#      for armv8.6-a with dotprod and i8mm: the quantized kernels' SDOT decode and SMMLA prefill paths.
+#      for armv8.6-a with dotprod, i8mm and bf16: the quantized kernels' SDOT decode and SMMLA prefill
+#      paths, and the BFMMLA prefill GEMM for F16 weights.
 # Build trees go to build/ (override with ELASTILM_BUILD_ROOT). Jobs: nproc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,27 +98,37 @@ cmake -S . -B "$root/aarch64" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCH
 cmake --build "$root/aarch64" -j "$jobs"
 ctest --test-dir "$root/aarch64" --output-on-failure -j "$jobs" --timeout 1200
 
-step "aarch64 i8mm cross build ($root/aarch64-i8mm, armv8.6-a+fp16+dotprod+i8mm): the integer kernels"
-# The build above is armv8.2-a+fp16, which has neither SDOT (+dotprod) nor SMMLA (+i8mm): the quantized
-# decode kernel's sdot branch (simd/arch/quant_dot_neon.hpp) and the SMMLA prefill GEMM
-# (simd/quant_matmul.hpp, simd/arch/quant_mmla_neon.hpp) are only compiled here. qemu's max CPU has both.
-# Two targets: the kernels against the scalar reference, and a quantized model's prefill and decode.
-i8mm_arch=armv8.6-a+fp16+dotprod+i8mm
-i8mm_tests=(elastilm_simd_quant_kernels_test elastilm_io_quant_formats_test)
+step "aarch64 i8mm cross build ($root/aarch64-i8mm, armv8.6-a+fp16+dotprod+i8mm+bf16): the integer and bf16 matrix kernels"
+# The build above is armv8.2-a+fp16, which has neither SDOT (+dotprod), SMMLA (+i8mm) nor BFMMLA (+bf16):
+# the quantized decode kernel's sdot branch (simd/arch/quant_dot_neon.hpp), the SMMLA prefill GEMM
+# (simd/quant_matmul.hpp, simd/arch/quant_mmla_neon.hpp) and the BFMMLA prefill GEMM for F16 weights
+# (simd/gemm_bf16_mmla.hpp, simd/arch/bf16_mmla_neon.hpp) are only compiled here. qemu's max CPU has all
+# three. Targets: the quantized kernels against the scalar reference, a quantized model's prefill and
+# decode, and — filtered to bf16, the fp16 cases ran above — the reduced GEMM test and the bfmmla
+# model-logits check (tiny-gqa-15M; the whole model test is ~5 CPU-minutes under qemu).
+i8mm_arch=armv8.6-a+fp16+dotprod+i8mm+bf16
+i8mm_tests=(elastilm_simd_quant_kernels_test elastilm_io_quant_formats_test elastilm_simd_gemm_reduced_test
+            elastilm_model_reduced_precision_test)
+declare -A i8mm_filter=([elastilm_simd_gemm_reduced_test]='*bf16*:*Bfmmla*'
+                        [elastilm_model_reduced_precision_test]='ReducedPrecisionBfmmla.*')
 cmake -S . -B "$root/aarch64-i8mm" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
   -DELASTILM_ARCH="$i8mm_arch" -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
 cmake --build "$root/aarch64-i8mm" -j "$jobs" --target "${i8mm_tests[@]}"
 for t in "${i8mm_tests[@]}"; do
   out="$root/aarch64-i8mm/$t.txt"
-  ELASTILM_EMULATED=1 qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu "$root/aarch64-i8mm/tests/$t" > "$out" 2>&1 \
+  ELASTILM_EMULATED=1 qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu "$root/aarch64-i8mm/tests/$t" \
+    --gtest_filter="${i8mm_filter[$t]:-*}" > "$out" 2>&1 \
     || { cat "$out"; echo "aarch64 i8mm test failed: $t"; exit 1; }
   echo "ok  $t ($(grep -c '^\[       OK' "$out" || true) passed, -march=$i8mm_arch)"
 done
-# The kernels test names the paths it ran; both must be the ARM extensions, not the fallbacks.
+# The tests name the paths they ran; all must be the ARM extensions, not the fallbacks.
 grep -E '^(integer dot products|prefill GEMM):' "$root/aarch64-i8mm/elastilm_simd_quant_kernels_test.txt" | sed 's/^/    /'
+grep -E '^bf16 GEMM:' "$root/aarch64-i8mm/elastilm_simd_gemm_reduced_test.txt" | sed 's/^/    /'
 grep -q '^integer dot products: neon+sdot' "$root/aarch64-i8mm/elastilm_simd_quant_kernels_test.txt" \
   && grep -q '^prefill GEMM: tiled, smmla' "$root/aarch64-i8mm/elastilm_simd_quant_kernels_test.txt" \
   || { echo "aarch64 i8mm build did not run the sdot / smmla kernels"; exit 1; }
+grep -q '^bf16 GEMM: bf16 (NEON bfmmla)' "$root/aarch64-i8mm/elastilm_simd_gemm_reduced_test.txt" \
+  || { echo "aarch64 bf16 build did not run the bfmmla GEMM"; exit 1; }
 
 step "llama.cpp comparison, smoke mode (bench/versus-llamacpp.sh --smoke)"
 if command -v npm > /dev/null; then

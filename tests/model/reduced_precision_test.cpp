@@ -124,5 +124,34 @@ TEST(ReducedPrecision, Docs95MPerplexityWithinHalfAPercentOfFp32) {
     expect_perplexity_close<Docs95M>("docs-95M", "docs_valid.txt", 1024, 2, {100});
 }
 
+
+// ---- ARM BFMMLA (simd/gemm_bf16_mmla.hpp) ---------------------------------------------------------------
+// GemmPrecision::bf16 on AArch64 +bf16 splits each F16 weight into two bf16 parts, exactly, so only x's
+// rounding to bf16 remains: it is held to the issue's 2e-2 (the tests above allow x86's bf16 4e-2).
+// tiny-gqa-15M only (docs-95M is minutes under qemu, where this path runs).
+#if defined(ELASTILM_GEMM_BF16_MMLA)
+TEST(ReducedPrecisionBfmmla, TinyGqaLogitsWithinTheIssuesBound) {
+    using Cfg = TinyGqa15M;
+    const auto dir = test::shared_model("tiny-gqa-15M");
+    ELASTILM_REQUIRE_SHARED(dir / "model.safetensors");
+    ASSERT_EQ(gemm_instruction(GemmPrecision::bf16), "bf16 (NEON bfmmla)");
+    const auto ref = read_json(dir / "reference.json");
+    Model<Cfg> m(load_model<Cfg>(dir));
+    ThreadPool pool(2);
+    ScopedGemmPrecision bf16(GemmPrecision::bf16);
+    for (const auto& c : ref["cases"]) {
+        const auto ids = c["ids"].get<std::vector<int>>();
+        Session<Cfg> s(m, pool);
+        const auto logits = s.append_all_logits(ids);
+        const float* last = logits.data() + (ids.size() - 1) * std::size_t(Cfg::vocab_size);
+        double err = 0;
+        for (int i = 0; i < Cfg::vocab_size; ++i) err = std::max(err, std::fabs(double(last[i]) - c["last_logits"][i].get<double>()));
+        std::printf("  tiny-gqa-15M, %zu tokens: max |logit − reference| = %.4f, %s (W in %d bf16 parts, x in %d)\n", ids.size(), err,
+                    std::string(gemm_instruction(GemmPrecision::bf16)).c_str(), gemm_bf16_mmla::kWParts, gemm_bf16_mmla::kXParts);
+        EXPECT_LE(err, 2e-2) << c["prompt"];
+    }
+}
+#endif  // ELASTILM_GEMM_BF16_MMLA
+
 }  // namespace
 }  // namespace elastilm

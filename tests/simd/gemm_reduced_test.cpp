@@ -13,7 +13,9 @@
 // rounding, an order of magnitude below the bound), and must be non-zero: the reduced path really ran.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <utility>
 #include <vector>
@@ -282,6 +284,126 @@ INSTANTIATE_TEST_SUITE_P(All, ReducedGemm,
                                     (std::get<1>(info.param) == Layout::out_major ? "out_major_" : "in_major_") +
                                     std::to_string(std::get<2>(info.param)) + "threads";
                          });
+
+
+// ---- ARM BFMMLA (simd/gemm_bf16_mmla.hpp): GemmPrecision::bf16 on AArch64 with +bf16 -------------------
+// Each rounding scheme (WP, XP parts of W and X, see the header) against the double reference, called
+// directly so that 1–3 tokens (which matmul() sends to matvec) reach it too. Derived bound per output,
+// relative to s = Σ|w·x|, with u = 2⁻⁸ (bf16's unit roundoff, 8 significant bits):
+//   operands  w̃ = w(1 + a), x̃ = x(1 + b): |a| ≤ u with one part of W, 0 with two (F16 = bf16 hi + lo
+//             exactly); |b| ≤ u with one part of X, u² with two (x − x_hi − x_lo is lo's rounding);
+//             the product is off by ≤ (|a| + |b| + |ab|)·|wx|, plus the dropped w_lo·x_lo ≤ u²(1 + u)|wx|
+//             when both have two parts;
+//   sums      BFMMLA rounds (to odd) after each of its two-product adds and each accumulation: ≤ 4
+//             roundings of ≤ 2⁻²³ of a partial sum ≤ (1 + e)s per instruction, terms·⌈K/4⌉ instructions.
+#if defined(ELASTILM_GEMM_BF16_MMLA)
+double bfmmla_bound(int wp, int xp, int K) {
+    const double u = 1.0 / 256, a = wp == 2 ? 0 : u, b = xp == 2 ? u * u : u;
+    const double e = a + b + a * b + (wp == 2 && xp == 2 ? u * u * (1 + u) : 0);
+    const int terms = wp + xp - 1;
+    return e + terms * ((K + 3) / 4) * 4 * std::ldexp(1.0, -23) * (1 + e);
+}
+
+// Y = matmul<WP, XP>(W, X) for n tokens against the double reference; returns the RMS of |y − ŷ| / s.
+template <int WP, int XP>
+double bfmmla_check(const Stored& s, const std::vector<float>& X, int ldx, int n, int ldy, ThreadPool& pool, double bound_scale = 1) {
+    const MatrixView& W = s.view;
+    std::vector<float> Y(std::size_t(n) * ldy, NAN);
+    gemm_bf16_mmla::matmul<WP, XP>(Y.data(), ldy, W, X.data(), ldx, n, &pool);
+    const double bound = bound_scale * bfmmla_bound(WP, XP, W.cols);
+    double sq = 0;
+    for (int t = 0; t < n; ++t) {
+        for (int i = 0; i < W.rows; ++i) {
+            double want = 0, scale = 0;
+            for (int j = 0; j < W.cols; ++j) {
+                const double p = at(s, i, j) * X[std::size_t(t) * ldx + j];
+                want += p;
+                scale += std::fabs(p);
+            }
+            const double got = Y[std::size_t(t) * ldy + i];
+            EXPECT_NEAR(got, want, bound * scale + 1e-30) << "WP=" << WP << " XP=" << XP << " n=" << n << " " << W.rows << "x" << W.cols
+                                                        << " t=" << t << " i=" << i;
+            if (std::fabs(got - want) > bound * scale + 1e-30) return 1;  // one report per call is enough
+            if (scale > 0) sq += std::pow((got - want) / scale, 2);
+        }
+        for (int i = W.rows; i < ldy; ++i) EXPECT_TRUE(std::isnan(Y[std::size_t(t) * ldy + i])) << "padding written";
+    }
+    return std::sqrt(sq / (double(n) * W.rows));
+}
+
+class BfmmlaGemm : public ::testing::TestWithParam<std::tuple<Layout, int>> {};
+
+// The build names its bf16 GEMM (cmake/test.sh greps this line).
+TEST(BfmmlaGemmSetting, Bf16IsBfmmla) {
+    std::printf("bf16 GEMM: %s\n", std::string(gemm_instruction(GemmPrecision::bf16)).c_str());
+    EXPECT_EQ(gemm_instruction(GemmPrecision::bf16), "bf16 (NEON bfmmla)");
+}
+
+// Odd sizes: rows not a multiple of the 8-row block, K not a multiple of 4, 1–3 tokens and a tile and a
+// half; prefix views with padding on every side. Prints each scheme's RMS error.
+TEST_P(BfmmlaGemm, EverySchemeMatchesReferenceWithinItsBound) {
+    const auto [layout, threads] = GetParam();
+    ThreadPool pool(threads);
+    double rms[4] = {};
+    int calls = 0;
+    for (int n : {1, 2, 3, 5, 12}) {
+        for (auto [rows, cols] : {std::pair{17, 65}, {9, 3}, {33, 1}, {40, 1101}, {96, 514}}) {
+            const Stored s = make(rows, cols, rows + 3, cols + 2, layout, n * 1000 + rows);
+            const int ldx = cols + 4, ldy = rows + 6;
+            std::vector<float> X(std::size_t(n) * ldx);
+            std::mt19937 rng(n + cols);
+            for (auto& v : X) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+            rms[0] += bfmmla_check<1, 1>(s, X, ldx, n, ldy, pool);
+            rms[1] += bfmmla_check<2, 1>(s, X, ldx, n, ldy, pool);
+            rms[2] += bfmmla_check<1, 2>(s, X, ldx, n, ldy, pool);
+            rms[3] += bfmmla_check<2, 2>(s, X, ldx, n, ldy, pool);
+            ++calls;
+        }
+    }
+    std::printf("mean RMS |y - ŷ| / Σ|wx|: plain %.2e, W split %.2e, X split %.2e, both %.2e\n", rms[0] / calls, rms[1] / calls,
+                rms[2] / calls, rms[3] / calls);
+    // Rounding really happened, and each split removes its operand's share of it (typical errors are far
+    // below the worst case; measured under qemu: plain 7.6e-4, W split 4.7e-4, X split 6.2e-4, both 1e-6).
+    EXPECT_GT(rms[0], 1e-4 * calls);
+    EXPECT_LT(rms[1], 0.9 * rms[0]);
+    EXPECT_LT(rms[2], 0.9 * rms[0]);
+    EXPECT_LT(rms[3], 0.01 * rms[0]);
+}
+
+// A part that carries everything: activations that are already bf16 (x = x_hi) and F16 weights split in
+// two are exact products, so WP = 2 leaves only the fp32 sums' error (a dropped or mis-rounded w_lo, up
+// to 2⁻⁹|w|, fails); likewise weights with 8 significant bits and XP = 2 leave x's 2⁻¹⁶.
+TEST_P(BfmmlaGemm, SplitPartsCarryTheRoundedBits) {
+    const auto [layout, threads] = GetParam();
+    ThreadPool pool(threads);
+    const int n = 11, rows = 21, cols = 203, ldx = cols;
+    const double sums = ((cols + 3) / 4) * 4 * std::ldexp(1.0, -23) * 1.01;  // per term; bound_scale below
+    std::mt19937 rng(31);
+    std::vector<float> Xb(std::size_t(n) * ldx), Xf(Xb.size());
+    for (std::size_t o = 0; o < Xb.size(); ++o) {
+        Xf[o] = std::uniform_real_distribution<float>(-2, 2)(rng);
+        Xb[o] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(Xf[o]) & 0xffff0000u);  // bf16-exact
+    }
+    Stored w11 = make(rows, cols, rows, cols, layout, 41);  // F16: 11 significant bits
+    Stored w8 = make(rows, cols, rows, cols, layout, 42);
+    for (std::size_t o = 0; o < w8.f16.size(); ++o) {  // keep 7 of 10 stored mantissa bits: bf16-exact
+        w8.f16[o] &= 0xfff8u;
+        w8.f32[o] = f16_to_f32(w8.f16[o]);
+    }
+    // W split, x bf16: exact products; two terms (w_hi·x, w_lo·x) of sums.
+    bfmmla_check<2, 1>(w11, Xb, ldx, n, rows, pool, 2 * sums / bfmmla_bound(2, 1, cols));
+    // x split, w bf16: x off by ≤ u², two terms of sums.
+    bfmmla_check<1, 2>(w8, Xf, ldx, n, rows, pool, (std::ldexp(1.0, -16) + 2 * sums) / bfmmla_bound(1, 2, cols));
+    // Both split, F16 weights and fp32 x: dropped w_lo·x_lo and x's u², three terms of sums.
+    bfmmla_check<2, 2>(w11, Xf, ldx, n, rows, pool, 1.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Arm, BfmmlaGemm, ::testing::Combine(::testing::Values(Layout::out_major, Layout::in_major), ::testing::Values(1, 2)),
+                         [](const auto& info) {
+                             return std::string(std::get<0>(info.param) == Layout::out_major ? "out_major_" : "in_major_") +
+                                    std::to_string(std::get<1>(info.param)) + "threads";
+                         });
+#endif  // ELASTILM_GEMM_BF16_MMLA
 
 }  // namespace
 }  // namespace elastilm

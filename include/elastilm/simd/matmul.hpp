@@ -18,6 +18,7 @@
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/f16_widen.hpp"
 #include "elastilm/simd/gemm_bf16.hpp"
+#include "elastilm/simd/gemm_bf16_mmla.hpp"
 #include "elastilm/simd/gemm_f16.hpp"
 #include "elastilm/simd/matvec.hpp"
 #include "elastilm/simd/precision.hpp"
@@ -118,6 +119,8 @@ inline constexpr GemmPrecision reduced_gemm_precision =
     GemmPrecision::fp16;
 #elif defined(ELASTILM_GEMM_BF16)
     GemmPrecision::bf16;
+#elif defined(ELASTILM_GEMM_BF16_MMLA)  // ARM with +bf16 but no +fp16 arithmetic; with both, fp16 (not timed: qemu only)
+    GemmPrecision::bf16;
 #else
     GemmPrecision::fp32;
 #endif
@@ -130,6 +133,9 @@ constexpr std::string_view gemm_instruction(GemmPrecision p) {
 #endif
 #if defined(ELASTILM_GEMM_F16)
     if (p == GemmPrecision::fp16) return simd::f16v::instruction;
+#endif
+#if defined(ELASTILM_GEMM_BF16_MMLA)
+    if (p == GemmPrecision::bf16) return gemm_bf16_mmla::instruction;
 #endif
     return "";
 }
@@ -149,6 +155,9 @@ inline void matmul(float* Y, int ldy, const MatrixView& W, const float* X, int l
         const GemmPrecision p = gemm_precision() == GemmPrecision::reduced ? reduced_gemm_precision : gemm_precision();
 #if defined(ELASTILM_GEMM_BF16)
         if (p == GemmPrecision::bf16) return gemm_bf16::matmul(Y, ldy, W, X, ldx, n, pool);
+#endif
+#if defined(ELASTILM_GEMM_BF16_MMLA)
+        if (p == GemmPrecision::bf16) return gemm_bf16_mmla::matmul(Y, ldy, W, X, ldx, n, pool);
 #endif
 #if defined(ELASTILM_GEMM_F16)
         if (p == GemmPrecision::fp16 && gemm_f16::matmul(Y, ldy, W, X, ldx, n, pool)) return;  // else: |x| too large for fp16

@@ -127,7 +127,7 @@ TEST(ReducedPrecision, Docs95MPerplexityWithinHalfAPercentOfFp32) {
 
 // ---- ARM BFMMLA (simd/gemm_bf16_mmla.hpp) ---------------------------------------------------------------
 // GemmPrecision::bf16 on AArch64 +bf16 splits each F16 weight into two bf16 parts, exactly, so only x's
-// rounding to bf16 remains: it is held to the issue's 2e-2 (the tests above allow x86's bf16 4e-2).
+// rounding to bf16 remains: it is held to the issue's 2e-2, as every GEMM above.
 // tiny-gqa-15M only (docs-95M is minutes under qemu, where this path runs).
 #if defined(ELASTILM_GEMM_BF16_MMLA)
 TEST(ReducedPrecisionBfmmla, TinyGqaLogitsWithinTheIssuesBound) {

@@ -14,10 +14,12 @@
 // prefill's width, and the answer is read from the narrow sub-model: without it a plan that compresses
 // the prompt to keep a wide prefill looks better than it answers.
 //
-// Why a measured prior and not the decision head's per-prompt ratings by default: the head is trained on
-// the continuation log-likelihood of short prompts, which barely depends on context far back, so it rates
+// Why a measured prior and not the decision head's per-prompt ratings by default: a head trained on the
+// continuation log-likelihood of short prompts, which barely depends on context far back, rates
 // compressed prompts too well on the long contexts a service answers questions about (measured on
-// docs-95M: the trace's accuracy fell from 80 % to 57.5 % when its ratings planned; README, run D).
+// docs-95M: the trace's accuracy fell from 80 % to 57.5 % when its ratings planned; README, run D). A head
+// trained on these curves per item (item_curves; train_tlm --decision-labels choice) beats this prior at
+// some budgets and not at others (README), so it too is off by default.
 //
 // A measured prior is cached as JSON (save_prior / load_prior) next to the latency table: measuring it
 // reads 27 configurations per item, a few minutes for docs-95M.

@@ -134,9 +134,10 @@ struct ScoreHead {
 };
 
 // Rates pairs from a handful of pooled statistics of the prompt (kDecisionFeatures): its length, what the
-// score head thinks of its tokens, and how coherent the trunk finds it. One ridge per pair (sharing one
-// factorisation): a shared regression with pair one-hots would let the prompt shift every pair's rating
-// by the same amount, which never changes the ranking the orchestrator needs. A few statistics rather
+// score head thinks of its tokens, and how coherent the trunk finds it. One ridge per output — a pair's
+// rating, or a point of a margin curve (DecisionLabels) — sharing one factorisation: a shared regression
+// with pair one-hots would let the prompt shift every pair's rating by the same amount, which never
+// changes the ranking the orchestrator needs. A few statistics rather
 // than the pooled hidden state (dim + 3 columns): with hundreds of labelled prompts, hundreds of
 // features fit the labels' noise and rank pairs worse than a fixed prior (measured on docs-95M).
 inline constexpr int kDecisionFeatures = 7;

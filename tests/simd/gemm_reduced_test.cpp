@@ -60,6 +60,20 @@ double at(const Stored& s, int i, int j) {
     return s.f32[W.layout == Layout::out_major ? std::size_t(i) * W.ld + j : std::size_t(j) * W.ld + i];
 }
 
+// Output i for the token row x, in double: the exact value and Σ|w·x|, the scale of its rounding error.
+struct Reference {
+    double want = 0, scale = 0;
+};
+Reference reference(const Stored& s, int i, const float* x) {
+    Reference r;
+    for (int j = 0; j < s.view.cols; ++j) {
+        const double p = at(s, i, j) * x[j];
+        r.want += p;
+        r.scale += std::fabs(p);
+    }
+    return r;
+}
+
 class ReducedGemm : public ::testing::TestWithParam<std::tuple<GemmPrecision, Layout, int>> {
 protected:
     void SetUp() override {
@@ -86,11 +100,7 @@ TEST_P(ReducedGemm, MatchesReferenceWithinItsRounding) {
             matmul(Y.data(), ldy, s.view, X.data(), ldx, n, &pool);
             for (int t = 0; t < n; ++t)
                 for (int i = 0; i < rows; ++i) {
-                    double want = 0, scale = 0;
-                    for (int j = 0; j < cols; ++j) {
-                        want += at(s, i, j) * X[std::size_t(t) * ldx + j];
-                        scale += std::fabs(at(s, i, j) * X[std::size_t(t) * ldx + j]);
-                    }
+                    const auto [want, scale] = reference(s, i, X.data() + std::size_t(t) * ldx);
                     const double got = Y[std::size_t(t) * ldy + i];
                     ASSERT_NEAR(got, want, kWorst * scale + 1e-6) << "n=" << n << " " << rows << "x" << cols << " t=" << t << " i=" << i;
                     sq += std::pow((got - want) / scale, 2);
@@ -120,12 +130,7 @@ TEST_P(ReducedGemm, ManyRowGroupsMatchReference) {
     matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool);
     for (int t = 0; t < n; ++t)
         for (int i = 0; i < rows; ++i) {
-            double want = 0, scale = 0;
-            for (int j = 0; j < cols; ++j) {
-                const double p = at(s, i, j) * X[std::size_t(t) * cols + j];
-                want += p;
-                scale += std::fabs(p);
-            }
+            const auto [want, scale] = reference(s, i, X.data() + std::size_t(t) * cols);
             ASSERT_NEAR(Y[std::size_t(t) * rows + i], want, worst(precision) * scale) << "t=" << t << " i=" << i;
         }
 }
@@ -187,11 +192,7 @@ TEST_P(ReducedGemm, Bf16WeightsAreExact) {
         matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool);
         for (int t = 0; t < n; ++t)
             for (int i = 0; i < rows; ++i) {
-                double want = 0, scale = 0;
-                for (int j = 0; j < cols; ++j) {
-                    want += at(s, i, j) * X[std::size_t(t) * cols + j];
-                    scale += std::fabs(at(s, i, j) * X[std::size_t(t) * cols + j]);
-                }
+                const auto [want, scale] = reference(s, i, X.data() + std::size_t(t) * cols);
                 ASSERT_NEAR(Y[std::size_t(t) * rows + i], want, 1e-5 * scale + 1e-6) << n << "x" << rows << "x" << cols << " t=" << t << " i=" << i;
             }
     }
@@ -209,8 +210,7 @@ void fp32_setting_gives_fp32_accuracy(Layout layout, int threads) {
     matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool);
     for (int t = 0; t < n; ++t)
         for (int i = 0; i < rows; ++i) {
-            double want = 0, scale = 0;
-            for (int j = 0; j < cols; ++j) { want += at(s, i, j) * X[t * cols + j]; scale += std::fabs(at(s, i, j) * X[t * cols + j]); }
+            const auto [want, scale] = reference(s, i, X.data() + std::size_t(t) * cols);
             ASSERT_NEAR(Y[t * rows + i], want, 1e-5 * scale + 1e-6);
         }
 }
@@ -239,8 +239,7 @@ TEST_P(ReducedGemm, LargeActivationsStayFinite) {
     matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool);
     for (int t = 0; t < n; ++t)
         for (int i = 0; i < rows; ++i) {
-            double want = 0, scale = 0;
-            for (int j = 0; j < cols; ++j) { want += at(s, i, j) * X[t * cols + j]; scale += std::fabs(at(s, i, j) * X[t * cols + j]); }
+            const auto [want, scale] = reference(s, i, X.data() + std::size_t(t) * cols);
             ASSERT_NEAR(Y[t * rows + i], want, kWorst * scale) << t << " " << i;
         }
 }
@@ -314,12 +313,7 @@ double bfmmla_check(const Stored& s, const std::vector<float>& X, int ldx, int n
     double sq = 0;
     for (int t = 0; t < n; ++t) {
         for (int i = 0; i < W.rows; ++i) {
-            double want = 0, scale = 0;
-            for (int j = 0; j < W.cols; ++j) {
-                const double p = at(s, i, j) * X[std::size_t(t) * ldx + j];
-                want += p;
-                scale += std::fabs(p);
-            }
+            const auto [want, scale] = reference(s, i, X.data() + std::size_t(t) * ldx);
             const double got = Y[std::size_t(t) * ldy + i];
             EXPECT_NEAR(got, want, bound * scale + 1e-30) << "WP=" << WP << " XP=" << XP << " n=" << n << " " << W.rows << "x" << W.cols
                                                         << " t=" << t << " i=" << i;

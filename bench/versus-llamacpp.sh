@@ -21,10 +21,10 @@
 # decoded token reads (every layer matrix and the LM head, one embedding row), not the file size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shape=tinyllama type=f16 model="" threads=2 reps=5 pp=512 tg=128 ratios=100,90,80,70,60,50,40,30,20 no_mmap=0
+shape=tinyllama type=f16 model="" threads=2 reps=5 pp=512 tg=128 ratios=100,90,80,70,60,50,40,30,20 no_mmap=0 smoke=()
 while (($#)); do
   case "$1" in
-    --smoke) shape=tinygqa reps=1 pp=64 tg=16 ;;
+    --smoke) shape=tinygqa reps=1 pp=64 tg=16 smoke=(--smoke) ;;  # llama.cpp unoptimized: see llamacpp-build.sh
     --shape) shape=$2; shift ;;
     --type) type=$2; shift ;;
     -m) model=$2; shift ;;
@@ -50,7 +50,7 @@ cmake --build "$root/native-isa" --target elastilm_bench_model_speed > /dev/null
 ours="$root/native/bench/elastilm_bench_model_speed"
 ours_isa="$root/native-isa/bench/elastilm_bench_model_speed"
 portable=$(sed -n 's/^ELASTILM_ARCH:STRING=//p' "$root/native/CMakeCache.txt")
-llama_bench=$(ELASTILM_CACHE="$cache" bash bench/llamacpp-build.sh)
+llama_bench=$(ELASTILM_CACHE="$cache" bash bench/llamacpp-build.sh "${smoke[@]}")
 export LD_LIBRARY_PATH="$(dirname "$llama_bench")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 if [[ -z "$model" ]]; then
@@ -65,14 +65,16 @@ decode_bytes=$("$ours_isa" -m "$model" --decode-bytes)
 ours_load=() llama_load=()
 ((no_mmap)) && ours_load=(--no-mmap) llama_load=(-lm none)  # llama-bench --load-mode none: read into memory
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+trap 'rm -f "$results" "$results.err"' EXIT
 for ((rep = 1; rep <= reps; rep++)); do
   echo "repetition $rep/$reps: read bandwidth" >&2
   echo "bandwidth,bw,$("$ours_isa" --bandwidth -t "$threads")" >> "$results"
   echo "repetition $rep/$reps: llama.cpp" >&2
-  "$llama_bench" -m "$model" -p "$pp" -n "$tg" -t "$threads" -r 1 "${llama_load[@]}" -o csv 2> /dev/null |
+  # llama-bench's progress goes to stderr: kept aside, and shown if it fails (a bad flag must not end the run silently).
+  "$llama_bench" -m "$model" -p "$pp" -n "$tg" -t "$threads" -r 1 "${llama_load[@]}" -o csv 2> "$results.err" |
     awk -F'","' 'NR == 1 { next } { gsub(/"/, "", $0); n = split($0, f, ","); p = f[n-7]; g = f[n-6]; ts = f[n-1];
-                 if (p > 0) print "llama.cpp,pp," ts; else print "llama.cpp,tg," ts }' >> "$results"
+                 if (p > 0) print "llama.cpp,pp," ts; else print "llama.cpp,tg," ts }' >> "$results" \
+    || { cat "$results.err" >&2; echo "versus-llamacpp: llama-bench failed (its output above)" >&2; exit 1; }
   echo "repetition $rep/$reps: elastilm (native ISA)" >&2
   "$ours_isa" -m "$model" -p "$pp" -n "$tg" -t "$threads" --ratios "$ratios" "${ours_load[@]}" |
     awk -F, '{ print "elastilm native " $1 "%,pp," $2; print "elastilm native " $1 "%,tg," $3 }' >> "$results"
@@ -119,3 +121,4 @@ grep -v '^bandwidth,' "$results" | awk -F, -v bytes="$decode_bytes" -v fbytes="$
           rname, rpeak, 100 * base_pp * fbytes / 1e9 / rpeak, 100 * median("elastilm native 100%" SUBSEP "pp") * fbytes / 1e9 / rpeak
     }
   }'
+((${#smoke[@]} == 0)) || echo "smoke run (CI): llama.cpp built unoptimized, a 24M-parameter model that stays in cache, one repetition — it checks that this script runs end to end; none of the figures above is a measurement"

@@ -77,7 +77,7 @@ TEST(Stories260K, Fp16CacheKeepsReferenceChoices) {
         std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
         const bool near_tie = sorted[0] - sorted[1] < 2e-2f;
         near_ties += near_tie;
-        if (!near_tie) EXPECT_EQ(Sampler::argmax(lh), want[step]) << "step " << step;
+        if (!near_tie) { EXPECT_EQ(Sampler::argmax(lh), want[step]) << "step " << step; }
         lh = half.append(want[step]);
         lf = full.append(want[step]);
     }
@@ -85,9 +85,12 @@ TEST(Stories260K, Fp16CacheKeepsReferenceChoices) {
 }
 
 // Every case of a Hugging Face folder's reference.json: last-position logits within 2e-2 (fp16 weights,
-// fp32 arithmetic in transformers) and the greedy 32-token continuation identical.
+// fp32 arithmetic in transformers) and the greedy 32-token continuation identical. Under qemu the first 8
+// tokens of it: each decoded token is a full pass over the weights, and docs-95M's 96 of them took ~3
+// minutes there; 8 still run the decode path (KV cache, one-token kernels) on every case.
 template <ModelConfig Cfg>
 void expect_matches_transformers(const std::string& folder) {
+    const int n_greedy = test::emulated() ? 8 : 32;
     const auto model_dir = test::shared_model(folder);
     ELASTILM_REQUIRE_SHARED(model_dir / "model.safetensors");
     const auto ref = read_json(model_dir / "reference.json");
@@ -103,7 +106,10 @@ void expect_matches_transformers(const std::string& folder) {
         for (int i = 0; i < Cfg::vocab_size; ++i)
             max_err = std::max(max_err, std::fabs(double(logits[i]) - c["last_logits"][i].get<double>()));
         EXPECT_LE(max_err, 2e-2) << folder << ", fp16 weights, prompt: " << c["prompt"];
-        EXPECT_EQ(greedy(s, logits, 32), c["greedy32"].get<std::vector<int>>()) << folder << ": " << c["prompt"];
+        auto want = c["greedy32"].get<std::vector<int>>();
+        ASSERT_GE(want.size(), std::size_t(n_greedy)) << folder;
+        want.resize(n_greedy);
+        EXPECT_EQ(greedy(s, logits, n_greedy), want) << folder << ": " << c["prompt"];
     }
 }
 

@@ -64,16 +64,19 @@ TEST(Tokenizer, CorruptFilesGiveErrors) {
     ELASTILM_REQUIRE_SHARED(model);
     ELASTILM_REQUIRE_SHARED(bin);
     const std::string m = read_file(model), b = read_file(bin);
-    int errors = 0;
+    // Each case parses up to the whole 32000-piece vocabulary: ~300 cases are 3 s natively, 40 s under
+    // qemu, where a quarter of them still covers every part of the file.
+    const std::size_t cuts = test::emulated() ? 23 : 97, flips = test::emulated() ? 50 : 200;
+    int errors = 0, tried = 0;
     // Truncations at many offsets: an Error or a (shorter) valid vocabulary, never a crash.
-    for (std::size_t cut = 0; cut < m.size(); cut += m.size() / 97 + 1) {
+    for (std::size_t cut = 0; cut < m.size(); cut += m.size() / cuts + 1, ++tried) {
         try {
             parse_sentencepiece_model(std::string_view(m).substr(0, cut), "cut");
         } catch (const Error&) { ++errors; }
     }
-    EXPECT_GT(errors, 50);
+    EXPECT_GT(errors, tried / 2);
     // Flipped bytes in the header region.
-    for (std::size_t i = 0; i < 200; ++i) {
+    for (std::size_t i = 0; i < flips; ++i) {
         std::string c = m;
         c[i * 7 % c.size()] ^= 0x5a;
         try { parse_sentencepiece_model(c, "flip"); } catch (const Error&) {}

@@ -20,6 +20,9 @@
 //    measured on --prior-items calibration items from documents the benchmark does not use: the answer's
 //    mean margin over the best distractor per model ratio and per prompt ratio, combined additively
 //    (PairRatings::additive).
+//    Every strategy plans as the Service does, with the latency profile corrected by the measured times of
+//    its own earlier requests (service/latency_feedback.hpp; --latency-feedback W, 0 = off); one more row,
+//    "ours, profile only", plans with the profile as it was taken.
 //    Requests run one after another (no queueing); each is served by every strategy back to back. TTFT = planning + TLM + prefill + first-token
 //    choice; TPOT = decode steps of the true continuation at the decode ratio. Accuracy is read from the
 //    same session (candidates scored after the compressed prompt at the plan's widths, outside the timed
@@ -30,6 +33,7 @@
 //       [-f docs_valid.txt | --benchmark FILE] [--save-benchmark FILE] [--items 60] [--context-len 192]
 //       [--question-len 8] [--choice-len 12] [--requests N] [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
 //       [--prior-items 32] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [--reprofile] [-t 2] [--seed 1] [--verbose]
+//       [--latency-feedback 0.25]
 //   elastilm_bench_service_eval --smoke      (synthetic stories260K shape, no tokenizer: CI)
 // Defaults are cmake/demo.sh's cache: build/demo/docs-95M-elastic.gguf, its heads beside it
 // (docs-95M-elastic.tlm.gguf), build/demo/adapters/, and ../shared/models/docs-tlm-15M as the trunk.
@@ -136,10 +140,11 @@ struct LayerDropPlan {
     double predicted_ttft_ms = 0, predicted_tpot_ms = 0;
 };
 
-enum class Strategy { ours, ours_head, model_only, prompt_only, layer_dropping, full };
+enum class Strategy { ours, ours_profile, ours_head, model_only, prompt_only, layer_dropping, full };
 constexpr std::string_view name_of(Strategy s) {
     switch (s) {
         case Strategy::ours: return "ours (prompt x model)";
+        case Strategy::ours_profile: return "ours, profile only";
         case Strategy::ours_head: return "ours, decision head";
         case Strategy::model_only: return "model only";
         case Strategy::prompt_only: return "prompt only";
@@ -267,11 +272,22 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     // machine's load (others compiling) hits every strategy alike instead of the one running at the time.
     std::vector<Strategy> strategies = {Strategy::ours, Strategy::model_only, Strategy::prompt_only, Strategy::layer_dropping, Strategy::full};
     if (scorer->has_decision_head()) strategies.insert(strategies.begin() + 1, Strategy::ours_head);
+    // Every strategy plans as the Service does: with the latency profile corrected by its own requests'
+    // measured times (LatencyFeedback); "ours, profile only" keeps the profile as it was taken.
+    const double feedback_weight = args.get_double("--latency-feedback", "", 0.25);
+    if (feedback_weight > 0) strategies.insert(strategies.begin() + 1, Strategy::ours_profile);
+    std::vector<LatencyFeedback<LatencyModel>> feedback(strategies.size(), LatencyFeedback<LatencyModel>(latency, feedback_weight > 0 ? feedback_weight : 1.0));
     std::vector<Tally> tallies(strategies.size());
     for (int i = 0; i < requests; ++i) {
         for (std::size_t si = 0; si < strategies.size(); ++si) {
             const Strategy st = strategies[si];
             Tally& t = tallies[si];
+            LatencyFeedback<LatencyModel>& lat = feedback[si];
+            const bool learns = feedback_weight > 0 && st != Strategy::ours_profile;
+            auto scaled = [&](PromptScorer s) {  // the TLM runs on the same machine: its prediction takes the TTFT factor
+                if (s.predicted_ms) s.predicted_ms = [&lat, f = s.predicted_ms](int tokens) { return lat.ttft_scale() * f(tokens); };
+                return s;
+            };
             const ChoiceItem& it = bench.items[std::size_t(i) % bench.items.size()];
             const TokenizedPrompt prompt = prompt_of(it);
             const int n = int(prompt.ids.size());
@@ -285,7 +301,7 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             LayerDropPlan drop;
             if (st == Strategy::layer_dropping) {
                 // Drop least-influential layers until both predicted objectives fit (all droppable ones at most).
-                const double t100 = latency.ttft_ms(100, n), d100 = latency.tpot_ms(100, n + cont / 2);
+                const double t100 = lat.ttft_ms(100, n), d100 = lat.tpot_ms(100, n + cont / 2);
                 for (std::size_t k = 0; k <= order.size(); ++k) {
                     drop.dropped = int(k);
                     drop.predicted_ttft_ms = t100 * (1 - double(k) * layer_cost.ttft_share);
@@ -301,11 +317,11 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                 pr.new_tokens = cont;
                 pr.slo = slo;
                 pr.max_kept = session.context() - cont;
-                pr.elasticity = st == Strategy::ours || st == Strategy::ours_head ? Elasticity::prompt_and_model
+                pr.elasticity = st == Strategy::ours || st == Strategy::ours_profile || st == Strategy::ours_head ? Elasticity::prompt_and_model
                                 : st == Strategy::model_only  ? Elasticity::model_only
                                 : st == Strategy::prompt_only ? Elasticity::prompt_only
                                                               : Elasticity::none;
-                p = prepare_prompt(prompt, pr, latency, st == Strategy::ours_head ? score_head : score, [&] { return ms_since(start); });
+                p = prepare_prompt(prompt, pr, lat, scaled(st == Strategy::ours_head ? score_head : score), [&] { return ms_since(start); });
             }
             const auto l = session.append(p.kept, p.plan.prefill_percent);
             (void)Sampler::argmax(l);  // the first token's choice is part of TTFT
@@ -334,9 +350,13 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             any.new_tokens = cont;
             any.slo = slo;
             any.max_kept = session.context() - cont;
-            any.tlm_ms = score.predicted_ms(n);
+            any.tlm_ms = lat.ttft_scale() * score.predicted_ms(n);
             any.headroom = 1.0;
-            const bool feasible = choose_plan(any, latency, std::nullopt).feasible();
+            const bool feasible = choose_plan(any, lat, std::nullopt).feasible();  // as this strategy's model sees it now
+            if (learns) {
+                lat.observe_ttft(st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms, ttft);
+                if (truth.size() > 1) lat.observe_tpot(st == Strategy::layer_dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms, tpot);
+            }
             if (verbose)
                 std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f) tpot %6.1f | %s%s\n",
                              std::string(name_of(st)).c_str(), i, slos[i].ttft_percent, slos[i].tpot_percent, slo.ttft_ms, slo.tpot_ms,
@@ -427,6 +447,8 @@ void declare_flags(const cli::Args& args) {
     (void)args.has("--no-accuracy-table", "", "the trace only");
     (void)args.has("--reprofile", "", "profile latency now instead of using the cached table");
     (void)args.has("--verbose", "", "one line per request and strategy on stderr");
+    (void)args.get_double("--latency-feedback", "", 0.25,
+                          "weight of each request's measured times in the latency correction, as the Service's default (0: plan with the profile as taken)");
     (void)args.threads();
     args.finish("elastilm_bench_service_eval [-m ELASTIC.gguf] [flags]\n"
                 "Multiple-choice accuracy per ratio, then a mixed-SLO trace served five ways.");
@@ -437,6 +459,8 @@ int run(const cli::Args& args) {
     const int threads = args.get_int("-t", "--threads", 2);
     require(threads >= 1, "-t", "needs at least 1 thread, got " + std::to_string(threads));
     (void)level_list(args, "--ttft-levels"), (void)level_list(args, "--tpot-levels");  // bad levels fail before any work
+    const double feedback = args.get_double("--latency-feedback", "", 0.25);
+    require(feedback >= 0 && feedback <= 1, "--latency-feedback", "must be in [0, 1], got " + std::to_string(feedback));
     if (const int tp = args.get_int("--trunk-percent", "--trunk-percent", 0); tp != 0)  // so does a bad trunk width
         require(ratio_index(tp) >= 0, "--trunk-percent", std::to_string(tp) + " is not a compiled ratio (20, 30, ..., 100)");
     if (args.has("--smoke")) {

@@ -26,9 +26,11 @@
 #include <string>
 #include <thread>
 #include <variant>
+#include <utility>
 #include <vector>
 
 #include "elastilm/generate/generate.hpp"
+#include "elastilm/service/latency_feedback.hpp"
 #include "elastilm/service/orchestrator.hpp"
 #include "elastilm/service/prompt_compression.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
@@ -81,6 +83,9 @@ struct ServiceResult {
     double tpot_ms = 0;
     bool ttft_met = false, tpot_met = false;
     bool slo_met() const { return ttft_met && tpot_met; }
+    // The latency profile's correction after this request (LatencyFeedback): predicted times are the
+    // profile's times these factors (TTFT, TPOT); above 1, the machine has been slower than profiled.
+    std::pair<double, double> latency_scale{1.0, 1.0};
 };
 
 // What prompt elasticity needs from the TLM: per-token importance and the decision head's pair ratings,
@@ -171,6 +176,9 @@ struct ServiceOptions {
     int context = 0;          // KV cache length; 0 = the model's
     SamplerOptions sampling;  // greedy by default
     double headroom = 0.9;    // plan to this share of each SLO (the latency model errs by ~10 %)
+    // How much each request's measured TTFT/TPOT corrects the latency profile (LatencyFeedback); 0 plans
+    // with the profile as it was taken.
+    double latency_feedback = 0.25;
 };
 
 template <ModelConfig Cfg, LatencyPredictor Latency>
@@ -181,6 +189,7 @@ public:
     Service(const Model<Cfg>& model, const Tokenizer* tokenizer, ThreadPool& pool, const Latency& latency,
             PromptScorer scorer = {}, ServiceOptions options = {})
         : tokenizer_(tokenizer), latency_(latency), scorer_(std::move(scorer)), options_(options),
+          feedback_(latency, feedback_weight(options.latency_feedback)),
           special_(tokenizer ? SpecialTokens::from(*tokenizer) : SpecialTokens{}),
           session_(model, pool, options.context > 0 ? options.context : Cfg::context) {
         require(options_.queue_capacity > 0, "Service", "queue capacity must be at least 1");
@@ -321,7 +330,12 @@ private:
                 std::to_string(req.max_new_tokens) + " new tokens leave no room for a prompt in the context of " +
                     std::to_string(session_.context()));
         const auto planning = clock::now();
-        PreparedPrompt prepared = prepare_prompt(prompt, pr, latency_, scorer_, [&] { return ms(clock::now() - job.submitted); });
+        // Planned with the profile as corrected by the requests so far; the TLM runs on the same machine,
+        // so its predicted time takes the TTFT factor too.
+        PromptScorer scorer = scorer_;
+        if (scorer.predicted_ms)
+            scorer.predicted_ms = [this](int tokens) { return feedback_.ttft_scale() * scorer_.predicted_ms(tokens); };
+        PreparedPrompt prepared = prepare_prompt(prompt, pr, feedback_, scorer, [&] { return ms(clock::now() - job.submitted); });
         r.plan = prepared.plan;
         r.tlm_ms = prepared.tlm_ms;
         r.plan_ms = ms(clock::now() - planning) - prepared.tlm_ms;
@@ -357,16 +371,28 @@ private:
         r.tpot_ms = gr.tpot_ms;
         r.ttft_met = r.ttft_ms <= r.slo.ttft_ms;
         r.tpot_met = r.tokens.size() < 2 || r.tpot_ms <= r.slo.tpot_ms;
+        if (options_.latency_feedback > 0 && gr.ttft_ms > 0) {  // planning start to first token, as predicted
+            feedback_.observe_ttft(r.plan.predicted_ttft_ms, ms(started - planning) + gr.ttft_ms);
+            if (gr.tokens.size() >= 2) feedback_.observe_tpot(r.plan.predicted_tpot_ms, gr.tpot_ms);
+        }
+        r.latency_scale = {feedback_.ttft_scale(), feedback_.tpot_scale()};
         if (job.cancelled->load()) {
             r.status = RequestStatus::cancelled;
             r.error = "cancelled after " + std::to_string(r.tokens.size()) + " tokens";
         }
     }
 
+    // LatencyFeedback's weight for ServiceOptions::latency_feedback (0, off: any valid weight, never updated).
+    static double feedback_weight(double w) {
+        require(w >= 0 && w <= 1, "Service", "latency_feedback must be in [0, 1], got " + std::to_string(w));
+        return w > 0 ? w : 1.0;
+    }
+
     const Tokenizer* tokenizer_;
-    const Latency& latency_;
+    const Latency& latency_;  // the profile: relative SLOs are fractions of its full-model times
     PromptScorer scorer_;
     ServiceOptions options_;
+    LatencyFeedback<Latency> feedback_;  // what plans are made with (only the worker touches it)
     SpecialTokens special_;  // never compressed away
     Session<Cfg> session_;  // one KV cache, reused by every request (only the worker touches it)
 

@@ -358,10 +358,11 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                 if (truth.size() > 1) lat.observe_tpot(st == Strategy::layer_dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms, tpot);
             }
             if (verbose)
-                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f) tpot %6.1f | %s%s\n",
+                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f | %s%s\n",
                              std::string(name_of(st)).c_str(), i, slos[i].ttft_percent, slos[i].tpot_percent, slo.ttft_ms, slo.tpot_ms,
                              p.plan.prompt_percent, p.plan.prefill_percent, p.plan.decode_percent, drop.dropped, p.kept.size(), ttft,
                              st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms, p.tlm_ms, tpot,
+                             st == Strategy::layer_dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms, lat.ttft_scale(), lat.tpot_scale(),
                              correct ? "right" : "wrong", ttft_ok && tpot_ok ? "" : " (SLO missed)");
             ++t.n;
             t.met += ttft_ok && tpot_ok;

@@ -36,7 +36,7 @@ TEST(Width, MonotoneAndWholeGroups) {
 }
 
 TEST(VariantTable, OneDistinctEntryPerRatio) {
-    const auto& t = variant_table<Stories260K>;
+    const auto& t = Variants<Stories260K>::table();
     for (std::size_t i = 0; i < t.size(); ++i)
         for (std::size_t j = i + 1; j < t.size(); ++j) EXPECT_NE(t[i], t[j]);
     EXPECT_EQ(variant<Stories260K>(50), t[3]);

@@ -17,10 +17,37 @@ using ForwardFn = void (*)(const Model<Cfg>&, KvCache<Cfg>&, std::span<const int
                            Logits, ThreadPool&);
 
 template <ModelConfig Cfg>
-inline constexpr std::array<ForwardFn<Cfg>, kRatios.size()> variant_table =
-    []<std::size_t... I>(std::index_sequence<I...>) {
-        return std::array<ForwardFn<Cfg>, kRatios.size()>{&forward<Cfg, kRatios[I]>...};
+using VariantTable = std::array<ForwardFn<Cfg>, kRatios.size()>;
+
+// A config's nine forward passes. A class with an out-of-line member, so that a program can compile them
+// once: `template struct Variants<Cfg>;` in one translation unit and `extern template struct
+// Variants<Cfg>;` in the others (the forward passes are most of the code a tool generates per config).
+template <ModelConfig Cfg>
+struct Variants {
+    static const VariantTable<Cfg>& table();
+};
+
+template <ModelConfig Cfg>
+const VariantTable<Cfg>& Variants<Cfg>::table() {
+    static constexpr VariantTable<Cfg> t = []<std::size_t... I>(std::index_sequence<I...>) {
+        return VariantTable<Cfg>{&forward<Cfg, kRatios[I]>...};
     }(std::make_index_sequence<kRatios.size()>{});
+    return t;
+}
+
+// elastilm's own programs (tools, benches, tests) link the known configs' forward passes from one small
+// library, examples/cli/variants.cpp.in, instead of compiling all of them in each program: a build-system
+// switch, since "compiled elsewhere" is not something a template can say. A host app defines nothing and
+// compiles the configs it uses.
+#if defined(ELASTILM_EXTERN_VARIANTS)
+extern template struct Variants<Stories260K>;
+extern template struct Variants<TinyGqa15M>;
+extern template struct Variants<Docs95M>;
+extern template struct Variants<DocsTlm15M>;
+extern template struct Variants<TinyLlama1B>;
+extern template struct Variants<OpenLlama3B>;
+extern template struct Variants<Llama2_7B>;
+#endif
 
 // The forward pass for `percent`, or an Error naming the compiled ratios.
 template <ModelConfig Cfg>
@@ -31,7 +58,7 @@ ForwardFn<Cfg> variant(int percent) {
         for (int r : kRatios) list += (list.empty() ? "" : ", ") + std::to_string(r);
         throw Error("ratio", std::to_string(percent) + "% is not a compiled width ratio (compiled: " + list + ")");
     }
-    return variant_table<Cfg>[i];
+    return Variants<Cfg>::table()[i];
 }
 
 // Runtime mirrors of the constexpr widths, for reporting and for the orchestrator.

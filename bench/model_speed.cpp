@@ -5,6 +5,9 @@
 //   elastilm_bench_model_speed -m MODEL.gguf --ttft 128,512,1024 [--ratios …] [--attention tiled|per-query|both]
 //       (TTFT per prompt length, attention share; `both` times the tiled prefill attention and the per-query
 //       one before it alternately in one run)
+//   elastilm_bench_model_speed -m MODEL.gguf --trace [-n 128] [-r 3] [--ratios …] [--no-mmap]
+//       (decode with the quantized products' rows split statically and dynamically, alternating: tok/s
+//       and where each decode's time went, bench/pool_trace.hpp)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)
@@ -28,6 +31,7 @@
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/ops/attention_tiled.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
+#include "pool_trace.hpp"
 #include "roofline.hpp"
 
 namespace {
@@ -150,6 +154,55 @@ int measure(ModelWeights weights, int pp, int tg, int threads, int reps, const s
     return 0;
 }
 
+// --trace: decode of -n tokens per ratio with the rows of each quantized product split statically and
+// dynamically (ThreadPool::Split), alternating -r times, every decode traced (pool_trace.hpp): tok/s and
+// where the time went — all threads streaming, one waiting for another, outside the products (norms,
+// RoPE, attention, the F16/F32 matvecs if any). Output: one line per (repetition, ratio, split); then the
+// medians of tok/s per split.
+template <ModelConfig Cfg>
+int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std::vector<int>& ratios) {
+    Model<Cfg> model(std::move(weights));
+    ThreadPool pool(threads);
+    Session<Cfg> s(model, pool, Cfg::context, 32);
+    const int warm[] = {1, 2, 3};
+    s.append(std::span<const int>(warm), 100);
+    std::map<std::pair<int, int>, std::vector<double>> tok_s;  // (ratio, split) → repetitions
+    const ThreadPool::Split splits[] = {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic};
+    auto name = [](ThreadPool::Split x) { return x == ThreadPool::Split::dynamic ? "dynamic" : "static shares"; };
+    for (int r = 0; r < reps; ++r)
+        for (int ratio : ratios)
+            for (int k = 0; k < 2; ++k) {
+                const ThreadPool::Split split = splits[r % 2 == 0 ? k : 1 - k];  // alternate which goes first
+                set_quant_row_split(split);
+                s.reset();
+                ThreadPool::Trace trace;
+                pool.set_trace(&trace);
+                int token = 1;
+                const auto t0 = clock_type::now();
+                for (int i = 0; i < tg; ++i) token = 1 + int(s.append(token, ratio)[0] > 0);
+                const auto t1 = clock_type::now();
+                pool.set_trace(nullptr);
+                const double rate = tg / std::chrono::duration<double>(t1 - t0).count();
+                tok_s[{ratio, int(split)}].push_back(rate);
+                bench::print(bench::summarize(trace, t0, t1),
+                             "repetition " + std::to_string(r + 1) + ", " + std::to_string(ratio) + "%, " + name(split) + ", " +
+                                 std::to_string(rate).substr(0, 5) + " tok/s, decode of " + std::to_string(tg) + " tokens");
+                std::fflush(stdout);
+            }
+    set_quant_row_split(ThreadPool::Split::dynamic);
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    std::printf("\n| ratio | tg%d tok/s, static shares | dynamic | dynamic / static |\n|---|---|---|---|\n", tg);
+    for (int ratio : ratios) {
+        const double a = median(tok_s[{ratio, int(splits[0])}]), b = median(tok_s[{ratio, int(splits[1])}]);
+        std::printf("| %d%% | %.2f | %.2f | %.3f |\n", ratio, a, b, b / a);
+    }
+    std::printf("(medians of %d alternating repetitions, %d threads)\n", reps, threads);
+    return 0;
+}
+
 int run(const cli::Args& args) {
     const std::string path = args.get("-m", "--model", "", "model file to measure");
     const int prompt = args.get_int("-p", "", 512, "prefill tokens (pp)");
@@ -179,6 +232,7 @@ int run(const cli::Args& args) {
     const bool no_mmap = args.has("--no-mmap", "", "copy the weights into memory on transparent huge pages instead of mapping the file");
     const bool bandwidth = args.has("--bandwidth", "", "print the machine's streaming read GB/s only");
     const bool bytes_only = args.has("--decode-bytes", "", "with -m: print the bytes one full-width decode step reads, and exit");
+    const bool traced = args.has("--trace", "", "decode with the quantized products' rows split statically and dynamically, alternating, traced");
     const std::vector<std::string>& positional = args.positional();
     args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
                 "Prefill and decode tok/s per width ratio, as CSV lines ratio,pp_tok_s,tg_tok_s.");
@@ -239,10 +293,11 @@ int run(const cli::Args& args) {
     return with_config(w.hparams, w.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(w);
         if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios, paths);
+        if (traced) return measure_trace<Cfg>(std::move(w), decode, threads, reps, ratios);
         return measure<Cfg>(std::move(w), prompt, decode, threads, reps, ratios);
     });
 }
 
 }  // namespace
 
-int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--in-major-outputs", "--smoke", "--roofline", "--no-mmap", "--bandwidth", "--decode-bytes"}, run); }
+int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--in-major-outputs", "--smoke", "--roofline", "--no-mmap", "--bandwidth", "--decode-bytes", "--trace"}, run); }

@@ -13,10 +13,20 @@
 //                     the model's mmap gives them (4 KB) and, for comparison, transparent huge pages
 //                     (what --no-mmap's copy gets); decode_pass_fused runs the products of one input as
 //                     one (Wq, Wk, Wv; gate, up), as the model's decode does.
-// Flags besides Google Benchmark's: --smoke (small shapes, for CI).
+//   decode_pass_two_products: every matrix with dim inputs as one product and every W_down as another —
+//                     the kernel's streaming rate with (almost) no product boundaries.
+// Flags besides Google Benchmark's: --smoke (small shapes, for CI); instead of the benchmarks,
+//   --interleaved R   R rounds alternating the read loop and fused / two-product decode passes with the
+//                     rows split statically and dynamically (ThreadPool::Split): medians, shares of the
+//                     read loop, all from one run;
+//   --trace R         R fused decode passes per format and split, each traced (bench/pool_trace.hpp).
 #include <benchmark/benchmark.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <functional>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -24,11 +34,13 @@
 #include <random>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "elastilm/config.hpp"
 #include "elastilm/simd/matmul.hpp"
 #include "elastilm/simd/matvec.hpp"
+#include "pool_trace.hpp"
 #include "roofline.hpp"
 
 #if defined(__linux__)
@@ -127,29 +139,173 @@ struct Layers {
     }
 };
 
-// fused: the products of one input as one (quant_matvecs: Wq, Wk, Wv; gate, up), as model/block.hpp's
-// decode runs them; else one matvec per matrix.
-void BM_DecodePass(benchmark::State& state, DType dtype, bool huge_pages, bool ymm, bool fused = false) {
+// How a decode pass groups the products: one matvec per matrix; the products of one input as one
+// (quant_matvecs: Wq, Wk, Wv; gate, up), as model/block.hpp's decode runs them; or every matrix with
+// dim inputs (Wq, Wk, Wv, Wo, gate, up of all layers) as one product and every W_down as another — the
+// kernel's streaming rate with (almost) no product boundaries, which the other two are judged against.
+enum class Grouping { separate, fused, two_products };
+
+// One decode pass of `layers`, grouped as `grouping` says (two_products: `wide` / `down` and their outputs).
+struct Pass {
+    const Layers* layers;
+    Grouping grouping;
+    std::vector<MatrixView> wide, down;
+    std::vector<float> y, ywide, ydown;
+    std::vector<float*> pwide, pdown;
+    std::vector<float> x = std::vector<float>(TinyLlama1B::hidden_dim, 0.5f);
+    Pass(const Layers& l, Grouping g) : layers(&l), grouping(g), y(3 * TinyLlama1B::hidden_dim) {
+        const auto& v = l.views;
+        for (std::size_t i = 0; i < v.size(); ++i) (i % 7 == 6 ? down : wide).push_back(v[i]);
+        for (auto [ws, ys, ps] : {std::tuple{&wide, &ywide, &pwide}, std::tuple{&down, &ydown, &pdown}}) {
+            std::size_t rows = 0;
+            for (const MatrixView& W : *ws) rows += std::size_t(W.rows);
+            ys->resize(rows);
+            rows = 0;
+            for (const MatrixView& W : *ws) ps->push_back(ys->data() + rows), rows += std::size_t(W.rows);
+        }
+    }
+    void run(ThreadPool& pool) {
+        const auto& v = layers->views;
+        if (grouping == Grouping::two_products) {
+            quant_matvecs(pwide, wide, x.data(), &pool);
+            quant_matvecs(pdown, down, x.data(), &pool);
+            return;
+        }
+        float* const yqkv[] = {y.data(), y.data() + TinyLlama1B::dim, y.data() + 2 * TinyLlama1B::dim};  // Wq's rows first
+        float* const ygu[] = {y.data(), y.data() + TinyLlama1B::hidden_dim};
+        for (std::size_t l = 0; l < v.size(); l += 7) {
+            if (grouping == Grouping::fused) {
+                quant_matvecs(yqkv, std::span(v).subspan(l, 3), x.data(), &pool);
+                quant_matvec(y.data(), v[l + 3], x.data(), &pool);
+                quant_matvecs(ygu, std::span(v).subspan(l + 4, 2), x.data(), &pool);
+                quant_matvec(y.data(), v[l + 6], x.data(), &pool);
+            } else {
+                for (std::size_t i = l; i < l + 7; ++i) quant_matvec(y.data(), v[i], x.data(), &pool);
+            }
+        }
+    }
+};
+
+// GB/s of one read of buf[0, n) by `threads` threads: bench/roofline.hpp's loop, timed once.
+double read_once(const float* buf, std::size_t n, int threads) {
+    using simd::fbatch;
+    std::vector<float> sink(threads);
+    const std::size_t chunk = n / threads / (4 * simd::lanes) * (4 * simd::lanes);
+    const double s = bench::detail::median_seconds(threads, 1, [&](int t) {
+        const float* p = buf + chunk * t;
+        fbatch a0{}, a1{}, a2{}, a3{};
+        for (std::size_t i = 0; i < chunk; i += 4 * simd::lanes) {
+            __builtin_prefetch(p + i + 2048 / sizeof(float), 0, 3);
+            a0 += fbatch::load_unaligned(p + i);
+            a1 += fbatch::load_unaligned(p + i + simd::lanes);
+            a2 += fbatch::load_unaligned(p + i + 2 * simd::lanes);
+            a3 += fbatch::load_unaligned(p + i + 3 * simd::lanes);
+        }
+        sink[t] = xsimd::hadd(a0 + a1 + a2 + a3);
+    });
+    volatile float keep = sink[0];
+    (void)keep;
+    return double(chunk * threads * sizeof(float)) / s / 1e9;
+}
+
+const char* split_name(ThreadPool::Split s) { return s == ThreadPool::Split::dynamic ? "dynamic" : "static shares"; }
+
+// --interleaved R: R rounds, each timing every variant once — the streaming read loop (1 GiB, huge pages)
+// and a decode pass (huge pages, 2 threads) per block format, product grouping and row split — in a
+// rotating order, so that all of them see the same machine; then each variant's median GB/s and its
+// share of the read loop's median. Only these ratios, measured side by side, say anything here.
+int interleaved(int rounds, int threads) {
+    struct Variant {
+        std::string name;
+        std::function<double()> gbs;
+    };
+    std::vector<Variant> variants;
+    constexpr std::size_t kHuge = std::size_t(1) << 21, bytes = std::size_t(1) << 30;
+    struct Free {
+        void operator()(float* p) const { std::free(p); }
+    };
+    std::unique_ptr<float, Free> buf(static_cast<float*>(std::aligned_alloc(kHuge, bytes)));
+    if (!buf) throw std::bad_alloc();
+#if defined(__linux__)
+    ::madvise(buf.get(), bytes, MADV_HUGEPAGE);
+#endif
+    std::fill(buf.get(), buf.get() + bytes / sizeof(float), 1.0f);
+    variants.push_back({"streaming read (bench/roofline.hpp's loop)", [&] { return read_once(buf.get(), bytes / sizeof(float), threads); }});
+    ThreadPool pool(threads);
+    std::vector<std::unique_ptr<Layers>> layers;
+    std::vector<std::unique_ptr<Pass>> passes;
+    for (DType dtype : {DType::q8_0, DType::q4_0}) {
+        const Layers& L = *layers.emplace_back(std::make_unique<Layers>(dtype, true));
+        for (Grouping g : {Grouping::fused, Grouping::two_products})
+            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic}) {
+                Pass* p = passes.emplace_back(std::make_unique<Pass>(L, g)).get();
+                const std::string name = std::string(to_string(dtype)) + (g == Grouping::fused ? " decode pass, fused products" : " decode pass, two products") +
+                                         ", " + split_name(split);
+                variants.push_back({name, [&, p, split, total = L.total] {
+                                        set_quant_row_split(split);
+                                        const auto t0 = std::chrono::steady_clock::now();
+                                        p->run(pool);
+                                        return double(total) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9;
+                                    }});
+            }
+    }
+    std::vector<std::vector<double>> gbs(variants.size());
+    for (int r = 0; r < rounds; ++r)
+        for (std::size_t k = 0; k < variants.size(); ++k) {
+            const std::size_t i = (k + std::size_t(r)) % variants.size();
+            gbs[i].push_back(variants[i].gbs());
+        }
+    set_quant_row_split(ThreadPool::Split::dynamic);
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    const double ref = median(gbs[0]);
+    std::printf("| %d threads, %d rounds | GB/s median (min–max) | of the read loop |\n|---|---|---|\n", threads, rounds);
+    for (std::size_t i = 0; i < variants.size(); ++i)
+        std::printf("| %s | %.2f (%.2f–%.2f) | %.1f %% |\n", variants[i].name.c_str(), median(gbs[i]),
+                    *std::min_element(gbs[i].begin(), gbs[i].end()), *std::max_element(gbs[i].begin(), gbs[i].end()), 100 * median(gbs[i]) / ref);
+    return 0;
+}
+
+// --trace R: R fused decode passes per block format and row split, alternating the splits, each traced
+// (bench/pool_trace.hpp); prints every pass's summary.
+int trace(int rounds, int threads) {
+    ThreadPool pool(threads);
+    for (DType dtype : {DType::q8_0, DType::q4_0}) {
+        const Layers L(dtype, true);
+        Pass pass(L, Grouping::fused);
+        for (int r = 0; r < rounds; ++r)
+            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic}) {
+                set_quant_row_split(split);
+                ThreadPool::Trace t;
+                pool.set_trace(&t);
+                const auto begin = std::chrono::steady_clock::now();
+                pass.run(pool);
+                const auto end = std::chrono::steady_clock::now();
+                pool.set_trace(nullptr);
+                const bench::TraceSummary s = bench::summarize(t, begin, end);
+                bench::print(s, std::string(to_string(dtype)) + " fused decode pass, " + split_name(split) + ", " +
+                                    std::to_string(int(double(L.total) / s.total_ms / 1e6 * 100) / 100.0).substr(0, 5) + " GB/s");
+            }
+    }
+    set_quant_row_split(ThreadPool::Split::dynamic);
+    return 0;
+}
+
+void BM_DecodePass(benchmark::State& state, DType dtype, bool huge_pages, bool ymm, Grouping grouping = Grouping::separate) {
     const int threads = int(state.range(0));
     static std::map<std::pair<DType, bool>, std::unique_ptr<Layers>> cache;
     auto& layers = cache[{dtype, huge_pages}];
     if (!layers) layers = std::make_unique<Layers>(dtype, huge_pages);
-    std::vector<float> x(TinyLlama1B::hidden_dim, 0.5f), y(3 * TinyLlama1B::hidden_dim);
     ThreadPool pool(threads);
-    float* const yqkv[] = {y.data(), y.data() + TinyLlama1B::dim, y.data() + 2 * TinyLlama1B::dim};  // Wq's rows first
-    const auto& v = layers->views;
+    Pass pass(*layers, grouping);
     for (auto _ : state) {
-        if (fused)
-            for (std::size_t l = 0; l < v.size(); l += 7) {
-                quant_matvecs(yqkv, std::span(v).subspan(l, 3), x.data(), &pool);
-                quant_matvec(y.data(), v[l + 3], x.data(), &pool);
-                float* const ygu[] = {y.data(), y.data() + TinyLlama1B::hidden_dim};
-                quant_matvecs(ygu, std::span(v).subspan(l + 4, 2), x.data(), &pool);
-                quant_matvec(y.data(), v[l + 6], x.data(), &pool);
-            }
+        if (ymm)
+            for (const MatrixView& W : layers->views) quant_matvec_as(true, pass.y.data(), W, pass.x.data(), &pool);
         else
-            for (const MatrixView& W : v) quant_matvec_as(ymm, y.data(), W, x.data(), &pool);
-        benchmark::DoNotOptimize(y.data());
+            pass.run(pool);
+        benchmark::DoNotOptimize(pass.y.data());
     }
     state.counters["GB/s"] = benchmark::Counter(double(layers->total) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
     state.counters["bw_GB/s"] = g_bandwidth[threads];
@@ -162,6 +318,10 @@ struct Case {
 }  // namespace
 
 int main(int argc, char** argv) {
+    for (int i = 1; i + 1 < argc; ++i) {
+        if (std::strcmp(argv[i], "--interleaved") == 0) return interleaved(std::atoi(argv[i + 1]), 2);
+        if (std::strcmp(argv[i], "--trace") == 0) return trace(std::atoi(argv[i + 1]), 2);
+    }
     bool smoke = false;
     for (int i = 1; i < argc; ++i) smoke |= std::strcmp(argv[i], "--smoke") == 0;
     benchmark::Initialize(&argc, argv);
@@ -218,8 +378,11 @@ int main(int argc, char** argv) {
         for (DType dtype : {DType::q8_0, DType::q4_0})
             for (bool huge : {false, true}) {
                 const std::string name = "decode_pass_fused/" + std::string(to_string(dtype)) + (huge ? "/huge_pages" : "/4k_pages");
-                auto* b = benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { BM_DecodePass(s, dtype, huge, false, true); });
+                auto* b = benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { BM_DecodePass(s, dtype, huge, false, Grouping::fused); });
                 for (int t : thread_counts) b->Arg(t)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
+                const std::string two = "decode_pass_two_products/" + std::string(to_string(dtype)) + (huge ? "/huge_pages" : "/4k_pages");
+                auto* b2 = benchmark::RegisterBenchmark(two.c_str(), [=](benchmark::State& s) { BM_DecodePass(s, dtype, huge, false, Grouping::two_products); });
+                for (int t : thread_counts) b2->Arg(t)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
             }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -189,6 +189,31 @@ TEST_P(QuantKernels, FusedProductsOfOneInputMatchTheirOwnMatvecs) {
     EXPECT_EQ(yb, rb);
 }
 
+// The rows split across 2 and 3 threads in dynamic chunks (each thread prefetching on into its next
+// chunk) or static shares: every row's floats are those of the single-threaded product.
+TEST_P(QuantKernels, EveryRowSplitGivesTheSameFloats) {
+    const DType dtype = GetParam();
+    const Stored a = make(300, 96, 300, 160, dtype, 81), b = make(77, 96, 80, 96, dtype, 82);
+    const auto x = activations(96, 83);
+    std::vector<float> ra(300), rb(77);
+    float* const r[] = {ra.data(), rb.data()};
+    const MatrixView W[] = {a.view, b.view};
+    quant_matvecs(r, W, x.data(), nullptr, 0);
+    expect_rows(a, as_quantized(x.data(), 96), ra.data(), nullptr, nullptr, 0, "one thread");
+    for (int threads : {2, 3}) {
+        ThreadPool pool(threads);
+        for (ThreadPool::Split split : {ThreadPool::Split::dynamic, ThreadPool::Split::static_shares}) {
+            set_quant_row_split(split);
+            std::vector<float> ya(300, -1), yb(77, -1);
+            float* const y[] = {ya.data(), yb.data()};
+            quant_matvecs(y, W, x.data(), &pool, 0);
+            EXPECT_EQ(ya, ra) << threads << " threads";
+            EXPECT_EQ(yb, rb) << threads << " threads";
+        }
+        set_quant_row_split(ThreadPool::Split::dynamic);
+    }
+}
+
 TEST_P(QuantKernels, MatvecWithExtraColumns) {  // a LoRA adapter's B read with the base weights
     const DType dtype = GetParam();
     ThreadPool pool(2);

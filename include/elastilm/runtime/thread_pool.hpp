@@ -13,7 +13,9 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -79,6 +81,81 @@ public:
         }
     }
 
+    // [begin, end): a chunk of a parallel_chunks range; empty when begin == end.
+    struct Range {
+        int begin = 0, end = 0;
+        bool empty() const { return begin >= end; }
+    };
+
+    // How parallel_chunks splits a range: dynamic (below), or static — one contiguous share per thread,
+    // parallel_for's split — kept for comparison.
+    enum class Split { dynamic, static_shares };
+
+    // Calls fn(chunk, next) for disjoint chunks covering [0, n). Split::dynamic hands them out from a
+    // shared counter while they last: each thread takes a chunk of half its share of what remains (at
+    // least `grain` items; boundaries are multiples of `grain` except at n), so the chunks shrink as the
+    // range runs out and a thread that runs slower — its core shared with other work, its memory further
+    // away — simply takes fewer, and all finish within about one small chunk of each other. A static
+    // split makes the fastest thread wait for the slowest at every call: in decode the calling thread
+    // waited 2–20 % of the time (bench/quant_kernels.cpp --trace). `next` is the chunk the same thread
+    // runs after this one, already taken (empty: none), so that a kernel can prefetch on into it: a
+    // thread's reads stay one stream across its chunks. Returns when all chunks are done.
+    template <class Fn>
+    void parallel_chunks(int n, Fn&& fn, int grain = 1, Split split = Split::dynamic) {
+        if (n <= 0) return;
+        grain = std::max(grain, 1);
+        const int threads = std::min(n_threads_, (n + grain - 1) / grain);
+        if (threads <= 1) { fn(Range{0, n}, Range{n, n}); return; }
+        std::atomic<int> next{0};
+        auto take = [&]() -> Range {
+            int begin = next.load(std::memory_order_relaxed);
+            for (;;) {
+                if (begin >= n) return Range{n, n};
+                const int size = std::max(grain, (n - begin) / (2 * threads) / grain * grain);
+                const int end = std::min(n, begin + size);
+                if (next.compare_exchange_weak(begin, end, std::memory_order_relaxed)) return Range{begin, end};
+            }
+        };
+        const int call = trace_ ? trace_->calls++ : 0;
+        auto timed = [&](int thread, Range chunk, Range after) {
+            if (!trace_) return fn(chunk, after);
+            const auto start = std::chrono::steady_clock::now();
+            fn(chunk, after);
+            trace_->chunks[std::size_t(thread)].push_back({call, start, std::chrono::steady_clock::now()});
+        };
+        if (split == Split::static_shares) {  // thread t's share, as parallel_for splits [0, n)
+            const int units = (n + grain - 1) / grain;
+            parallel_for(threads, [&](int t, int) {
+                const int begin = std::min(n, int(std::int64_t(units) * t / threads) * grain);
+                const int end = t + 1 == threads ? n : std::min(n, int(std::int64_t(units) * (t + 1) / threads) * grain);
+                if (begin < end) timed(t, Range{begin, end}, Range{end, end});
+            });
+            return;
+        }
+        parallel_for(threads, [&](int thread, int) {
+            for (Range chunk = take(); !chunk.empty();) {
+                const Range after = take();
+                timed(thread, chunk, after);
+                chunk = after;
+            }
+        });
+    }
+
+    // When set, parallel_chunks numbers its calls and records each chunk's start and end per thread (0:
+    // the caller): where a decode step's time goes (bench/pool_trace.hpp).
+    struct Trace {
+        struct Chunk {
+            int call;
+            std::chrono::steady_clock::time_point start, end;
+        };
+        int calls = 0;
+        std::vector<std::vector<Chunk>> chunks;  // [thread]
+    };
+    void set_trace(Trace* trace) {
+        if (trace) trace->chunks.resize(std::size_t(n_threads_));
+        trace_ = trace;
+    }
+
 private:
     struct Job {
         void (*call)(void*, int) = nullptr;
@@ -120,6 +197,7 @@ private:
     std::atomic<int> pending_{0};
     Job job_;
     bool stop_ = false;
+    Trace* trace_ = nullptr;
 };
 
 }  // namespace elastilm

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <span>
 #include <vector>
 
@@ -61,18 +62,23 @@ struct BlockRows {
     }
 };
 
-// y[m][r] for the rows g in [g0, g1) of the concatenation (g ↦ matrix m, row r): row_dot(first block
-// of the row, blocks, ahead) + the extra columns' product (E: only with one matrix). The prefetch runs
-// on from one matrix's rows into the next one's, as if they were one matrix.
+// y[m][r] for the rows g of `chunk` of the concatenation (g ↦ matrix m, row r): row_dot(first block of
+// the row, blocks, ahead) + the extra columns' product (E: only with one matrix). `ahead` is the row
+// `ahead` places further in this thread's sequence — on in `chunk`, then in `next`, the chunk it runs
+// after this one (ThreadPool::parallel_chunks) — so the prefetch runs on from one matrix's rows
+// into the next one's and from one chunk into the next, as if they were one stream.
 template <class Block, class RowDot>
-void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, int g0, int g1, const MatrixView* E, const float* z) {
+void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, ThreadPool::Range chunk, ThreadPool::Range next,
+                const MatrixView* E, const float* z) {
     const int blocks = rows.W[0].cols / kQuantBlock;
     const std::size_t piece = std::size_t(blocks) * sizeof(Block);
     const int ahead = int(std::max<std::size_t>(1, (kQuantPrefetchAhead + piece - 1) / piece));
     int m = 0, start = 0, lm = 0, lstart = 0;  // the matrix of row g, and of row g + ahead
-    for (int g = g0; g < g1; ++g) {
+    for (int g = chunk.begin; g < chunk.end; ++g) {
         const Block* w = rows.row(g, m, start);
-        const Block* later = g + ahead < g1 ? rows.row(g + ahead, lm, lstart) : nullptr;
+        const bool on = g + ahead < chunk.end;  // the row to prefetch: still in this chunk, or in the next
+        const int l = on ? g + ahead : next.begin + (g + ahead - chunk.end), l_end = on ? chunk.end : next.end;
+        const Block* later = l < l_end ? rows.row(l, lm, lstart) : nullptr;
         float sum = row_dot(w, blocks, later);
         if (E) sum += extra_dot(static_cast<const f16_bits*>(E->data) + std::size_t(g) * E->ld, z, E->cols);
         y[m][g - start] = sum;
@@ -86,6 +92,20 @@ void prefetch_piece(const Block* row, int blocks) {
     const char* p = reinterpret_cast<const char*>(row);
     for (std::size_t o = 0; o < std::size_t(blocks) * sizeof(Block); o += 64) __builtin_prefetch(p + o, 0, 3);
 }
+
+}  // namespace detail
+
+// How a decode product's rows are split across the pool: ThreadPool::Split::dynamic (the default), or
+// static_shares (the split before it), kept for comparison: bench/quant_kernels.cpp --interleaved times
+// both in one run.
+inline std::atomic<ThreadPool::Split>& quant_row_split_setting() {
+    static std::atomic<ThreadPool::Split> s{ThreadPool::Split::dynamic};
+    return s;
+}
+inline ThreadPool::Split quant_row_split() { return quant_row_split_setting().load(std::memory_order_relaxed); }
+inline void set_quant_row_split(ThreadPool::Split s) { quant_row_split_setting().store(s, std::memory_order_relaxed); }
+
+namespace detail {
 
 inline void require_quant_view(const MatrixView& W) {
     require(W.layout == Layout::out_major && W.cols % kQuantBlock == 0 && W.ld % kQuantBlock == 0, "quantized product",
@@ -114,12 +134,12 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
     if (pool && std::size_t(total) * W[0].cols < parallel_from) pool = nullptr;
     // dot8 / dot4: a row's dot product with the quantized x, for Q8_0 / Q4_0 rows.
     auto run = [&](auto dot8, auto dot4) {
-        auto rows = [&](int g0, int g1) {
-            if (W[0].dtype == DType::q8_0) quant_rows(y, BlockRows<BlockQ8_0>{W, count}, dot8, g0, g1, E, z);
-            else quant_rows(y, BlockRows<BlockQ4_0>{W, count}, dot4, g0, g1, E, z);
+        auto rows = [&](ThreadPool::Range chunk, ThreadPool::Range next) {
+            if (W[0].dtype == DType::q8_0) quant_rows(y, BlockRows<BlockQ8_0>{W, count}, dot8, chunk, next, E, z);
+            else quant_rows(y, BlockRows<BlockQ4_0>{W, count}, dot4, chunk, next, E, z);
         };
-        if (pool && pool->size() > 1) pool->parallel_for(total, rows, 16);
-        else rows(0, total);
+        if (pool && pool->size() > 1) pool->parallel_chunks(total, rows, 16, quant_row_split());
+        else rows(ThreadPool::Range{0, total}, ThreadPool::Range{total, total});
     };
     const int cols = W[0].cols;
     // The quantized activations are thread_local: the pool's threads read the caller's copy, through the

@@ -3,7 +3,7 @@
 #   1. native x86-64 (or host) build: GoogleTest suite via ctest, a smoke run of the benchmarks;
 #      then, where the CPU has AVX-512 BF16 or AVX512-FP16, the GEMM and model tests again built with
 #      -march=native;
-#   2. ThreadSanitizer build of the service's threaded tests only (the Service and its soak);
+#   2. ThreadSanitizer build of the threaded tests only (the Service, its soak, the thread pool);
 #   3. libFuzzer targets (clang) for the untrusted-input parsers, briefly;
 #   4. the aarch64 NEON/FP16 cross build, its tests under qemu-aarch64 -cpu max; then a second, small one
 #      for armv8.6-a with dotprod, i8mm and bf16: the quantized kernels' SDOT decode and SMMLA prefill
@@ -61,10 +61,11 @@ else
   echo "skipped: this CPU has neither avx512_bf16 nor avx512_fp16 (/proc/cpuinfo): no reduced-precision GEMM runs here"
 fi
 
-step "ThreadSanitizer: the service tests ($root/tsan, two targets only)"
-# The Service's worker, its clients and the ThreadPool under TSan: the multi-threaded service test and
-# the soak (8 client threads, cancellations, a full queue). Two targets keep this step to a few minutes.
-tsan_tests=(elastilm_service_service_test elastilm_service_soak_test)
+step "ThreadSanitizer: the service tests and the thread pool ($root/tsan, three targets only)"
+# The Service's worker, its clients and the ThreadPool under TSan: the multi-threaded service test, the
+# soak (8 client threads, cancellations, a full queue) and the pool's own test (dynamic chunks taken from a
+# shared counter). Three small targets keep this step to a couple of minutes.
+tsan_tests=(elastilm_service_service_test elastilm_service_soak_test elastilm_runtime_thread_pool_test)
 cmake -S . -B "$root/tsan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS=-fsanitize=thread \
   -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
 cmake --build "$root/tsan" -j "$jobs" --target "${tsan_tests[@]}"

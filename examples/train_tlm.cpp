@@ -3,7 +3,9 @@
 //   train_tlm -m MODEL [--tokenizer T] [--calib TEXT] [--calib-skip 16384] [--prompts 32] [--prompt-len 32|16,32,48]
 //             [--cont-len 8] [--span 2] [--trunk SMALL_MODEL] [--trunk-percent 20] [--train-split 75] [--folds 5]
 //             [--adapters DIR] [-t 2] [--features hidden|hidden+surprisal] [--no-decision-head]
-//             [--decision-labels continuation|choice] [--choice-items 160] -o HEADS.gguf
+//             [--decision-labels continuation|choice] [--choice-items 160] [--labels CACHE.json]
+//             [--decision-head scales|curves] [--decision-cv worst|total] [--folds-by document|item]
+//             [--score-head EARLIER_HEADS.gguf] -o HEADS.gguf
 //   train_tlm -m MODEL --trunk SMALL_MODEL --time-share        (the TLM's time against the LLM's prefill)
 // --adapters DIR attaches recover's LoRA adapters to the LLM before it labels: the decision head must rate
 // the sub-models serving runs, and serving attaches them. --prompt-len with a list cycles the prompts
@@ -21,7 +23,9 @@
 //                  feasible when p·m ≤ budget, the prefill cost in units of the full model on the full
 //                  prompt), how often the head's best feasible pair is the measured best one, and its
 //                  regret in mean log-likelihood — next to a prompt-agnostic prior (the training folds'
-//                  mean rating per pair). Its penalty is chosen by an inner cross-validation on regret.
+//                  mean rating per pair). Its penalty and its shrinkage toward that prior are chosen by
+//                  an inner cross-validation on the training folds alone (--decision-cv: `worst`, the
+//                  default, minimises the worst budget's regret above the prior's; `total` the sum).
 //                  Labels (--decision-labels): `continuation` (default) — the continuation's mean
 //                  log-likelihood for all 81 (p, m) pairs of each calibration prompt (81 runs each);
 //                  `choice` — the service's own task: --choice-items multiple-choice items built from
@@ -29,11 +33,18 @@
 //                  before it), each labelled with its answer margin along the measured prior's three
 //                  curves (27 runs each, service/pair_prior.hpp); the head then predicts those curves
 //                  per prompt and its prior is exactly the measured prior. Its table adds budgets whose
-//                  answer is decoded at ≤ 30 % (the decode curve's part).
+//                  answer is decoded at ≤ 30 % (the decode curve's part), and compares two heads: 27 free
+//                  curve values and 3 curve scales against the prior (--decision-head picks the saved
+//                  one; tlm.hpp). Items share the ~90 documents after token 131072, so folds hold out
+//                  whole documents (--folds-by item: single items). --labels CACHE.json keeps the labels
+//                  (service/pair_prior.hpp ChoiceLabels): a later run reads them back and labels only
+//                  items the cache lacks; with --score-head (the score head of earlier heads for the same
+//                  model and trunk) such a run takes seconds.
 // The calibration text must not overlap evaluation text: the default skips the first 16384 tokens.
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <map>
 #include <cstdio>
 #include <numeric>
 #include <random>
@@ -54,7 +65,7 @@ using namespace elastilm;
 struct TrainFlags {
     std::string calib_path, out_path, feature_flag, adapters;
     std::vector<int> prompt_lens;
-    std::string decision_labels;
+    std::string decision_labels, labels_path, decision_head_kind, decision_cv, score_head_path, folds_by;
     int skip, n_prompts, folds, cont_len, span, trunk_percent, split, reps, choice_items;
     bool timing, decision_head;
     explicit TrainFlags(const cli::Args& args)
@@ -80,6 +91,16 @@ struct TrainFlags {
                 "must be 'continuation' or 'choice', got '" + decision_labels + "'");
         choice_items = args.get_int("--choice-items", "", 160, "with --decision-labels choice: labelled multiple-choice items");
         require(choice_items >= 10, "--choice-items", "needs at least 10 items, got " + std::to_string(choice_items));
+        decision_head_kind = args.get("--decision-head", "", "scales",
+                                      "with choice labels, the saved head: scales (3 curve scales) or curves (27 free curve values)");
+        require(decision_head_kind == "scales" || decision_head_kind == "curves", "--decision-head",
+                "must be 'scales' or 'curves', got '" + decision_head_kind + "'");
+        decision_cv = args.get("--decision-cv", "", "worst", "inner cross-validation criterion: worst (budget against the prior) or total (regret)");
+        require(decision_cv == "worst" || decision_cv == "total", "--decision-cv", "must be 'worst' or 'total', got '" + decision_cv + "'");
+        folds_by = args.get("--folds-by", "", "document", "with choice labels, cross-validation folds by document (its items together) or item");
+        require(folds_by == "document" || folds_by == "item", "--folds-by", "must be 'document' or 'item', got '" + folds_by + "'");
+        score_head_path = args.get("--score-head", "", "", "take the score head from these heads (same model and trunk) instead of training it");
+        labels_path = args.get("--labels", "", "", "with --decision-labels choice: a label cache, read when it exists, written as items are labelled");
     }
 
     static std::vector<int> length_list(const std::string& list) {
@@ -142,6 +163,39 @@ float plan_rating(const PairRatings& r, int k, int cap) {
     return r.value[k] + r.decode[ratio_index(d)] - r.decode[ratio_index(m)];
 }
 
+// What choice labels depend on, by name (ChoiceLabels, service/pair_prior.hpp): the labelling model and
+// its adapters (each lora-P.gguf's name and bytes), the trunk, the items' text and draw, the feature
+// mode. The score head is checked per item instead (its importances are cached with the labels).
+template <ModelConfig Cfg, ModelConfig TrunkCfg>
+std::map<std::string, std::string> choice_label_key(const TrainFlags& f, const Model<Cfg>& llm, const Tlm<TrunkCfg>& tlm, std::string_view text,
+                                                    std::uint64_t seed, std::size_t skip_tokens, TlmFeatures mode) {
+    std::string adapters = "none";
+    if (!f.adapters.empty()) {
+        std::vector<std::filesystem::path> files;
+        for (const auto& e : std::filesystem::directory_iterator(f.adapters)) {
+            const std::string name = e.path().filename().string();
+            if (e.is_regular_file() && name.starts_with("lora-") && name.ends_with(".gguf") && name.find(".ckpt") == std::string::npos)
+                files.push_back(e.path());
+        }
+        std::sort(files.begin(), files.end());
+        adapters.clear();
+        for (const auto& p : files) {
+            Fnv1a h;
+            const std::string bytes = cli::read_text(p.string());
+            h.bytes(bytes.data(), bytes.size());
+            adapters += (adapters.empty() ? "" : " ") + p.filename().string() + ":" + h.hex();
+        }
+    }
+    Fnv1a t;
+    t.bytes(text.data(), text.size());
+    return {{"model", identity_of(llm).describe()},
+            {"adapters", adapters},
+            {"trunk", identity_of(tlm.trunk()).describe() + " at " + std::to_string(f.trunk_percent) + "%"},
+            {"items", std::filesystem::path(f.calib_path).filename().string() + " " + t.hex() + ", documents from token " +
+                          std::to_string(skip_tokens) + ", seed " + std::to_string(seed)},
+            {"features", std::string(to_string(mode))}};
+}
+
 // Trains the decision head on one of its two label kinds (DecisionLabels, service/tlm.hpp) and prints its
 // cross-validated regret against the prompt-agnostic prior (the training folds' mean labels, rated the
 // same way — for choice curves, exactly the measured prior of service/pair_prior.hpp).
@@ -151,11 +205,14 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
                                  const std::vector<PromptFeatures>& head_feats, const SpecialTokens& special, TlmFeatures mode) {
     const auto t0 = std::chrono::steady_clock::now();
     const DecisionLabels kind = f.decision_labels == "choice" ? DecisionLabels::choice_curves : DecisionLabels::continuation_pairs;
-    const int outputs = outputs_of(kind), pw = kDecisionFeatures;
+    const int outputs = label_width(kind), pw = kDecisionFeatures;
     std::vector<float> pooled, y;  // n × pw, n × outputs
     std::vector<PromptFeatures> feats;
     std::vector<std::vector<float>> scores;
     std::string what;
+    // Cross-validation groups: a document's items share their text, so with --folds-by document (the
+    // default) they are held out together; a head must generalise to unseen documents, not recognise one.
+    std::vector<int> group;
     if (kind == DecisionLabels::continuation_pairs) {
         feats = head_feats;
         for (std::size_t i = 0; i < examples.size(); ++i) {
@@ -168,8 +225,35 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
     } else {
         // Multiple-choice items of the served domain from the calibration text's documents after token
         // 131072 (the evaluation's items come from those before it), seeded apart from the demo's prior.
-        const ChoiceBenchmark items = prior_items(tok, cli::read_text(f.calib_path), f.calib_path, f.choice_items,
-                                                  ChoiceBenchmarkOptions{}.max_stream_tokens, 2002);
+        const std::string text = cli::read_text(f.calib_path);
+        constexpr std::uint64_t kSeed = 2002;
+        const std::size_t skip_tokens = ChoiceBenchmarkOptions{}.max_stream_tokens;
+        const ChoiceBenchmark items = prior_items(tok, text, f.calib_path, f.choice_items, skip_tokens, kSeed);
+        {  // items are drawn with replacement from the documents after skip_tokens: how many are there?
+            const ChoiceBenchmarkOptions o;
+            const auto docs = document_streams(tok, text);
+            std::size_t seen = 0, eligible = 0;
+            for (const auto& d : docs) {
+                eligible += seen >= skip_tokens && int(d.size()) >= o.context_tokens + o.question_tokens + o.choice_tokens;
+                seen += d.size();
+            }
+            std::vector<int> used;
+            for (const auto& it : items.items) used.push_back(it.document);
+            std::sort(used.begin(), used.end());
+            std::fprintf(stderr, "  choice items: %zu from %zu distinct documents of the %zu long enough after token %zu (%zu tokens in all)\n",
+                         items.items.size(), std::size_t(std::unique(used.begin(), used.end()) - used.begin()), eligible, skip_tokens, seen);
+        }
+        // The label cache (--labels): what the labels depend on, by name; items already labelled are
+        // read back, the rest labelled and appended (written every few items: an interrupted run keeps them).
+        ChoiceLabels cache;
+        cache.key = choice_label_key(f, llm, tlm, text, kSeed, skip_tokens, mode);
+        if (!f.labels_path.empty() && std::filesystem::exists(f.labels_path)) {
+            ChoiceLabels cached = load_choice_labels(f.labels_path);
+            cached.require_key(cache.key, f.labels_path);
+            cache.items = std::move(cached.items);
+            std::fprintf(stderr, "  choice labels: %zu items cached in %s\n", cache.items.size(), f.labels_path.c_str());
+        }
+        const std::size_t had = cache.items.size();
         Session<Cfg> session(llm, pool, Cfg::context, 256);
         for (std::size_t i = 0; i < items.items.size(); ++i) {
             const TokenizedPrompt p = choice_prompt(items.items[i], special.bos);
@@ -178,11 +262,39 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
                 for (int t = 0; t < pf.tokens; ++t) pf.values[std::size_t(t) * pf.width + TrunkCfg::dim] = 0.0f;
             scores.push_back(score.scores(pf));
             feats.push_back(std::move(pf));
-            const auto c = item_curves(session, items.items[i], std::span<const float>(scores.back()));
-            y.insert(y.end(), c.begin(), c.end());
-            std::fprintf(stderr, "\r  choice labels: item %zu/%zu (%.1f s)", i + 1, items.items.size(), seconds_since(t0));
+            const std::string id = item_id(items.items[i]);
+            const auto pooled = DecisionHead::pooled(feats.back(), scores.back());
+            if (i < cache.items.size()) {  // labelled before: the same item, read the same way?
+                const ChoiceLabels::Item& c = cache.items[i];
+                const std::string where = f.labels_path + ": item " + std::to_string(i);
+                require(c.id == id, where, "is another item (id " + c.id + ", now " + id + ")");
+                require(c.scores.size() == scores.back().size(), where,
+                        "has " + std::to_string(c.scores.size()) + " token importances, the prompt has " + std::to_string(scores.back().size()) + " tokens");
+                for (std::size_t t = 0; t < c.scores.size(); ++t)
+                    require(std::abs(c.scores[t] - scores.back()[t]) <= 1e-3f * (1.0f + std::abs(c.scores[t])), where,
+                            "token " + std::to_string(t) + "'s importance was " + std::to_string(c.scores[t]) + ", the score head now gives " +
+                                std::to_string(scores.back()[t]) + ": labels of another trunk or score head (delete the cache to label again)");
+                y.insert(y.end(), c.curves.begin(), c.curves.end());
+            } else {
+                ChoiceLabels::Item c{id, pooled, scores.back(), item_curves(session, items.items[i], std::span<const float>(scores.back()))};
+                y.insert(y.end(), c.curves.begin(), c.curves.end());
+                cache.items.push_back(std::move(c));
+                if (!f.labels_path.empty() && (cache.items.size() % 8 == 0 || i + 1 == items.items.size()))
+                    save_choice_labels(cache, f.labels_path);
+            }
+            std::fprintf(stderr, "\r  choice labels: item %zu/%zu (%zu cached) (%.1f s)", i + 1, items.items.size(), std::min(had, i + 1),
+                         seconds_since(t0));
         }
+        if (!f.labels_path.empty() && cache.items.size() > had)
+            std::fprintf(stderr, "\n  choice labels: %zu items in %s", cache.items.size(), f.labels_path.c_str());
         what = std::to_string(items.items.size()) + " multiple-choice items x 3 margin curves";
+        std::vector<int> docs;
+        for (const auto& it : items.items) {
+            auto at = std::find(docs.begin(), docs.end(), it.document);
+            if (at == docs.end()) at = docs.insert(docs.end(), it.document);
+            group.push_back(f.folds_by == "document" ? int(at - docs.begin()) : int(group.size()));
+        }
+        if (f.folds_by == "document") what += " from " + std::to_string(docs.size()) + " documents";
     }
     std::fprintf(stderr, "\n");
     const int n = int(feats.size());
@@ -240,70 +352,151 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
             for (int k = 0; k < outputs; ++k) mean[k] += labels_of(i)[k] / float(prompts.size());
         return ratings_of(mean);
     };
-    auto fit_on = [&](const std::vector<int>& prompts, double lambda) {
+    // The heads compared: on continuation labels the 81 pair ratings; on choice labels the 27 free
+    // curve values and the 3 curve scales (tlm.hpp). Each has a ridge penalty and a shrinkage toward the
+    // training mean (0: the head is the prior), chosen by an inner cross-validation.
+    struct Setting {
+        double lambda, shrink;
+    };
+    std::vector<Setting> settings{{1.0, 0.0}};  // shrink 0: the prior, whatever the penalty
+    for (double lambda : {0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4})
+        for (double shrink : {0.25, 0.5, 0.75, 1.0}) settings.push_back({lambda, shrink});
+    auto fit_on = [&](const std::vector<int>& prompts, Setting s, DecisionLabels head) {
         std::vector<float> fr, fy;
         for (int i : prompts) {
             fr.insert(fr.end(), pooled.begin() + std::size_t(i) * pw, pooled.begin() + std::size_t(i + 1) * pw);
             const auto l = labels_of(i);
             fy.insert(fy.end(), l.begin(), l.end());
         }
-        return DecisionHead::fit(fr, fy, pw, lambda, kind);
+        return DecisionHead::fit(fr, fy, pw, s.lambda, head, s.shrink);
     };
-    auto rate_with = [&](const DecisionHead& h, int i) { return h.rate(feats[i], scores[i]); };
-    // The penalty with the lowest mean regret over the budgets, by `k`-fold cross-validation on `prompts`;
-    // the largest penalties reduce the head to the prompt-agnostic prior.
-    constexpr double kDecisionLambdas[] = {0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e6};
-    auto choose_lambda = [&](const std::vector<int>& prompts, int k) {
-        double best_l = kDecisionLambdas[0], best_r = INFINITY;
-        for (double lambda : kDecisionLambdas) {
-            double regret = 0;
-            int hits = 0;
-            for (int fold = 0; fold < k; ++fold) {
-                std::vector<int> tr, te;
-                for (std::size_t j = 0; j < prompts.size(); ++j) (int(j) % k == fold ? te : tr).push_back(prompts[j]);
-                const DecisionHead h = fit_on(tr, lambda);
-                for (int i : te)
-                    for (int b = 0; b < nb; ++b) score_pick(rate_with(h, i), i, b, regret, hits);
-            }
-            if (regret < best_r - 1e-12) { best_r = regret; best_l = lambda; }
-        }
-        return best_l;
+    auto rate_with = [&](const DecisionHead& h, int i) { return h.rate_pooled(std::span<const float>(pooled).subspan(std::size_t(i) * pw, pw)); };
+    if (group.empty())
+        for (int i = 0; i < n; ++i) group.push_back(i);
+    auto split = [&](const std::vector<int>& prompts, int k, int fold, std::vector<int>& tr, std::vector<int>& te) {
+        tr.clear(), te.clear();
+        for (int i : prompts) (group[std::size_t(i)] % k == fold ? te : tr).push_back(i);
     };
-    // Outer cross-validation: every prompt is rated once by a head (and a prior) that never saw it.
-    std::vector<double> regret_head(nb), regret_prior(nb);
-    std::vector<int> hits_head(nb), hits_prior(nb);
-    std::vector<double> fold_lambdas;
-    for (int fold = 0; fold < f.folds; ++fold) {
+    // The setting chosen by `k`-fold cross-validation on `prompts` alone: by default (--decision-cv worst)
+    // the one whose worst budget loses least against the prior on the same folds (ties: the lowest total
+    // regret) — shrink 0 loses nothing, so a head that cannot beat the prior inside the training folds
+    // falls back to it; --decision-cv total takes the lowest regret summed over the budgets.
+    auto choose = [&](const std::vector<int>& prompts, int k, DecisionLabels head) {
+        std::vector<double> prior_regret(nb, 0.0);
         std::vector<int> tr, te;
-        for (int i = 0; i < n; ++i) (i % f.folds == fold ? te : tr).push_back(i);
-        const double lambda = choose_lambda(tr, 4);
-        fold_lambdas.push_back(lambda);
-        const DecisionHead h = fit_on(tr, lambda);
+        int hits = 0;
+        for (int fold = 0; fold < k; ++fold) {
+            split(prompts, k, fold, tr, te);
+            const PairRatings prior = prior_of(tr);
+            for (int i : te)
+                for (int b = 0; b < nb; ++b) score_pick(prior, i, b, prior_regret[b], hits);
+        }
+        Setting best = settings[0];
+        double best_worst = INFINITY, best_total = INFINITY;
+        for (const Setting& s : settings) {
+            std::vector<double> regret(nb, 0.0);
+            for (int fold = 0; fold < k; ++fold) {
+                split(prompts, k, fold, tr, te);
+                const DecisionHead h = fit_on(tr, s, head);
+                for (int i : te) {
+                    const PairRatings r = rate_with(h, i);
+                    for (int b = 0; b < nb; ++b) score_pick(r, i, b, regret[b], hits);
+                }
+            }
+            double worst = -INFINITY, total = 0;
+            for (int b = 0; b < nb; ++b) {
+                worst = std::max(worst, regret[b] - prior_regret[b]);
+                total += regret[b];
+            }
+            if (f.decision_cv == "total") worst = 0;
+            if (worst < best_worst - 1e-9 || (worst < best_worst + 1e-9 && total < best_total - 1e-9)) {
+                best = s;
+                best_worst = worst;
+                best_total = total;
+            }
+        }
+        return best;
+    };
+    std::vector<DecisionLabels> heads{kind};
+    if (kind == DecisionLabels::choice_curves) heads = {DecisionLabels::choice_curves, DecisionLabels::choice_scales};
+    const DecisionLabels saved = kind == DecisionLabels::continuation_pairs ? kind
+                                 : f.decision_head_kind == "curves"        ? DecisionLabels::choice_curves
+                                                                           : DecisionLabels::choice_scales;
+    // Outer cross-validation: every prompt is rated once by heads (and a prior) that never saw it, with
+    // settings chosen on the training folds alone.
+    const int nh = int(heads.size());
+    std::vector<std::vector<double>> regret_head(nh, std::vector<double>(nb));
+    std::vector<std::vector<int>> hits_head(nh, std::vector<int>(nb));
+    std::vector<double> regret_prior(nb);
+    std::vector<int> hits_prior(nb);
+    std::vector<std::string> fold_settings(nh);
+    std::array<double, 3> scale_sse{}, scale_sst{};
+    auto setting_text = [](Setting s) {
+        char buf[48];
+        std::snprintf(buf, sizeof buf, s.shrink == 0 ? "prior" : "%g/%g", s.lambda, s.shrink);
+        return std::string(buf);
+    };
+    for (int fold = 0; fold < f.folds; ++fold) {
+        std::vector<int> all(n), tr, te;
+        std::iota(all.begin(), all.end(), 0);
+        split(all, f.folds, fold, tr, te);
         const PairRatings prior = prior_of(tr);
         for (int i : te)
-            for (int b = 0; b < nb; ++b) {
-                score_pick(rate_with(h, i), i, b, regret_head[b], hits_head[b]);
-                score_pick(prior, i, b, regret_prior[b], hits_prior[b]);
+            for (int b = 0; b < nb; ++b) score_pick(prior, i, b, regret_prior[b], hits_prior[b]);
+        for (int h = 0; h < nh; ++h) {
+            const Setting s = choose(tr, 4, heads[h]);
+            fold_settings[h] += (fold ? ", " : "") + setting_text(s);
+            const DecisionHead head = fit_on(tr, s, heads[h]);
+            for (int i : te) {
+                const PairRatings r = rate_with(head, i);
+                for (int b = 0; b < nb; ++b) score_pick(r, i, b, regret_head[h][b], hits_head[h][b]);
             }
+            if (heads[h] == DecisionLabels::choice_scales) {  // how much of the items' steepness the head explains
+                const DecisionHead plain = fit_on(tr, {s.lambda, 1.0}, heads[h]);
+                for (int i : te) {
+                    const auto k = DecisionHead::curve_scales(labels_of(i), plain.prior);
+                    std::vector<float> z(pw);
+                    plain.norm.apply(pooled.data() + std::size_t(i) * pw, z.data());
+                    for (int c = 0; c < 3; ++c) {
+                        scale_sse[c] += std::pow(k[c] - plain.ridge.predict(z.data(), c), 2);
+                        scale_sst[c] += std::pow(k[c] - 1.0, 2);  // the prior's scale is 1
+                    }
+                }
+            }
+        }
     }
     std::vector<int> all(n);
     std::iota(all.begin(), all.end(), 0);
-    const double lambda = choose_lambda(all, f.folds);
-    const DecisionHead decision = fit_on(all, lambda);
-    std::fprintf(stderr, "  decision head: ridge on %s, %d features, lambda %g (%.1f s)\n", what.c_str(), pw, lambda, seconds_since(t0));
-    std::string lambdas_text;
-    for (double l : fold_lambdas) lambdas_text += (lambdas_text.empty() ? "" : ", ") + std::to_string(l).substr(0, 6);
+    const Setting chosen = choose(all, f.folds, saved);
+    const DecisionHead decision = fit_on(all, chosen, saved);
+    std::fprintf(stderr, "  decision head: %s on %s, %d features, penalty %g, shrink %g (%.1f s)\n", std::string(to_string(saved)).c_str(),
+                 what.c_str(), pw, chosen.lambda, chosen.shrink, seconds_since(t0));
     std::printf("## Decision head on %s labels (%d-fold cross-validation over %s, %d pooled features)\n\n", std::string(to_string(kind)).c_str(),
                 f.folds, what.c_str(), pw);
-    std::printf("| prefill budget p·m ≤ | decode at | feasible pairs | head: top plan = best | head: regret | prior: top plan = best | prior: regret |\n"
-                "|---|---|---|---|---|---|---|\n");
-    for (int b = 0; b < nb; ++b)
-        std::printf("| %.1f | %s | %d | %d/%d | %.4f | %d/%d | %.4f |\n", budgets[b].prefill,
+    std::printf("| prefill budget p·m ≤ | decode at | feasible pairs | prior: top plan = best | prior: regret |");
+    for (DecisionLabels h : heads) std::printf(" %s head: top plan = best | %s head: regret |", std::string(to_string(h)).c_str(), std::string(to_string(h)).c_str());
+    std::printf("\n|---|---|---|---|---|");
+    for (int h = 0; h < nh; ++h) std::printf("---|---|");
+    std::printf("\n");
+    for (int b = 0; b < nb; ++b) {
+        std::printf("| %.1f | %s | %d | %d/%d | %.4f |", budgets[b].prefill,
                     budgets[b].decode_cap >= 100 ? "m" : ("min(m, " + std::to_string(budgets[b].decode_cap) + " %)").c_str(), n_feasible[b],
-                    hits_head[b], n, regret_head[b] / n, hits_prior[b], n, regret_prior[b] / n);
-    std::printf("\nregret: %s lost against the prompt's measured best feasible plan. Penalty per fold (inner 4-fold\n"
-                "cross-validation on regret): %s; the saved head is fitted on all of them with penalty %g.\n",
-                kind == DecisionLabels::choice_curves ? "answer margin (nats/token)" : "mean log-likelihood (nats/token)", lambdas_text.c_str(), lambda);
+                    hits_prior[b], n, regret_prior[b] / n);
+        for (int h = 0; h < nh; ++h) {
+            const bool better = regret_head[h][b] < regret_prior[b] - 1e-9;
+            std::printf(" %d/%d | %s%.4f%s |", hits_head[h][b], n, better ? "**" : "", regret_head[h][b] / n, better ? "**" : "");
+        }
+        std::printf("\n");
+    }
+    std::printf("\nregret: %s lost against the prompt's measured best feasible plan (bold: below the prior's). Settings per\n"
+                "fold (penalty/shrink, inner 4-fold cross-validation, criterion '%s'):",
+                kind == DecisionLabels::continuation_pairs ? "mean log-likelihood (nats/token)" : "answer margin (nats/token)", f.decision_cv.c_str());
+    for (int h = 0; h < nh; ++h) std::printf(" %s: %s;", std::string(to_string(heads[h])).c_str(), fold_settings[h].c_str());
+    std::printf("\nthe saved head (%s) is fitted on all of them with %s.\n", std::string(to_string(saved)).c_str(), setting_text(chosen).c_str());
+    if (scale_sst[0] > 0)
+        std::printf("Held-out share of the items' curve steepness (choice-scales, unshrunk) the pooled features explain, 1 − SSE/SST\n"
+                    "around the prior's scale 1: model %.3f, prompt %.3f, decode %.3f.\n",
+                    1 - scale_sse[0] / scale_sst[0], 1 - scale_sse[1] / scale_sst[1], 1 - scale_sse[2] / scale_sst[2]);
     std::fflush(stdout);
     return decision;
 }
@@ -353,88 +546,107 @@ int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& tru
             for (int t = 0; t < f.tokens; ++t) f.values[std::size_t(t) * f.width + TrunkCfg::dim] = 0.0f;
 
     // ---- Score head: labels, fit, held-out report -------------------------------------------------------
-    auto t0 = std::chrono::steady_clock::now();
-    std::vector<std::vector<float>> labels;
-    for (int i = 0; i < n; ++i) {
-        labels.push_back(drop_labels(llm, pool, examples[i], span, special));
-        std::fprintf(stderr, "\r  token labels: prompt %d/%d (%.1f s)", i + 1, n, seconds_since(t0));
-    }
-    std::fprintf(stderr, "\n");
-    const int width = Tlm<TrunkCfg>::feature_width;
-    auto stack = [&](int from, int to, std::vector<float>& rows, std::vector<float>& y) {
-        rows.clear();
-        y.clear();
-        for (int i = from; i < to; ++i)
+    // --score-head: the score head of earlier heads for this model and trunk (the decision head's label
+    // cache then makes a run seconds long); otherwise labelled, fitted and reported here.
+    auto train_score_head = [&]() -> ScoreHead {
+        auto t0 = std::chrono::steady_clock::now();
+        std::vector<std::vector<float>> labels;
+        for (int i = 0; i < n; ++i) {
+            labels.push_back(drop_labels(llm, pool, examples[i], span, special));
+            std::fprintf(stderr, "\r  token labels: prompt %d/%d (%.1f s)", i + 1, n, seconds_since(t0));
+        }
+        std::fprintf(stderr, "\n");
+        const int width = Tlm<TrunkCfg>::feature_width;
+        auto stack = [&](int from, int to, std::vector<float>& rows, std::vector<float>& y) {
+            rows.clear();
+            y.clear();
+            for (int i = from; i < to; ++i)
+                for (int t = 0; t < feats[i].tokens; ++t)
+                    if (std::isfinite(labels[i][t])) {
+                        rows.insert(rows.end(), head_feats[i].row(t), head_feats[i].row(t) + width);
+                        y.push_back(labels[i][t]);
+                    }
+        };
+        auto mse = [](const std::vector<float>& pred, const std::vector<float>& y) {
+            double s = 0;
+            for (std::size_t i = 0; i < y.size(); ++i) s += double(pred[i] - y[i]) * (pred[i] - y[i]);
+            return s / double(y.size());
+        };
+        const int n_fit = n_train - std::max(1, n_train / 5);
+        std::vector<float> rows, y, vrows, vy;
+        stack(0, n_fit, rows, y);
+        stack(n_fit, n_train, vrows, vy);
+        double best_lambda = kLambdas[0], best_err = INFINITY;
+        for (double lambda : kLambdas) {
+            const ScoreHead h = ScoreHead::fit(rows, y, width, lambda);
+            std::vector<float> pred;
+            const Standardizer& s = h.norm;
+            std::vector<float> z(width);
+            for (std::size_t r = 0; r < vy.size(); ++r) {
+                s.apply(vrows.data() + r * width, z.data());
+                pred.push_back(h.ridge.predict(z.data()));
+            }
+            const double e = mse(pred, vy);
+            if (e < best_err) { best_err = e; best_lambda = lambda; }
+        }
+        stack(0, n_train, rows, y);
+        const ScoreHead score = ScoreHead::fit(rows, y, width, best_lambda);
+        std::fprintf(stderr, "  score head: ridge on %zu tokens, lambda %g\n", y.size(), best_lambda);
+
+        std::vector<double> pred_all, label_all, surprisal_all;
+        double nll_full = 0, nll_head = 0, nll_surprisal = 0, nll_random = 0;
+        std::mt19937 rng(1);
+        Session<Cfg> eval(llm, pool, prompt_len + cont_len, prompt_len + cont_len);
+        constexpr int kRandomDraws = 3;
+        for (int i = n_train; i < n; ++i) {
+            const auto head_scores = score.scores(head_feats[i]);
+            const auto surprisal_scores = ScoreHead{}.scores(feats[i]);
             for (int t = 0; t < feats[i].tokens; ++t)
                 if (std::isfinite(labels[i][t])) {
-                    rows.insert(rows.end(), head_feats[i].row(t), head_feats[i].row(t) + width);
-                    y.push_back(labels[i][t]);
+                    pred_all.push_back(head_scores[t]);
+                    label_all.push_back(labels[i][t]);
+                    surprisal_all.push_back(surprisal_scores[t]);
                 }
-    };
-    auto mse = [](const std::vector<float>& pred, const std::vector<float>& y) {
-        double s = 0;
-        for (std::size_t i = 0; i < y.size(); ++i) s += double(pred[i] - y[i]) * (pred[i] - y[i]);
-        return s / double(y.size());
-    };
-    const int n_fit = n_train - std::max(1, n_train / 5);
-    std::vector<float> rows, y, vrows, vy;
-    stack(0, n_fit, rows, y);
-    stack(n_fit, n_train, vrows, vy);
-    double best_lambda = kLambdas[0], best_err = INFINITY;
-    for (double lambda : kLambdas) {
-        const ScoreHead h = ScoreHead::fit(rows, y, width, lambda);
-        std::vector<float> pred;
-        const Standardizer& s = h.norm;
-        std::vector<float> z(width);
-        for (std::size_t r = 0; r < vy.size(); ++r) {
-            s.apply(vrows.data() + r * width, z.data());
-            pred.push_back(h.ridge.predict(z.data()));
-        }
-        const double e = mse(pred, vy);
-        if (e < best_err) { best_err = e; best_lambda = lambda; }
-    }
-    stack(0, n_train, rows, y);
-    const ScoreHead score = ScoreHead::fit(rows, y, width, best_lambda);
-    std::fprintf(stderr, "  score head: ridge on %zu tokens, lambda %g\n", y.size(), best_lambda);
-
-    std::vector<double> pred_all, label_all, surprisal_all;
-    double nll_full = 0, nll_head = 0, nll_surprisal = 0, nll_random = 0;
-    std::mt19937 rng(1);
-    Session<Cfg> eval(llm, pool, prompt_len + cont_len, prompt_len + cont_len);
-    constexpr int kRandomDraws = 3;
-    for (int i = n_train; i < n; ++i) {
-        const auto head_scores = score.scores(head_feats[i]);
-        const auto surprisal_scores = ScoreHead{}.scores(feats[i]);
-        for (int t = 0; t < feats[i].tokens; ++t)
-            if (std::isfinite(labels[i][t])) {
-                pred_all.push_back(head_scores[t]);
-                label_all.push_back(labels[i][t]);
-                surprisal_all.push_back(surprisal_scores[t]);
+            auto nll_at_50 = [&](const std::vector<float>& s) {
+                return continuation_nll(eval, std::span<const int>(compress(examples[i].prompt, 50, s, {}, special).ids), examples[i].continuation, 100);
+            };
+            nll_full += continuation_nll(eval, std::span<const int>(examples[i].prompt), examples[i].continuation, 100);
+            nll_head += nll_at_50(head_scores);
+            nll_surprisal += nll_at_50(surprisal_scores);
+            for (int d = 0; d < kRandomDraws; ++d) {
+                std::vector<float> r(feats[i].tokens);
+                for (float& v : r) v = std::uniform_real_distribution<float>(0, 1)(rng);
+                nll_random += nll_at_50(r) / kRandomDraws;
             }
-        auto nll_at_50 = [&](const std::vector<float>& s) {
-            return continuation_nll(eval, std::span<const int>(compress(examples[i].prompt, 50, s, {}, special).ids), examples[i].continuation, 100);
-        };
-        nll_full += continuation_nll(eval, std::span<const int>(examples[i].prompt), examples[i].continuation, 100);
-        nll_head += nll_at_50(head_scores);
-        nll_surprisal += nll_at_50(surprisal_scores);
-        for (int d = 0; d < kRandomDraws; ++d) {
-            std::vector<float> r(feats[i].tokens);
-            for (float& v : r) v = std::uniform_real_distribution<float>(0, 1)(rng);
-            nll_random += nll_at_50(r) / kRandomDraws;
         }
+        std::string lens_text;
+        for (int l : prompt_lens) lens_text += (lens_text.empty() ? "" : ",") + std::to_string(l);
+        std::printf("# TLM heads for %s%s (trunk %s at %d%%), %d train / %d held-out prompts of %s tokens + %d continuation, span %d\n\n",
+                    std::string(Cfg::name).c_str(), adapters_note.c_str(), std::string(TrunkCfg::name).c_str(), trunk_percent, n_train, n_held,
+                    lens_text.c_str(), cont_len, span);
+        std::printf("## Score head (held out, %zu labelled tokens)\n\n", label_all.size());
+        std::printf("| importance | Spearman vs label | continuation NLL, prompt kept 50%% |\n|---|---|---|\n");
+        std::printf("| (no compression) | | %.4f |\n", nll_full / n_held);
+        std::printf("| trained score head | %.3f | %.4f |\n", spearman(pred_all, label_all), nll_head / n_held);
+        std::printf("| surprisal baseline | %.3f | %.4f |\n", spearman(surprisal_all, label_all), nll_surprisal / n_held);
+        std::printf("| random dropping (%d draws) | | %.4f |\n\n", kRandomDraws, nll_random / n_held);
+        std::fflush(stdout);
+
+        return score;
+    };
+    ScoreHead score;
+    if (!f.score_head_path.empty()) {
+        const TlmHeads earlier = TlmHeads::load(f.score_head_path);
+        earlier.require_for(identity_of(llm), identity_of(trunk_model), trunk_percent, f.score_head_path);
+        require(earlier.features == mode, f.score_head_path,
+                "holds a score head for features '" + std::string(to_string(earlier.features)) + "', not '" + feature_flag + "'");
+        score = earlier.score;
+        std::fprintf(stderr, "  score head: from %s\n", f.score_head_path.c_str());
+        std::printf("# TLM heads for %s%s (trunk %s at %d%%), score head from %s\n\n", std::string(Cfg::name).c_str(), adapters_note.c_str(),
+                    std::string(TrunkCfg::name).c_str(), trunk_percent, f.score_head_path.c_str());
+    } else {
+        score = train_score_head();
     }
-    std::string lens_text;
-    for (int l : prompt_lens) lens_text += (lens_text.empty() ? "" : ",") + std::to_string(l);
-    std::printf("# TLM heads for %s%s (trunk %s at %d%%), %d train / %d held-out prompts of %s tokens + %d continuation, span %d\n\n",
-                std::string(Cfg::name).c_str(), adapters_note.c_str(), std::string(TrunkCfg::name).c_str(), trunk_percent, n_train, n_held,
-                lens_text.c_str(), cont_len, span);
-    std::printf("## Score head (held out, %zu labelled tokens)\n\n", label_all.size());
-    std::printf("| importance | Spearman vs label | continuation NLL, prompt kept 50%% |\n|---|---|---|\n");
-    std::printf("| (no compression) | | %.4f |\n", nll_full / n_held);
-    std::printf("| trained score head | %.3f | %.4f |\n", spearman(pred_all, label_all), nll_head / n_held);
-    std::printf("| surprisal baseline | %.3f | %.4f |\n", spearman(surprisal_all, label_all), nll_surprisal / n_held);
-    std::printf("| random dropping (%d draws) | | %.4f |\n\n", kRandomDraws, nll_random / n_held);
-    std::fflush(stdout);
 
     // ---- Decision head (optional) ------------------------------------------------------------------
     // Pair labels are 81 runs per prompt, most of this tool's time; a service planning with a measured

@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <unistd.h>
 
 #include "elastilm/model/synthetic.hpp"
@@ -153,6 +154,92 @@ TEST(PairPrior, CacheRoundTripsAndRefusesOtherWeightsOrDamage) {
     std::filesystem::remove(path);
     EXPECT_FALSE(load_prior(path, "key-a", &why).has_value());
     EXPECT_NE(why.find("not found"), std::string::npos) << why;
+}
+
+// train_tlm --labels: a decision head's labels round-trip with their key; a cache for another model (or
+// from another version) is refused by the key field's name, and a truncated or damaged one by the file's.
+TEST(PairPrior, LabelCacheRoundTripsAndRefusesMismatchOrDamage) {
+    const auto its = items(3);
+    EXPECT_EQ(item_id(its[0]), item_id(items(3)[0]));
+    EXPECT_NE(item_id(its[0]), item_id(its[1]));
+    ChoiceItem other_answer = its[0];
+    other_answer.answer = (other_answer.answer + 1) % 4;
+    EXPECT_NE(item_id(other_answer), item_id(its[0]));
+
+    ChoiceLabels c;
+    c.key = {{"model", "m-1"}, {"adapters", "none"}, {"items", "text 01 seed 2002"}};
+    for (int i = 0; i < 3; ++i) {
+        ChoiceLabels::Item it;
+        it.id = item_id(its[i]);
+        for (int k = 0; k < 7; ++k) it.pooled.push_back(0.1f * float(k) - 0.3f * float(i) + 1.0f / 3.0f);
+        for (int t = 0; t < 35; ++t) it.scores.push_back(std::sin(float(t + 10 * i)));
+        for (int k = 0; k < PairRatings::kCurveValues; ++k) it.curves[k] = std::cos(double(k) + i) / 7.0;
+        c.items.push_back(std::move(it));
+    }
+    const auto path = temp("labels.json");
+    save_choice_labels(c, path);
+    const ChoiceLabels back = load_choice_labels(path);
+    EXPECT_EQ(back.key, c.key);
+    ASSERT_EQ(back.items.size(), 3u);
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(back.items[i].id, c.items[i].id);
+        EXPECT_EQ(back.items[i].pooled, c.items[i].pooled);  // exact: floats and doubles round-trip through JSON
+        EXPECT_EQ(back.items[i].scores, c.items[i].scores);
+        EXPECT_EQ(back.items[i].curves, c.items[i].curves);
+    }
+    back.require_key(c.key, path.string());
+    auto refused = [&](const std::map<std::string, std::string>& key, const std::string& name) {
+        try {
+            back.require_key(key, path.string());
+            ADD_FAILURE() << "a cache for another " << name << " was accepted";
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
+        }
+    };
+    auto other = c.key;
+    other["model"] = "m-2";
+    refused(other, "model");
+    other = c.key;
+    other["features"] = "hidden";  // this train_tlm keys on more than the cache recorded
+    refused(other, "features");
+    other = c.key;
+    other.erase("adapters");  // the cache records more than this train_tlm knows
+    refused(other, "adapters");
+
+    std::string text;
+    {
+        std::ifstream in(path);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        text = ss.str();
+    }
+    auto damaged = [&](const std::string& bytes, const std::string& says) {
+        std::ofstream(path, std::ios::trunc) << bytes;
+        try {
+            (void)load_choice_labels(path);
+            ADD_FAILURE() << "damaged cache loaded: " << bytes.substr(0, 80);
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+        }
+    };
+    damaged(text.substr(0, text.size() / 2), "not JSON");
+    damaged("{\"format\": \"elastilm-pair-prior/2\"}", "format");
+    nlohmann::json j = nlohmann::json::parse(text);
+    j["items"][1]["curves"].erase(0);
+    damaged(j.dump(), "item 1 curves");
+    j = nlohmann::json::parse(text);
+    j["items"][2]["pooled"][3] = "x";
+    damaged(j.dump(), "item 2 pooled[3]");
+    j = nlohmann::json::parse(text);
+    j["items"][2]["pooled"].push_back(1.0);
+    damaged(j.dump(), "item 2 has 8 pooled features");
+    j = nlohmann::json::parse(text);
+    j["key"]["model"] = 3;
+    damaged(j.dump(), "'model'");
+    std::filesystem::remove(path);
+    EXPECT_THROW((void)load_choice_labels(path), Error);
 }
 
 TEST_F(Served, MeasuredOnceThenReadFromTheCache) {

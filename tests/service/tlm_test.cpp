@@ -387,6 +387,80 @@ TEST(TlmHeads, ChoiceCurveHeadRatesLikeThePriorAndRoundTrips) {
     std::filesystem::remove(path);
 }
 
+// The 3-output head (choice_scales): when an item's curves fall k times as steeply as the mean item's and
+// k depends on a pooled statistic, the head recovers each curve's fall from the statistics; shrink 0 is
+// exactly the prior (the training mean); it round-trips with its mean curves, and a file that lacks
+// them is refused by the tensor's name.
+TEST(TlmHeads, ChoiceScaleHeadLearnsHowSteeplyCurvesFall) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> g(0, 1);
+    const int n = 80, w = PairRatings::kCurveValues;
+    const std::size_t nr = kRatios.size();
+    auto fall = [&](std::size_t c, std::size_t r) { return -double(c + 1) * (1.0 - kRatios[r] / 100.0) * (1.5 - kRatios[r] / 100.0); };
+    auto steepness = [](const float* p, std::size_t c) { return 1.0 + 0.4 * p[c]; };
+    std::vector<float> pooled(n * kDecisionFeatures), y(n * w);
+    for (float& v : pooled) v = g(rng);
+    for (int i = 0; i < n; ++i) {
+        const float level = g(rng);  // an item's own margin at 100 %: ranks nothing
+        for (std::size_t c = 0; c < 3; ++c)
+            for (std::size_t r = 0; r < nr; ++r)
+                y[i * w + c * nr + r] = float(level + steepness(&pooled[i * kDecisionFeatures], c) * fall(c, r) + 0.01 * g(rng));
+    }
+    const DecisionHead h = DecisionHead::fit(pooled, y, kDecisionFeatures, 0.01, DecisionLabels::choice_scales);
+    EXPECT_EQ(h.outputs(), 3);
+    ASSERT_EQ(h.prior.size(), std::size_t(w));
+    std::vector<float> probe(kDecisionFeatures);
+    for (float& v : probe) v = g(rng);
+    const PairRatings r = h.rate_pooled(probe);
+    for (std::size_t c = 0; c < 3; ++c) {  // the predicted model, prompt and decode curves, read back from the ratings
+        const double k = steepness(probe.data(), c);
+        for (std::size_t m = 0; m < nr; ++m) {
+            const double got = c == 0   ? r.at(100, kRatios[m]) - r.at(100, 100)
+                               : c == 1 ? r.at(kRatios[m], 100) - r.at(100, 100)
+                                        : r.decode[m] - r.decode[nr - 1];
+            EXPECT_NEAR(got, k * fall(c, m), 0.03 + 0.03 * std::abs(k * fall(c, m))) << "curve " << c << " at " << kRatios[m] << " %";
+        }
+    }
+    // Shrink 0: every prompt gets the prior.
+    std::array<double, PairRatings::kCurveValues> mean{};
+    for (int i = 0; i < n; ++i)
+        for (int t = 0; t < w; ++t) mean[t] += y[i * w + t] / double(n);
+    const PairRatings prior = PairRatings::from_curves(mean);
+    const PairRatings flat = DecisionHead::fit(pooled, y, kDecisionFeatures, 0.01, DecisionLabels::choice_scales, 0.0).rate_pooled(probe);
+    for (int k = 0; k < kPairs; ++k) EXPECT_NEAR(flat.value[k], prior.value[k], 1e-4);
+    for (std::size_t k = 0; k < nr; ++k) EXPECT_NEAR(flat.decode[k], prior.decode[k], 1e-4);
+    EXPECT_THROW(DecisionHead::fit(pooled, y, kDecisionFeatures, 0.01, DecisionLabels::choice_scales, 1.5), Error);
+
+    Model<Small> m(synthetic_weights<Small>({DType::f32, 8}));
+    TlmHeads heads = fitted_heads(m, 5);
+    heads.decision = h;
+    const auto path = temp_file("scales.gguf");
+    heads.save(path);
+    const TlmHeads back = TlmHeads::load(path);
+    EXPECT_EQ(back.decision.labels, DecisionLabels::choice_scales);
+    EXPECT_EQ(back.decision.prior, h.prior);
+    EXPECT_EQ(back.decision.rate_pooled(probe).value, r.value);
+    EXPECT_EQ(back.decision.rate_pooled(probe).decode, r.decode);
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        std::stringstream s;
+        s << in.rdbuf();
+        bytes = s.str();
+    }
+    const auto at = bytes.find("decision.prior");
+    ASSERT_NE(at, std::string::npos);
+    bytes.replace(at, 14, "decision.prioR");
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    try {
+        TlmHeads::load(path);
+        FAIL() << "a choice-scales head without its mean curves loaded";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("decision.prior"), std::string::npos) << e.what();
+    }
+    std::filesystem::remove(path);
+}
+
 // Heads written before the decision head read pooled statistics are refused with what to do.
 TEST(TlmHeads, AnOlderDecisionHeadIsRefusedByName) {
     Model<Small> m(synthetic_weights<Small>({DType::f32, 8}));

@@ -32,6 +32,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -43,6 +44,7 @@
 #include "elastilm/io/atomic_write.hpp"
 #include "elastilm/model/session.hpp"
 #include "elastilm/service/choice_benchmark.hpp"
+#include "elastilm/service/fingerprint.hpp"
 #include "elastilm/service/orchestrator.hpp"
 #include "elastilm/service/service.hpp"
 
@@ -172,6 +174,109 @@ std::array<double, PairRatings::kCurveValues> item_curves(Session<Cfg>& session,
         }
     session.reset();
     return out;
+}
+
+// ---- A decision head's labels, cached ---------------------------------------------------------------
+// train_tlm --decision-labels choice labels every item with item_curves: 25 runs, ~10 s per item for
+// docs-95M, so hundreds of items are most of an hour. The cache keeps each item's labels with what they
+// were measured with, so that fitting a head again costs seconds and a run on more items labels only the
+// new ones (prior_items draws items in sequence from one seed: the first N are the same for any count
+// >= N). Besides the key, each item records its identity (item_id), its pooled features and its token
+// importances: a reader compares them with its own, so labels made under another trunk or score head are
+// refused, not silently reused.
+inline constexpr std::string_view kChoiceLabelsFormat = "elastilm-choice-labels/1";
+
+// An item's tokens and answer, hashed: the same text and seed give the same ids.
+inline std::string item_id(const ChoiceItem& it) {
+    Fnv1a h;
+    auto ids = [&](const std::vector<int>& v) {
+        h.value(std::uint64_t(v.size()));
+        for (int id : v) h.value(std::int32_t(id));
+    };
+    ids(it.context);
+    ids(it.question);
+    for (const auto& c : it.choices) ids(c);
+    h.value(std::int32_t(it.answer));
+    return h.hex();
+}
+
+struct ChoiceLabels {
+    // What the labels depend on, by name (model, adapters, trunk, items, features, ...): a cache whose
+    // key differs in any of them is refused with that name.
+    std::map<std::string, std::string> key;
+    struct Item {
+        std::string id;              // item_id
+        std::vector<float> pooled;   // the decision head's pooled statistics of the item's prompt
+        std::vector<float> scores;   // the score head's importance per prompt token
+        std::array<double, PairRatings::kCurveValues> curves{};  // item_curves: the labels
+    };
+    std::vector<Item> items;
+
+    void require_key(const std::map<std::string, std::string>& now, const std::string& where) const {
+        for (const auto& [name, value] : now) {
+            const auto it = key.find(name);
+            require(it != key.end(), where, "records no '" + name + "' in its key: labels cached by another train_tlm; delete the file to label again");
+            require(it->second == value, where,
+                    "was labelled with another " + name + " ('" + it->second + "', now '" + value + "'): delete it or pass another --labels file");
+        }
+        for (const auto& [name, value] : key)
+            require(now.contains(name), where, "has a key field '" + name + "' this train_tlm does not know: labels cached by another version");
+    }
+};
+
+inline void save_choice_labels(const ChoiceLabels& c, const std::filesystem::path& path) {
+    nlohmann::json j;
+    j["format"] = kChoiceLabelsFormat;
+    j["key"] = c.key;
+    j["items"] = nlohmann::json::array();
+    for (const auto& it : c.items)
+        j["items"].push_back({{"id", it.id}, {"pooled", it.pooled}, {"scores", it.scores}, {"curves", it.curves}});
+    if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+    io::write_text_atomically(path, j.dump() + "\n");
+}
+
+// Reads a label cache, checking every field; errors name the file, the item and what was expected.
+inline ChoiceLabels load_choice_labels(const std::filesystem::path& path) {
+    const std::string where = path.string();
+    std::ifstream in(path, std::ios::binary);
+    require(bool(in), where, "cannot open the label cache");
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    require(!j.is_discarded(), where, "is not JSON (a truncated or damaged label cache?): delete it to label again");
+    require(j.is_object() && j.contains("format") && j["format"].is_string() && j["format"].get<std::string>() == kChoiceLabelsFormat, where,
+            "has no \"format\": \"" + std::string(kChoiceLabelsFormat) + "\" (not a label cache written by train_tlm --labels)");
+    ChoiceLabels c;
+    require(j.contains("key") && j["key"].is_object(), where, "has no \"key\" object");
+    for (const auto& [name, value] : j["key"].items()) {
+        require(value.is_string(), where, "key field '" + name + "' is not a string");
+        c.key[name] = value.get<std::string>();
+    }
+    require(j.contains("items") && j["items"].is_array(), where, "has no \"items\" array");
+    auto numbers = [&](const nlohmann::json& a, const std::string& what, std::size_t min_size, std::size_t max_size, auto& out) {
+        require(a.is_array() && a.size() >= min_size && a.size() <= max_size, where,
+                what + " must be an array of " + (min_size == max_size ? std::to_string(min_size) : "1.." + std::to_string(max_size)) + " numbers");
+        for (std::size_t k = 0; k < a.size(); ++k) {
+            require(a[k].is_number() && std::isfinite(a[k].get<double>()), where, what + "[" + std::to_string(k) + "] is not a finite number");
+            if constexpr (requires { out.push_back(0.0f); }) out.push_back(a[k].get<float>());
+            else out[k] = a[k].get<double>();
+        }
+    };
+    std::size_t pooled_width = 0;
+    for (std::size_t i = 0; i < j["items"].size(); ++i) {
+        const auto& e = j["items"][i];
+        const std::string what = "item " + std::to_string(i);
+        require(e.is_object() && e.contains("id") && e["id"].is_string(), where, what + " has no \"id\" string");
+        require(e.contains("pooled") && e.contains("scores") && e.contains("curves"), where, what + " needs \"pooled\", \"scores\" and \"curves\"");
+        ChoiceLabels::Item it;
+        it.id = e["id"].get<std::string>();
+        numbers(e["pooled"], what + " pooled", 1, 64, it.pooled);
+        numbers(e["scores"], what + " scores", 1, 1 << 20, it.scores);
+        numbers(e["curves"], what + " curves", std::size_t(PairRatings::kCurveValues), std::size_t(PairRatings::kCurveValues), it.curves);
+        if (i == 0) pooled_width = it.pooled.size();
+        require(it.pooled.size() == pooled_width, where, what + " has " + std::to_string(it.pooled.size()) + " pooled features, item 0 has " +
+                                                             std::to_string(pooled_width));
+        c.items.push_back(std::move(it));
+    }
+    return c;
 }
 
 // The prior the orchestrator plans with: answer margins, combined additively.

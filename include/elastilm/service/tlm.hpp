@@ -149,10 +149,22 @@ inline constexpr const char* kDecisionFeatureSet = "pooled-stats-7";  // recorde
 //   choice_curves       27 values: the answer's margin on a multiple-choice item along the measured
 //                       prior's three curves (service/pair_prior.hpp item_curves), combined into
 //                       ratings the way the prior is (PairRatings::from_curves) — the service's task,
-//                       at a third of the runs per labelled prompt.
-enum class DecisionLabels { continuation_pairs, choice_curves };
-constexpr std::string_view to_string(DecisionLabels l) { return l == DecisionLabels::choice_curves ? "choice-curves" : "continuation-pairs"; }
-constexpr int outputs_of(DecisionLabels l) { return l == DecisionLabels::choice_curves ? PairRatings::kCurveValues : kPairs; }
+//                       at a third of the runs per labelled prompt;
+//   choice_scales       the same labels, but 3 values: how steeply this prompt's model, prompt and decode
+//                       curves fall compared with the training items' mean curves (stored with the head),
+//                       curve_c(r) = prior_c(100) + k_c · (prior_c(r) − prior_c(100)). Three outputs
+//                       instead of 27 free ones: a hundred or two labelled items cannot pin down 27
+//                       regressions (their noise outranks the prior at the extreme budgets), and k = 1
+//                       is exactly the prior, so shrinking the head toward it is shrinking k toward 1.
+enum class DecisionLabels { continuation_pairs, choice_curves, choice_scales };
+constexpr std::string_view to_string(DecisionLabels l) {
+    return l == DecisionLabels::choice_curves ? "choice-curves" : l == DecisionLabels::choice_scales ? "choice-scales" : "continuation-pairs";
+}
+// Values per labelled prompt (what train_tlm measures), and the head's outputs.
+constexpr int label_width(DecisionLabels l) { return l == DecisionLabels::continuation_pairs ? kPairs : PairRatings::kCurveValues; }
+constexpr int outputs_of(DecisionLabels l) {
+    return l == DecisionLabels::choice_curves ? PairRatings::kCurveValues : l == DecisionLabels::choice_scales ? 3 : kPairs;
+}
 
 struct DecisionHead {
     Standardizer norm;
@@ -215,22 +227,66 @@ struct DecisionHead {
         return out;
     }
 
-    // `rows`: n pooled vectors; `y`: n × outputs_of(kind) measured labels.
+    // choice_scales: the mean curves of the training items (27 values, model then prompt then decode).
+    std::vector<float> prior;
+
+    // How steeply one prompt's curves fall against the prior's (choice_scales): per curve c, the least-
+    // squares k_c of (y_c(r) − y_c(100)) ≈ k_c · (prior_c(r) − prior_c(100)). Linear in y, so the mean
+    // item's scales are exactly 1.
+    static std::array<float, 3> curve_scales(std::span<const float> y, std::span<const float> prior) {
+        const std::size_t n = kRatios.size();
+        std::array<float, 3> k{};
+        for (std::size_t c = 0; c < 3; ++c) {
+            double num = 0, den = 0;
+            for (std::size_t r = 0; r + 1 < n; ++r) {
+                const double d = prior[c * n + r] - prior[c * n + n - 1];
+                num += d * (y[c * n + r] - y[c * n + n - 1]);
+                den += d * d;
+            }
+            require(den > 1e-12, "DecisionHead", "the training items' mean curve " + std::to_string(c) + " is flat: no scale to learn");
+            k[c] = float(num / den);
+        }
+        return k;
+    }
+
+    // `rows`: n pooled vectors; `y`: n × label_width(kind) measured labels. `shrink` in [0, 1] scales the
+    // learnt dependence on the prompt: 0 gives every prompt the training mean (for choice labels, the
+    // measured prior), 1 the plain ridge fit.
     static DecisionHead fit(std::span<const float> rows, std::span<const float> y, int pooled_width, double lambda,
-                            DecisionLabels kind = DecisionLabels::continuation_pairs) {
-        const int k = outputs_of(kind), n = int(y.size() / std::size_t(k));
-        require(y.size() == std::size_t(n) * std::size_t(k) && n > 0, "DecisionHead",
-                "labels must be prompts × " + std::to_string(k) + " (" + std::string(to_string(kind)) + ")");
+                            DecisionLabels kind = DecisionLabels::continuation_pairs, double shrink = 1.0) {
+        const int w = label_width(kind), n = int(y.size() / std::size_t(w));
+        require(y.size() == std::size_t(n) * std::size_t(w) && n > 0, "DecisionHead",
+                "labels must be prompts × " + std::to_string(w) + " (" + std::string(to_string(kind)) + ")");
+        require(shrink >= 0 && shrink <= 1, "DecisionHead", "shrink must be in [0, 1], got " + std::to_string(shrink));
         DecisionHead h;
         h.labels = kind;
         h.norm = Standardizer::fit(rows, n, pooled_width);
-        h.ridge = ridge_fit(h.norm.apply_all(rows), y, n, pooled_width, k, lambda);
+        std::vector<float> targets(y.begin(), y.end());
+        if (kind == DecisionLabels::choice_scales) {
+            h.prior.assign(w, 0.0f);
+            for (int i = 0; i < n; ++i)
+                for (int t = 0; t < w; ++t) h.prior[t] += y[std::size_t(i) * w + t] / float(n);
+            targets.clear();
+            for (int i = 0; i < n; ++i) {
+                const auto k = curve_scales(y.subspan(std::size_t(i) * w, w), h.prior);
+                targets.insert(targets.end(), k.begin(), k.end());
+            }
+        }
+        h.ridge = ridge_fit(h.norm.apply_all(rows), targets, n, pooled_width, outputs_of(kind), lambda);
+        // Standardised training features have mean 0, so the bias is the targets' mean: scaling the
+        // weights alone moves every prediction toward it.
+        for (float& v : h.ridge.weight) v *= float(shrink);
         return h;
     }
 
     PairRatings rate(const PromptFeatures& f, std::span<const float> scores) const {
         require(trained(), "DecisionHead", "the decision head is not trained (load heads written by train_tlm)");
-        const auto p = pooled(f, scores);
+        return rate_pooled(pooled(f, scores));
+    }
+
+    // The ratings for a prompt's pooled statistics (what rate() computes first).
+    PairRatings rate_pooled(std::span<const float> p) const {
+        require(trained(), "DecisionHead", "the decision head is not trained (load heads written by train_tlm)");
         require(int(p.size()) == norm.width(), "DecisionHead", "pooled features of width " + std::to_string(p.size()) +
                                                                    ", the head was trained on width " + std::to_string(norm.width()));
         std::vector<float> z(p.size());
@@ -238,6 +294,15 @@ struct DecisionHead {
         if (labels == DecisionLabels::choice_curves) {
             std::array<double, PairRatings::kCurveValues> curves{};
             for (int t = 0; t < PairRatings::kCurveValues; ++t) curves[t] = ridge.predict(z.data(), t);
+            return PairRatings::from_curves(curves);
+        }
+        if (labels == DecisionLabels::choice_scales) {
+            const std::size_t n = kRatios.size();
+            std::array<double, PairRatings::kCurveValues> curves{};
+            for (std::size_t c = 0; c < 3; ++c) {
+                const double k = ridge.predict(z.data(), int(c)), full = prior[c * n + n - 1];
+                for (std::size_t r = 0; r < n; ++r) curves[c * n + r] = full + k * (prior[c * n + r] - full);
+            }
             return PairRatings::from_curves(curves);
         }
         PairRatings r;
@@ -285,6 +350,8 @@ struct TlmHeads {
             w.set_string("elastilm.tlm.decision_labels", std::string(to_string(decision.labels)));
             w.add_tensor("decision.weight", {decision.outputs(), dw}, DType::f32, decision.ridge.weight.data());
             w.add_tensor("decision.bias", {decision.outputs()}, DType::f32, decision.ridge.bias.data());
+            if (decision.labels == DecisionLabels::choice_scales)
+                w.add_tensor("decision.prior", {std::int64_t(decision.prior.size())}, DType::f32, decision.prior.data());
         }
         w.write(path);
     }
@@ -324,11 +391,16 @@ struct TlmHeads {
         // Files written before choice-curve labels existed hold pair ratings.
         if (g.has("elastilm.tlm.decision_labels")) {
             const std::string l = g.get_string("elastilm.tlm.decision_labels");
-            require(l == to_string(DecisionLabels::continuation_pairs) || l == to_string(DecisionLabels::choice_curves), where,
-                    "elastilm.tlm.decision_labels is '" + l + "', expected '" + std::string(to_string(DecisionLabels::continuation_pairs)) +
-                        "' or '" + std::string(to_string(DecisionLabels::choice_curves)) + "'");
-            h.decision.labels = l == to_string(DecisionLabels::choice_curves) ? DecisionLabels::choice_curves : DecisionLabels::continuation_pairs;
+            bool known = false;
+            for (DecisionLabels k : {DecisionLabels::continuation_pairs, DecisionLabels::choice_curves, DecisionLabels::choice_scales})
+                if (l == to_string(k)) h.decision.labels = k, known = true;
+            require(known, where,
+                    "elastilm.tlm.decision_labels is '" + l + "', expected '" + std::string(to_string(DecisionLabels::continuation_pairs)) + "', '" +
+                        std::string(to_string(DecisionLabels::choice_curves)) + "' or '" + std::string(to_string(DecisionLabels::choice_scales)) +
+                        "' (a newer train_tlm's head?)");
         }
+        if (h.decision.labels == DecisionLabels::choice_scales)
+            h.decision.prior = tensor(g, "decision.prior", {PairRatings::kCurveValues});
         const std::int64_t k = h.decision.outputs();
         h.decision.norm.mean = tensor(g, "decision.mean", {dw});
         h.decision.norm.scale = tensor(g, "decision.scale", {dw});

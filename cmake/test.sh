@@ -50,7 +50,7 @@ isa_tests=(elastilm_simd_gemm_reduced_test elastilm_simd_kernels_test elastilm_m
            elastilm_simd_quant_kernels_test)  # the packed AVX-512 VNNI quantized GEMM
 if grep -qwE 'avx512_bf16|avx512_fp16' /proc/cpuinfo; then
   cmake -S . -B "$root/native-isa" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_ARCH=native \
-    -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
+    -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF -DELASTILM_SHARED_VARIANTS=OFF > /dev/null
   cmake --build "$root/native-isa" -j "$jobs" --target "${isa_tests[@]}"
   for t in "${isa_tests[@]}"; do
     "$root/native-isa/tests/$t" > "$root/native-isa/$t.txt" 2>&1 \
@@ -67,7 +67,7 @@ step "ThreadSanitizer: the service tests and the thread pool ($root/tsan, three 
 # shared counter). Three small targets keep this step to a couple of minutes.
 tsan_tests=(elastilm_service_service_test elastilm_service_soak_test elastilm_runtime_thread_pool_test)
 cmake -S . -B "$root/tsan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS=-fsanitize=thread \
-  -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
+  -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF -DELASTILM_SHARED_VARIANTS=OFF > /dev/null
 cmake --build "$root/tsan" -j "$jobs" --target "${tsan_tests[@]}"
 for t in "${tsan_tests[@]}"; do
   TSAN_OPTIONS="halt_on_error=1 abort_on_error=0 exitcode=66" "$root/tsan/tests/$t" --gtest_brief=1 \
@@ -114,7 +114,7 @@ i8mm_tests=(elastilm_simd_quant_kernels_test elastilm_io_quant_formats_test elas
 declare -A i8mm_filter=([elastilm_simd_gemm_reduced_test]='*bf16*:*Bfmmla*'
                         [elastilm_model_reduced_precision_test]='ReducedPrecisionBfmmla.*')
 cmake -S . -B "$root/aarch64-i8mm" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
-  -DELASTILM_ARCH="$i8mm_arch" -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF > /dev/null
+  -DELASTILM_ARCH="$i8mm_arch" -DELASTILM_BUILD_BENCH=OFF -DELASTILM_BUILD_EXAMPLES=OFF -DELASTILM_SHARED_VARIANTS=OFF > /dev/null
 cmake --build "$root/aarch64-i8mm" -j "$jobs" --target "${i8mm_tests[@]}"
 for t in "${i8mm_tests[@]}"; do
   out="$root/aarch64-i8mm/$t.txt"

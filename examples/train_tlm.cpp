@@ -91,7 +91,7 @@ struct TrainFlags {
                 "must be 'continuation' or 'choice', got '" + decision_labels + "'");
         choice_items = args.get_int("--choice-items", "", 160, "with --decision-labels choice: labelled multiple-choice items");
         require(choice_items >= 10, "--choice-items", "needs at least 10 items, got " + std::to_string(choice_items));
-        decision_head_kind = args.get("--decision-head", "", "scales",
+        decision_head_kind = args.get("--decision-head", "", "curves",
                                       "with choice labels, the saved head: scales (3 curve scales) or curves (27 free curve values)");
         require(decision_head_kind == "scales" || decision_head_kind == "curves", "--decision-head",
                 "must be 'scales' or 'curves', got '" + decision_head_kind + "'");

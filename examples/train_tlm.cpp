@@ -196,6 +196,10 @@ std::map<std::string, std::string> choice_label_key(const TrainFlags& f, const M
             {"features", std::string(to_string(mode))}};
 }
 
+DecisionHead cross_validate_decision_head(const TrainFlags& f, DecisionLabels kind, std::vector<float> y, const std::vector<PromptFeatures>& feats,
+                                          const std::vector<std::vector<float>>& scores, std::vector<int> group, const std::string& what,
+                                          std::chrono::steady_clock::time_point t0);
+
 // Trains the decision head on one of its two label kinds (DecisionLabels, service/tlm.hpp) and prints its
 // cross-validated regret against the prompt-agnostic prior (the training folds' mean labels, rated the
 // same way — for choice curves, exactly the measured prior of service/pair_prior.hpp).
@@ -205,8 +209,7 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
                                  const std::vector<PromptFeatures>& head_feats, const SpecialTokens& special, TlmFeatures mode) {
     const auto t0 = std::chrono::steady_clock::now();
     const DecisionLabels kind = f.decision_labels == "choice" ? DecisionLabels::choice_curves : DecisionLabels::continuation_pairs;
-    const int outputs = label_width(kind), pw = kDecisionFeatures;
-    std::vector<float> pooled, y;  // n × pw, n × outputs
+    std::vector<float> y;  // n × label_width(kind)
     std::vector<PromptFeatures> feats;
     std::vector<std::vector<float>> scores;
     std::string what;
@@ -297,6 +300,16 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
         if (f.folds_by == "document") what += " from " + std::to_string(docs.size()) + " documents";
     }
     std::fprintf(stderr, "\n");
+    return cross_validate_decision_head(f, kind, std::move(y), feats, scores, std::move(group), what, t0);
+}
+
+// Cross-validates the decision head on labelled prompts and fits the one saved. Nothing here depends on the
+// model's or the trunk's config, so it is compiled once instead of once per (model, trunk) pair of configs.
+DecisionHead cross_validate_decision_head(const TrainFlags& f, DecisionLabels kind, std::vector<float> y, const std::vector<PromptFeatures>& feats,
+                                          const std::vector<std::vector<float>>& scores, std::vector<int> group, const std::string& what,
+                                          std::chrono::steady_clock::time_point t0) {
+    const int outputs = label_width(kind), pw = kDecisionFeatures;
+    std::vector<float> pooled;  // n × pw
     const int n = int(feats.size());
     require(n >= 2 * f.folds, "--decision-labels", "needs at least " + std::to_string(2 * f.folds) + " labelled prompts for the cross-validation");
     for (int i = 0; i < n; ++i) {
@@ -620,7 +633,10 @@ int train(const TrainFlags& f, const Model<Cfg>& llm, const Model<TrunkCfg>& tru
             }
         }
         std::string lens_text;
-        for (int l : prompt_lens) lens_text += (lens_text.empty() ? "" : ",") + std::to_string(l);
+        for (int l : prompt_lens) {
+            if (!lens_text.empty()) lens_text += ',';
+            lens_text += std::to_string(l);
+        }
         std::printf("# TLM heads for %s%s (trunk %s at %d%%), %d train / %d held-out prompts of %s tokens + %d continuation, span %d\n\n",
                     std::string(Cfg::name).c_str(), adapters_note.c_str(), std::string(TrunkCfg::name).c_str(), trunk_percent, n_train, n_held,
                     lens_text.c_str(), cont_len, span);

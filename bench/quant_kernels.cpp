@@ -187,26 +187,7 @@ struct Pass {
 };
 
 // GB/s of one read of buf[0, n) by `threads` threads: bench/roofline.hpp's loop, timed once.
-double read_once(const float* buf, std::size_t n, int threads) {
-    using simd::fbatch;
-    std::vector<float> sink(threads);
-    const std::size_t chunk = n / threads / (4 * simd::lanes) * (4 * simd::lanes);
-    const double s = bench::detail::median_seconds(threads, 1, [&](int t) {
-        const float* p = buf + chunk * t;
-        fbatch a0{}, a1{}, a2{}, a3{};
-        for (std::size_t i = 0; i < chunk; i += 4 * simd::lanes) {
-            __builtin_prefetch(p + i + 2048 / sizeof(float), 0, 3);
-            a0 += fbatch::load_unaligned(p + i);
-            a1 += fbatch::load_unaligned(p + i + simd::lanes);
-            a2 += fbatch::load_unaligned(p + i + 2 * simd::lanes);
-            a3 += fbatch::load_unaligned(p + i + 3 * simd::lanes);
-        }
-        sink[t] = xsimd::hadd(a0 + a1 + a2 + a3);
-    });
-    volatile float keep = sink[0];
-    (void)keep;
-    return double(chunk * threads * sizeof(float)) / s / 1e9;
-}
+double read_once(const float* buf, std::size_t n, int threads) { return bench::detail::streaming_read_gbs(buf, n, threads, 1); }
 
 const char* split_name(ThreadPool::Split s) { return s == ThreadPool::Split::dynamic ? "dynamic" : "static shares"; }
 

@@ -50,11 +50,36 @@ double median_seconds(int threads, int reps, Fn&& per_thread) {
     std::sort(times.begin(), times.end());
     return times[times.size() / 2];
 }
+// GB/s of reading buf[0, n) once by `threads` threads, each a contiguous part, median of `reps` passes:
+// the streaming read every bandwidth figure of the benches is.
+inline double streaming_read_gbs(const float* buf, std::size_t n, int threads, int reps) {
+    using simd::fbatch;
+    const std::size_t chunk = n / threads / (4 * simd::lanes) * (4 * simd::lanes);
+    std::vector<float> sink(threads);
+    const double s = median_seconds(threads, reps, [&](int t) {
+        const float* p = buf + chunk * t;
+        fbatch a0{}, a1{}, a2{}, a3{};
+        for (std::size_t i = 0; i < chunk; i += 4 * simd::lanes) {
+            // The same software hint the decode kernels give (simd/matvec.hpp): on Intel the L2 streamer
+            // alone left this loop at ~20 GB/s on 2 cores while decode, with the hint, read ~24 GB/s —
+            // a ceiling below what decode reaches is not a ceiling.
+            __builtin_prefetch(p + i + 2048 / sizeof(float), 0, 3);
+            a0 += fbatch::load_unaligned(p + i);
+            a1 += fbatch::load_unaligned(p + i + simd::lanes);
+            a2 += fbatch::load_unaligned(p + i + 2 * simd::lanes);
+            a3 += fbatch::load_unaligned(p + i + 3 * simd::lanes);
+        }
+        sink[t] = xsimd::hadd(a0 + a1 + a2 + a3);
+    });
+    volatile float keep = sink[0];
+    (void)keep;
+    return double(chunk * threads * sizeof(float)) / s / 1e9;
+}
+
 }  // namespace detail
 
 // GB/s reading a buffer far larger than the last-level cache (default 1 GiB), median of 7.
 inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::size_t(1) << 30) {
-    using simd::fbatch;
     const std::size_t n = bytes / sizeof(float);
     // 2 MB-aligned and, on Linux, backed by transparent huge pages where the kernel allows: with 4 KB
     // pages this loop measured 19–23 GB/s on a Sapphire Rapids (`--roofline -t 2`), below the ~23.5 GB/s
@@ -71,26 +96,7 @@ inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::s
 #endif
     for (std::size_t i = 0; i < n; i += 1024) buf[i] = 1.0f;  // touch every page
     std::fill(buf.get(), buf.get() + n, 1.0f);
-    std::vector<float> sink(threads);
-    const double s = detail::median_seconds(threads, 7, [&](int t) {
-        const std::size_t chunk = n / threads / (4 * simd::lanes) * (4 * simd::lanes);
-        const float* p = buf.get() + chunk * t;
-        fbatch a0{}, a1{}, a2{}, a3{};
-        for (std::size_t i = 0; i < chunk; i += 4 * simd::lanes) {
-            // The same software hint the decode kernels give (simd/matvec.hpp): on Intel the L2 streamer
-            // alone left this loop at ~20 GB/s on 2 cores while decode, with the hint, read ~24 GB/s —
-            // a ceiling below what decode reaches is not a ceiling.
-            __builtin_prefetch(p + i + 2048 / sizeof(float), 0, 3);
-            a0 += fbatch::load_unaligned(p + i);
-            a1 += fbatch::load_unaligned(p + i + simd::lanes);
-            a2 += fbatch::load_unaligned(p + i + 2 * simd::lanes);
-            a3 += fbatch::load_unaligned(p + i + 3 * simd::lanes);
-        }
-        sink[t] = xsimd::hadd(a0 + a1 + a2 + a3);
-    });
-    volatile float keep = sink[0];
-    (void)keep;
-    return double(n / threads / (4 * simd::lanes) * (4 * simd::lanes) * threads * sizeof(float)) / s / 1e9;
+    return detail::streaming_read_gbs(buf.get(), n, threads, 7);
 }
 
 // GFLOP/s of independent fp32 FMA chains (2 flops per lane per FMA), median of 7.

@@ -771,7 +771,13 @@ int run(const cli::Args& args) {
         require(trunk_weights.hparams.vocab_size == Cfg::vocab_size, trunk_path,
                 "is a TLM trunk with a vocabulary of " + std::to_string(trunk_weights.hparams.vocab_size) + " tokens, but " +
                     std::string(Cfg::name) + " has " + std::to_string(Cfg::vocab_size) + ": the TLM must read the LLM's token ids");
-        return with_config(trunk_weights.hparams, trunk_weights.source, [&]<ModelConfig TrunkCfg>() -> int {
+        // Only configs that can be this model's trunk are compiled in; name what the file is otherwise.
+        const std::string trunk_shape = with_config(trunk_weights.hparams, trunk_weights.source,
+                                                    []<ModelConfig T>() { return std::string(T::name); });
+        require(has_config_among<TrunkConfigsFor<Cfg>>(trunk_weights.hparams), trunk_path,
+                "is " + trunk_shape + ", which cannot be the TLM trunk of " + std::string(Cfg::name) +
+                    ": a separate trunk must be a smaller model than the one it serves (leave --trunk out to use the model itself)");
+        return with_config<TrunkConfigsFor<Cfg>>(trunk_weights.hparams, trunk_weights.source, [&]<ModelConfig TrunkCfg>() -> int {
             check_against<TrunkCfg>(trunk_weights);
             Tlm<TrunkCfg>::template require_same_vocabulary<Cfg>();
             const Model<TrunkCfg> trunk(trunk_weights);

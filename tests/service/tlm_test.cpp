@@ -33,6 +33,26 @@ std::vector<int> tokens(int n, int salt) {
     return t;
 }
 
+// A separate trunk must read the LLM's ids and be smaller; tools compile trunk pairs for these only.
+TEST(TlmTrunk, OnlySmallerModelsOfTheSameVocabularyCanBeTrunks) {
+    static_assert(can_be_trunk_of<DocsTlm15M, Docs95M> && can_be_trunk_of<Docs95M, TinyLlama1B>);
+    static_assert(!can_be_trunk_of<Docs95M, DocsTlm15M> && !can_be_trunk_of<Docs95M, Docs95M>);
+    static_assert(!can_be_trunk_of<Stories260K, Docs95M>, "another vocabulary");
+    static_assert(std::is_same_v<TrunkConfigsFor<Docs95M>, std::tuple<TinyGqa15M, DocsTlm15M>>);
+    static_assert(std::tuple_size_v<TrunkConfigsFor<Stories260K>> == 0);
+    const auto shape_of = []<ModelConfig C>() {
+        return FileHyperParams{C::dim, C::hidden_dim, C::n_layers, C::n_heads, C::n_kv_heads, C::head_dim, C::vocab_size, C::context, 0, 0};
+    };
+    EXPECT_TRUE(has_config_among<TrunkConfigsFor<Docs95M>>(shape_of.operator()<DocsTlm15M>()));
+    EXPECT_FALSE(has_config_among<TrunkConfigsFor<Docs95M>>(shape_of.operator()<Docs95M>()));
+    EXPECT_FALSE(has_config_among<TrunkConfigsFor<Stories260K>>(shape_of.operator()<Stories260K>()));
+    EXPECT_TRUE(has_config_among(shape_of.operator()<Llama2_7B>()));
+    // Dispatch among a subset finds the file's config there, and refuses one outside it by the file's name.
+    EXPECT_EQ(with_config<TrunkConfigsFor<Docs95M>>(shape_of.operator()<TinyGqa15M>(), "t.gguf", []<ModelConfig C>() { return std::string(C::name); }),
+              "tiny-gqa-15M");
+    EXPECT_THROW(with_config<TrunkConfigsFor<Docs95M>>(shape_of.operator()<Docs95M>(), "t.gguf", []<ModelConfig C>() { return 0; }), Error);
+}
+
 TEST(Ridge, RecoversAPlantedLinearRelation) {
     const int rows = 400, cols = 7, targets = 3;
     std::mt19937 rng(5);

@@ -38,7 +38,16 @@ std::string first_mismatch(const FileHyperParams& h) {
     return {};
 }
 
-template <class Fn>
+// Whether one of Candidates (a std::tuple of configs) has the file's shape.
+template <class Candidates = KnownConfigs>
+bool has_config_among(const FileHyperParams& h) {
+    return []<class... C>(std::tuple<C...>*, const FileHyperParams& hp) { return (first_mismatch<C>(hp).empty() || ...); }(
+        (Candidates*)nullptr, h);
+}
+
+// Candidates is the tuple of configs tried, KnownConfigs unless a tool needs fewer (a TLM trunk is tried
+// only among the configs that can be one: compiling fn for every config pair would be wasted work).
+template <class Candidates = KnownConfigs, class Fn>
 decltype(auto) with_config(const FileHyperParams& h, const std::string& source, Fn&& fn) {
     using Result = decltype(fn.template operator()<Stories260K>());
     std::string closest;
@@ -58,11 +67,11 @@ decltype(auto) with_config(const FileHyperParams& h, const std::string& source, 
         if (rank > closest_rank) { closest_rank = rank; closest = why; }
     };
     if constexpr (std::is_void_v<Result>) {
-        [&]<class... C>(std::tuple<C...>*) { (try_one.template operator()<C>(nullptr), ...); }((KnownConfigs*)nullptr);
+        [&]<class... C>(std::tuple<C...>*) { (try_one.template operator()<C>(nullptr), ...); }((Candidates*)nullptr);
         require(found, source, "no compiled config has this model's shape (nearest: " + closest + ")");
     } else {
         Result r{};
-        [&]<class... C>(std::tuple<C...>*) { (try_one.template operator()<C>(&r), ...); }((KnownConfigs*)nullptr);
+        [&]<class... C>(std::tuple<C...>*) { (try_one.template operator()<C>(&r), ...); }((Candidates*)nullptr);
         require(found, source, "no compiled config has this model's shape (nearest: " + closest + ")");
         return r;
     }

@@ -29,8 +29,11 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
+#include "elastilm/formats/registry.hpp"
 #include "elastilm/io/gguf.hpp"
 #include "elastilm/io/gguf_writer.hpp"
 #include "elastilm/model/observer.hpp"
@@ -447,6 +450,25 @@ private:
 };
 
 // ---- The TLM -----------------------------------------------------------------------------------------
+
+// Weights a prefill multiplies by in the transformer blocks (embedding and LM head aside): how a TLM
+// trunk's cost compares with the LLM's.
+template <ModelConfig C>
+constexpr long long block_weights =
+    (long long)C::n_layers * C::dim * (2LL * Shape<C>::q_dim + 2LL * Shape<C>::kv_dim + 3LL * C::hidden_dim);
+
+// A separate trunk must read the LLM's token ids and cost less than the LLM's own prefill (else the
+// LLM itself, the default trunk, is the better TLM).
+template <ModelConfig Trunk, ModelConfig Llm>
+constexpr bool can_be_trunk_of = Trunk::vocab_size == Llm::vocab_size && block_weights<Trunk> < block_weights<Llm>;
+
+// The compiled configs that can be Llm's trunk: tools dispatch a trunk file among these only
+// (with_config<TrunkConfigsFor<Llm>>), so nothing is compiled for pairs that could never run.
+template <ModelConfig Llm, class... C>
+auto trunk_configs_among(std::tuple<C...>*)
+    -> decltype(std::tuple_cat(std::conditional_t<can_be_trunk_of<C, Llm>, std::tuple<C>, std::tuple<>>{}...));
+template <ModelConfig Llm>
+using TrunkConfigsFor = decltype(trunk_configs_among<Llm>((KnownConfigs*)nullptr));
 
 // The trunk at `percent`% width of `trunk` plus (optionally) trained heads. Not thread-safe: one per
 // thread, like a Session.

@@ -284,8 +284,8 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             Tally& t = tallies[si];
             LatencyFeedback<LatencyModel>& lat = feedback[si];
             const bool learns = feedback_weight > 0 && st != Strategy::ours_profile;
-            auto scaled = [&](PromptScorer s) {  // the TLM runs on the same machine: its prediction takes the TTFT factor
-                if (s.predicted_ms) s.predicted_ms = [&lat, f = s.predicted_ms](int tokens) { return lat.ttft_scale() * f(tokens); };
+            auto scaled = [&](PromptScorer s) {  // the TLM's own profile, corrected like the model's (LatencyFeedback)
+                if (s.predicted_ms) s.predicted_ms = [&lat, f = s.predicted_ms](int tokens) { return lat.tlm_ms(f(tokens)); };
                 return s;
             };
             const ChoiceItem& it = bench.items[std::size_t(i) % bench.items.size()];
@@ -350,20 +350,27 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             any.new_tokens = cont;
             any.slo = slo;
             any.max_kept = session.context() - cont;
-            any.tlm_ms = lat.ttft_scale() * score.predicted_ms(n);
+            any.tlm_ms = lat.tlm_ms(score.predicted_ms(n));
             any.headroom = 1.0;
             const bool feasible = choose_plan(any, lat, std::nullopt).feasible();  // as this strategy's model sees it now
             if (learns) {
-                lat.observe_ttft(st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms, ttft);
-                if (truth.size() > 1) lat.observe_tpot(st == Strategy::layer_dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms, tpot);
+                // As the Service does: the TLM's time apart, the prefill and decode at the widths they ran at
+                // (layer dropping runs every layer it keeps at full width).
+                if (p.plan.uses_tlm) lat.observe_tlm(p.tlm_predicted_ms, p.tlm_ms);
+                lat.observe_ttft(p.plan.prefill_percent, (st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms) - p.tlm_predicted_ms,
+                                 ttft - p.tlm_ms);
+                if (truth.size() > 1)
+                    lat.observe_tpot(p.plan.decode_percent, st == Strategy::layer_dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms, tpot);
             }
-            if (verbose)
-                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f | %s%s\n",
+            if (verbose) {
+                const LatencyScale f = lat.scale(p.plan.prefill_percent, p.plan.decode_percent);
+                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f pred %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f x%.2f | %s%s\n",
                              std::string(name_of(st)).c_str(), i, slos[i].ttft_percent, slos[i].tpot_percent, slo.ttft_ms, slo.tpot_ms,
                              p.plan.prompt_percent, p.plan.prefill_percent, p.plan.decode_percent, drop.dropped, p.kept.size(), ttft,
-                             st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms, p.tlm_ms, tpot,
-                             st == Strategy::layer_dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms, lat.ttft_scale(), lat.tpot_scale(),
+                             st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms, p.tlm_ms, p.tlm_predicted_ms, tpot,
+                             st == Strategy::layer_dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms, f.prefill, f.decode, f.tlm,
                              correct ? "right" : "wrong", ttft_ok && tpot_ok ? "" : " (SLO missed)");
+            }
             ++t.n;
             t.met += ttft_ok && tpot_ok;
             t.ttft_met += ttft_ok;

@@ -314,8 +314,9 @@ int serve_with(const DemoFlags& f, Model<Cfg>& model, const Model<TrunkCfg>& tru
             std::printf("TPOT %7.2f ms  (SLO %7.2f ms: %s; predicted %.2f ms)%s\n", r.tpot_ms, r.slo.tpot_ms,
                         r.tpot_met ? "met" : "MISSED", pl.predicted_tpot_ms,
                         pl.feasible() ? "" : "\n          the latency model said this SLO cannot be met: fastest plan used");
-            std::printf("latency profile corrected by what this request measured: next plans take x%.2f its TTFT, x%.2f its TPOT\n",
-                        r.latency_scale.first, r.latency_scale.second);
+            std::printf("latency profile corrected by what this request measured: next plans take x%.2f its prefill at %d%%, "
+                        "x%.2f its decode at %d%%, x%.2f the TLM's time\n",
+                        r.latency_scale.prefill, pl.prefill_percent, r.latency_scale.decode, pl.decode_percent, r.latency_scale.tlm);
         }
         if (scripted) {
             if (!all || i + 1 == prompts.size()) return 0;

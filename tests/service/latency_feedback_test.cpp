@@ -1,5 +1,5 @@
 // LatencyFeedback: the profile's predictions corrected by measured times — converges to a steady
-// slowdown, bounded against outliers, ignores what carries no information; and the Service plans with it.
+// slowdown of each part, and to one that differs by width; bounded against outliers, ignores what carries no information; and the Service plans with it.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,41 +18,70 @@ struct Profile {
     double tpot_ms(int percent, int) const { return percent / 100.0; }
 };
 
-TEST(LatencyFeedback, FollowsASteadySlowdownOfEachObjectiveApart) {
+TEST(LatencyFeedback, FollowsASteadySlowdownOfEachPartApart) {
     const Profile profile;
     LatencyFeedback<Profile> f(profile, 0.25);
     EXPECT_DOUBLE_EQ(f.ttft_ms(50, 200), profile.ttft_ms(50, 200));  // no request yet: the profile itself
-    // The machine runs prefill 1.5x and decode 0.8x the profile's times, whatever the plan.
-    for (int i = 0; i < 40; ++i) {
-        const int percent = 20 + 10 * (i % 9), tokens = 64 + 16 * i;
-        f.observe_ttft(f.ttft_ms(percent, tokens), 1.5 * profile.ttft_ms(percent, tokens));
-        f.observe_tpot(f.tpot_ms(percent, tokens), 0.8 * profile.tpot_ms(percent, tokens));
+    EXPECT_DOUBLE_EQ(f.tlm_ms(20.0), 20.0);
+    // The machine runs prefill 1.5x, decode 0.8x and the TLM 1.25x their profiles' times, whatever the plan.
+    for (int i = 0; i < 90; ++i) {  // ten requests at each ratio: within 0.5 % of the truth
+        const int percent = 20 + 10 * (i % 9), tokens = 64 + 4 * i;
+        f.observe_ttft(percent, f.ttft_ms(percent, tokens), 1.5 * profile.ttft_ms(percent, tokens));
+        f.observe_tpot(percent, f.tpot_ms(percent, tokens), 0.8 * profile.tpot_ms(percent, tokens));
+        f.observe_tlm(f.tlm_ms(10.0 + i), 1.25 * (10.0 + i));
     }
-    EXPECT_NEAR(f.ttft_scale(), 1.5, 1.5e-3);
-    EXPECT_NEAR(f.tpot_scale(), 0.8, 0.8e-3);
-    EXPECT_NEAR(f.ttft_ms(70, 300), 1.5 * profile.ttft_ms(70, 300), 1e-3);
-    EXPECT_NEAR(f.tpot_ms(30, 300), 0.8 * profile.tpot_ms(30, 300), 1e-3);
-    // Back to the profile's speed: the factor returns, a quarter of the (log) way per request.
-    const double before = f.ttft_scale();
-    f.observe_ttft(f.ttft_ms(100, 100), profile.ttft_ms(100, 100));
-    EXPECT_NEAR(std::log(f.ttft_scale()), 0.75 * std::log(before), 1e-12);
+    for (int percent : kRatios) {
+        EXPECT_NEAR(f.ttft_ms(percent, 300), 1.5 * profile.ttft_ms(percent, 300), 5e-3 * 1.5 * profile.ttft_ms(percent, 300)) << percent;
+        EXPECT_NEAR(f.tpot_ms(percent, 300), 0.8 * profile.tpot_ms(percent, 300), 5e-3 * 0.8 * profile.tpot_ms(percent, 300)) << percent;
+    }
+    EXPECT_NEAR(f.tlm_ms(20.0), 25.0, 5e-3 * 25.0);
+    EXPECT_NEAR(f.scale(70, 30).prefill, 1.5, 5e-3 * 1.5);
+    EXPECT_NEAR(f.scale(70, 30).decode, 0.8, 5e-3 * 0.8);
+    EXPECT_NEAR(f.scale(70, 30).tlm, 1.25, 5e-3 * 1.25);
+    // Back to the profile's speed at one ratio: the machine-wide and that ratio's term each move a quarter
+    // of the (log) error, so its factor moves half the way; another ratio's moves a quarter.
+    const double at100 = f.scale(100, 100).prefill, at50 = f.scale(50, 50).prefill;
+    f.observe_ttft(100, f.ttft_ms(100, 100), profile.ttft_ms(100, 100));
+    EXPECT_NEAR(std::log(f.scale(100, 100).prefill), 0.5 * std::log(at100), 1e-12);
+    EXPECT_NEAR(std::log(f.scale(50, 50).prefill), std::log(at50) - 0.25 * std::log(at100), 1e-12);
+}
+
+// Errors that differ by width (the full-width decode slower than profiled, the narrow ones faster): one
+// machine-wide factor would leave both wrong; the per-ratio terms learn each.
+TEST(LatencyFeedback, LearnsAnErrorThatDependsOnTheWidth) {
+    const Profile profile;
+    LatencyFeedback<Profile> f(profile, 0.25);
+    auto truth = [&](int percent) { return (percent == 100 ? 1.05 : 0.75) * profile.tpot_ms(percent, 0); };
+    for (int i = 0; i < 60; ++i) {
+        const int percent = i % 3 == 0 ? 100 : 20;
+        f.observe_tpot(percent, f.tpot_ms(percent, 0), truth(percent));
+    }
+    EXPECT_NEAR(f.tpot_ms(100, 0), truth(100), 0.01 * truth(100));
+    EXPECT_NEAR(f.tpot_ms(20, 0), truth(20), 0.01 * truth(20));
+    // A width never run takes the machine-wide term: between the two.
+    EXPECT_GT(f.tpot_ms(60, 0), 0.75 * profile.tpot_ms(60, 0));
+    EXPECT_LT(f.tpot_ms(60, 0), 1.05 * profile.tpot_ms(60, 0));
 }
 
 TEST(LatencyFeedback, OneOutlierMovesItABoundedStepAndNoiseIsIgnored) {
     const Profile profile;
     LatencyFeedback<Profile> f(profile, 0.25);
-    f.observe_ttft(f.ttft_ms(100, 100), 1000 * profile.ttft_ms(100, 100));  // a page-fault storm
-    EXPECT_NEAR(f.ttft_scale(), std::pow(4.0, 0.25), 1e-12);                // the ratio was clamped to 4
-    for (int i = 0; i < 200; ++i) f.observe_ttft(1.0, 1e9);
-    EXPECT_LE(f.ttft_scale(), 4.0);  // and so is the factor
-    const double s = f.ttft_scale(), t = f.tpot_scale();
+    f.observe_ttft(100, f.ttft_ms(100, 100), 1000 * profile.ttft_ms(100, 100));  // a page-fault storm
+    EXPECT_NEAR(f.scale(100, 100).prefill, std::pow(4.0, 0.5), 1e-12);           // the ratio was clamped to 4
+    EXPECT_NEAR(f.scale(50, 100).prefill, std::pow(4.0, 0.25), 1e-12);           // the machine-wide term alone
+    for (int i = 0; i < 200; ++i) f.observe_ttft(100, 1.0, 1e9);
+    EXPECT_NEAR(f.scale(100, 100).prefill, 16.0, 1e-9);  // each term is bounded by 4
+    EXPECT_NEAR(f.scale(50, 100).prefill, 4.0, 1e-9);
+    const LatencyScale before = f.scale(100, 100);
     for (double bad : {0.0, -1.0, std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
-        f.observe_ttft(bad, 1.0);
-        f.observe_ttft(1.0, bad);
-        f.observe_tpot(1.0, bad);
+        f.observe_ttft(100, bad, 1.0);
+        f.observe_ttft(100, 1.0, bad);
+        f.observe_tpot(100, 1.0, bad);
+        f.observe_tlm(bad, 1.0);
     }
-    EXPECT_EQ(f.ttft_scale(), s);
-    EXPECT_EQ(f.tpot_scale(), t);
+    EXPECT_EQ(f.scale(100, 100).prefill, before.prefill);
+    EXPECT_EQ(f.scale(100, 100).decode, before.decode);
+    EXPECT_EQ(f.scale(100, 100).tlm, before.tlm);
     EXPECT_THROW(LatencyFeedback<Profile>(profile, 0.0), Error);
     EXPECT_THROW(LatencyFeedback<Profile>(profile, 1.5), Error);
 }
@@ -85,11 +114,11 @@ TEST(LatencyFeedback, TheServiceLearnsTheMachineFromItsRequests) {
         return last.latency_scale;
     };
     const auto learned = serve(0.25);
-    EXPECT_GT(learned.first, 1.5) << "TTFT factor after 6 requests each ~100x slower than the profile";
-    EXPECT_GT(learned.second, 1.5) << "TPOT factor";
+    EXPECT_GT(learned.prefill, 1.5) << "prefill factor after 6 requests each ~100x slower than the profile";
+    EXPECT_GT(learned.decode, 1.5) << "decode factor";
     const auto off = serve(0.0);
-    EXPECT_EQ(off.first, 1.0);
-    EXPECT_EQ(off.second, 1.0);
+    EXPECT_EQ(off.prefill, 1.0);
+    EXPECT_EQ(off.decode, 1.0);
     ServiceOptions bad;
     bad.latency_feedback = -0.1;
     EXPECT_THROW((Service<Cfg, Optimistic>(model, nullptr, pool, latency, {}, bad)), Error);

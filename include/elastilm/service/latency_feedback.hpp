@@ -2,58 +2,93 @@
 //
 // The profile (latency_model.hpp) is taken once, on a machine whose speed then moves: other apps, the
 // page cache, the clock under heat. Measured on the same day, docs-95M's prefill ran 10–30 % slower than
-// its profile said, and plans the model called feasible missed their SLO. So the service keeps one
-// factor per objective, measured ÷ predicted, and plans with the profile's predictions times that factor:
+// its profile said, and plans the model called feasible missed their SLO. So the service corrects each
+// part of a request's time by what it measured, in log space (an exponential moving average, weight w
+// per request):
 //
-//   s ← s · (measured / predicted)^w      (an exponential moving average of log s, weight w per request)
+//   prefill(p, n) = e^(m_prefill + r_prefill[p]) · profile.ttft(p, n)     (the TLM's time excluded)
+//   decode(p, c)  = e^(m_decode  + r_decode[p])  · profile.tpot(p, c)
+//   TLM(n)        = e^(m_tlm)                    · TLM's own profile(n)
 //
-// The ratio of one request is clamped to [1/4, 4] (a page-fault storm, a request cut short) and the factor
-// to [1/4, 4], so one outlier moves the model by at most 4^w. Not thread-safe: the service's worker owns it.
+// m is the machine-wide term, learnt from every request; r[p] the ratio's own, learnt from the requests
+// that ran at ratio p: the errors differ by width (one trace: the full-width decode 3 % slower than
+// profiled, the 20 % one 25 % faster, so one factor made both wrong). Each observation moves m and r[p]
+// by w · log(measured / predicted): the two terms absorb a steady error within a few requests, m carries
+// it to ratios not seen yet, and r[p] settles at the ratio's difference from the rest. The TLM is a
+// separate model with its own profile and its own error (measured 15–40 % above its prediction, more than
+// the prefill), so it has its own term. One request's ratio is clamped to [1/4, 4] (a
+// page-fault storm, a request cut short) and every term to [-ln 4, ln 4]. Not thread-safe: the
+// service's worker owns it.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <string>
 
+#include "elastilm/config.hpp"
 #include "elastilm/error.hpp"
 #include "elastilm/service/slo.hpp"
 
 namespace elastilm {
 
+// One part's correction in log space: the machine-wide term and one per width ratio.
+struct LogCorrection {
+    static constexpr double kMaxLog = 1.3862943611198906;  // ln 4: a term's bound, and one request's
+    double machine = 0;
+    std::array<double, kRatios.size()> ratio{};
+
+    // The factor at `percent` (a width outside kRatios: the machine-wide one).
+    double factor(int percent) const {
+        const int i = ratio_index(percent);
+        return std::exp(machine + (i >= 0 ? ratio[std::size_t(i)] : 0.0));
+    }
+
+    // log(measured / predicted), clamped, moves both terms by `weight` of it.
+    void observe(int percent, double predicted_ms, double measured_ms, double weight) {
+        if (!(std::isfinite(predicted_ms) && std::isfinite(measured_ms) && predicted_ms > 0 && measured_ms > 0)) return;
+        const double step = weight * std::clamp(std::log(measured_ms / predicted_ms), -kMaxLog, kMaxLog);
+        machine = std::clamp(machine + step, -kMaxLog, kMaxLog);
+        if (const int i = ratio_index(percent); i >= 0) ratio[std::size_t(i)] = std::clamp(ratio[std::size_t(i)] + step, -kMaxLog, kMaxLog);
+    }
+};
+
+// The corrections a plan was made with, at its widths: above 1, that part has been slower than profiled.
+struct LatencyScale {
+    double prefill = 1.0, decode = 1.0, tlm = 1.0;
+};
+
 template <LatencyPredictor L>
 class LatencyFeedback {
 public:
-    // `weight`: how much one request moves the factor, in (0, 1]; 0.25 follows a change within ~8 requests.
+    // `weight`: how much one request moves each term, in (0, 1]; 0.25 follows a change within a few requests.
     explicit LatencyFeedback(const L& profile, double weight = 0.25) : profile_(profile), weight_(weight) {
         require(weight > 0 && weight <= 1, "LatencyFeedback", "weight must be in (0, 1], got " + std::to_string(weight));
     }
 
-    // The profile's predictions, scaled by what the machine has been doing lately.
-    double ttft_ms(int percent, int tokens) const { return ttft_scale_ * profile_.ttft_ms(percent, tokens); }
-    double tpot_ms(int percent, int tokens) const { return tpot_scale_ * profile_.tpot_ms(percent, tokens); }
+    // The profile's predictions, corrected by what the machine has been doing lately.
+    double ttft_ms(int percent, int tokens) const { return prefill_.factor(percent) * profile_.ttft_ms(percent, tokens); }
+    double tpot_ms(int percent, int tokens) const { return decode_.factor(percent) * profile_.tpot_ms(percent, tokens); }
+    // The TLM's time, from what its own profile predicts for the prompt.
+    double tlm_ms(double profiled_ms) const { return tlm_.factor(0) * profiled_ms; }
 
-    // One request's outcome: what *this* predicted for the plan it ran, and what was measured for the same
-    // span (planning start to first token; mean time per decoded token). Non-positive or non-finite
-    // values carry no information (no token decoded, a cancelled request) and are ignored.
-    void observe_ttft(double predicted_ms, double measured_ms) { update(ttft_scale_, predicted_ms, measured_ms); }
-    void observe_tpot(double predicted_ms, double measured_ms) { update(tpot_scale_, predicted_ms, measured_ms); }
+    // One request's outcome: the width it ran at, what *this* predicted and what was measured for the same
+    // span — the prefill (planning start to first token, the TLM's time taken out), the mean time per
+    // decoded token, the TLM's scoring. Non-positive or non-finite values carry no information (no token
+    // decoded, a cancelled request) and are ignored.
+    void observe_ttft(int percent, double predicted_ms, double measured_ms) { prefill_.observe(percent, predicted_ms, measured_ms, weight_); }
+    void observe_tpot(int percent, double predicted_ms, double measured_ms) { decode_.observe(percent, predicted_ms, measured_ms, weight_); }
+    void observe_tlm(double predicted_ms, double measured_ms) { tlm_.observe(0, predicted_ms, measured_ms, weight_); }
 
-    double ttft_scale() const { return ttft_scale_; }
-    double tpot_scale() const { return tpot_scale_; }
+    LatencyScale scale(int prefill_percent, int decode_percent) const {
+        return {prefill_.factor(prefill_percent), decode_.factor(decode_percent), tlm_.factor(0)};
+    }
     const L& profile() const { return profile_; }
 
 private:
-    static constexpr double kMaxRatio = 4.0;
-
-    void update(double& scale, double predicted_ms, double measured_ms) const {
-        if (!(std::isfinite(predicted_ms) && std::isfinite(measured_ms) && predicted_ms > 0 && measured_ms > 0)) return;
-        // predicted_ms came from this object, so predicted / scale is the profile's own prediction.
-        const double ratio = std::clamp(scale * measured_ms / predicted_ms, 1 / kMaxRatio, kMaxRatio);
-        scale = std::clamp(scale * std::pow(ratio / scale, weight_), 1 / kMaxRatio, kMaxRatio);
-    }
-
     const L& profile_;
     double weight_;
-    double ttft_scale_ = 1.0, tpot_scale_ = 1.0;
+    LogCorrection prefill_, decode_, tlm_;
 };
 
 }  // namespace elastilm

@@ -83,9 +83,10 @@ struct ServiceResult {
     double tpot_ms = 0;
     bool ttft_met = false, tpot_met = false;
     bool slo_met() const { return ttft_met && tpot_met; }
-    // The latency profile's correction after this request (LatencyFeedback): predicted times are the
-    // profile's times these factors (TTFT, TPOT); above 1, the machine has been slower than profiled.
-    std::pair<double, double> latency_scale{1.0, 1.0};
+    // The latency profile's correction after this request (LatencyFeedback), at this plan's widths: the
+    // next plans take the profile's prefill, decode and TLM times these factors; above 1, that part has
+    // been slower than profiled.
+    LatencyScale latency_scale;
 };
 
 // What prompt elasticity needs from the TLM: per-token importance and the decision head's pair ratings,
@@ -116,7 +117,8 @@ struct TokenizedPrompt {
 struct PreparedPrompt {
     Plan plan;
     std::vector<int> kept;
-    double tlm_ms = 0;  // time the TLM took (already inside plan.predicted_ttft_ms as a prediction)
+    double tlm_ms = 0;            // time the TLM took
+    double tlm_predicted_ms = 0;  // what was predicted for it (inside plan.predicted_ttft_ms)
 };
 
 // Plans a request and compresses its prompt. First plan: every pair at its true cost with the prior
@@ -150,6 +152,7 @@ PreparedPrompt prepare_prompt(const TokenizedPrompt& prompt, PlanRequest pr, con
     out.plan = choose_plan(pr, latency, a.ratings ? a.ratings : scorer.prior);
     out.plan.uses_tlm = true;                       // it ran for this request
     out.plan.predicted_ttft_ms += tlm_predicted;    // as predicted before it ran: comparable with the measured TTFT
+    out.tlm_predicted_ms = tlm_predicted;
     // The keep mask already marks the special tokens, so the compressor needs no special ids of its own.
     out.kept = compress(prompt.ids, out.plan.prompt_percent, a.scores, prompt.keep, SpecialTokens{-1, -1, -1}).ids;
     return out;
@@ -330,11 +333,9 @@ private:
                 std::to_string(req.max_new_tokens) + " new tokens leave no room for a prompt in the context of " +
                     std::to_string(session_.context()));
         const auto planning = clock::now();
-        // Planned with the profile as corrected by the requests so far; the TLM runs on the same machine,
-        // so its predicted time takes the TTFT factor too.
+        // Planned with the profile, and the TLM's own, as corrected by the requests so far.
         PromptScorer scorer = scorer_;
-        if (scorer.predicted_ms)
-            scorer.predicted_ms = [this](int tokens) { return feedback_.ttft_scale() * scorer_.predicted_ms(tokens); };
+        if (scorer.predicted_ms) scorer.predicted_ms = [this](int tokens) { return feedback_.tlm_ms(scorer_.predicted_ms(tokens)); };
         PreparedPrompt prepared = prepare_prompt(prompt, pr, feedback_, scorer, [&] { return ms(clock::now() - job.submitted); });
         r.plan = prepared.plan;
         r.tlm_ms = prepared.tlm_ms;
@@ -372,10 +373,12 @@ private:
         r.ttft_met = r.ttft_ms <= r.slo.ttft_ms;
         r.tpot_met = r.tokens.size() < 2 || r.tpot_ms <= r.slo.tpot_ms;
         if (options_.latency_feedback > 0 && gr.ttft_ms > 0) {  // planning start to first token, as predicted
-            feedback_.observe_ttft(r.plan.predicted_ttft_ms, ms(started - planning) + gr.ttft_ms);
-            if (gr.tokens.size() >= 2) feedback_.observe_tpot(r.plan.predicted_tpot_ms, gr.tpot_ms);
+            if (r.plan.uses_tlm) feedback_.observe_tlm(prepared.tlm_predicted_ms, prepared.tlm_ms);
+            feedback_.observe_ttft(r.plan.prefill_percent, r.plan.predicted_ttft_ms - prepared.tlm_predicted_ms,
+                                   ms(started - planning) + gr.ttft_ms - prepared.tlm_ms);
+            if (gr.tokens.size() >= 2) feedback_.observe_tpot(r.plan.decode_percent, r.plan.predicted_tpot_ms, gr.tpot_ms);
         }
-        r.latency_scale = {feedback_.ttft_scale(), feedback_.tpot_scale()};
+        r.latency_scale = feedback_.scale(r.plan.prefill_percent, r.plan.decode_percent);
         if (job.cancelled->load()) {
             r.status = RequestStatus::cancelled;
             r.error = "cancelled after " + std::to_string(r.tokens.size()) + " tokens";

@@ -45,7 +45,9 @@ if (( full )); then
   cache="$root/demo/full"
   # The decision head on the service's own task: 240 multiple-choice items, each read along the prior's
   # three curves (train_tlm --decision-labels choice).
-  calib_tokens=8192;  recover_tokens=8192; recover_epochs=2; prompts=320; head_flags=(--decision-labels choice --choice-items 240)
+  # The labels are cached as they are made (train_tlm --labels): an interrupted run resumes where it stopped.
+  calib_tokens=8192;  recover_tokens=8192; recover_epochs=2; prompts=320
+  head_flags=(--decision-labels choice --choice-items 240 --labels "$cache/labels-choice.json")
 else
   cache="$root/demo"
   # The demo plans with a measured prior, not the decision head (examples/demo.cpp), so the short recipe

@@ -48,7 +48,9 @@ TEST(MappedFile, HugePageCopyHoldsTheFileByteForByte) {
     // Where the kernel has transparent huge pages the advice is taken; where it has none, the copy is
     // the same bytes on 4 KB pages (the assertions above), which is the fallback.
     std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
-    if (thp && !test::emulated()) EXPECT_TRUE(copy->huge_pages_advised()) << "this kernel has THP; MADV_HUGEPAGE should be accepted";
+    if (thp && !test::emulated()) {
+        EXPECT_TRUE(copy->huge_pages_advised()) << "this kernel has THP; MADV_HUGEPAGE should be accepted";
+    }
 }
 
 TEST(MappedFile, QuantizedModelCopiedGivesTheMappedLogits) {

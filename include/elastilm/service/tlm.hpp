@@ -232,6 +232,8 @@ struct DecisionHead {
 
     // choice_scales: the mean curves of the training items (27 values, model then prompt then decode).
     std::vector<float> prior;
+    // choice_scales: the largest steepness a prompt is given, against the mean item's 1.
+    static constexpr double kMaxCurveScale = 3.0;
 
     // How steeply one prompt's curves fall against the prior's (choice_scales): per curve c, the least-
     // squares k_c of (y_c(r) − y_c(100)) ≈ k_c · (prior_c(r) − prior_c(100)). Linear in y, so the mean
@@ -303,7 +305,9 @@ struct DecisionHead {
             const std::size_t n = kRatios.size();
             std::array<double, PairRatings::kCurveValues> curves{};
             for (std::size_t c = 0; c < 3; ++c) {
-                const double k = ridge.predict(z.data(), int(c)), full = prior[c * n + n - 1];
+                // Bounded: a negative k would turn the curve upside down (a narrower model rated above a
+                // wider one), and a prompt far outside the training items' statistics is extrapolated.
+                const double k = std::clamp(double(ridge.predict(z.data(), int(c))), 0.0, kMaxCurveScale), full = prior[c * n + n - 1];
                 for (std::size_t r = 0; r < n; ++r) curves[c * n + r] = full + k * (prior[c * n + r] - full);
             }
             return PairRatings::from_curves(curves);

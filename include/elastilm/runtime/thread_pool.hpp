@@ -61,9 +61,7 @@ public:
         const int chunks = std::min(n_threads_, (n + grain - 1) / grain);
         if (chunks <= 1) { fn(0, n); return; }
         auto run_chunk = [&](int c) {
-            const int units = (n + grain - 1) / grain;
-            const int begin = std::min(n, int(std::int64_t(units) * c / chunks) * grain);
-            const int end = c + 1 == chunks ? n : std::min(n, int(std::int64_t(units) * (c + 1) / chunks) * grain);
+            const auto [begin, end] = share(n, grain, chunks, c);
             if (begin < end) fn(begin, end);
         };
         Job job{[](void* ctx, int c) { (*static_cast<decltype(run_chunk)*>(ctx))(c); }, &run_chunk, chunks};
@@ -124,11 +122,9 @@ public:
             trace_->chunks[std::size_t(thread)].push_back({call, start, std::chrono::steady_clock::now()});
         };
         if (split == Split::static_shares) {  // thread t's share, as parallel_for splits [0, n)
-            const int units = (n + grain - 1) / grain;
             parallel_for(threads, [&](int t, int) {
-                const int begin = std::min(n, int(std::int64_t(units) * t / threads) * grain);
-                const int end = t + 1 == threads ? n : std::min(n, int(std::int64_t(units) * (t + 1) / threads) * grain);
-                if (begin < end) timed(t, Range{begin, end}, Range{end, end});
+                const Range chunk = share(n, grain, threads, t);
+                if (!chunk.empty()) timed(t, chunk, Range{chunk.end, chunk.end});
             });
             return;
         }
@@ -157,6 +153,15 @@ public:
     }
 
 private:
+    // Share c of [0, n) split into `chunks` contiguous parts whose boundaries are multiples of `grain`
+    // (except at n): parallel_for's split, and parallel_chunks' static one.
+    static Range share(int n, int grain, int chunks, int c) {
+        const int units = (n + grain - 1) / grain;
+        const int begin = std::min(n, int(std::int64_t(units) * c / chunks) * grain);
+        const int end = c + 1 == chunks ? n : std::min(n, int(std::int64_t(units) * (c + 1) / chunks) * grain);
+        return {begin, end};
+    }
+
     struct Job {
         void (*call)(void*, int) = nullptr;
         void* ctx = nullptr;

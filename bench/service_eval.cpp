@@ -356,22 +356,23 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             const bool feasible = choose_plan(any, lat, std::nullopt).feasible();  // as this strategy's model sees it now
             any.headroom = 0.9;  // ... and with the margin the service plans with (its predictions err by ~10 %)
             const bool sure = choose_plan(any, lat, std::nullopt).feasible();
+            // What this strategy predicted for the request it ran (layer dropping plans outside choose_plan).
+            const bool dropping = st == Strategy::layer_dropping;
+            const double predicted_ttft = dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms;
+            const double predicted_tpot = dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms;
             if (learns) {
                 // As the Service does: the TLM's time apart, the prefill and decode at the widths they ran at
                 // (layer dropping runs every layer it keeps at full width).
                 if (p.plan.uses_tlm) lat.observe_tlm(p.tlm_predicted_ms, p.tlm_ms);
-                lat.observe_ttft(p.plan.prefill_percent, (st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms) - p.tlm_predicted_ms,
-                                 ttft - p.tlm_ms);
-                if (truth.size() > 1)
-                    lat.observe_tpot(p.plan.decode_percent, st == Strategy::layer_dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms, tpot);
+                lat.observe_ttft(p.plan.prefill_percent, predicted_ttft - p.tlm_predicted_ms, ttft - p.tlm_ms);
+                if (truth.size() > 1) lat.observe_tpot(p.plan.decode_percent, predicted_tpot, tpot);
             }
             if (verbose) {
                 const LatencyScale f = lat.scale(p.plan.prefill_percent, p.plan.decode_percent);
                 std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f pred %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f x%.2f | %s%s\n",
                              std::string(name_of(st)).c_str(), i, slos[i].ttft_percent, slos[i].tpot_percent, slo.ttft_ms, slo.tpot_ms,
                              p.plan.prompt_percent, p.plan.prefill_percent, p.plan.decode_percent, drop.dropped, p.kept.size(), ttft,
-                             st == Strategy::layer_dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms, p.tlm_ms, p.tlm_predicted_ms, tpot,
-                             st == Strategy::layer_dropping ? drop.predicted_tpot_ms : p.plan.predicted_tpot_ms, f.prefill, f.decode, f.tlm,
+                             predicted_ttft, p.tlm_ms, p.tlm_predicted_ms, tpot, predicted_tpot, f.prefill, f.decode, f.tlm,
                              correct ? "right" : "wrong", ttft_ok && tpot_ok ? "" : " (SLO missed)");
             }
             ++t.n;

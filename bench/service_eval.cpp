@@ -21,20 +21,26 @@
 //    mean margin over the best distractor per model ratio and per prompt ratio, combined additively
 //    (PairRatings::additive).
 //    Every strategy plans as the Service does, with the latency profile corrected by the measured times of
-//    its own earlier requests (service/latency_feedback.hpp; --latency-feedback W, 0 = off); one more row,
-//    "ours, profile only", plans with the profile as it was taken.
+//    its own earlier requests (service/latency_feedback.hpp; --latency-feedback W, 0 = off), and with the
+//    Service's margins: each part's predicted time taken e^(z·spread) times, the spread that of the part's
+//    recent errors (--confidence z). Two more rows: "ours, profile only" plans with the profile as it was
+//    taken (and the prior spread); "ours, fixed 10 % headroom" (unless --no-headroom-row) learns like ours
+//    but plans as the Service did before the margins, every objective cut to 90 % and the predictions
+//    taken as they are.
 //    Requests run one after another (no queueing); each is served by every strategy back to back. TTFT = planning + TLM + prefill + first-token
 //    choice; TPOT = decode steps of the true continuation at the decode ratio. Accuracy is read from the
 //    same session (candidates scored after the compressed prompt at the plan's widths, outside the timed
-//    path). "Feasible" requests are those for which the latency model knows some prompt × model plan
-//    meeting both objectives (without headroom); "with 10 % headroom", a plan predicted to meet 90 % of
-//    each, the margin the service plans with (a prediction within 10 % of an objective is a coin toss).
+//    path). "Feasible" requests are those for which the latency model (ours' corrected one, before the
+//    request is served: the same requests for every row) knows some prompt × model plan meeting both
+//    objectives (without any margin); "with 10 % headroom", a plan predicted to meet 90 % of each (a
+//    prediction within 10 % of an objective is a coin toss). Both counts are of what the model predicts,
+//    whatever margins the strategies plan with.
 //
 //   elastilm_bench_service_eval [-m ELASTIC.gguf] [--trunk TLM_MODEL|self] [--trunk-percent P] [--heads HEADS.gguf] [--adapters DIR]
 //       [-f docs_valid.txt | --benchmark FILE] [--save-benchmark FILE] [--items 60] [--context-len 192]
 //       [--question-len 8] [--choice-len 12] [--requests N] [--ttft-levels 20,…,100] [--tpot-levels 20,…,100]
 //       [--prior-items 32] [--accuracy-only] [--no-accuracy-table] [--profile-max 512] [--reprofile] [-t 2] [--seed 1] [--verbose]
-//       [--latency-feedback 0.25]
+//       [--latency-feedback 0.25] [--confidence 1.65]
 //   elastilm_bench_service_eval --smoke      (synthetic stories260K shape, no tokenizer: CI)
 // Defaults are cmake/demo.sh's cache: build/demo/docs-95M-elastic.gguf, its heads beside it
 // (docs-95M-elastic.tlm.gguf), build/demo/adapters/, and ../shared/models/docs-tlm-15M as the trunk.
@@ -141,11 +147,12 @@ struct LayerDropPlan {
     double predicted_ttft_ms = 0, predicted_tpot_ms = 0;
 };
 
-enum class Strategy { ours, ours_profile, ours_head, model_only, prompt_only, layer_dropping, full };
+enum class Strategy { ours, ours_profile, ours_headroom, ours_head, model_only, prompt_only, layer_dropping, full };
 constexpr std::string_view name_of(Strategy s) {
     switch (s) {
         case Strategy::ours: return "ours (prompt x model)";
         case Strategy::ours_profile: return "ours, profile only";
+        case Strategy::ours_headroom: return "ours, fixed 10 % headroom";
         case Strategy::ours_head: return "ours, decision head";
         case Strategy::model_only: return "model only";
         case Strategy::prompt_only: return "prompt only";
@@ -263,7 +270,9 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     for (std::size_t k = 0; k < ttft_levels.size(); ++k) std::printf("%s%g", k ? "," : "", ttft_levels[k]);
     std::printf("}, TPOT {");
     for (std::size_t k = 0; k < tpot_levels.size(); ++k) std::printf("%s%g", k ? "," : "", tpot_levels[k]);
-    std::printf("}; %d requests, served one after another\n\n", requests);
+    std::printf("}; %d requests, served one after another\n", requests);
+    std::printf("# plans keep a margin of e^(%.2f x the spread of each part's recent log errors) on its predicted time\n\n",
+                args.get_double("--confidence", "", ServiceOptions{}.confidence));
     std::printf("| strategy | SLO attainment | on feasible SLOs | on feasible with 10 %% headroom | TTFT met | TPOT met | accuracy (all) | accuracy (SLO met) | mean TTFT ms | mean TPOT ms | "
                 "prompt kept | prefill width | decode width | TLM runs |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -277,9 +286,32 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     // measured times (LatencyFeedback); "ours, profile only" keeps the profile as it was taken.
     const double feedback_weight = args.get_double("--latency-feedback", "", 0.25);
     if (feedback_weight > 0) strategies.insert(strategies.begin() + 1, Strategy::ours_profile);
+    // ... and "ours, fixed 10 % headroom" plans as the Service did before it kept margins from the errors'
+    // spread: every objective cut to 90 %, the predictions taken as they are.
+    if (!args.has("--no-headroom-row")) strategies.insert(strategies.begin() + 1, Strategy::ours_headroom);
     std::vector<LatencyFeedback<LatencyModel>> feedback(strategies.size(), LatencyFeedback<LatencyModel>(latency, feedback_weight > 0 ? feedback_weight : 1.0));
+    // ... and keeps the Service's margins: each part's predicted time taken e^(z·spread of its recent errors) times.
+    const double confidence = args.get_double("--confidence", "", ServiceOptions{}.confidence);
     std::vector<Tally> tallies(strategies.size());
     for (int i = 0; i < requests; ++i) {
+        const ChoiceItem& it = bench.items[std::size_t(i) % bench.items.size()];
+        const TokenizedPrompt prompt = prompt_of(it);
+        const int n = int(prompt.ids.size());
+        const Slo slo = absolute(slos[i], latency, n, cont);
+        // Could any plan meet this SLO, as the latency model sees it before the request is served? One
+        // answer for every strategy, from ours' corrected model (it learns the prefill, decode and TLM
+        // alike), so each row's "on feasible" counts the same requests.
+        PlanRequest any;
+        any.prompt_tokens = n;
+        any.protected_tokens = prompt.protected_count();
+        any.new_tokens = cont;
+        any.slo = slo;
+        any.max_kept = session.context() - cont;
+        any.tlm_ms = feedback.front().tlm_ms(score.predicted_ms(n));
+        any.headroom = 1.0;
+        const bool feasible = choose_plan(any, feedback.front(), std::nullopt).feasible();
+        any.headroom = 0.9;  // ... and with 10 % to spare
+        const bool sure = choose_plan(any, feedback.front(), std::nullopt).feasible();
         for (std::size_t si = 0; si < strategies.size(); ++si) {
             const Strategy st = strategies[si];
             Tally& t = tallies[si];
@@ -289,11 +321,9 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                 if (s.predicted_ms) s.predicted_ms = [&lat, f = s.predicted_ms](int tokens) { return lat.tlm_ms(f(tokens)); };
                 return s;
             };
-            const ChoiceItem& it = bench.items[std::size_t(i) % bench.items.size()];
-            const TokenizedPrompt prompt = prompt_of(it);
-            const int n = int(prompt.ids.size());
-            const Slo slo = absolute(slos[i], latency, n, cont);
-            const double budget_ttft = slo.ttft_ms * 0.9, budget_tpot = slo.tpot_ms * 0.9;  // the service's default headroom
+            const bool fixed_headroom = st == Strategy::ours_headroom;
+            const LatencyScale margin = fixed_headroom ? LatencyScale{} : lat.margin(confidence);
+            const double headroom = fixed_headroom ? 0.9 : 1.0;
 
             session.reset();
             session.set_skipped_layers(0);
@@ -308,7 +338,9 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                     drop.predicted_ttft_ms = t100 * (1 - double(k) * layer_cost.ttft_share);
                     drop.predicted_tpot_ms = d100 * (1 - double(k) * layer_cost.tpot_share);
                     if (k > 0) drop.mask |= std::uint64_t(1) << order[k - 1];
-                    if (drop.predicted_ttft_ms <= budget_ttft && drop.predicted_tpot_ms <= budget_tpot) break;
+                    if (drop.predicted_ttft_ms * margin.prefill <= slo.ttft_ms * headroom &&
+                        drop.predicted_tpot_ms * margin.decode <= slo.tpot_ms * headroom)
+                        break;
                 }
                 session.set_skipped_layers(drop.mask);
                 p.kept = prompt.ids;
@@ -317,8 +349,11 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                 PlanRequest pr;
                 pr.new_tokens = cont;
                 pr.slo = slo;
+                pr.margin = margin;
+                pr.headroom = headroom;
                 pr.max_kept = session.context() - cont;
-                pr.elasticity = st == Strategy::ours || st == Strategy::ours_profile || st == Strategy::ours_head ? Elasticity::prompt_and_model
+                pr.elasticity = st == Strategy::ours || st == Strategy::ours_profile || st == Strategy::ours_headroom || st == Strategy::ours_head
+                                    ? Elasticity::prompt_and_model
                                 : st == Strategy::model_only  ? Elasticity::model_only
                                 : st == Strategy::prompt_only ? Elasticity::prompt_only
                                                               : Elasticity::none;
@@ -345,17 +380,6 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                 choose_answer(score_choices(session, std::span<const float>(prompt_logits), it, p.plan.decode_percent, ll / double(truth.size()))) == it.answer;
 
             const bool ttft_ok = ttft <= slo.ttft_ms, tpot_ok = tpot <= slo.tpot_ms;
-            PlanRequest any;  // could any plan meet this SLO, as the latency model sees it?
-            any.prompt_tokens = n;
-            any.protected_tokens = prompt.protected_count();
-            any.new_tokens = cont;
-            any.slo = slo;
-            any.max_kept = session.context() - cont;
-            any.tlm_ms = lat.tlm_ms(score.predicted_ms(n));
-            any.headroom = 1.0;
-            const bool feasible = choose_plan(any, lat, std::nullopt).feasible();  // as this strategy's model sees it now
-            any.headroom = 0.9;  // ... and with the margin the service plans with (its predictions err by ~10 %)
-            const bool sure = choose_plan(any, lat, std::nullopt).feasible();
             // What this strategy predicted for the request it ran (layer dropping plans outside choose_plan).
             const bool dropping = st == Strategy::layer_dropping;
             const double predicted_ttft = dropping ? drop.predicted_ttft_ms : p.plan.predicted_ttft_ms;
@@ -369,11 +393,11 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             }
             if (verbose) {
                 const LatencyScale f = lat.scale(p.plan.prefill_percent, p.plan.decode_percent);
-                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f pred %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f x%.2f | %s%s\n",
+                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f pred %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f x%.2f | margin %.2f %.2f %.2f | %s%s\n",
                              std::string(name_of(st)).c_str(), i, slos[i].ttft_percent, slos[i].tpot_percent, slo.ttft_ms, slo.tpot_ms,
                              p.plan.prompt_percent, p.plan.prefill_percent, p.plan.decode_percent, drop.dropped, p.kept.size(), ttft,
                              predicted_ttft, p.tlm_ms, p.tlm_predicted_ms, tpot, predicted_tpot, f.prefill, f.decode, f.tlm,
-                             correct ? "right" : "wrong", ttft_ok && tpot_ok ? "" : " (SLO missed)");
+                             margin.prefill, margin.decode, margin.tlm, correct ? "right" : "wrong", ttft_ok && tpot_ok ? "" : " (SLO missed)");
             }
             ++t.n;
             t.met += ttft_ok && tpot_ok;
@@ -462,8 +486,11 @@ void declare_flags(const cli::Args& args) {
     (void)args.has("--no-accuracy-table", "", "the trace only");
     (void)args.has("--reprofile", "", "profile latency now instead of using the cached table");
     (void)args.has("--verbose", "", "one line per request and strategy on stderr");
+    (void)args.has("--no-headroom-row", "", "leave out the row planned with a fixed 10 % headroom instead of the margins");
     (void)args.get_double("--latency-feedback", "", 0.25,
                           "weight of each request's measured times in the latency correction, as the Service's default (0: plan with the profile as taken)");
+    (void)args.get_double("--confidence", "", ServiceOptions{}.confidence,
+                          "margin on each part's predicted time, in spreads of its recent errors, as the Service's default (0: none)");
     (void)args.threads();
     args.finish("elastilm_bench_service_eval [-m ELASTIC.gguf] [flags]\n"
                 "Multiple-choice accuracy per ratio, then a mixed-SLO trace served five ways.");
@@ -476,6 +503,8 @@ int run(const cli::Args& args) {
     (void)level_list(args, "--ttft-levels"), (void)level_list(args, "--tpot-levels");  // bad levels fail before any work
     const double feedback = args.get_double("--latency-feedback", "", 0.25);
     require(feedback >= 0 && feedback <= 1, "--latency-feedback", "must be in [0, 1], got " + std::to_string(feedback));
+    const double confidence = args.get_double("--confidence", "", ServiceOptions{}.confidence);
+    require(std::isfinite(confidence) && confidence >= 0, "--confidence", "must be a finite number >= 0, got " + std::to_string(confidence));
     if (const int tp = args.get_int("--trunk-percent", "--trunk-percent", 0); tp != 0)  // so does a bad trunk width
         require(ratio_index(tp) >= 0, "--trunk-percent", std::to_string(tp) + " is not a compiled ratio (20, 30, ..., 100)");
     if (args.has("--smoke")) {

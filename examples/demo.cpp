@@ -317,6 +317,8 @@ int serve_with(const DemoFlags& f, Model<Cfg>& model, const Model<TrunkCfg>& tru
             std::printf("latency profile corrected by what this request measured: next plans take x%.2f its prefill at %d%%, "
                         "x%.2f its decode at %d%%, x%.2f the TLM's time\n",
                         r.latency_scale.prefill, pl.prefill_percent, r.latency_scale.decode, pl.decode_percent, r.latency_scale.tlm);
+            std::printf("margins the next plans keep for the latency errors seen so far: prefill x%.2f, decode x%.2f, TLM x%.2f\n",
+                        r.latency_margin.prefill, r.latency_margin.decode, r.latency_margin.tlm);
         }
         if (scripted) {
             if (!all || i + 1 == prompts.size()) return 0;

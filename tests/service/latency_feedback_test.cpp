@@ -1,5 +1,6 @@
 // LatencyFeedback: the profile's predictions corrected by measured times — converges to a steady
-// slowdown of each part, and to one that differs by width; bounded against outliers, ignores what carries no information; and the Service plans with it.
+// slowdown of each part, and to one that differs by width; bounded against outliers, ignores what carries no information; keeps
+// margins as wide as the errors it leaves; and the Service plans with it.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -86,6 +87,35 @@ TEST(LatencyFeedback, OneOutlierMovesItABoundedStepAndNoiseIsIgnored) {
     EXPECT_THROW(LatencyFeedback<Profile>(profile, 1.5), Error);
 }
 
+// The margin follows the spread of the errors the correction leaves: the prior's before any request,
+// towards 1 when predictions come true, wider when they scatter, bounded after an outlier.
+TEST(LatencyFeedback, MarginFollowsTheSpreadOfTheErrorsLeft) {
+    const Profile profile;
+    LatencyFeedback<Profile> f(profile, 0.25);
+    const double z = 1.65, prior = std::exp(z * LogCorrection::kPriorSpread);
+    EXPECT_DOUBLE_EQ(f.margin(z).prefill, prior);
+    EXPECT_DOUBLE_EQ(f.margin(z).decode, prior);
+    EXPECT_DOUBLE_EQ(f.margin(z).tlm, prior);
+    EXPECT_DOUBLE_EQ(f.margin(0).prefill, 1.0);
+    // A steady slowdown (prefill 1.3x) is corrected and then predicted exactly: its margin shrinks to ~1.
+    for (int i = 0; i < 80; ++i) f.observe_ttft(50, f.ttft_ms(50, 100), 1.3 * profile.ttft_ms(50, 100));
+    EXPECT_LT(f.margin(z).prefill, 1.03);
+    // Decode times scattered e^±0.25 around the profile: the margin covers at least that scatter.
+    for (int i = 0; i < 80; ++i) f.observe_tpot(50, f.tpot_ms(50, 0), std::exp(i % 2 ? 0.25 : -0.25) * profile.tpot_ms(50, 0));
+    EXPECT_GT(f.margin(z).decode, std::exp(z * 0.25));
+    EXPECT_LT(f.margin(z).decode, std::exp(z * 0.5));
+    EXPECT_DOUBLE_EQ(f.margin(z).tlm, prior);  // each part its own
+    // One page-fault storm: the error is clamped at ln 4, so the spread stays below it...
+    f.observe_ttft(50, f.ttft_ms(50, 100), 1000 * f.ttft_ms(50, 100));
+    EXPECT_GT(f.margin(1).prefill, 1.3);
+    EXPECT_LE(f.margin(1).prefill, 4.0);
+    // ... and quiet requests bring it back down.
+    for (int i = 0; i < 80; ++i) f.observe_ttft(50, f.ttft_ms(50, 100), f.ttft_ms(50, 100));
+    EXPECT_LT(f.margin(z).prefill, 1.03);
+    for (double bad : {-1.0, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()})
+        EXPECT_THROW(f.margin(bad), Error) << bad;
+}
+
 // The Service against a profile that promises 100x less time than a synthetic model takes here: it learns
 // the machine's speed from its own requests (unless told not to), and refuses a weight outside [0, 1].
 TEST(LatencyFeedback, TheServiceLearnsTheMachineFromItsRequests) {
@@ -96,11 +126,12 @@ TEST(LatencyFeedback, TheServiceLearnsTheMachineFromItsRequests) {
         double ttft_ms(int percent, int tokens) const { return 1e-5 * tokens * percent / 100.0; }
         double tpot_ms(int percent, int) const { return 1e-5 * percent / 100.0; }
     } latency;
-    auto serve = [&](double feedback) {
+    ServiceResult last;
+    auto serve = [&](double feedback, double confidence = ServiceOptions{}.confidence) {
         ServiceOptions o;
         o.latency_feedback = feedback;
+        o.confidence = confidence;
         Service<Cfg, Optimistic> service(model, nullptr, pool, latency, {}, o);
-        ServiceResult last;
         for (int i = 0; i < 6; ++i) {
             ServiceRequest r;
             std::vector<int> ids;
@@ -116,12 +147,26 @@ TEST(LatencyFeedback, TheServiceLearnsTheMachineFromItsRequests) {
     const auto learned = serve(0.25);
     EXPECT_GT(learned.prefill, 1.5) << "prefill factor after 6 requests each ~100x slower than the profile";
     EXPECT_GT(learned.decode, 1.5) << "decode factor";
+    // Errors that large (each clamped to 4x) widen the margins the next plans keep past the prior's.
+    EXPECT_GT(last.latency_margin.prefill, std::exp(ServiceOptions{}.confidence * LogCorrection::kPriorSpread));
+    EXPECT_GT(last.latency_margin.decode, std::exp(ServiceOptions{}.confidence * LogCorrection::kPriorSpread));
+    (void)serve(0.25, 0.0);
+    EXPECT_EQ(last.latency_margin.prefill, 1.0);  // confidence 0: plans to the predictions themselves
     const auto off = serve(0.0);
     EXPECT_EQ(off.prefill, 1.0);
     EXPECT_EQ(off.decode, 1.0);
+    EXPECT_DOUBLE_EQ(last.latency_margin.prefill, std::exp(ServiceOptions{}.confidence * LogCorrection::kPriorSpread));  // never learnt
     ServiceOptions bad;
     bad.latency_feedback = -0.1;
     EXPECT_THROW((Service<Cfg, Optimistic>(model, nullptr, pool, latency, {}, bad)), Error);
+    for (double c : {-1.0, std::numeric_limits<double>::quiet_NaN()}) {
+        ServiceOptions o;
+        o.confidence = c;
+        EXPECT_THROW((Service<Cfg, Optimistic>(model, nullptr, pool, latency, {}, o)), Error) << c;
+    }
+    ServiceOptions no_room;
+    no_room.headroom = 0;
+    EXPECT_THROW((Service<Cfg, Optimistic>(model, nullptr, pool, latency, {}, no_room)), Error);
 }
 
 }  // namespace

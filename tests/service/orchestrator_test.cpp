@@ -208,6 +208,35 @@ TEST(Orchestrator, HeadroomPlansBelowTheObjective) {
     EXPECT_THROW(choose_plan(r, LinearLatency{}, std::nullopt), Error);
 }
 
+// A margin takes each part's predicted time that many times over before the objective is checked; the
+// plan still reports its time as predicted.
+TEST(Orchestrator, MarginsPlanEachPartBelowTheObjective) {
+    PlanRequest r = request(100, 10.5, 10.0);  // the full model: 10 ms, the TLM 2 ms
+    r.margin.prefill = 1.1;                     // 11 ms > 10.5
+    Plan p = choose_plan(r, LinearLatency{}, std::nullopt);
+    EXPECT_NE(p.prefill_percent * p.prompt_percent, 100 * 100);
+    ASSERT_TRUE(p.feasible());
+    EXPECT_LE((p.uses_tlm ? 2.0 : 0.0) + (p.predicted_ttft_ms - (p.uses_tlm ? 2.0 : 0.0)) * 1.1, 10.5 + 1e-9);
+    r.margin.tlm = 5;  // scoring would take 10 ms with its margin: the widest model-only pair that fits wins
+    p = choose_plan(r, LinearLatency{}, std::nullopt);
+    EXPECT_FALSE(p.uses_tlm);
+    EXPECT_EQ(p.prefill_percent, 90);  // 9 ms x 1.1 = 9.9 <= 10.5; 100 %: 11 > 10.5
+    EXPECT_NEAR(p.predicted_ttft_ms, 9.0, 1e-9);
+    // TPOT: the full model's 1.1 ms fits 1.2, but not with 1.2x margin; decode narrows to 90 % (1.0 x 1.2).
+    PlanRequest d = request(100, 1000, 1.2);
+    EXPECT_EQ(choose_plan(d, LinearLatency{}, std::nullopt).decode_percent, 100);
+    d.margin.decode = 1.2;
+    const Plan q = choose_plan(d, LinearLatency{}, std::nullopt);
+    EXPECT_EQ(q.decode_percent, 90);
+    EXPECT_EQ(q.prefill_percent, 100);
+    EXPECT_NEAR(q.predicted_tpot_ms, 1.0, 1e-9);
+    for (double bad : {0.5, 0.0, std::nan("")}) {
+        PlanRequest b = request(100, 10.5, 10.0);
+        b.margin.decode = bad;
+        EXPECT_THROW(choose_plan(b, LinearLatency{}, std::nullopt), Error) << bad;
+    }
+}
+
 TEST(Orchestrator, AdditivePriorCombinesTheTwoDimensions) {
     std::vector<double> model, prompt;
     for (int r : kRatios) {

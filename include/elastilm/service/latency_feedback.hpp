@@ -17,7 +17,17 @@
 // it to ratios not seen yet, and r[p] settles at the ratio's difference from the rest. The TLM is a
 // separate model with its own profile and its own error (measured 15–40 % above its prediction, more than
 // the prefill), so it has its own term. One request's ratio is clamped to [1/4, 4] (a
-// page-fault storm, a request cut short) and every term to [-ln 4, ln 4]. Not thread-safe: the
+// page-fault storm, a request cut short) and every term to [-ln 4, ln 4].
+//
+// What a correction cannot remove is the noise around it: on docs-95M's traces the log errors of the
+// corrected predictions had a spread (RMS) of 0.08–0.12 for the prefill and a decode step, 0.08–0.16 for the
+// TLM, on a 2-core machine shared with the rest of the system. A plan predicted to land just under its
+// objective then misses it about half the time. So each part also keeps the mean square of its recent log
+// errors (weight w/2 per request: a steadier estimate than the correction's, which must follow a change),
+// starting from a prior spread of 0.1, and `margin(z)` gives e^(z·spread) per part: the orchestrator
+// takes each part's predicted time that many times over before it compares the plan with the objective
+// (z = 1.65: a part runs over its margin about one request in twenty, if its errors are normal). A quiet
+// machine earns a small margin and wider plans; a noisy one, a larger margin. Not thread-safe: the
 // service's worker owns it.
 #pragma once
 
@@ -32,11 +42,17 @@
 
 namespace elastilm {
 
-// One part's correction in log space: the machine-wide term and one per width ratio.
+// One part's correction in log space: the machine-wide term and one per width ratio, and the spread of
+// the errors left after it.
 struct LogCorrection {
     static constexpr double kMaxLog = 1.3862943611198906;  // ln 4: a term's bound, and one request's
+    static constexpr double kPriorSpread = 0.1;            // before any request: the traces' typical spread
     double machine = 0;
     std::array<double, kRatios.size()> ratio{};
+    double mean_square_error = kPriorSpread * kPriorSpread;  // of log(measured / predicted), recent requests
+
+    // RMS of the recent log errors: how far one prediction of this part is typically off.
+    double spread() const { return std::sqrt(mean_square_error); }
 
     // The factor at `percent` (a width outside kRatios: the machine-wide one).
     double factor(int percent) const {
@@ -47,15 +63,12 @@ struct LogCorrection {
     // log(measured / predicted), clamped, moves both terms by `weight` of it.
     void observe(int percent, double predicted_ms, double measured_ms, double weight) {
         if (!(std::isfinite(predicted_ms) && std::isfinite(measured_ms) && predicted_ms > 0 && measured_ms > 0)) return;
-        const double step = weight * std::clamp(std::log(measured_ms / predicted_ms), -kMaxLog, kMaxLog);
+        const double error = std::clamp(std::log(measured_ms / predicted_ms), -kMaxLog, kMaxLog);
+        mean_square_error += 0.5 * weight * (error * error - mean_square_error);
+        const double step = weight * error;
         machine = std::clamp(machine + step, -kMaxLog, kMaxLog);
         if (const int i = ratio_index(percent); i >= 0) ratio[std::size_t(i)] = std::clamp(ratio[std::size_t(i)] + step, -kMaxLog, kMaxLog);
     }
-};
-
-// The corrections a plan was made with, at its widths: above 1, that part has been slower than profiled.
-struct LatencyScale {
-    double prefill = 1.0, decode = 1.0, tlm = 1.0;
 };
 
 template <LatencyPredictor L>
@@ -82,6 +95,12 @@ public:
 
     LatencyScale scale(int prefill_percent, int decode_percent) const {
         return {prefill_.factor(prefill_percent), decode_.factor(decode_percent), tlm_.factor(0)};
+    }
+    // How many times its prediction each part may take and a plan still meet its objective:
+    // e^(z · spread of that part's recent errors). `z` >= 0; 0 plans to the predictions themselves.
+    LatencyScale margin(double z) const {
+        require(std::isfinite(z) && z >= 0, "LatencyFeedback::margin", "z must be a finite number >= 0, got " + std::to_string(z));
+        return {std::exp(z * prefill_.spread()), std::exp(z * decode_.spread()), std::exp(z * tlm_.spread())};
     }
     const L& profile() const { return profile_; }
 

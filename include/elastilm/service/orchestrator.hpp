@@ -15,6 +15,9 @@
 // Decode takes the widest ratio that meets TPOT, capped at the prefill ratio: a wider decode would find
 // no K/V for its extra heads and re-run the whole prompt (Session's rule), which would land on the first
 // decode step.
+// Feasible means within the objective with the request's margins (PlanRequest::margin, headroom): a
+// prediction is an estimate with a spread, and a plan predicted to land just under its objective misses
+// it about half the time.
 // If nothing is feasible the plan is the fastest pair, flagged — serving never throws on an SLO.
 // A prompt too long for the context beside the answer is compressed until it fits, when it can be.
 #pragma once
@@ -120,7 +123,7 @@ struct Plan {
     bool uses_tlm = false;      // the TLM scores the prompt (its predicted time is inside predicted_ttft_ms)
     double predicted_ttft_ms = 0;
     double predicted_tpot_ms = 0;
-    bool ttft_feasible = true;  // the latency model predicts the objective is met
+    bool ttft_feasible = true;  // the prediction, taken with the request's margin, meets the objective
     bool tpot_feasible = true;
     bool feasible() const { return ttft_feasible && tpot_feasible; }
 };
@@ -135,7 +138,12 @@ struct PlanRequest {
     double tlm_ms = 0;            // TLM time a compressing plan still has to pay (predicted on the whole prompt;
                                   // 0 once the prompt is scored: that time is then inside elapsed_ms)
     int max_kept = 1 << 30;       // most prompt tokens that fit the context beside the answer
-    double headroom = 0.9;        // plan to this share of each objective: predictions err by ~10 % either way
+    // How many times its predicted time each part may take and the plan still meet the objective: a plan
+    // is feasible when TLM·margin.tlm + prefill·margin.prefill fits the TTFT budget and a decode step
+    // times margin.decode the TPOT one (LatencyFeedback::margin: from the spread of recent errors). 1: the
+    // predictions as they are. The plan's predicted times are reported without it.
+    LatencyScale margin;
+    double headroom = 1.0;        // and plan to this share of each objective (a fixed margin on top)
 };
 
 // `ratings` may be empty (no trained decision head, or the TLM has not run): pairs are then ranked by a
@@ -146,20 +154,25 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
     check(r.slo);
     require(r.prompt_tokens > 0, "orchestrator", "empty prompt");
     require(r.headroom > 0 && r.headroom <= 1, "orchestrator", "headroom must be in (0, 1]");
+    for (double f : {r.margin.prefill, r.margin.decode, r.margin.tlm})
+        require(std::isfinite(f) && f >= 1, "orchestrator", "a latency margin must be a finite factor >= 1, got " + std::to_string(f));
     require(std::isfinite(r.tlm_ms) && r.tlm_ms >= 0, "orchestrator",
             "predicted TLM time must be a finite number of milliseconds >= 0, got " + std::to_string(r.tlm_ms));
     const double ttft_budget = r.slo.ttft_ms * r.headroom - std::max(0.0, r.elapsed_ms);
     const double tpot_budget = r.slo.tpot_ms * r.headroom;
     const int n = r.prompt_tokens;
     auto tpot_at = [&](int m, int kept) { return latency.tpot_ms(m, kept + r.new_tokens / 2); };
+    // The objectives are checked against the times a part may take: its prediction times its margin.
+    auto ttft_fits = [&](double tlm, double prefill) { return tlm * r.margin.tlm + prefill * r.margin.prefill <= ttft_budget; };
+    auto tpot_fits = [&](double tpot) { return tpot * r.margin.decode <= tpot_budget; };
 
     // The full model on the whole prompt needs no decision: when it fits, nothing beats it.
     Plan full;
     full.kept_tokens = n;
     full.predicted_ttft_ms = latency.ttft_ms(100, n);
     full.predicted_tpot_ms = tpot_at(100, n);
-    full.ttft_feasible = full.predicted_ttft_ms <= ttft_budget;
-    full.tpot_feasible = full.predicted_tpot_ms <= tpot_budget;
+    full.ttft_feasible = ttft_fits(0, full.predicted_ttft_ms);
+    full.tpot_feasible = tpot_fits(full.predicted_tpot_ms);
     if (r.elasticity == Elasticity::none || (full.feasible() && n <= r.max_kept)) return full;
 
     const bool vary_prompt = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::prompt_only;
@@ -189,15 +202,16 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
             c.uses_tlm = p < 100;  // the whole prompt needs no scores: no TLM, and none charged
             c.kept_tokens = kept_count(n, p, r.protected_tokens);
             if (c.kept_tokens > r.max_kept) continue;  // would not fit the context: not a candidate at all
-            c.predicted_ttft_ms = (c.uses_tlm ? tlm_ms : 0.0) + latency.ttft_ms(m, c.kept_tokens);
-            c.ttft_feasible = c.predicted_ttft_ms <= ttft_budget;
+            const double charged_tlm = c.uses_tlm ? tlm_ms : 0.0, prefill = latency.ttft_ms(m, c.kept_tokens);
+            c.predicted_ttft_ms = charged_tlm + prefill;
+            c.ttft_feasible = ttft_fits(charged_tlm, prefill);
             // Decode: the widest ratio meeting TPOT, no wider than the prefill (see the file comment).
             c.decode_percent = vary_model ? kRatios.front() : 100;
             if (vary_model)
                 for (int d : kRatios)
-                    if (d <= m && tpot_at(d, c.kept_tokens) <= tpot_budget) c.decode_percent = d;
+                    if (d <= m && tpot_fits(tpot_at(d, c.kept_tokens))) c.decode_percent = d;
             c.predicted_tpot_ms = tpot_at(c.decode_percent, c.kept_tokens);
-            c.tpot_feasible = c.predicted_tpot_ms <= tpot_budget;
+            c.tpot_feasible = tpot_fits(c.predicted_tpot_ms);
             if (!fastest || c.predicted_ttft_ms + c.predicted_tpot_ms * r.new_tokens <
                                 fastest->predicted_ttft_ms + fastest->predicted_tpot_ms * r.new_tokens)
                 fastest = c;

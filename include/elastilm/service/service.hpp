@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -87,6 +88,8 @@ struct ServiceResult {
     // next plans take the profile's prefill, decode and TLM times these factors; above 1, that part has
     // been slower than profiled.
     LatencyScale latency_scale;
+    // The margins the next plans keep on each part's predicted time (ServiceOptions::confidence).
+    LatencyScale latency_margin;
 };
 
 // What prompt elasticity needs from the TLM: per-token importance and the decision head's pair ratings,
@@ -178,10 +181,14 @@ struct ServiceOptions {
     int queue_capacity = 16;  // requests waiting (not counting the running one); more are rejected
     int context = 0;          // KV cache length; 0 = the model's
     SamplerOptions sampling;  // greedy by default
-    double headroom = 0.9;    // plan to this share of each SLO (the latency model errs by ~10 %)
     // How much each request's measured TTFT/TPOT corrects the latency profile (LatencyFeedback); 0 plans
     // with the profile as it was taken.
     double latency_feedback = 0.25;
+    // Plans keep a margin of e^(confidence · spread) on each part's predicted time, the spread being that
+    // of its recent prediction errors (LatencyFeedback::margin; 0.1 before any request). 1.65: a part
+    // overruns its margin about one request in twenty. 0 plans to the predictions themselves.
+    double confidence = 1.65;
+    double headroom = 1.0;  // and plan to this share of each SLO: a fixed margin on top, in (0, 1]
 };
 
 template <ModelConfig Cfg, LatencyPredictor Latency>
@@ -196,6 +203,11 @@ public:
           special_(tokenizer ? SpecialTokens::from(*tokenizer) : SpecialTokens{}),
           session_(model, pool, options.context > 0 ? options.context : Cfg::context) {
         require(options_.queue_capacity > 0, "Service", "queue capacity must be at least 1");
+        require(std::isfinite(options_.confidence) && options_.confidence >= 0, "Service",
+                "confidence must be a finite number >= 0 (standard deviations of the latency errors), got " +
+                    std::to_string(options_.confidence));
+        require(options_.headroom > 0 && options_.headroom <= 1, "Service",
+                "headroom must be in (0, 1], got " + std::to_string(options_.headroom));
         if (tokenizer_) require(tokenizer_->vocab_size() == Cfg::vocab_size, "Service",
                                 "tokenizer has " + std::to_string(tokenizer_->vocab_size()) +
                                     " tokens but the model's vocabulary is " + std::to_string(Cfg::vocab_size));
@@ -328,6 +340,7 @@ private:
         pr.slo = r.slo;
         pr.elasticity = req.elasticity;
         pr.headroom = options_.headroom;
+        pr.margin = feedback_.margin(options_.confidence);
         pr.max_kept = session_.context() - req.max_new_tokens;
         require(pr.max_kept >= 1, "request",
                 std::to_string(req.max_new_tokens) + " new tokens leave no room for a prompt in the context of " +
@@ -379,6 +392,7 @@ private:
             if (gr.tokens.size() >= 2) feedback_.observe_tpot(r.plan.decode_percent, r.plan.predicted_tpot_ms, gr.tpot_ms);
         }
         r.latency_scale = feedback_.scale(r.plan.prefill_percent, r.plan.decode_percent);
+        r.latency_margin = feedback_.margin(options_.confidence);
         if (job.cancelled->load()) {
             r.status = RequestStatus::cancelled;
             r.error = "cancelled after " + std::to_string(r.tokens.size()) + " tokens";

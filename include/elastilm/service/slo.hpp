@@ -25,6 +25,13 @@ struct RelativeSlo {
     double tpot_percent = 100;
 };
 
+// One number per part of a request's time: the prefill (the TLM's time excluded), one decode step, the
+// TLM's scoring. LatencyFeedback's corrections (above 1: that part has run slower than profiled) and the
+// margins a plan keeps (a part may run this many times its prediction and the plan still meet its SLO).
+struct LatencyScale {
+    double prefill = 1.0, decode = 1.0, tlm = 1.0;
+};
+
 // A latency predictor: the on-device latency model (service/latency_model.hpp) or a test's fake.
 template <class L>
 concept LatencyPredictor = requires(const L& l, int percent, int tokens) {

@@ -239,7 +239,11 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
         score.prior = score_head.prior = prior_ratings(c);
         auto list = [](const auto& v) {
             std::string out;
-            for (double x : v) out += (out.empty() ? "" : ",") + std::to_string(x).substr(0, std::to_string(x).find('.') + 3);
+            for (double x : v) {
+                char number[32];
+                std::snprintf(number, sizeof number, "%s%.2f", out.empty() ? "" : ",", x);
+                out += number;
+            }
             return out;
         };
         std::printf("\n# prior ratings from %zu calibration items (%s, documents after the benchmark's), per ratio 20..100 %%: "

@@ -397,11 +397,12 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             }
             if (verbose) {
                 const LatencyScale f = lat.scale(p.plan.prefill_percent, p.plan.decode_percent);
-                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f pred %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f x%.2f | margin %.2f %.2f %.2f | %s%s\n",
+                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f pred %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f x%.2f | margin %.2f %.2f %.2f | %s%s%s\n",
                              std::string(name_of(st)).c_str(), i, slos[i].ttft_percent, slos[i].tpot_percent, slo.ttft_ms, slo.tpot_ms,
                              p.plan.prompt_percent, p.plan.prefill_percent, p.plan.decode_percent, drop.dropped, p.kept.size(), ttft,
                              predicted_ttft, p.tlm_ms, p.tlm_predicted_ms, tpot, predicted_tpot, f.prefill, f.decode, f.tlm,
-                             margin.prefill, margin.decode, margin.tlm, correct ? "right" : "wrong", ttft_ok && tpot_ok ? "" : " (SLO missed)");
+                             margin.prefill, margin.decode, margin.tlm, correct ? "right" : "wrong", ttft_ok && tpot_ok ? "" : " (SLO missed)",
+                             feasible ? "" : " [no plan predicted to meet it]");
             }
             ++t.n;
             t.met += ttft_ok && tpot_ok;

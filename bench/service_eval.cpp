@@ -275,8 +275,10 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     std::printf("}, TPOT {");
     for (std::size_t k = 0; k < tpot_levels.size(); ++k) std::printf("%s%g", k ? "," : "", tpot_levels[k]);
     std::printf("}; %d requests, served one after another\n", requests);
-    std::printf("# plans keep a margin of e^(%.2f x the spread of each part's recent log errors) on its predicted time\n\n",
-                args.get_double("--confidence", "", ServiceOptions{}.confidence));
+    // Every strategy keeps the Service's margins: each part's predicted time taken e^(z·spread of its
+    // recent errors) times (but "ours, fixed 10 % headroom", below).
+    const double confidence = args.get_double("--confidence", "", ServiceOptions{}.confidence);
+    std::printf("# plans keep a margin of e^(%.2f x the spread of each part's recent log errors) on its predicted time\n\n", confidence);
     std::printf("| strategy | SLO attainment | on feasible SLOs | on feasible with 10 %% headroom | TTFT met | TPOT met | accuracy (all) | accuracy (SLO met) | mean TTFT ms | mean TPOT ms | "
                 "prompt kept | prefill width | decode width | TLM runs |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -294,8 +296,6 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     // spread: every objective cut to 90 %, the predictions taken as they are.
     if (!args.has("--no-headroom-row")) strategies.insert(strategies.begin() + 1, Strategy::ours_headroom);
     std::vector<LatencyFeedback<LatencyModel>> feedback(strategies.size(), LatencyFeedback<LatencyModel>(latency, feedback_weight > 0 ? feedback_weight : 1.0));
-    // ... and keeps the Service's margins: each part's predicted time taken e^(z·spread of its recent errors) times.
-    const double confidence = args.get_double("--confidence", "", ServiceOptions{}.confidence);
     std::vector<Tally> tallies(strategies.size());
     for (int i = 0; i < requests; ++i) {
         const ChoiceItem& it = bench.items[std::size_t(i) % bench.items.size()];

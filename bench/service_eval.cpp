@@ -23,7 +23,7 @@
 //    Every strategy plans as the Service does, with the latency profile corrected by the measured times of
 //    its own earlier requests (service/latency_feedback.hpp; --latency-feedback W, 0 = off), and with the
 //    Service's margins: each part's predicted time taken e^(z·spread) times, the spread that of the part's
-//    recent errors (--confidence z). Two more rows: "ours, profile only" plans with the profile as it was
+//    recent overruns (--confidence z). Two more rows: "ours, profile only" plans with the profile as it was
 //    taken (and the prior spread); "ours, fixed 10 % headroom" (unless --no-headroom-row) learns like ours
 //    but plans as the Service did before the margins, every objective cut to 90 % and the predictions
 //    taken as they are.
@@ -278,7 +278,7 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     // Every strategy keeps the Service's margins: each part's predicted time taken e^(z·spread of its
     // recent errors) times (but "ours, fixed 10 % headroom", below).
     const double confidence = args.get_double("--confidence", "", ServiceOptions{}.confidence);
-    std::printf("# plans keep a margin of e^(%.2f x the spread of each part's recent log errors) on its predicted time\n\n", confidence);
+    std::printf("# plans keep a margin of e^(%.2f x the spread of each part's recent overruns of its prediction) on its predicted time\n\n", confidence);
     std::printf("| strategy | SLO attainment | on feasible SLOs | on feasible with 10 %% headroom | TTFT met | TPOT met | accuracy (all) | accuracy (SLO met) | mean TTFT ms | mean TPOT ms | "
                 "prompt kept | prefill width | decode width | TLM runs |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");

@@ -116,6 +116,22 @@ TEST(LatencyFeedback, MarginFollowsTheSpreadOfTheErrorsLeft) {
         EXPECT_THROW(f.margin(bad), Error) << bad;
 }
 
+// Only overruns widen the margin: a machine faster than its profile (errors on the safe side while the
+// correction catches up) narrows it below the prior's, one as much slower widens it past the prior's.
+TEST(LatencyFeedback, OnlyOverrunsWidenTheMargin) {
+    const Profile profile;
+    const double z = 1.65, prior = std::exp(z * LogCorrection::kPriorSpread);
+    LatencyFeedback<Profile> faster(profile, 0.25), slower(profile, 0.25);
+    for (int i = 0; i < 4; ++i) {
+        faster.observe_tpot(50, faster.tpot_ms(50, 0), 0.6 * profile.tpot_ms(50, 0));
+        slower.observe_tpot(50, slower.tpot_ms(50, 0), profile.tpot_ms(50, 0) / 0.6);
+    }
+    EXPECT_LT(faster.tpot_ms(50, 0), 0.8 * profile.tpot_ms(50, 0)) << "the correction still learns the faster machine";
+    EXPECT_LT(faster.margin(z).decode, prior);
+    EXPECT_GT(slower.margin(z).decode, prior);
+    EXPECT_DOUBLE_EQ(faster.margin(z).prefill, prior);
+}
+
 // The Service against a profile that promises 100x less time than a synthetic model takes here: it learns
 // the machine's speed from its own requests (unless told not to), and refuses a weight outside [0, 1].
 TEST(LatencyFeedback, TheServiceLearnsTheMachineFromItsRequests) {

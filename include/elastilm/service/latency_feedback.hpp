@@ -23,8 +23,13 @@
 // corrected predictions had a spread (RMS) of 0.08–0.12 for the prefill and a decode step, 0.08–0.16 for the
 // TLM, on a 2-core machine shared with the rest of the system. A plan predicted to land just under its
 // objective then misses it about half the time. So each part also keeps the mean square of its recent log
-// errors (weight w/2 per request: a steadier estimate than the correction's, which must follow a change),
-// starting from a prior spread of 0.1, and `margin(z)` gives e^(z·spread) per part: the orchestrator
+// overruns, max(0, error)² (weight w/2 per request: a steadier estimate than the correction's, which must
+// follow a change), starting from a prior spread of 0.1, and `margin(z)` gives e^(z·spread) per part, the
+// spread being √(2 · that mean square): only a part that runs over its prediction can miss an objective, so
+// errors on the fast side do not widen the margin (a profile slower than the machine, still being
+// corrected, made the symmetric RMS grow to margins of 1.43–1.46 on decode steps that all ran at 0.63–0.67×
+// their prediction), and half of a zero-mean normal's errors are overruns, so for those the spread is their
+// standard deviation and z keeps its meaning. The orchestrator
 // takes each part's predicted time that many times over before it compares the plan with the objective
 // (z = 1.65: a part runs over its margin about one request in twenty, if its errors are normal). A quiet
 // machine earns a small margin and wider plans; a noisy one, a larger margin. Not thread-safe: the
@@ -43,16 +48,18 @@
 namespace elastilm {
 
 // One part's correction in log space: the machine-wide term and one per width ratio, and the spread of
-// the errors left after it.
+// the overruns left after it.
 struct LogCorrection {
     static constexpr double kMaxLog = 1.3862943611198906;  // ln 4: a term's bound, and one request's
     static constexpr double kPriorSpread = 0.1;            // before any request: the traces' typical spread
     double machine = 0;
     std::array<double, kRatios.size()> ratio{};
-    double mean_square_error = kPriorSpread * kPriorSpread;  // of log(measured / predicted), recent requests
+    // Mean of max(0, log(measured / predicted))² over recent requests: the overruns only.
+    double mean_square_overrun = kPriorSpread * kPriorSpread / 2;
 
-    // RMS of the recent log errors: how far one prediction of this part is typically off.
-    double spread() const { return std::sqrt(mean_square_error); }
+    // How far one prediction of this part typically runs over: √(2 · mean_square_overrun), a zero-mean
+    // normal error's standard deviation (half of its errors are overruns).
+    double spread() const { return std::sqrt(2 * mean_square_overrun); }
 
     // The factor at `percent` (a width outside kRatios: the machine-wide one).
     double factor(int percent) const {
@@ -64,7 +71,8 @@ struct LogCorrection {
     void observe(int percent, double predicted_ms, double measured_ms, double weight) {
         if (!(std::isfinite(predicted_ms) && std::isfinite(measured_ms) && predicted_ms > 0 && measured_ms > 0)) return;
         const double error = std::clamp(std::log(measured_ms / predicted_ms), -kMaxLog, kMaxLog);
-        mean_square_error += 0.5 * weight * (error * error - mean_square_error);
+        const double overrun = std::max(error, 0.0);
+        mean_square_overrun += 0.5 * weight * (overrun * overrun - mean_square_overrun);
         const double step = weight * error;
         machine = std::clamp(machine + step, -kMaxLog, kMaxLog);
         if (const int i = ratio_index(percent); i >= 0) ratio[std::size_t(i)] = std::clamp(ratio[std::size_t(i)] + step, -kMaxLog, kMaxLog);

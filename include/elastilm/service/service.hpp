@@ -185,7 +185,7 @@ struct ServiceOptions {
     // with the profile as it was taken.
     double latency_feedback = 0.25;
     // Plans keep a margin of e^(confidence · spread) on each part's predicted time, the spread being that
-    // of its recent prediction errors (LatencyFeedback::margin; 0.1 before any request). 1.65: a part
+    // of its recent overruns of the prediction (LatencyFeedback::margin; 0.1 before any request). 1.65: a part
     // overruns its margin about one request in twenty. 0 plans to the predictions themselves.
     double confidence = 1.65;
     double headroom = 1.0;  // and plan to this share of each SLO: a fixed margin on top, in (0, 1]

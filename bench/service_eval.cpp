@@ -7,7 +7,9 @@
 // 2. A request trace — the benchmark's items, each with TTFT and TPOT objectives drawn from the SLO
 //    levels (20 %…100 % of the full model's predicted latency) — served five ways (six with trained heads):
 //      ours           prompt × model elasticity (orchestrator with true costs, TLM only when it compresses),
-//                     pairs ranked by the measured prior (service/pair_prior.hpp)
+//                     pairs ranked by the measured prior (service/pair_prior.hpp); a compressing plan keeps
+//                     either the tokens the TLM scores highest or (no TLM) the most recent ones, as rated
+//      ours, TLM cuts only   the same without recency cuts: ElastiLM's planner as the paper has it
 //      ours, decision head   the same, the trained decision head's per-prompt ratings re-ranking the
 //                     pairs once the TLM has read the prompt
 //      model only     width elasticity alone (no TLM, whole prompt)
@@ -18,8 +20,8 @@
 //      full model     always 100 % / 100 %
 //    The orchestrator's prior ratings (what it plans with before the TLM has read the prompt) are
 //    measured on --prior-items calibration items from documents the benchmark does not use: the answer's
-//    mean margin over the best distractor per model ratio and per prompt ratio, combined additively
-//    (PairRatings::additive).
+//    mean margin over the best distractor per model ratio, per prompt ratio (TLM's cut and recency cut) and
+//    per decode ratio, combined additively (PairRatings::from_curves, PairRatings::recency).
 //    Every strategy plans as the Service does, with the latency profile corrected by the measured times of
 //    its own earlier requests (service/latency_feedback.hpp; --latency-feedback W, 0 = off), and with the
 //    Service's margins: each part's predicted time taken e^(z·spread) times, the spread that of the part's
@@ -147,11 +149,12 @@ struct LayerDropPlan {
     double predicted_ttft_ms = 0, predicted_tpot_ms = 0;
 };
 
-enum class Strategy { ours, ours_profile, ours_headroom, ours_head, model_only, prompt_only, layer_dropping, full };
+enum class Strategy { ours, ours_tlm_cuts, ours_profile, ours_headroom, ours_head, model_only, prompt_only, layer_dropping, full };
 constexpr std::string_view name_of(Strategy s) {
     switch (s) {
         case Strategy::ours: return "ours (prompt x model)";
         case Strategy::ours_profile: return "ours, profile only";
+        case Strategy::ours_tlm_cuts: return "ours, TLM cuts only";
         case Strategy::ours_headroom: return "ours, fixed 10 % headroom";
         case Strategy::ours_head: return "ours, decision head";
         case Strategy::model_only: return "model only";
@@ -163,7 +166,8 @@ constexpr std::string_view name_of(Strategy s) {
 }
 
 struct Tally {
-    int n = 0, met = 0, correct = 0, correct_met = 0, feasible = 0, feasible_met = 0, sure = 0, sure_met = 0, ttft_met = 0, tpot_met = 0, tlm_runs = 0;
+    int n = 0, met = 0, correct = 0, correct_met = 0, feasible = 0, feasible_met = 0, sure = 0, sure_met = 0, ttft_met = 0, tpot_met = 0, tlm_runs = 0,
+        recency_cuts = 0;
     double ttft = 0, tpot = 0, kept = 0, prefill = 0, decode = 0, dropped = 0;
 };
 
@@ -216,14 +220,17 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     if (!args.has("--no-accuracy-table")) {
         const RatioQuality q = ratio_quality(session, score, std::span<const ChoiceItem>(bench.items), [](int percent, const RatioQuality& v) {
             const std::size_t r = std::size_t(ratio_index(percent));
-            std::fprintf(stderr, "quality at %d%%: model %.3f, prompt %.3f, decode %.3f\n", percent, v.model_acc[r], v.prompt_acc[r], v.decode_acc[r]);
+            std::fprintf(stderr, "quality at %d%%: model %.3f, prompt %.3f, decode %.3f, recency %.3f\n", percent, v.model_acc[r], v.prompt_acc[r],
+                         v.decode_acc[r], v.recency_acc[r]);
         });
-        std::printf("\n| ratio | accuracy, model at ratio (whole prompt) | accuracy, prompt kept at ratio (full model) | "
-                    "accuracy, decode at ratio (full prefill) | log-lik of the answer, model at ratio | log-lik, prompt at ratio | "
-                    "log-lik, decode at ratio |\n|---|---|---|---|---|---|---|\n");
+        std::printf("\n| ratio | accuracy, model at ratio (whole prompt) | accuracy, prompt kept at ratio by the TLM (full model) | "
+                    "accuracy, latest tokens kept at ratio (full model) | accuracy, decode at ratio (full prefill) | "
+                    "log-lik of the answer, model at ratio | log-lik, prompt at ratio (TLM) | log-lik, latest tokens | "
+                    "log-lik, decode at ratio |\n|---|---|---|---|---|---|---|---|---|\n");
         for (std::size_t r = 0; r < kRatios.size(); ++r)
-            std::printf("| %d%% | %.1f%% | %.1f%% | %.1f%% | %.3f | %.3f | %.3f |\n", kRatios[r], 100 * q.model_acc[r], 100 * q.prompt_acc[r],
-                        100 * q.decode_acc[r], q.model_ll[r], q.prompt_ll[r], q.decode_ll[r]);
+            std::printf("| %d%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.3f | %.3f | %.3f | %.3f |\n", kRatios[r], 100 * q.model_acc[r],
+                        100 * q.prompt_acc[r], 100 * q.recency_acc[r], 100 * q.decode_acc[r], q.model_ll[r], q.prompt_ll[r], q.recency_ll[r],
+                        q.decode_ll[r]);
         std::printf("(chance: 25%%; log-lik: mean per token of the true continuation)\n");
         std::fflush(stdout);
     }
@@ -247,11 +254,12 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             return out;
         };
         std::printf("\n# prior ratings from %zu calibration items (%s, documents after the benchmark's), per ratio 20..100 %%: "
-                    "answer margin, model {%s}, prompt {%s}, decode {%s}; log-lik, model {%s}, prompt {%s}, decode {%s}; accuracy, model {%s}, "
-                    "prompt {%s}, decode {%s}\n",
+                    "answer margin, model {%s}, prompt {%s}, recency {%s}, decode {%s}; log-lik, model {%s}, prompt {%s}, recency {%s}, decode {%s}; "
+                    "accuracy, model {%s}, prompt {%s}, recency {%s}, decode {%s}\n",
                     calibration->items.size(), calibration->source.c_str(), list(c.model_margin).c_str(), list(c.prompt_margin).c_str(),
-                    list(c.decode_margin).c_str(), list(c.model_ll).c_str(), list(c.prompt_ll).c_str(), list(c.decode_ll).c_str(),
-                    list(c.model_acc).c_str(), list(c.prompt_acc).c_str(), list(c.decode_acc).c_str());
+                    list(c.recency_margin).c_str(), list(c.decode_margin).c_str(), list(c.model_ll).c_str(), list(c.prompt_ll).c_str(),
+                    list(c.recency_ll).c_str(), list(c.decode_ll).c_str(), list(c.model_acc).c_str(), list(c.prompt_acc).c_str(),
+                    list(c.recency_acc).c_str(), list(c.decode_acc).c_str());
     } else if (!score.prior) {
         std::printf("\n# prior ratings: the orchestrator's fixed prior (widest model first, then most prompt kept)\n");
     }
@@ -280,14 +288,19 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     const double confidence = args.get_double("--confidence", "", ServiceOptions{}.confidence);
     std::printf("# plans keep a margin of e^(%.2f x the spread of each part's recent overruns of its prediction) on its predicted time\n\n", confidence);
     std::printf("| strategy | SLO attainment | on feasible SLOs | on feasible with 10 %% headroom | TTFT met | TPOT met | accuracy (all) | accuracy (SLO met) | mean TTFT ms | mean TPOT ms | "
-                "prompt kept | prefill width | decode width | TLM runs |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+                "prompt kept | prefill width | decode width | TLM runs | recency cuts |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
 
     // Request-major: each request is served by every strategy back to back, so a change in the
     // machine's load (others compiling) hits every strategy alike instead of the one running at the time.
     std::vector<Strategy> strategies = {Strategy::ours, Strategy::model_only, Strategy::prompt_only, Strategy::layer_dropping, Strategy::full};
     if (scorer->has_decision_head()) strategies.insert(strategies.begin() + 1, Strategy::ours_head);
+    // ElastiLM's planner as the paper has it: every cut by the TLM's scores. "Prompt only" stays the
+    // LLMLingua-style baseline the same way.
+    PromptScorer score_tlm_cuts = score;
+    if (score_tlm_cuts.prior) score_tlm_cuts.prior->recency.reset();
+    if (score.prior && score.prior->recency) strategies.insert(strategies.begin() + 1, Strategy::ours_tlm_cuts);
     // Every strategy plans as the Service does: with the latency profile corrected by its own requests'
     // measured times (LatencyFeedback); "ours, profile only" keeps the profile as it was taken.
     const double feedback_weight = args.get_double("--latency-feedback", "", 0.25);
@@ -313,9 +326,11 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
         any.max_kept = session.context() - cont;
         any.tlm_ms = feedback.front().tlm_ms(score.predicted_ms(n));
         any.headroom = 1.0;
-        const bool feasible = choose_plan(any, feedback.front(), std::nullopt).feasible();
+        // Ours' plans, recency cuts included when the prior rates them (a rated plan is returned feasible
+        // whenever any plan is).
+        const bool feasible = choose_plan(any, feedback.front(), score.prior).feasible();
         any.headroom = 0.9;  // ... and with 10 % to spare
-        const bool sure = choose_plan(any, feedback.front(), std::nullopt).feasible();
+        const bool sure = choose_plan(any, feedback.front(), score.prior).feasible();
         for (std::size_t si = 0; si < strategies.size(); ++si) {
             const Strategy st = strategies[si];
             Tally& t = tallies[si];
@@ -356,12 +371,16 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                 pr.margin = margin;
                 pr.headroom = headroom;
                 pr.max_kept = session.context() - cont;
-                pr.elasticity = st == Strategy::ours || st == Strategy::ours_profile || st == Strategy::ours_headroom || st == Strategy::ours_head
+                pr.elasticity = st == Strategy::ours || st == Strategy::ours_tlm_cuts || st == Strategy::ours_profile ||
+                                        st == Strategy::ours_headroom || st == Strategy::ours_head
                                     ? Elasticity::prompt_and_model
                                 : st == Strategy::model_only  ? Elasticity::model_only
                                 : st == Strategy::prompt_only ? Elasticity::prompt_only
                                                               : Elasticity::none;
-                p = prepare_prompt(prompt, pr, lat, scaled(st == Strategy::ours_head ? score_head : score), [&] { return ms_since(start); });
+                const PromptScorer& planner = st == Strategy::ours_head                                         ? score_head
+                                              : st == Strategy::ours_tlm_cuts || st == Strategy::prompt_only ? score_tlm_cuts
+                                                                                                              : score;
+                p = prepare_prompt(prompt, pr, lat, scaled(planner), [&] { return ms_since(start); });
             }
             const auto l = session.append(p.kept, p.plan.prefill_percent);
             (void)Sampler::argmax(l);  // the first token's choice is part of TTFT
@@ -397,9 +416,9 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             }
             if (verbose) {
                 const LatencyScale f = lat.scale(p.plan.prefill_percent, p.plan.decode_percent);
-                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f pred %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f x%.2f | margin %.2f %.2f %.2f | %s%s%s\n",
+                std::fprintf(stderr, "%-26s #%-3d slo %3.0f/%3.0f%% = %7.1f/%6.1f ms | p%3d%s m%3d d%3d drop %d kept %3zu | ttft %7.1f (pred %7.1f, tlm %5.1f pred %5.1f) tpot %6.1f (pred %6.1f) | x%.2f x%.2f x%.2f | margin %.2f %.2f %.2f | %s%s%s\n",
                              std::string(name_of(st)).c_str(), i, slos[i].ttft_percent, slos[i].tpot_percent, slo.ttft_ms, slo.tpot_ms,
-                             p.plan.prompt_percent, p.plan.prefill_percent, p.plan.decode_percent, drop.dropped, p.kept.size(), ttft,
+                             p.plan.prompt_percent, p.plan.prompt_percent < 100 && p.plan.cut == PromptCut::recency ? "r" : "", p.plan.prefill_percent, p.plan.decode_percent, drop.dropped, p.kept.size(), ttft,
                              predicted_ttft, p.tlm_ms, p.tlm_predicted_ms, tpot, predicted_tpot, f.prefill, f.decode, f.tlm,
                              margin.prefill, margin.decode, margin.tlm, correct ? "right" : "wrong", ttft_ok && tpot_ok ? "" : " (SLO missed)",
                              feasible ? "" : " [no plan predicted to meet it]");
@@ -415,6 +434,7 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
             t.sure += sure;
             t.sure_met += sure && ttft_ok && tpot_ok;
             t.tlm_runs += p.plan.uses_tlm;
+            t.recency_cuts += p.plan.prompt_percent < 100 && p.plan.cut == PromptCut::recency;
             t.ttft += ttft;
             t.tpot += tpot;
             t.kept += double(p.kept.size()) / n;
@@ -431,12 +451,12 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
         const std::string width = st == Strategy::layer_dropping
                                       ? std::to_string(int(std::lround(100.0 * (Cfg::n_layers - t.dropped / t.n) / Cfg::n_layers))) + "% of layers"
                                       : std::to_string(int(std::lround(t.prefill / t.n))) + "%";
-        std::printf("| %s | %.1f%% | %.1f%% (%d) | %.1f%% (%d) | %.1f%% | %.1f%% | %.1f%% | %.1f%% (%d) | %.1f | %.1f | %.0f%% | %s | %.0f%% | %d |\n",
+        std::printf("| %s | %.1f%% | %.1f%% (%d) | %.1f%% (%d) | %.1f%% | %.1f%% | %.1f%% | %.1f%% (%d) | %.1f | %.1f | %.0f%% | %s | %.0f%% | %d | %d |\n",
                     std::string(name_of(st)).c_str(), 100.0 * t.met / t.n, t.feasible ? 100.0 * t.feasible_met / t.feasible : 0.0, t.feasible,
                     t.sure ? 100.0 * t.sure_met / t.sure : 0.0, t.sure,
                     100.0 * t.ttft_met / t.n, 100.0 * t.tpot_met / t.n, 100.0 * t.correct / t.n, t.met ? 100.0 * t.correct_met / t.met : 0.0,
                     t.met, t.ttft / t.n, t.tpot / t.n, 100.0 * t.kept / t.n, width.c_str(),
-                    st == Strategy::layer_dropping ? 100.0 : t.decode / t.n, t.tlm_runs);
+                    st == Strategy::layer_dropping ? 100.0 : t.decode / t.n, t.tlm_runs, t.recency_cuts);
         std::fflush(stdout);
     }
     return 0;

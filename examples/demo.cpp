@@ -304,9 +304,11 @@ int serve_with(const DemoFlags& f, Model<Cfg>& model, const Model<TrunkCfg>& tru
             std::printf("request %s: %s\n", std::string(to_string(r.status)).c_str(), r.error.c_str());
         } else {
             const Plan& pl = r.plan;
+            const char* how = pl.prompt_percent == 100       ? "  (whole prompt kept: no TLM run)"
+                              : pl.cut == PromptCut::recency ? "  (the most recent tokens kept: no TLM run)"
+                                                             : "  (the tokens the TLM scored highest kept)";
             std::printf("plan:     prompt %d%% (%d → %d tokens), prefill model %d%%, decode model %d%%%s\n", pl.prompt_percent,
-                        r.prompt_tokens, int(r.kept_ids.size()), pl.prefill_percent, pl.decode_percent,
-                        pl.uses_tlm ? "" : "  (whole prompt kept: no TLM run)");
+                        r.prompt_tokens, int(r.kept_ids.size()), pl.prefill_percent, pl.decode_percent, how);
             if (pl.prompt_percent < 100)
                 std::printf("compressed prompt: %s\n", tok ? r.compressed_prompt.c_str() : "(token ids; no tokenizer)");
             std::printf("TTFT %7.1f ms  (SLO %7.1f ms: %s; TLM %.1f ms, queue %.1f ms, predicted %.1f ms)\n", r.ttft_ms, r.slo.ttft_ms,

@@ -176,6 +176,47 @@ TEST(Orchestrator, BaselinesStayInTheirDimension) {
     EXPECT_FALSE(f.feasible());
 }
 
+// A cut to the prompt's most recent tokens needs no TLM: it is charged none, and planned only when the
+// ratings rate it (PairRatings::recency), by its own rating.
+TEST(Orchestrator, RecencyCutsAreChargedNoTlmAndPlannedWhenRated) {
+    // n = 100, budget 5 ms: a TLM cut pays 2 ms, so at m = 100 it keeps p ≤ 30 (2 + 3); a recency cut
+    // keeps p ≤ 50 (5). Rated by width first, then prompt kept; recency rated like the TLM's choice.
+    PairRatings ratings{};
+    for (std::size_t pi = 0; pi < kRatios.size(); ++pi)
+        for (std::size_t mi = 0; mi < kRatios.size(); ++mi) ratings.value[pi * kRatios.size() + mi] = float(kRatios[mi]) + 0.001f * float(kRatios[pi]);
+    ratings.recency.emplace();
+    ratings.recency->fill(0.0f);
+    const Plan p = choose_plan(request(100, 5.0, 10.0), LinearLatency{}, ratings);
+    EXPECT_EQ(p.cut, PromptCut::recency);
+    EXPECT_FALSE(p.uses_tlm);
+    EXPECT_EQ(p.prompt_percent, 50);
+    EXPECT_EQ(p.prefill_percent, 100);
+    EXPECT_NEAR(p.predicted_ttft_ms, 5.0, 1e-9);  // the prefill alone
+    EXPECT_TRUE(p.feasible());
+    // Rated a point below the TLM's choice at every ratio: the TLM's cut wins, and pays for its TLM.
+    ratings.recency->fill(-1.0f);
+    const Plan q = choose_plan(request(100, 5.0, 10.0), LinearLatency{}, ratings);
+    EXPECT_EQ(q.cut, PromptCut::scores);
+    EXPECT_TRUE(q.uses_tlm);
+    EXPECT_EQ(q.prompt_percent, 30);
+    EXPECT_NEAR(q.predicted_ttft_ms, 5.0, 1e-9);
+    // Not rated at all: never planned, even where only it could meet the objective (1 ms < the TLM's 2).
+    ratings.recency.reset();
+    const Plan r = choose_plan(request(100, 1.0, 10.0), LinearLatency{}, ratings);
+    EXPECT_EQ(r.cut, PromptCut::scores);
+    EXPECT_FALSE(r.feasible());
+    // Rated, that objective is met by the recency cut; model-only plans still never cut.
+    ratings.recency.emplace();
+    ratings.recency->fill(0.0f);
+    PlanRequest tight = request(100, 1.0, 10.0);
+    const Plan s = choose_plan(tight, LinearLatency{}, ratings);
+    EXPECT_EQ(s.cut, PromptCut::recency);
+    EXPECT_TRUE(s.feasible());
+    EXPECT_LE(s.predicted_ttft_ms, 1.0);
+    tight.elasticity = Elasticity::model_only;
+    EXPECT_EQ(choose_plan(tight, LinearLatency{}, ratings).prompt_percent, 100);
+}
+
 TEST(Orchestrator, ProtectedTokensAreNeverCompressedAway) {
     EXPECT_EQ(kept_count(100, 20, 0), 20);
     EXPECT_EQ(kept_count(100, 20, 35), 35);

@@ -62,20 +62,22 @@ struct Served : ::testing::Test {
     Session<Cfg> s{m, pool};
 };
 
-// Under qemu 2 items instead of 6 (and 5): each is 27 runs of the model, and the identities hold for any count.
+// Under qemu 2 items instead of 6 (and 5): each is 33 runs of the model, and the identities hold for any count.
 TEST_F(Served, CurvesMeetAtTheFullModelAndCombineAdditively) {
     const auto its = items(test::emulated() ? 2 : 6);
     std::vector<int> seen;
     const RatioQuality q = ratio_quality(s, score, std::span<const ChoiceItem>(its), [&](int percent, const RatioQuality&) { seen.push_back(percent); });
     EXPECT_EQ(seen, std::vector<int>(kRatios.begin(), kRatios.end()));
     for (std::size_t r = 0; r < kRatios.size(); ++r) {
-        for (double v : {q.model_acc[r], q.prompt_acc[r], q.decode_acc[r]}) EXPECT_TRUE(v >= 0 && v <= 1) << v;
-        for (double v : {q.model_ll[r], q.prompt_ll[r], q.decode_ll[r], q.model_margin[r], q.prompt_margin[r], q.decode_margin[r]})
+        for (double v : {q.model_acc[r], q.prompt_acc[r], q.decode_acc[r], q.recency_acc[r]}) EXPECT_TRUE(v >= 0 && v <= 1) << v;
+        for (double v : {q.model_ll[r], q.prompt_ll[r], q.decode_ll[r], q.recency_ll[r], q.model_margin[r], q.prompt_margin[r],
+                         q.decode_margin[r], q.recency_margin[r]})
             EXPECT_TRUE(std::isfinite(v));
     }
-    // At 100 % the three curves are the same run: the full model, the whole prompt.
+    // At 100 % the four curves are the same run: the full model, the whole prompt.
     EXPECT_DOUBLE_EQ(q.model_margin.back(), q.prompt_margin.back());
     EXPECT_DOUBLE_EQ(q.model_margin.back(), q.decode_margin.back());
+    EXPECT_DOUBLE_EQ(q.model_margin.back(), q.recency_margin.back());
     EXPECT_DOUBLE_EQ(q.model_acc.back(), q.prompt_acc.back());
     // Some ratio reads something else (a narrower model or fewer tokens changes the margins).
     int differ = 0;
@@ -91,6 +93,13 @@ TEST_F(Served, CurvesMeetAtTheFullModelAndCombineAdditively) {
         for (std::size_t mi = 0; mi < kRatios.size(); ++mi)
             EXPECT_NEAR(prior.at(kRatios[pi], kRatios[mi]), q.model_margin[mi] + q.prompt_margin[pi] - q.model_margin.back(), 1e-5);
     for (std::size_t r = 0; r < kRatios.size(); ++r) EXPECT_FLOAT_EQ(prior.decode[r], float(q.decode_margin[r]));
+    // Recency cuts keep other tokens than the TLM's at some ratio, and are rated by the difference.
+    differ = 0;
+    for (std::size_t r = 0; r + 1 < kRatios.size(); ++r) differ += q.recency_margin[r] != q.prompt_margin[r];
+    EXPECT_GT(differ, 0);
+    ASSERT_TRUE(prior.recency.has_value());
+    for (std::size_t r = 0; r < kRatios.size(); ++r) EXPECT_FLOAT_EQ((*prior.recency)[r], float(q.recency_margin[r] - q.prompt_margin[r]));
+    EXPECT_FLOAT_EQ(prior.recency->back(), 0.0f);
 
     EXPECT_THROW(ratio_quality(s, score, std::span<const ChoiceItem>(), {}), Error);
 }
@@ -126,6 +135,7 @@ TEST(PairPrior, CacheRoundTripsAndRefusesOtherWeightsOrDamage) {
         q.model_margin[r] = 0.25 * double(r) - 1;
         q.prompt_margin[r] = 0.125 * double(r);
         q.decode_margin[r] = 0.5 * double(r);
+        q.recency_margin[r] = 0.0625 * double(r);
         q.model_acc[r] = 0.5;
     }
     const auto path = temp("cache.json");
@@ -136,14 +146,21 @@ TEST(PairPrior, CacheRoundTripsAndRefusesOtherWeightsOrDamage) {
     EXPECT_EQ(back->model_margin, q.model_margin);
     EXPECT_EQ(back->prompt_margin, q.prompt_margin);
     EXPECT_EQ(back->decode_margin, q.decode_margin);
+    EXPECT_EQ(back->recency_margin, q.recency_margin);
 
     EXPECT_FALSE(load_prior(path, "key-b", &why).has_value());
     EXPECT_NE(why.find("other weights"), std::string::npos) << why;
 
     const std::string nine = "[1,1,1,1,1,1,1,1,1]";
-    for (const std::string& bad : {std::string("{\"format\": \"elastilm-pair-prior/2\", \"key\": \"key-a\", \"model_margin\": [1, 2]}"),
-                                   "{\"format\": \"elastilm-pair-prior/2\", \"key\": \"key-a\", \"model_margin\": [1,1,1,1,1,1,1,1,\"x\"],"
-                                   " \"prompt_margin\": " + nine + ", \"decode_margin\": " + nine + "}",
+    for (const std::string& bad : {std::string("{\"format\": \"elastilm-pair-prior/3\", \"key\": \"key-a\", \"model_margin\": [1, 2]}"),
+                                   "{\"format\": \"elastilm-pair-prior/3\", \"key\": \"key-a\", \"model_margin\": [1,1,1,1,1,1,1,1,\"x\"],"
+                                   " \"prompt_margin\": " + nine + ", \"decode_margin\": " + nine + ", \"recency_margin\": " + nine + "}",
+                                   // a cache from before the recency curve: re-measured
+                                   "{\"format\": \"elastilm-pair-prior/2\", \"key\": \"key-a\", \"model_margin\": " + nine +
+                                       ", \"prompt_margin\": " + nine + ", \"decode_margin\": " + nine + "}",
+                                   // the right format without the recency curve
+                                   "{\"format\": \"elastilm-pair-prior/3\", \"key\": \"key-a\", \"model_margin\": " + nine +
+                                       ", \"prompt_margin\": " + nine + ", \"decode_margin\": " + nine + "}",
                                    // a cache from before the decode curve: re-measured
                                    "{\"format\": \"elastilm-pair-prior/1\", \"key\": \"key-a\", \"model_margin\": " + nine +
                                        ", \"prompt_margin\": " + nine + "}",

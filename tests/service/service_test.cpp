@@ -251,5 +251,30 @@ TEST(PreparePrompt, TightTtftOnALongPromptCompresses) {
     EXPECT_LT(narrow.plan.prefill_percent, out.plan.prefill_percent);
 }
 
+TEST(PreparePrompt, ARatedRecencyCutKeepsTheLatestTokensWithoutTheTlm) {
+    // The same 1010 tokens and 3.5 ms: cutting by recency costs no scoring, so m = 100 keeps p = 30
+    // (303 tokens, 3.03 ms), rated above every plan the TLM's 2.02 ms leaves (m ≤ 70 at p = 20).
+    CountingScorer c;
+    PromptScorer scorer = c.scorer();
+    const std::vector<double> rising{1, 2, 3, 4, 5, 6, 7, 8, 9};
+    scorer.prior = PairRatings::additive(rising, rising);
+    scorer.prior->recency.emplace();
+    scorer.prior->recency->fill(0.0f);
+    const TokenizedPrompt p = tokenized(1000, 9);
+    const PreparedPrompt out = prepare_prompt(p, objective(3.5, 10), FakeLatency{}, scorer, [] { return 0.0; });
+    EXPECT_EQ(c.calls, 0);
+    EXPECT_FALSE(out.plan.uses_tlm);
+    EXPECT_EQ(out.plan.cut, PromptCut::recency);
+    EXPECT_EQ(out.plan.prompt_percent, 30);
+    EXPECT_EQ(out.plan.prefill_percent, 100);
+    EXPECT_EQ(out.tlm_ms, 0.0);
+    // BOS, the last 293 context tokens, the question: 303 in prompt order.
+    std::vector<int> expected{p.ids.front()};
+    expected.insert(expected.end(), p.ids.end() - 9 - 293, p.ids.end());
+    EXPECT_EQ(out.kept, expected);
+    EXPECT_EQ(int(out.kept.size()), out.plan.kept_tokens);
+    EXPECT_TRUE(out.plan.feasible());
+}
+
 }  // namespace
 }  // namespace elastilm

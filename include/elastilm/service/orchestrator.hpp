@@ -4,7 +4,9 @@
 //   TTFT(p, m) = [p < 100: TLM time over the whole prompt] + prefill at m% of the prompt compressed to p%
 //   TPOT(d)    = decode step at d% with the prompt's context
 // Every pair is charged its true cost: a plan that keeps the whole prompt (p = 100) needs no scores, so
-// the TLM's time is not in it; only compressing plans pay for the TLM that chooses their tokens. The
+// the TLM's time is not in it; only compressing plans pay for the TLM that chooses their tokens. When the
+// ratings rate it (PairRatings::recency), a compressing plan may instead keep the prompt's most recent
+// tokens (PromptCut::recency): no TLM, so nothing but the prefill is charged, and its own rating. The
 // ratings rank the pairs (the decision head's for this prompt once the TLM ran, before that a
 // prompt-agnostic prior); the orchestrator masks the pairs the latency model says miss the TTFT
 // objective and takes the best-rated one left. So the TLM runs only when the best plan by predicted
@@ -54,6 +56,10 @@ struct PairRatings {
     // orchestrator narrows decode to meet TPOT): rating(p, m, d) = value(p, m) + decode[d] − decode[m].
     // Per compiled ratio; all zero (the decision head's ratings) when it is not modelled.
     std::array<float, kRatios.size()> decode{};
+    // How the rating moves when a plan keeping p % of the prompt keeps its most recent tokens rather than
+    // those the TLM scores highest: rating(p, m, d, recency) = rating(p, m, d) + recency[p]. Absent: such
+    // cuts are not rated, and not planned.
+    std::optional<std::array<float, kRatios.size()>> recency;
 
     float at(int prompt_percent, int model_percent) const { return value[pair_index(prompt_percent, model_percent)]; }
     // The best pair among those `feasible` marks (all when empty; kPairs entries otherwise), -1 if none;
@@ -120,6 +126,7 @@ struct Plan {
     int prefill_percent = 100;  // model width for the prompt
     int decode_percent = 100;   // model width for generated tokens
     int kept_tokens = 0;        // prompt tokens after compression
+    PromptCut cut = PromptCut::scores;  // how a compressing plan chooses its tokens
     bool uses_tlm = false;      // the TLM scores the prompt (its predicted time is inside predicted_ttft_ms)
     double predicted_ttft_ms = 0;
     double predicted_tpot_ms = 0;
@@ -179,46 +186,55 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
     const bool vary_model = r.elasticity == Elasticity::prompt_and_model || r.elasticity == Elasticity::model_only;
     const double tlm_ms = vary_prompt ? r.tlm_ms : 0.0;
 
-    auto rating = [&](std::size_t pi, std::size_t mi, int decode_percent) {
+    auto rating = [&](std::size_t pi, std::size_t mi, int decode_percent, PromptCut cut) {
         if (ratings) {
             const int di = ratio_index(decode_percent);
+            const double recency = cut == PromptCut::recency ? double((*ratings->recency)[pi]) : 0.0;
             return double(ratings->value[pi * kRatios.size() + mi]) + double(ratings->decode[std::size_t(di)]) -
-                   double(ratings->decode[mi]);
+                   double(ratings->decode[mi]) + recency;
         }
         return double(mi) * 100.0 + double(pi);  // prior: model width first, then prompt kept
     };
+    const bool recency_rated = vary_prompt && ratings && ratings->recency;
 
     std::optional<Plan> best, fastest;
     double best_rating = -std::numeric_limits<double>::infinity();
     for (std::size_t pi = 0; pi < kRatios.size(); ++pi) {
         const int p = kRatios[pi];
         if (!vary_prompt && p != 100) continue;
-        for (std::size_t mi = 0; mi < kRatios.size(); ++mi) {
-            const int m = kRatios[mi];
-            if (!vary_model && m != 100) continue;
-            Plan c;
-            c.prompt_percent = p;
-            c.prefill_percent = m;
-            c.uses_tlm = p < 100;  // the whole prompt needs no scores: no TLM, and none charged
-            c.kept_tokens = kept_count(n, p, r.protected_tokens);
-            if (c.kept_tokens > r.max_kept) continue;  // would not fit the context: not a candidate at all
-            const double charged_tlm = c.uses_tlm ? tlm_ms : 0.0, prefill = latency.ttft_ms(m, c.kept_tokens);
-            c.predicted_ttft_ms = charged_tlm + prefill;
-            c.ttft_feasible = ttft_fits(charged_tlm, prefill);
-            // Decode: the widest ratio meeting TPOT, no wider than the prefill (see the file comment).
-            c.decode_percent = vary_model ? kRatios.front() : 100;
-            if (vary_model)
-                for (int d : kRatios)
-                    if (d <= m && tpot_fits(tpot_at(d, c.kept_tokens))) c.decode_percent = d;
-            c.predicted_tpot_ms = tpot_at(c.decode_percent, c.kept_tokens);
-            c.tpot_feasible = tpot_fits(c.predicted_tpot_ms);
-            if (!fastest || c.predicted_ttft_ms + c.predicted_tpot_ms * r.new_tokens <
-                                fastest->predicted_ttft_ms + fastest->predicted_tpot_ms * r.new_tokens)
-                fastest = c;
-            if (!c.ttft_feasible) continue;
-            // Among TTFT-feasible pairs: those that also meet TPOT first, then the decision head's rating.
-            const double score = rating(pi, mi, c.decode_percent) + (c.tpot_feasible ? 1e9 : 0.0);
-            if (score > best_rating) { best_rating = score; best = c; }
+        for (const PromptCut cut : {PromptCut::scores, PromptCut::recency}) {
+            if (cut == PromptCut::recency && (p == 100 || !recency_rated)) continue;
+            for (std::size_t mi = 0; mi < kRatios.size(); ++mi) {
+                const int m = kRatios[mi];
+                if (!vary_model && m != 100) continue;
+                Plan c;
+                c.prompt_percent = p;
+                c.prefill_percent = m;
+                c.cut = cut;
+                c.uses_tlm = p < 100 && cut == PromptCut::scores;  // the whole prompt or its latest tokens: no TLM, none charged
+                c.kept_tokens = kept_count(n, p, r.protected_tokens);
+                if (c.kept_tokens > r.max_kept) continue;  // would not fit the context: not a candidate at all
+                const double charged_tlm = c.uses_tlm ? tlm_ms : 0.0, prefill = latency.ttft_ms(m, c.kept_tokens);
+                c.predicted_ttft_ms = charged_tlm + prefill;
+                c.ttft_feasible = ttft_fits(charged_tlm, prefill);
+                // Decode: the widest ratio meeting TPOT, no wider than the prefill (see the file comment).
+                c.decode_percent = vary_model ? kRatios.front() : 100;
+                if (vary_model)
+                    for (int d : kRatios)
+                        if (d <= m && tpot_fits(tpot_at(d, c.kept_tokens))) c.decode_percent = d;
+                c.predicted_tpot_ms = tpot_at(c.decode_percent, c.kept_tokens);
+                c.tpot_feasible = tpot_fits(c.predicted_tpot_ms);
+                if (!fastest || c.predicted_ttft_ms + c.predicted_tpot_ms * r.new_tokens <
+                                    fastest->predicted_ttft_ms + fastest->predicted_tpot_ms * r.new_tokens)
+                    fastest = c;
+                if (!c.ttft_feasible) continue;
+                // Among TTFT-feasible pairs: those that also meet TPOT first, then the decision head's rating.
+                const double score = rating(pi, mi, c.decode_percent, cut) + (c.tpot_feasible ? 1e9 : 0.0);
+                if (score > best_rating) {
+                    best_rating = score;
+                    best = c;
+                }
+            }
         }
     }
     if (best) return *best;

@@ -3,16 +3,20 @@
 //
 // Before the TLM has read a prompt the orchestrator must rank (prompt ratio, model ratio) pairs without
 // looking at it; it does so with these ratings. They are measured the way the evaluation reads answers,
-// three curves over the compiled ratios r:
+// four curves over the compiled ratios r:
 //   model[r]   the model at r % on whole prompts (prefill and decode),
 //   prompt[r]  the full model on prompts the TLM's scores compressed to r %,
 //   decode[r]  the full model's prefill on whole prompts, the answer decoded at r %,
+//   recency[r] the full model on prompts cut to their most recent r % (PromptCut::recency: no TLM),
 // each the answer's mean margin over the best distractor (what accuracy counts, without its coarse steps:
 // a narrow model lowers every candidate's likelihood yet may still rank the true one first). They combine
 // additively: rating(p, m, d) = model[m] + prompt[p] − full + decode[d] − decode[m] (PairRatings::additive
-// and PairRatings::decode). The decode curve matters because TPOT objectives narrow decode below the
+// and PairRatings::decode; a recency cut's rating moves by recency[p] − prompt[p], PairRatings::recency).
+// The decode curve matters because TPOT objectives narrow decode below the
 // prefill's width, and the answer is read from the narrow sub-model: without it a plan that compresses
-// the prompt to keep a wide prefill looks better than it answers.
+// the prompt to keep a wide prefill looks better than it answers. The recency curve lets the planner
+// weigh a cut that costs nothing against the TLM's, whose time must come out of the TTFT: on docs-95M's
+// continuation items the latest tokens answered better than the TLM's choice at every ratio (README).
 //
 // Why a measured prior and not the decision head's per-prompt ratings by default: a head trained on the
 // continuation log-likelihood of short prompts, which barely depends on context far back, rates
@@ -22,7 +26,7 @@
 // some budgets and not at others (README), so it too is off by default.
 //
 // A measured prior is cached as JSON (save_prior / load_prior) next to the latency table: measuring it
-// reads 27 configurations per item, a few minutes for docs-95M.
+// reads 36 configurations per item, a few minutes for docs-95M.
 #pragma once
 
 #include <array>
@@ -102,9 +106,9 @@ inline double answer_margin(const std::array<double, 4>& ll, int answer) {
     return ll[answer] - rival;
 }
 
-// The three curves of the file comment, as used below: which width prefills, which decodes, and
-// whether the prompt is compressed.
-enum class QualityCurve { model, prompt, decode };
+// The four curves of the file comment, as used below: which width prefills, which decodes, and
+// whether and how the prompt is compressed.
+enum class QualityCurve { model, prompt, decode, recency };
 
 // One item read at one configuration of `curve` at ratio kRatios[r]: the candidates' log-likelihoods.
 // `token_scores`: the TLM's importances for choice_prompt(it) (used by the prompt curve).
@@ -113,21 +117,23 @@ std::array<double, 4> read_item(Session<Cfg>& session, const ChoiceItem& it, std
                                 std::size_t r) {
     const TokenizedPrompt p = choice_prompt(it);
     const int prefill_percent = curve == QualityCurve::model ? kRatios[r] : 100;
-    const int decode_percent = curve == QualityCurve::prompt ? 100 : kRatios[r];
-    const std::vector<int> kept =
-        curve == QualityCurve::prompt ? compress(p.ids, kRatios[r], token_scores, p.keep, SpecialTokens{-1, -1, -1}).ids : p.ids;
+    const int decode_percent = curve == QualityCurve::prompt || curve == QualityCurve::recency ? 100 : kRatios[r];
+    const std::vector<float> recency = curve == QualityCurve::recency ? recency_scores(p.ids.size()) : std::vector<float>{};
+    const std::vector<int> kept = curve == QualityCurve::prompt    ? compress(p.ids, kRatios[r], token_scores, p.keep, SpecialTokens{-1, -1, -1}).ids
+                                  : curve == QualityCurve::recency ? compress(p.ids, kRatios[r], recency, p.keep, SpecialTokens{-1, -1, -1}).ids
+                                                                   : p.ids;
     session.reset();
     const auto l = session.append(kept, prefill_percent);
     const std::vector<float> logits(l.begin(), l.end());
     return score_choices(session, std::span<const float>(logits), it, decode_percent);
 }
 
-// Accuracy, the answer's mean log-likelihood and its mean margin per compiled ratio for the three curves
-// of the file comment ("model", "prompt" compressed by `score`'s token scores, "decode"). `progress`,
-// when given, is told each ratio as it finishes.
+// Accuracy, the answer's mean log-likelihood and its mean margin per compiled ratio for the four curves
+// of the file comment ("model", "prompt" compressed by `score`'s token scores, "decode", "recency").
+// `progress`, when given, is told each ratio as it finishes.
 struct RatioQuality {
-    std::array<double, kRatios.size()> model_acc{}, prompt_acc{}, decode_acc{}, model_ll{}, prompt_ll{}, decode_ll{}, model_margin{},
-        prompt_margin{}, decode_margin{};
+    std::array<double, kRatios.size()> model_acc{}, prompt_acc{}, decode_acc{}, recency_acc{}, model_ll{}, prompt_ll{}, decode_ll{},
+        recency_ll{}, model_margin{}, prompt_margin{}, decode_margin{}, recency_margin{};
 };
 template <ModelConfig Cfg>
 RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, std::span<const ChoiceItem> items,
@@ -138,18 +144,22 @@ RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, std
     std::vector<std::vector<float>> token_scores;
     for (const auto& it : items) token_scores.push_back(score.analyze(choice_prompt(it).ids).scores);
     for (std::size_t r = 0; r < kRatios.size(); ++r) {
-        for (std::size_t i = 0; i < items.size(); ++i)
-            for (const QualityCurve curve : {QualityCurve::model, QualityCurve::prompt, QualityCurve::decode}) {
-                const auto ll = read_item(session, items[i], std::span<const float>(token_scores[i]), curve, r);
+        const bool full = r + 1 == kRatios.size();  // at 100 % every curve is the model curve's run: read once
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            std::array<double, 4> ll{};
+            for (const QualityCurve curve : {QualityCurve::model, QualityCurve::prompt, QualityCurve::decode, QualityCurve::recency}) {
+                if (!full || curve == QualityCurve::model) ll = read_item(session, items[i], std::span<const float>(token_scores[i]), curve, r);
                 auto [acc, lik, margin] = curve == QualityCurve::model    ? std::tie(q.model_acc, q.model_ll, q.model_margin)
                                            : curve == QualityCurve::prompt ? std::tie(q.prompt_acc, q.prompt_ll, q.prompt_margin)
-                                                                           : std::tie(q.decode_acc, q.decode_ll, q.decode_margin);
+                                           : curve == QualityCurve::decode ? std::tie(q.decode_acc, q.decode_ll, q.decode_margin)
+                                                                           : std::tie(q.recency_acc, q.recency_ll, q.recency_margin);
                 acc[r] += choose_answer(ll) == items[i].answer;
                 lik[r] += ll[items[i].answer];
                 margin[r] += answer_margin(ll, items[i].answer);
             }
-        for (auto* a : {&q.model_acc, &q.prompt_acc, &q.decode_acc, &q.model_ll, &q.prompt_ll, &q.decode_ll, &q.model_margin,
-                        &q.prompt_margin, &q.decode_margin})
+        }
+        for (auto* a : {&q.model_acc, &q.prompt_acc, &q.decode_acc, &q.recency_acc, &q.model_ll, &q.prompt_ll, &q.decode_ll, &q.recency_ll,
+                        &q.model_margin, &q.prompt_margin, &q.decode_margin, &q.recency_margin})
             (*a)[r] /= double(items.size());
         if (progress) progress(kRatios[r], q);
     }
@@ -279,18 +289,25 @@ inline ChoiceLabels load_choice_labels(const std::filesystem::path& path) {
     return c;
 }
 
-// The prior the orchestrator plans with: answer margins, combined additively.
+// The prior the orchestrator plans with: answer margins, combined additively, recency cuts rated by how
+// far their curve lies from the TLM's.
 inline PairRatings prior_ratings(const RatioQuality& q) {
     std::array<double, PairRatings::kCurveValues> curves{};
     std::copy(q.model_margin.begin(), q.model_margin.end(), curves.begin());
     std::copy(q.prompt_margin.begin(), q.prompt_margin.end(), curves.begin() + kRatios.size());
     std::copy(q.decode_margin.begin(), q.decode_margin.end(), curves.begin() + 2 * kRatios.size());
-    return PairRatings::from_curves(curves);
+    PairRatings r = PairRatings::from_curves(curves);
+    r.recency.emplace();
+    for (std::size_t k = 0; k < kRatios.size(); ++k) {
+        require(std::isfinite(q.recency_margin[k]), "prior_ratings", "the recency curve must be finite");
+        (*r.recency)[k] = float(q.recency_margin[k] - q.prompt_margin[k]);
+    }
+    return r;
 }
 
 // A measured prior on disk: the two margin curves and what they were measured on (`key`: the model,
 // adapters and TLM they belong to — a prior measured for other weights is not this model's).
-inline constexpr std::string_view kPriorFormat = "elastilm-pair-prior/2";
+inline constexpr std::string_view kPriorFormat = "elastilm-pair-prior/3";  // /3: the recency curve
 
 inline void save_prior(const RatioQuality& q, const std::string& key, int items, const std::filesystem::path& path) {
     nlohmann::json j;
@@ -300,9 +317,11 @@ inline void save_prior(const RatioQuality& q, const std::string& key, int items,
     j["model_margin"] = q.model_margin;
     j["prompt_margin"] = q.prompt_margin;
     j["decode_margin"] = q.decode_margin;
+    j["recency_margin"] = q.recency_margin;
     j["model_accuracy"] = q.model_acc;
     j["prompt_accuracy"] = q.prompt_acc;
     j["decode_accuracy"] = q.decode_acc;
+    j["recency_accuracy"] = q.recency_acc;
     const std::string text = j.dump(1) + "\n";
     if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
     io::write_atomically(path, [&](std::FILE* f) { require(std::fwrite(text.data(), 1, text.size(), f) == text.size(), path.string(), "write failed"); });
@@ -331,9 +350,12 @@ inline std::optional<RatioQuality> load_prior(const std::filesystem::path& path,
         }
         return true;
     };
-    if (!curve("model_margin", q.model_margin) || !curve("prompt_margin", q.prompt_margin) || !curve("decode_margin", q.decode_margin))
-        return fail("needs model_margin, prompt_margin and decode_margin, " + std::to_string(kRatios.size()) + " finite numbers each");
-    curve("model_accuracy", q.model_acc), curve("prompt_accuracy", q.prompt_acc), curve("decode_accuracy", q.decode_acc);
+    if (!curve("model_margin", q.model_margin) || !curve("prompt_margin", q.prompt_margin) || !curve("decode_margin", q.decode_margin) ||
+        !curve("recency_margin", q.recency_margin))
+        return fail("needs model_margin, prompt_margin, decode_margin and recency_margin, " + std::to_string(kRatios.size()) +
+                    " finite numbers each");
+    curve("model_accuracy", q.model_acc), curve("prompt_accuracy", q.prompt_acc), curve("decode_accuracy", q.decode_acc),
+        curve("recency_accuracy", q.recency_acc);
     return q;
 }
 

@@ -3,7 +3,8 @@
 //
 // Importance comes from the TLM's score head (service/tlm.hpp) or, without a trained head, from the
 // LLMLingua-style baseline: a token the small model finds surprising carries information, so its
-// surprisal −log p(token | prefix) is its importance.
+// surprisal −log p(token | prefix) is its importance. Or from position alone (PromptCut::recency): the
+// latest tokens, what a continuation of the prompt's last lines depends on most, at no cost at all.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <numeric>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "elastilm/config.hpp"
@@ -32,6 +34,21 @@ struct SpecialTokens {
     }
     bool contains(int id) const { return id == unk || id == bos || id == eos; }
 };
+
+// How a compressing plan chooses the tokens it keeps.
+enum class PromptCut : std::uint8_t {
+    scores,   // the highest importances the TLM gives (it must read the prompt first)
+    recency,  // the most recent tokens: no TLM, nothing to pay before prefill
+};
+
+constexpr std::string_view to_string(PromptCut c) { return c == PromptCut::scores ? "TLM scores" : "recency"; }
+
+// Importances by position alone, later higher: compress() with them keeps the most recent tokens.
+inline std::vector<float> recency_scores(std::size_t length) {
+    std::vector<float> s(length);
+    std::iota(s.begin(), s.end(), 0.0f);
+    return s;
+}
 
 struct CompressedPrompt {
     std::vector<int> ids;   // the kept tokens, in prompt order

@@ -125,7 +125,8 @@ struct PreparedPrompt {
 };
 
 // Plans a request and compresses its prompt. First plan: every pair at its true cost with the prior
-// ratings — when the best plan keeps the whole prompt, the TLM never runs. Otherwise the TLM scores the
+// ratings — when the best plan keeps the whole prompt, or cuts it to its most recent tokens (when the
+// prior rates that cut), the TLM never runs. Otherwise the TLM scores the
 // prompt, and the plan is made again with the decision head's ratings for this prompt and the time
 // actually left (the TLM's time is spent whatever follows, so the second plan charges it to no pair);
 // the prompt is cut to the chosen ratio. `elapsed_ms()` is the time spent on the request so far
@@ -141,9 +142,19 @@ PreparedPrompt prepare_prompt(const TokenizedPrompt& prompt, PlanRequest pr, con
     pr.elapsed_ms = elapsed_ms();
     pr.tlm_ms = scorer && scorer.predicted_ms ? scorer.predicted_ms(pr.prompt_tokens) : 0.0;
     PreparedPrompt out;
+    // The tokens a plan keeps; `tlm_scores` are needed only by a compressing plan that cuts by them. The
+    // keep mask already marks the special tokens, so the compressor needs no special ids of its own.
+    auto kept_by = [&](const Plan& plan, std::span<const float> tlm_scores) {
+        if (plan.prompt_percent == 100) return prompt.ids;
+        const std::vector<float> recency = plan.cut == PromptCut::recency ? recency_scores(prompt.ids.size()) : std::vector<float>{};
+        const std::span<const float> scores = plan.cut == PromptCut::recency ? std::span<const float>(recency) : tlm_scores;
+        return compress(prompt.ids, plan.prompt_percent, scores, prompt.keep, SpecialTokens{-1, -1, -1}).ids;
+    };
     out.plan = choose_plan(pr, latency, scorer.prior);
-    out.kept = prompt.ids;
-    if (!out.plan.uses_tlm) return out;
+    if (!out.plan.uses_tlm) {
+        out.kept = kept_by(out.plan, {});
+        return out;
+    }
     const auto t0 = clock::now();
     const PromptAnalysis a = scorer.analyze(prompt.ids);
     out.tlm_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
@@ -156,8 +167,7 @@ PreparedPrompt prepare_prompt(const TokenizedPrompt& prompt, PlanRequest pr, con
     out.plan.uses_tlm = true;                       // it ran for this request
     out.plan.predicted_ttft_ms += tlm_predicted;    // as predicted before it ran: comparable with the measured TTFT
     out.tlm_predicted_ms = tlm_predicted;
-    // The keep mask already marks the special tokens, so the compressor needs no special ids of its own.
-    out.kept = compress(prompt.ids, out.plan.prompt_percent, a.scores, prompt.keep, SpecialTokens{-1, -1, -1}).ids;
+    out.kept = kept_by(out.plan, a.scores);  // the second plan may still cut by recency, if rated higher
     return out;
 }
 

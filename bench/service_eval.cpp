@@ -296,10 +296,8 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
     // machine's load (others compiling) hits every strategy alike instead of the one running at the time.
     std::vector<Strategy> strategies = {Strategy::ours, Strategy::model_only, Strategy::prompt_only, Strategy::layer_dropping, Strategy::full};
     if (scorer->has_decision_head()) strategies.insert(strategies.begin() + 1, Strategy::ours_head);
-    // ElastiLM's planner as the paper has it: every cut by the TLM's scores. "Prompt only" stays the
-    // LLMLingua-style baseline the same way.
-    PromptScorer score_tlm_cuts = score;
-    if (score_tlm_cuts.prior) score_tlm_cuts.prior->recency.reset();
+    // ElastiLM's planner as the paper has it: every cut by the TLM's scores (PlanRequest::recency_cuts off;
+    // "prompt only" stays the LLMLingua-style baseline the same way).
     if (score.prior && score.prior->recency) strategies.insert(strategies.begin() + 1, Strategy::ours_tlm_cuts);
     // Every strategy plans as the Service does: with the latency profile corrected by its own requests'
     // measured times (LatencyFeedback); "ours, profile only" keeps the profile as it was taken.
@@ -377,10 +375,8 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                                 : st == Strategy::model_only  ? Elasticity::model_only
                                 : st == Strategy::prompt_only ? Elasticity::prompt_only
                                                               : Elasticity::none;
-                const PromptScorer& planner = st == Strategy::ours_head                                         ? score_head
-                                              : st == Strategy::ours_tlm_cuts || st == Strategy::prompt_only ? score_tlm_cuts
-                                                                                                              : score;
-                p = prepare_prompt(prompt, pr, lat, scaled(planner), [&] { return ms_since(start); });
+                pr.recency_cuts = st != Strategy::ours_tlm_cuts && st != Strategy::prompt_only;
+                p = prepare_prompt(prompt, pr, lat, scaled(st == Strategy::ours_head ? score_head : score), [&] { return ms_since(start); });
             }
             const auto l = session.append(p.kept, p.plan.prefill_percent);
             (void)Sampler::argmax(l);  // the first token's choice is part of TTFT

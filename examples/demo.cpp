@@ -51,6 +51,7 @@ struct DemoFlags {
     std::string prior_text;
     int prior_items;
     bool decision_head;
+    bool recency_cuts;
     explicit DemoFlags(const cli::Args& args)
         : new_tokens(args.get_int("-n", "--n-predict", 32, "tokens to answer")),
           adapters(args.get("--adapters", "", "", "folder of LoRA adapters (recover's output)")),
@@ -66,7 +67,8 @@ struct DemoFlags {
           trunk_percent(args.get_int("--trunk-percent", "", 100, "width ratio the trunk runs at")),
           prior_text(args.get("--prior-text", "", "", "held-out text of the served domain: the orchestrator's prior is measured on it (cached)")),
           prior_items(args.get_int("--prior-items", "", 24, "multiple-choice items the prior is measured on")),
-          decision_head(args.has("--decision-head", "", "rank plans by the trained decision head once the TLM has read the prompt")) {
+          decision_head(args.has("--decision-head", "", "rank plans by the trained decision head once the TLM has read the prompt")),
+          recency_cuts(!args.has("--no-recency-cuts", "", "compress only by the TLM's scores, never to the prompt's most recent tokens")) {
         require(prior_items > 0, "--prior-items", "needs at least 1 item, got " + std::to_string(prior_items));
         require(prior_text.empty() || fs::is_regular_file(prior_text), prior_text, "not found (--prior-text)");
     }
@@ -247,17 +249,23 @@ int serve_with(const DemoFlags& f, Model<Cfg>& model, const Model<TrunkCfg>& tru
                                                   std::fflush(stdout);
                                               });
         prompt_scorer.prior = prior_ratings(q);
-        std::printf("answer margin per ratio 20..100%%: model {");
-        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? " " : "", q.model_margin[r]);
-        std::printf("}, prompt {");
-        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? " " : "", q.prompt_margin[r]);
-        std::printf("}, decode {");
-        for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? " " : "", q.decode_margin[r]);
-        std::printf("}\n               plans ranked by this prior%s\n\n",
+        const auto curve = [](const char* name, const auto& margins) {
+            std::printf("%s {", name);
+            for (std::size_t r = 0; r < kRatios.size(); ++r) std::printf("%s%.2f", r ? " " : "", margins[r]);
+            std::printf("}");
+        };
+        std::printf("answer margin per ratio 20..100%%: ");
+        curve("model", q.model_margin);
+        curve(", prompt (TLM)", q.prompt_margin);
+        curve(", prompt (latest tokens)", q.recency_margin);
+        curve(", decode", q.decode_margin);
+        std::printf("\n               plans ranked by this prior%s\n\n",
                     f.decision_head && scorer.has_decision_head() ? ", then by the decision head once the TLM has read the prompt" : "");
     }
 
-    Service<Cfg, LatencyModel> service(model, tok ? &*tok : nullptr, pool, latency, prompt_scorer);
+    ServiceOptions options;
+    options.recency_cuts = f.recency_cuts;
+    Service<Cfg, LatencyModel> service(model, tok ? &*tok : nullptr, pool, latency, prompt_scorer, options);
 
     std::vector<DemoPrompt> prompts(std::begin(kPrompts), std::end(kPrompts));
     std::string user_context, user_question;

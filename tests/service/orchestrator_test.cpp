@@ -213,6 +213,9 @@ TEST(Orchestrator, RecencyCutsAreChargedNoTlmAndPlannedWhenRated) {
     EXPECT_EQ(s.cut, PromptCut::recency);
     EXPECT_TRUE(s.feasible());
     EXPECT_LE(s.predicted_ttft_ms, 1.0);
+    tight.recency_cuts = false;  // the paper's planner: TLM cuts only
+    EXPECT_EQ(choose_plan(tight, LinearLatency{}, ratings).cut, PromptCut::scores);
+    tight.recency_cuts = true;
     tight.elasticity = Elasticity::model_only;
     EXPECT_EQ(choose_plan(tight, LinearLatency{}, ratings).prompt_percent, 100);
 }

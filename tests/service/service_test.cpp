@@ -276,5 +276,40 @@ TEST(PreparePrompt, ARatedRecencyCutKeepsTheLatestTokensWithoutTheTlm) {
     EXPECT_TRUE(out.plan.feasible());
 }
 
+// ServiceOptions::recency_cuts: on, a Service whose prior rates recency cuts serves a tight TTFT with one
+// and no TLM run; off, the same request is cut by the TLM's scores.
+TEST(Service, RecencyCutsFollowTheOption) {
+    Fixture f;
+    CountingScorer c;
+    PromptScorer scorer = c.scorer();
+    // Width matters much more than prompt kept: compressing to keep the full width beats model-only plans.
+    scorer.prior = PairRatings::additive(std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9}, std::vector<double>{8.2, 8.3, 8.4, 8.5, 8.6, 8.7, 8.8, 8.9, 9});
+    scorer.prior->recency.emplace();
+    scorer.prior->recency->fill(0.0f);
+    auto serve = [&](bool recency_cuts) {
+        ServiceOptions o;
+        o.recency_cuts = recency_cuts;
+        o.latency_feedback = 0;  // plan by FakeLatency as it is, so both runs see the same predictions
+        o.confidence = 0;
+        Service<Cfg, FakeLatency> service(f.model, nullptr, f.pool, f.latency, scorer, o);
+        // ~206 tokens: 2.06 ms at full width. TTFT 1.2 ms: a recency cut keeps 50 % at full width (1.04 ms);
+        // a TLM cut is planned at 30 % after the TLM's predicted 0.41 ms, then re-planned with the time the
+        // TLM really took (microseconds here): 50 %; model only would need 50 % width.
+        return service.submit(request(ids(200, 1), ids(6, 2), {1.2, 10})).wait();
+    };
+    const ServiceResult with = serve(true);
+    ASSERT_EQ(with.status, RequestStatus::done) << with.error;
+    EXPECT_EQ(with.plan.cut, PromptCut::recency);
+    EXPECT_EQ(with.plan.prompt_percent, 50);
+    EXPECT_EQ(with.plan.prefill_percent, 100);
+    EXPECT_EQ(c.calls, 0);
+    const ServiceResult without = serve(false);
+    ASSERT_EQ(without.status, RequestStatus::done) << without.error;
+    EXPECT_EQ(without.plan.cut, PromptCut::scores);
+    EXPECT_EQ(without.plan.prompt_percent, 50);
+    EXPECT_EQ(without.plan.prefill_percent, 100);
+    EXPECT_EQ(c.calls, 1);
+}
+
 }  // namespace
 }  // namespace elastilm

@@ -151,6 +151,9 @@ struct PlanRequest {
     // predictions as they are. The plan's predicted times are reported without it.
     LatencyScale margin;
     double headroom = 1.0;        // and plan to this share of each objective (a fixed margin on top)
+    // Whether a compressing plan may keep the most recent tokens instead of the TLM's choice, when the
+    // ratings rate that cut. Off: every cut is the TLM's (ElastiLM's planner as the paper has it).
+    bool recency_cuts = true;
 };
 
 // `ratings` may be empty (no trained decision head, or the TLM has not run): pairs are then ranked by a
@@ -195,7 +198,7 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
         }
         return double(mi) * 100.0 + double(pi);  // prior: model width first, then prompt kept
     };
-    const bool recency_rated = vary_prompt && ratings && ratings->recency;
+    const bool recency_rated = r.recency_cuts && vary_prompt && ratings && ratings->recency;
 
     std::optional<Plan> best, fastest;
     double best_rating = -std::numeric_limits<double>::infinity();

@@ -199,6 +199,10 @@ struct ServiceOptions {
     // overruns its margin about one request in twenty. 0 plans to the predictions themselves.
     double confidence = 1.65;
     double headroom = 1.0;  // and plan to this share of each SLO: a fixed margin on top, in (0, 1]
+    // Compressing plans may keep the prompt's most recent tokens, with no TLM run, where the prior rates
+    // that above the TLM's choice (PromptScorer::prior's recency curve, measured on the served domain's
+    // items). Turn off when questions refer to text far back in prompts unlike those the prior was measured on.
+    bool recency_cuts = true;
 };
 
 template <ModelConfig Cfg, LatencyPredictor Latency>
@@ -350,6 +354,7 @@ private:
         pr.slo = r.slo;
         pr.elasticity = req.elasticity;
         pr.headroom = options_.headroom;
+        pr.recency_cuts = options_.recency_cuts;
         pr.margin = feedback_.margin(options_.confidence);
         pr.max_kept = session_.context() - req.max_new_tokens;
         require(pr.max_kept >= 1, "request",

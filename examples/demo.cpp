@@ -68,7 +68,9 @@ struct DemoFlags {
           prior_text(args.get("--prior-text", "", "", "held-out text of the served domain: the orchestrator's prior is measured on it (cached)")),
           prior_items(args.get_int("--prior-items", "", 24, "multiple-choice items the prior is measured on")),
           decision_head(args.has("--decision-head", "", "rank plans by the trained decision head once the TLM has read the prompt")),
-          recency_cuts(!args.has("--no-recency-cuts", "", "compress only by the TLM's scores, never to the prompt's most recent tokens")) {
+          // Off by default, unlike ServiceOptions: the demo's questions may ask about any part of the passage,
+          // while the prior's recency curve is measured on continuations of the prompt's last lines.
+          recency_cuts(args.has("--recency-cuts", "", "let plans keep the prompt's most recent tokens, with no TLM run, where the prior rates that higher")) {
         require(prior_items > 0, "--prior-items", "needs at least 1 item, got " + std::to_string(prior_items));
         require(prior_text.empty() || fs::is_regular_file(prior_text), prior_text, "not found (--prior-text)");
     }

@@ -200,33 +200,38 @@ Plan choose_plan(const PlanRequest& r, const L& latency, const std::optional<Pai
     };
     const bool recency_rated = r.recency_cuts && vary_prompt && ratings && ratings->recency;
 
+    // One pair, its prompt cut one way, at its true cost: the TLM only when it chooses the tokens.
+    auto candidate = [&](int p, int m, PromptCut cut) {
+        Plan c;
+        c.prompt_percent = p;
+        c.prefill_percent = m;
+        c.cut = cut;
+        c.uses_tlm = p < 100 && cut == PromptCut::scores;  // the whole prompt or its latest tokens: no TLM, none charged
+        c.kept_tokens = kept_count(n, p, r.protected_tokens);
+        const double charged_tlm = c.uses_tlm ? tlm_ms : 0.0, prefill = latency.ttft_ms(m, c.kept_tokens);
+        c.predicted_ttft_ms = charged_tlm + prefill;
+        c.ttft_feasible = ttft_fits(charged_tlm, prefill);
+        // Decode: the widest ratio meeting TPOT, no wider than the prefill (see the file comment).
+        c.decode_percent = vary_model ? kRatios.front() : 100;
+        if (vary_model)
+            for (int d : kRatios)
+                if (d <= m && tpot_fits(tpot_at(d, c.kept_tokens))) c.decode_percent = d;
+        c.predicted_tpot_ms = tpot_at(c.decode_percent, c.kept_tokens);
+        c.tpot_feasible = tpot_fits(c.predicted_tpot_ms);
+        return c;
+    };
+
     std::optional<Plan> best, fastest;
     double best_rating = -std::numeric_limits<double>::infinity();
     for (std::size_t pi = 0; pi < kRatios.size(); ++pi) {
         const int p = kRatios[pi];
         if (!vary_prompt && p != 100) continue;
+        if (kept_count(n, p, r.protected_tokens) > r.max_kept) continue;  // would not fit the context: not a candidate at all
         for (const PromptCut cut : {PromptCut::scores, PromptCut::recency}) {
             if (cut == PromptCut::recency && (p == 100 || !recency_rated)) continue;
             for (std::size_t mi = 0; mi < kRatios.size(); ++mi) {
-                const int m = kRatios[mi];
-                if (!vary_model && m != 100) continue;
-                Plan c;
-                c.prompt_percent = p;
-                c.prefill_percent = m;
-                c.cut = cut;
-                c.uses_tlm = p < 100 && cut == PromptCut::scores;  // the whole prompt or its latest tokens: no TLM, none charged
-                c.kept_tokens = kept_count(n, p, r.protected_tokens);
-                if (c.kept_tokens > r.max_kept) continue;  // would not fit the context: not a candidate at all
-                const double charged_tlm = c.uses_tlm ? tlm_ms : 0.0, prefill = latency.ttft_ms(m, c.kept_tokens);
-                c.predicted_ttft_ms = charged_tlm + prefill;
-                c.ttft_feasible = ttft_fits(charged_tlm, prefill);
-                // Decode: the widest ratio meeting TPOT, no wider than the prefill (see the file comment).
-                c.decode_percent = vary_model ? kRatios.front() : 100;
-                if (vary_model)
-                    for (int d : kRatios)
-                        if (d <= m && tpot_fits(tpot_at(d, c.kept_tokens))) c.decode_percent = d;
-                c.predicted_tpot_ms = tpot_at(c.decode_percent, c.kept_tokens);
-                c.tpot_feasible = tpot_fits(c.predicted_tpot_ms);
+                if (!vary_model && kRatios[mi] != 100) continue;
+                const Plan c = candidate(p, kRatios[mi], cut);
                 if (!fastest || c.predicted_ttft_ms + c.predicted_tpot_ms * r.new_tokens <
                                     fastest->predicted_ttft_ms + fastest->predicted_tpot_ms * r.new_tokens)
                     fastest = c;

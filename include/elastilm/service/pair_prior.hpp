@@ -26,7 +26,7 @@
 // some budgets and not at others (README), so it too is off by default.
 //
 // A measured prior is cached as JSON (save_prior / load_prior) next to the latency table: measuring it
-// reads 36 configurations per item, a few minutes for docs-95M.
+// reads 33 configurations per item, a few minutes for docs-95M.
 #pragma once
 
 #include <array>
@@ -118,10 +118,10 @@ std::array<double, 4> read_item(Session<Cfg>& session, const ChoiceItem& it, std
     const TokenizedPrompt p = choice_prompt(it);
     const int prefill_percent = curve == QualityCurve::model ? kRatios[r] : 100;
     const int decode_percent = curve == QualityCurve::prompt || curve == QualityCurve::recency ? 100 : kRatios[r];
+    const bool cut = curve == QualityCurve::prompt || curve == QualityCurve::recency;
     const std::vector<float> recency = curve == QualityCurve::recency ? recency_scores(p.ids.size()) : std::vector<float>{};
-    const std::vector<int> kept = curve == QualityCurve::prompt    ? compress(p.ids, kRatios[r], token_scores, p.keep, SpecialTokens{-1, -1, -1}).ids
-                                  : curve == QualityCurve::recency ? compress(p.ids, kRatios[r], recency, p.keep, SpecialTokens{-1, -1, -1}).ids
-                                                                   : p.ids;
+    const std::span<const float> scores = curve == QualityCurve::recency ? std::span<const float>(recency) : token_scores;
+    const std::vector<int> kept = cut ? compress(p.ids, kRatios[r], scores, p.keep, SpecialTokens{-1, -1, -1}).ids : p.ids;
     session.reset();
     const auto l = session.append(kept, prefill_percent);
     const std::vector<float> logits(l.begin(), l.end());

@@ -278,25 +278,32 @@ TEST(PreparePrompt, ARatedRecencyCutKeepsTheLatestTokensWithoutTheTlm) {
 }
 
 // ServiceOptions::recency_cuts: on, a Service whose prior rates recency cuts serves a tight TTFT with one
-// and no TLM run; off, the same request is cut by the TLM's scores.
+// and no TLM run; off, the same request is cut by the TLM's scores. The latency is 100× FakeLatency's, so
+// the milliseconds the Service itself spends before planning (more under ThreadSanitizer) cannot move
+// the plan: the objective leaves ~16 ms to spare.
 TEST(Service, RecencyCutsFollowTheOption) {
+    struct SlowLatency {
+        double ttft_ms(int percent, int tokens) const { return 1.0 * tokens * percent / 100.0; }
+        double tpot_ms(int percent, int) const { return percent / 100.0; }
+    } latency;
     Fixture f;
     CountingScorer c;
     PromptScorer scorer = c.scorer();
-    // Width matters much more than prompt kept: compressing to keep the full width beats model-only plans.
+    // Width matters much more than prompt kept: compressing to keep the full width beats model-only plans;
+    // recency cuts are rated a little above the TLM's at every ratio.
     scorer.prior = PairRatings::additive(std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9}, std::vector<double>{8.2, 8.3, 8.4, 8.5, 8.6, 8.7, 8.8, 8.9, 9});
     scorer.prior->recency.emplace();
-    scorer.prior->recency->fill(0.0f);
+    scorer.prior->recency->fill(0.05f);
     auto serve = [&](bool recency_cuts) {
         ServiceOptions o;
         o.recency_cuts = recency_cuts;
         o.latency_feedback = 0;  // plan by FakeLatency as it is, so both runs see the same predictions
         o.confidence = 0;
-        Service<Cfg, FakeLatency> service(f.model, nullptr, f.pool, f.latency, scorer, o);
-        // ~206 tokens: 2.06 ms at full width. TTFT 1.2 ms: a recency cut keeps 50 % at full width (1.04 ms);
-        // a TLM cut is planned at 30 % after the TLM's predicted 0.41 ms, then re-planned with the time the
-        // TLM really took (microseconds here): 50 %; model only would need 50 % width.
-        return service.submit(request(ids(200, 1), ids(6, 2), {1.2, 10})).wait();
+        Service<Cfg, SlowLatency> service(f.model, nullptr, f.pool, latency, scorer, o);
+        // ~206 tokens: 206 ms at full width. TTFT 120 ms: a recency cut keeps 50 % at full width (~104 ms);
+        // so does a TLM cut (its predicted 0.41 ms and real microseconds barely count); model only would
+        // need 50 % width, rated far lower.
+        return service.submit(request(ids(200, 1), ids(6, 2), {120, 10})).wait();
     };
     // Either way half the prompt at full width; only the cut, and whether the TLM ran, differ.
     for (const auto& [recency_cuts, cut, tlm_calls] : {std::tuple{true, PromptCut::recency, 0}, std::tuple{false, PromptCut::scores, 1}}) {

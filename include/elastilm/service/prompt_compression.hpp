@@ -14,7 +14,6 @@
 #include <numeric>
 #include <span>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "elastilm/config.hpp"
@@ -40,8 +39,6 @@ enum class PromptCut : std::uint8_t {
     scores,   // the highest importances the TLM gives (it must read the prompt first)
     recency,  // the most recent tokens: no TLM, nothing to pay before prefill
 };
-
-constexpr std::string_view to_string(PromptCut c) { return c == PromptCut::scores ? "TLM scores" : "recency"; }
 
 // Importances by position alone, later higher: compress() with them keeps the most recent tokens.
 inline std::vector<float> recency_scores(std::size_t length) {

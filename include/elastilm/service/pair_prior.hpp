@@ -16,7 +16,7 @@
 // prefill's width, and the answer is read from the narrow sub-model: without it a plan that compresses
 // the prompt to keep a wide prefill looks better than it answers. The recency curve lets the planner
 // weigh a cut that costs nothing against the TLM's, whose time must come out of the TTFT: on docs-95M's
-// continuation items the latest tokens answered better than the TLM's choice at every ratio (README).
+// continuation items the latest tokens answered at least as well as the TLM's choice at every ratio (README).
 //
 // Why a measured prior and not the decision head's per-prompt ratings by default: a head trained on the
 // continuation log-likelihood of short prompts, which barely depends on context far back, rates

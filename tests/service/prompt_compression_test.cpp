@@ -89,6 +89,16 @@ TEST(Compress, RejectsBadInput) {
     }
 }
 
+TEST(CutPrompt, KeepsTheLatestTokensOrTheTlmsChoiceAndTheProtectedOnes) {
+    const std::vector<int> p = {10, 11, 12, 13, 14, 15, 16, 17, 18, 19};
+    const std::vector<std::uint8_t> keep = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0};  // the first token, as BOS would be
+    const std::vector<float> tlm = {0, 9, 8, 7, 0, 0, 0, 0, 0, 0};           // the TLM prefers the earliest context
+    EXPECT_EQ(cut_prompt(p, 40, PromptCut::recency, {}, keep), (std::vector<int>{10, 17, 18, 19}));
+    EXPECT_EQ(cut_prompt(p, 40, PromptCut::scores, tlm, keep), (std::vector<int>{10, 11, 12, 13}));
+    EXPECT_EQ(cut_prompt(p, 100, PromptCut::scores, {}, keep), p);  // whole: no scores needed
+    EXPECT_THROW(cut_prompt(p, 40, PromptCut::scores, {}, keep), Error);  // a TLM cut without the TLM's scores
+}
+
 TEST(Surprisal, IsNegativeLogSoftmaxOfTheNextToken) {
     const int vocab = 4;
     const std::vector<int> tokens = {0, 3, 1};

@@ -50,6 +50,7 @@
 #include "elastilm/service/choice_benchmark.hpp"
 #include "elastilm/service/fingerprint.hpp"
 #include "elastilm/service/orchestrator.hpp"
+#include "elastilm/service/prompt_compression.hpp"
 #include "elastilm/service/service.hpp"
 
 namespace elastilm {
@@ -119,9 +120,8 @@ std::array<double, 4> read_item(Session<Cfg>& session, const ChoiceItem& it, std
     const int prefill_percent = curve == QualityCurve::model ? kRatios[r] : 100;
     const int decode_percent = curve == QualityCurve::prompt || curve == QualityCurve::recency ? 100 : kRatios[r];
     const bool cut = curve == QualityCurve::prompt || curve == QualityCurve::recency;
-    const std::vector<float> recency = curve == QualityCurve::recency ? recency_scores(p.ids.size()) : std::vector<float>{};
-    const std::span<const float> scores = curve == QualityCurve::recency ? std::span<const float>(recency) : token_scores;
-    const std::vector<int> kept = cut ? compress(p.ids, kRatios[r], scores, p.keep, SpecialTokens{-1, -1, -1}).ids : p.ids;
+    const std::vector<int> kept =
+        cut_prompt(p.ids, cut ? kRatios[r] : 100, curve == QualityCurve::recency ? PromptCut::recency : PromptCut::scores, token_scores, p.keep);
     session.reset();
     const auto l = session.append(kept, prefill_percent);
     const std::vector<float> logits(l.begin(), l.end());

@@ -99,6 +99,17 @@ inline CompressedPrompt compress(std::span<const int> prompt, int keep_percent, 
     return out;
 }
 
+// The tokens a plan keeps of `prompt` at `keep_percent`%, cut as `cut` says: by `tlm_scores` (which a
+// PromptCut::scores cut needs; the other cuts ignore them) or by recency. 100 % keeps the prompt whole.
+// `keep_mask` marks the tokens never dropped, special tokens included, so no special ids are needed here.
+inline std::vector<int> cut_prompt(std::span<const int> prompt, int keep_percent, PromptCut cut, std::span<const float> tlm_scores,
+                                   std::span<const std::uint8_t> keep_mask = {}) {
+    if (keep_percent == 100) return {prompt.begin(), prompt.end()};
+    const std::vector<float> recency = cut == PromptCut::recency ? recency_scores(prompt.size()) : std::vector<float>{};
+    const std::span<const float> scores = cut == PromptCut::recency ? std::span<const float>(recency) : tlm_scores;
+    return compress(prompt, keep_percent, scores, keep_mask, SpecialTokens{-1, -1, -1}).ids;
+}
+
 // log softmax(row)[id], computed stably in double.
 inline double log_softmax_at(std::span<const float> row, int id) {
     float mx = row[0];

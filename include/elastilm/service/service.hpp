@@ -142,13 +142,9 @@ PreparedPrompt prepare_prompt(const TokenizedPrompt& prompt, PlanRequest pr, con
     pr.elapsed_ms = elapsed_ms();
     pr.tlm_ms = scorer && scorer.predicted_ms ? scorer.predicted_ms(pr.prompt_tokens) : 0.0;
     PreparedPrompt out;
-    // The tokens a plan keeps; `tlm_scores` are needed only by a compressing plan that cuts by them. The
-    // keep mask already marks the special tokens, so the compressor needs no special ids of its own.
+    // The tokens a plan keeps; `tlm_scores` are needed only by a compressing plan that cuts by them.
     auto kept_by = [&](const Plan& plan, std::span<const float> tlm_scores) {
-        if (plan.prompt_percent == 100) return prompt.ids;
-        const std::vector<float> recency = plan.cut == PromptCut::recency ? recency_scores(prompt.ids.size()) : std::vector<float>{};
-        const std::span<const float> scores = plan.cut == PromptCut::recency ? std::span<const float>(recency) : tlm_scores;
-        return compress(prompt.ids, plan.prompt_percent, scores, prompt.keep, SpecialTokens{-1, -1, -1}).ids;
+        return cut_prompt(prompt.ids, plan.prompt_percent, plan.cut, tlm_scores, prompt.keep);
     };
     out.plan = choose_plan(pr, latency, scorer.prior);
     if (!out.plan.uses_tlm) {

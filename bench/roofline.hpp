@@ -123,7 +123,11 @@ inline double measure_fma_peak_gflops(int threads) {
 // GFLOP/s of independent chains of one reduced-precision GEMM's instruction (`p`: bf16, fp16, or
 // `reduced` for the one GemmPrecision::reduced runs), median of 7; 0 when the build lacks it.
 inline double measure_reduced_peak_gflops(int threads, GemmPrecision p = GemmPrecision::reduced) {
-    constexpr int chains = 12;
+    // Independent accumulators, enough to cover the instruction's latency × throughput. 12 did not cover
+    // `vdpbf16ps` on Zen 5: the bf16 micro-kernel, with 24 accumulators, ran 7 % above that "peak". A scratch
+    // loop of zmm `vdpbf16ps` measured 357 / 494 / 530 GFLOP/s on one thread with 8 / 12 / 16 chains, and
+    // less with 20 or more (the chains no longer stay in registers), so 16.
+    constexpr int chains = 16;
     constexpr long iters = 20'000'000;
     if (p == GemmPrecision::reduced) p = reduced_gemm_precision;
     std::vector<float> sink(threads);

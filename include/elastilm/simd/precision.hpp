@@ -20,6 +20,14 @@ inline std::atomic<GemmPrecision>& gemm_precision_setting() {
 inline GemmPrecision gemm_precision() { return gemm_precision_setting().load(std::memory_order_relaxed); }
 inline void set_gemm_precision(GemmPrecision p) { gemm_precision_setting().store(p, std::memory_order_relaxed); }
 
+// What a reduced GEMM may do to an F16 weight matrix, per call. bf16 cannot hold an F16 weight (8 of its 11
+// significant bits): `may_round` lets it round each weight to one bf16 value (one dot per pair of inputs);
+// `exact` does not — the bf16 GEMM then splits each weight into two (two dots), and `reduced` on an x86
+// bf16 build runs such a matrix through the fp32 GEMM instead (simd/matmul.hpp, gemm_precision_for).
+// GEMMs whose format holds F16 exactly (fp32, fp16) ignore it. The caller knows which matrices tolerate
+// rounding (model/block.hpp: the FFN's gate and up projections, measured in simd/gemm_bf16.hpp).
+enum class GemmWeights { exact, may_round };
+
 // Sets the precision for the lifetime of this object (tests and benches comparing the two paths).
 class ScopedGemmPrecision {
 public:

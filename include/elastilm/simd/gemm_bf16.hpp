@@ -153,6 +153,7 @@ inline constexpr auto kernels = []<std::size_t... I>(std::index_sequence<I...>) 
 inline void matmul(float* Y, int ldy, const MatrixView& W, const float* X, int ldx, int n, ThreadPool* pool,
                    GemmWeights weights = GemmWeights::exact) {
     const int parts = weights == GemmWeights::exact ? 2 : 1;
+    const auto& kernel = parts == 2 ? kernels<2> : kernels<1>;  // by the tile's token count
     const int K = W.cols;
     const std::size_t ldp = std::size_t(K + 1) / 2;  // pairs per packed token row
     thread_local std::vector<pair_bits> packed_x;
@@ -179,8 +180,8 @@ inline void matmul(float* Y, int ldy, const MatrixView& W, const float* X, int l
                 pack_panel(panel, W, i0, k0, kc, parts);
                 for (int t0 = 0; t0 < n; t0 += MR) {
                     const int m = std::min(MR, n - t0);
-                    (parts == 2 ? kernels<2> : kernels<1>)[m - 1](Y + std::size_t(t0) * ldy + i0, std::size_t(ldy), cols, Xp + std::size_t(t0) * ldp + k0 / 2, ldp,
-                                   panel, kp, k0 > 0);
+                    kernel[m - 1](Y + std::size_t(t0) * ldy + i0, std::size_t(ldy), cols, Xp + std::size_t(t0) * ldp + k0 / 2, ldp, panel,
+                                  kp, k0 > 0);
                 }
             }
         };

@@ -186,8 +186,23 @@ struct Pass {
     }
 };
 
-// GB/s of one read of buf[0, n) by `threads` threads: bench/roofline.hpp's loop, timed once.
-double read_once(const float* buf, std::size_t n, int threads) { return bench::detail::streaming_read_gbs(buf, n, threads, 1); }
+// GB/s of one read of buf[0, n) by the pool's threads: bench/roofline.hpp's loop, timed once. On the pool
+// the decode passes use, not on fresh threads: those would start while the pool's workers still spin
+// (~1 ms after each pass, runtime/thread_pool.hpp) and share both cores with them — on a Zen 5 VM that
+// read 4–10 % below the decode passes timed next to it.
+double read_once(const float* buf, std::size_t n, ThreadPool& pool) {
+    const int threads = pool.size();
+    const std::size_t chunk = bench::detail::read_part_size(n, threads);
+    std::vector<float> sink(threads);
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(threads, [&](int begin, int end) {
+        for (int t = begin; t < end; ++t) sink[t] = bench::detail::read_part(buf + chunk * t, chunk);
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    volatile float keep = sink[0];
+    (void)keep;
+    return double(chunk * threads * sizeof(float)) / s / 1e9;
+}
 
 const char* split_name(ThreadPool::Split s) { return s == ThreadPool::Split::dynamic ? "dynamic" : "static shares"; }
 
@@ -211,8 +226,8 @@ int interleaved(int rounds, int threads) {
     ::madvise(buf.get(), bytes, MADV_HUGEPAGE);
 #endif
     std::fill(buf.get(), buf.get() + bytes / sizeof(float), 1.0f);
-    variants.push_back({"streaming read (bench/roofline.hpp's loop)", [&] { return read_once(buf.get(), bytes / sizeof(float), threads); }});
     ThreadPool pool(threads);
+    variants.push_back({"streaming read (bench/roofline.hpp's loop)", [&] { return read_once(buf.get(), bytes / sizeof(float), pool); }});
     std::vector<std::unique_ptr<Layers>> layers;
     std::vector<std::unique_ptr<Pass>> passes;
     for (DType dtype : {DType::q8_0, DType::q4_0}) {

@@ -50,27 +50,30 @@ double median_seconds(int threads, int reps, Fn&& per_thread) {
     std::sort(times.begin(), times.end());
     return times[times.size() / 2];
 }
+// Floats each of `threads` readers reads of a buffer of n: whole vectors of 4 × lanes.
+inline std::size_t read_part_size(std::size_t n, int threads) { return n / threads / (4 * simd::lanes) * (4 * simd::lanes); }
+// One reader's streaming read of p[0, count) (count from read_part_size); the sum, so it is not elided.
+inline float read_part(const float* p, std::size_t count) {
+    using simd::fbatch;
+    fbatch a0{}, a1{}, a2{}, a3{};
+    for (std::size_t i = 0; i < count; i += 4 * simd::lanes) {
+        // The same software hint the decode kernels give (simd/matvec.hpp): on Intel the L2 streamer
+        // alone left this loop at ~20 GB/s on 2 cores while decode, with the hint, read ~24 GB/s —
+        // a ceiling below what decode reaches is not a ceiling.
+        __builtin_prefetch(p + i + 2048 / sizeof(float), 0, 3);
+        a0 += fbatch::load_unaligned(p + i);
+        a1 += fbatch::load_unaligned(p + i + simd::lanes);
+        a2 += fbatch::load_unaligned(p + i + 2 * simd::lanes);
+        a3 += fbatch::load_unaligned(p + i + 3 * simd::lanes);
+    }
+    return xsimd::hadd(a0 + a1 + a2 + a3);
+}
 // GB/s of reading buf[0, n) once by `threads` threads, each a contiguous part, median of `reps` passes:
 // the streaming read every bandwidth figure of the benches is.
 inline double streaming_read_gbs(const float* buf, std::size_t n, int threads, int reps) {
-    using simd::fbatch;
-    const std::size_t chunk = n / threads / (4 * simd::lanes) * (4 * simd::lanes);
+    const std::size_t chunk = read_part_size(n, threads);
     std::vector<float> sink(threads);
-    const double s = median_seconds(threads, reps, [&](int t) {
-        const float* p = buf + chunk * t;
-        fbatch a0{}, a1{}, a2{}, a3{};
-        for (std::size_t i = 0; i < chunk; i += 4 * simd::lanes) {
-            // The same software hint the decode kernels give (simd/matvec.hpp): on Intel the L2 streamer
-            // alone left this loop at ~20 GB/s on 2 cores while decode, with the hint, read ~24 GB/s —
-            // a ceiling below what decode reaches is not a ceiling.
-            __builtin_prefetch(p + i + 2048 / sizeof(float), 0, 3);
-            a0 += fbatch::load_unaligned(p + i);
-            a1 += fbatch::load_unaligned(p + i + simd::lanes);
-            a2 += fbatch::load_unaligned(p + i + 2 * simd::lanes);
-            a3 += fbatch::load_unaligned(p + i + 3 * simd::lanes);
-        }
-        sink[t] = xsimd::hadd(a0 + a1 + a2 + a3);
-    });
+    const double s = median_seconds(threads, reps, [&](int t) { sink[t] = read_part(buf + chunk * t, chunk); });
     volatile float keep = sink[0];
     (void)keep;
     return double(chunk * threads * sizeof(float)) / s / 1e9;

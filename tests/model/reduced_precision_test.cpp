@@ -60,9 +60,10 @@ std::string read_text(const std::filesystem::path& p) {
     return text.str();
 }
 
+// `instruction_bound`: the bound for GemmPrecision::bf16 / fp16, one reduced instruction for every matrix;
 // `max_tokens`: only the reference prompts that short (a 95M-parameter model under qemu).
 template <ModelConfig Cfg>
-void expect_logits_match(const std::string& folder, double bf16_bound = kLogitBound, std::size_t max_tokens = SIZE_MAX) {
+void expect_logits_match(const std::string& folder, double instruction_bound = kLogitBound, std::size_t max_tokens = SIZE_MAX) {
     const auto dir = test::shared_model(folder);
     ELASTILM_REQUIRE_SHARED(dir / "model.safetensors");
     std::printf("reduced-precision GEMM of this build (the default): %s\n", reduced_gemm.empty() ? "none (fp32)" : std::string(reduced_gemm).c_str());
@@ -84,7 +85,8 @@ void expect_logits_match(const std::string& folder, double bf16_bound = kLogitBo
             double err = 0;
             for (int i = 0; i < Cfg::vocab_size; ++i) err = std::max(err, std::fabs(double(last[i]) - c["last_logits"][i].get<double>()));
             std::printf("  %s, %zu tokens: max |logit − reference| = %.4f, %s\n", folder.c_str(), ids.size(), err, name(p).c_str());
-            EXPECT_LE(err, p == GemmPrecision::bf16 ? bf16_bound : kLogitBound) << folder << ", " << name(p) << ": " << c["prompt"];
+            const bool one_instruction = p == GemmPrecision::bf16 || p == GemmPrecision::fp16;
+            EXPECT_LE(err, one_instruction ? instruction_bound : kLogitBound) << folder << ", " << name(p) << ": " << c["prompt"];
         }
     }
 }
@@ -122,9 +124,11 @@ void expect_perplexity_close(const std::string& folder, const std::string& text,
 
 TEST(ReducedPrecision, TinyGqaLogitsMatchTransformers) { expect_logits_match<TinyGqa15M>("tiny-gqa-15M"); }
 
-// The TLM trunk, not one of the two models: fp32, fp16 and `reduced` meet 2e-2; the bf16 GEMM alone
-// does not, split W or not (x's rounding alone left 0.0243–0.0251 on Zen 5, with the gate and up projections
-// rounded 0.0152–0.0282), so GemmPrecision::bf16 is held to 3e-2 here (README, "Prefill precision").
+// The TLM trunk, not one of the two models. fp32 and the mixed `reduced` of a bf16 build meet 2e-2;
+// the bf16 GEMM alone does not, split W or not (x's rounding alone left 0.0243–0.0251 on Zen 5, with the
+// gate and up projections rounded 0.0152–0.0282); NEON fp16 left 0.0117–0.0156, and AVX512-FP16, whose fp16
+// runs are twice as long, was never measured on it. So a single reduced instruction is held to 3e-2 on
+// this model (README, "Prefill precision").
 TEST(ReducedPrecision, DocsTlm15MLogitsMatchTransformers) { expect_logits_match<DocsTlm15M>("docs-tlm-15M", 3e-2); }
 
 TEST(ReducedPrecision, Docs95MLogitsMatchTransformers) {

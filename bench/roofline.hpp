@@ -127,9 +127,8 @@ inline double measure_fma_peak_gflops(int threads) {
 // `reduced` for the one GemmPrecision::reduced runs), median of 7; 0 when the build lacks it.
 inline double measure_reduced_peak_gflops(int threads, GemmPrecision p = GemmPrecision::reduced) {
     // Independent accumulators, enough to cover the instruction's latency × throughput. 12 did not cover
-    // `vdpbf16ps` on Zen 5: the bf16 micro-kernel, with 24 accumulators, ran 7 % above that "peak". A scratch
-    // loop of zmm `vdpbf16ps` measured 357 / 494 / 530 GFLOP/s on one thread with 8 / 12 / 16 chains, and
-    // less with 20 or more (the chains no longer stay in registers), so 16.
+    // `vdpbf16ps` on Zen 5: the bf16 micro-kernel, with 24 accumulators, ran 7 % above that "peak". With 16
+    // it runs at the peak; with 24 the chains no longer all stay in registers and the "peak" fell by a sixth.
     constexpr int chains = 16;
     constexpr long iters = 20'000'000;
     if (p == GemmPrecision::reduced) p = reduced_gemm_precision;

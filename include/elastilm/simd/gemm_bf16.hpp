@@ -19,8 +19,8 @@
 // 0.0116–0.0154. The split is done once per packed panel; the price is twice the dots per useful flop.
 // X kept whole instead (x_hi + x_lo against rounded w, as many dots) would leave the larger error.
 // Not every matrix needs the split: with it dropped for one kind of matrix at a time (Zen 5, the same
-// tests plus docs-tlm-15M), rounding the FFN's gate and up projections costs the least — max |logit − ref|
-// 0.0126–0.0167 on tiny-gqa-15M and docs-95M (0.0116–0.0154 split everywhere, 0.0259–0.0305 nowhere) — and
+// tests plus docs-tlm-15M, an experiment build), rounding the FFN's gate and up projections costs the
+// least — max |logit − ref| 0.0126–0.0167 on tiny-gqa-15M and docs-95M (0.0116–0.0154 split everywhere) — and
 // they are half of a LLaMA layer's flops, so the model passes GemmWeights::may_round for those two only
 // (model/block.hpp), and GemmPrecision::reduced runs the other matrices in fp32 (simd/matmul.hpp): TinyLlama's
 // pp512 rose from 181 to ~230 tok/s on Zen 5 (README, "Prefill precision").

@@ -1,6 +1,8 @@
 // The latency model: the non-negative fit on synthetic timings, the JSON table, the on-disk cache
-// (hit, key mismatch, corrupt file) and real profiles of synthetic models. Timing assertions are
-// orderings with wide margins only; accuracy is measured in bench/latency_model.cpp.
+// (hit, key mismatch, corrupt file) and real profiles of synthetic models. No assertion here compares
+// two timings: ctest runs tests side by side on shared cores, where one stalled sample can invert any
+// ordering. The model's accuracy is measured in bench/latency_model.cpp, and that a narrower ratio is
+// faster in proportion to its bytes in bench/model_speed.cpp.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -16,15 +18,6 @@ namespace elastilm {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A shape where a layer's matmuls, not the LM head, dominate, so 20% width is measurably faster.
-struct WideLayers {
-    static constexpr std::string_view name = "latency-test-wide";
-    static constexpr int dim = 256, hidden_dim = 1024, n_layers = 4, n_heads = 8, n_kv_heads = 4;
-    static constexpr int head_dim = 32, vocab_size = 512, context = 128;
-    static constexpr float rope_theta = 10000.0f, norm_eps = 1e-5f;
-    static constexpr RopePairing rope_pairing = RopePairing::adjacent;
-};
 
 // A fresh, empty folder under the system temp dir, removed afterwards.
 struct TempDir {
@@ -320,20 +313,6 @@ TEST(ProfileLatency, Stories260KShapeIsMonotoneInLength) {
     }
     EXPECT_EQ(m.key(), latency_key(model, pool, o));
     expect_monotone_and_positive<Stories260K>(m);
-}
-
-TEST(ProfileLatency, NarrowRatioIsPredictedFaster) {
-    if (test::emulated()) GTEST_SKIP() << "timing comparison skipped under emulation";
-    Model<WideLayers> model(synthetic_weights<WideLayers>({DType::f16, 1, Layout::in_major}));
-    ThreadPool pool(2);
-    ProfileOptions o;
-    o.grid_points = 4;
-    o.ratios = {20, 100};
-    const LatencyModel m = profile_latency(model, pool, o);
-    expect_monotone_and_positive<WideLayers>(m);
-    // Layers at 20% do about a fifth of the matmul work; demand only that it is visibly faster.
-    EXPECT_LT(m.ttft_ms(20, 128), 0.8 * m.ttft_ms(100, 128));
-    EXPECT_LT(m.tpot_ms(20, 64), 0.8 * m.tpot_ms(100, 64));
 }
 
 TEST(ProfileLatency, RejectsBadOptions) {

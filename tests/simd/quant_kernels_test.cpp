@@ -548,6 +548,7 @@ TEST(QuantKernels, ZmmDecodeQuantizesLikeTheReference) {
             const float d = b < blocks ? ref[b].d : 0.0f;
             ASSERT_EQ(g8.d[j], d) << "block " << b;
             ASSERT_EQ(g4.d[j], d) << "block " << b;
+            for (int l = 0; l < 4; ++l) ASSERT_EQ(g4.d_lanes[j / 4][4 * (j % 4) + l], d) << "block " << b << " lane " << l;
             for (int k = 0; k < 32; ++k) {
                 const int q = b < blocks ? ref[b].q[k] : 0;
                 ASSERT_EQ(g8.x[j / 2][32 * (j % 2) + k], q) << "Q8_0 layout, block " << b << " element " << k;
@@ -576,22 +577,27 @@ TEST(QuantKernels, ZmmDecodeQuantizesLikeTheReference) {
 }
 
 // The zmm decode kernel and the one-block-at-a-time kernel it replaced give the same products (to
-// fp32 rounding) on the same matrix, Q8_0 and Q4_0.
+// fp32 rounding) on the same matrix, Q8_0 and Q4_0: at block counts around its pairs and quads (1–3
+// blocks left over), its groups of 16 (a partial last group) and a row prefix of a wider matrix.
 TEST_P(QuantKernels, ZmmDecodeMatchesTheYmmKernel) {
 #if ELASTILM_QMATVEC_VNNI
     const DType dtype = GetParam();
-    const int rows = 45, cols = 32 * 53;
-    const Stored s = make(rows, cols, rows, cols, dtype, 61);
-    const auto x = activations(cols, 62);
-    std::vector<float> zmm(rows), ymm(rows);
-    detail::quant_matvec<true>(zmm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
-    detail::quant_matvec<false>(ymm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
-    const auto xq = as_quantized(x.data(), cols);
-    for (int i = 0; i < rows; ++i) {
-        double mag = 0;
-        for (int j = 0; j < cols; ++j) mag += std::fabs(s.dequantized[std::size_t(i) * cols + j] * xq[j]);
-        ASSERT_NEAR(zmm[i], ymm[i], 2e-5 * mag) << "row " << i;
-    }
+    const int rows = 45;
+    for (int blocks : {1, 2, 3, 4, 5, 6, 7, 15, 16, 17, 18, 19, 20, 53})
+        for (int stored_blocks : {blocks, blocks + 3}) {
+            const int cols = 32 * blocks;
+            const Stored s = make(rows, cols, rows, 32 * stored_blocks, dtype, 61 + blocks);
+            const auto x = activations(cols, 62 + blocks);
+            std::vector<float> zmm(rows), ymm(rows);
+            detail::quant_matvec<true>(zmm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
+            detail::quant_matvec<false>(ymm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
+            const auto xq = as_quantized(x.data(), cols);
+            for (int i = 0; i < rows; ++i) {
+                double mag = 0;
+                for (int j = 0; j < cols; ++j) mag += std::fabs(s.dequantized[std::size_t(i) * 32 * stored_blocks + j] * xq[j]);
+                ASSERT_NEAR(zmm[i], ymm[i], 2e-5 * mag) << "row " << i << ", " << blocks << " of " << stored_blocks << " blocks";
+            }
+        }
 #else
     GTEST_SKIP() << "zmm decode kernel not compiled: needs -march with AVX-512 VNNI and BW";
 #endif

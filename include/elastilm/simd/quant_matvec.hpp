@@ -42,11 +42,14 @@ inline float extra_dot(const f16_bits* e, const float* z, int n) {
 
 // Software prefetch: the rows' pieces a thread reads are one stream when a view spans whole rows, but
 // a ratio's prefix of a row is a short piece followed by a skip, which the hardware prefetcher does not
-// follow. So the kernel prefetches the piece of the row ~2 KB ahead in its own sequence (never the
+// follow. So the kernel prefetches the piece of the row ~8 KB ahead in its own sequence (never the
 // skipped bytes), which covers both cases: row_dot(w, blocks, ahead) gets `ahead`, the same blocks that
 // many rows later (nullptr near the end of the thread's rows), and prefetches from it as it goes.
-// Ordinary hints, not non-temporal ones: see simd/matvec.hpp.
-inline constexpr std::size_t kQuantPrefetchAhead = 2048;
+// Ordinary hints, not non-temporal ones: see simd/matvec.hpp. Why 8 KB: the bytes in flight must cover
+// the memory's latency at the rate it delivers. 2 KB did on Sapphire Rapids (~30 GB/s for two cores);
+// on a Zen 5 VM whose memory reads ~82 GB/s it left the zmm decode passes well below the read loop
+// (README, "Quantized weights"), and 16 KB was no better than 8.
+inline constexpr std::size_t kQuantPrefetchAhead = 8192;
 
 // Row g of the concatenation of `count` matrices that read one x (same dtype and inputs): W[m]'s
 // row g − (rows of W[0..m)). For a single matrix g is its row.

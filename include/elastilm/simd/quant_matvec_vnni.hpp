@@ -50,6 +50,7 @@ struct alignas(64) ActGroupQ4 {
     std::int8_t hi[kGroup / 4][64];     // quad q: elements 16..31 of the same blocks
     std::int32_t c[kGroup / 4][16];     // −8 · Σ of each lane's 4 bytes of lo and 4 bytes of hi
     float d[kGroup];
+    float d_lanes[kGroup / 4][16];      // quad q: lane l holds block 4q + l / 4's scale (dot_row_quads)
 };
 
 template <class Block>
@@ -89,6 +90,7 @@ void quantize_activations(std::vector<ActGroup<Block>>& out, const float* x, int
         } else {
             for (int q = 0; q < kGroup / 4; ++q)
                 qa::store_i32(a.c[q], qa::add(qa::minus_k_sum4(qa::load_bytes(a.lo[q]), 8), qa::minus_k_sum4(qa::load_bytes(a.hi[q]), 8)));
+            for (int l = 0; l < kGroup * 4; ++l) a.d_lanes[l / 16][l % 16] = a.d[l / 4];
         }
     }
 }
@@ -99,17 +101,54 @@ inline qa::I32 piece_dots(const BlockQ8_0* w, const ActGroupQ8& a, int p, int n)
     const qa::Bytes wb = n >= 2 ? qa::load_2x32(w[2 * p].q, w[2 * p + 1].q) : qa::load_1x32(w[2 * p].q);
     return qa::dot(qa::load_i32(a.c[p]), qa::plus_128(wb), qa::load_bytes(a.x[p]));
 }
-inline qa::I32 piece_dots(const BlockQ4_0* w, const ActGroupQ4& a, int q, int n) {
-    qa::Bytes wb;
-    if (n >= 4) {
-        wb = qa::load_4x16(w[4 * q].qs, w[4 * q + 1].qs, w[4 * q + 2].qs, w[4 * q + 3].qs);
-    } else {
-        const void* p[3] = {w[4 * q].qs, n > 1 ? w[4 * q + 1].qs : nullptr, n > 2 ? w[4 * q + 2].qs : nullptr};
-        wb = qa::load_first_x16(p, n);
-    }
-    return qa::dot(qa::dot(qa::load_i32(a.c[q]), qa::low_nibbles(wb), qa::load_bytes(a.lo[q])), qa::high_nibbles(wb),
+// Quad q's lane dot products, given its four blocks' nibble bytes (block j in bytes 16j..16j+15).
+inline qa::I32 quad_dots(qa::Bytes nibbles, const ActGroupQ4& a, int q) {
+    return qa::dot(qa::dot(qa::load_i32(a.c[q]), qa::low_nibbles(nibbles), qa::load_bytes(a.lo[q])), qa::high_nibbles(nibbles),
                    qa::load_bytes(a.hi[q]));
 }
+// The first n (< 4) of four Q4_0 blocks' nibble bytes, zeros after; nothing past them is read.
+inline qa::Bytes first_nibbles(const BlockQ4_0* w, int n) {
+    const void* p[3] = {w[0].qs, n > 1 ? w[1].qs : nullptr, n > 2 ? w[2].qs : nullptr};
+    return qa::load_first_x16(p, n);
+}
+inline qa::I32 piece_dots(const BlockQ4_0* w, const ActGroupQ4& a, int q, int n) {
+    const BlockQ4_0* b = w + 4 * q;
+    return quad_dots(n >= 4 ? qa::load_4x16(b[0].qs, b[1].qs, b[2].qs, b[3].qs) : first_nibbles(b, n), a, q);
+}
+
+#if defined(__AVX512VBMI__)
+// A Q4_0 row's dot product a quad (4 blocks, 72 bytes) at a time, where the CPU has byte permutes
+// (AVX512-VBMI): each quad's scales come with its nibbles (qa::load_quad_q4), and its lanes are scaled by
+// its own 4 weight scales times the activations' (ActGroupQ4::d_lanes) — no gather of a group's 16
+// scales and no permute to spread them. Why: on a Zen 5 VM the gather and the spread were what held the
+// zmm kernel below the memory's rate (in cache, 2 threads streamed less than the read loop when the
+// memory was fast), and from memory this kernel streams closer to the read loop; figures in the README,
+// "Quantized weights". A variant that also took the nibbles out of two overlapping 64-byte loads was
+// faster in cache and much slower from memory (see qa::load_quad_q4), so the nibbles stay 16-byte loads.
+inline float dot_row_quads(const BlockQ4_0* w, const ActGroupQ4* a, int blocks, const BlockQ4_0* later) {
+    qa::F32 acc0 = qa::zero(), acc1 = qa::zero();  // two chains hide the FMA latency
+    auto add_quad = [&](qa::F32& acc, qa::Bytes nibbles, qa::F32 scales, const ActGroupQ4& g, int q) {
+        acc = qa::fma(qa::to_float(quad_dots(nibbles, g, q)), qa::mul(scales, qa::load(g.d_lanes[q])), acc);
+    };
+    for (int g0 = 0; g0 < blocks; g0 += kGroup, w += kGroup, ++a) {
+        const int n = std::min(kGroup, blocks - g0), whole = n / 4;
+        if (later) qa::prefetch_l2(later + g0, n * int(sizeof(BlockQ4_0)));
+        int q = 0;
+        for (; q + 1 < whole; q += 2) {
+            const qa::Quad w0 = qa::load_quad_q4(w + 4 * q), w1 = qa::load_quad_q4(w + 4 * q + 4);
+            add_quad(acc0, w0.nibbles, w0.scales, *a, q);
+            add_quad(acc1, w1.nibbles, w1.scales, *a, q + 1);
+        }
+        if (q < whole) {
+            const qa::Quad w0 = qa::load_quad_q4(w + 4 * q);
+            add_quad(acc0, w0.nibbles, w0.scales, *a, q++);
+        }
+        if (const int rest = n - 4 * whole; rest > 0)  // a row's last 1–3 blocks
+            add_quad(acc1, first_nibbles(w + 4 * q, rest), qa::quad_scales_first(&w[4 * q].d, int(sizeof(BlockQ4_0)), rest), *a, q);
+    }
+    return qa::sum(qa::add(acc0, acc1));
+}
+#endif
 
 // Σ_b d_w[b] · d_x[b] · Σ_k w[b][k] · x[b][k] over a row's first `blocks` blocks; meanwhile the same
 // blocks of a later row (`later`, unless nullptr) are prefetched into L2, a group at a time. Why: in
@@ -119,6 +158,9 @@ inline qa::I32 piece_dots(const BlockQ4_0* w, const ActGroupQ4& a, int q, int n)
 // L1, 22–23 GB/s a group at a time into L2 (on huge pages ~26, ~27, ~28 GB/s).
 template <class Block>
 float dot_row(const Block* w, const ActGroup<Block>* a, int blocks, const Block* later = nullptr) {
+#if defined(__AVX512VBMI__)
+    if constexpr (std::is_same_v<Block, BlockQ4_0>) return dot_row_quads(w, a, blocks, later);
+#endif
     constexpr int per = std::is_same_v<Block, BlockQ8_0> ? 2 : 4;  // blocks per vector
     constexpr int shift = per == 2 ? 3 : 2;                        // log2 of the lanes per block
     qa::F32 acc0 = qa::zero(), acc1 = qa::zero();                  // two chains hide the FMA latency

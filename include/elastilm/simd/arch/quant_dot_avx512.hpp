@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include <immintrin.h>
 
@@ -40,6 +41,35 @@ inline Bytes load_first_x16(const void* const* p, int n) {
     for (int j = 0; j < n; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(buf + 16 * j), _mm_loadu_si128(static_cast<const __m128i*>(p[j])));
     return _mm512_load_si512(buf);
 }
+#if defined(__AVX512VBMI__)
+// Four whole Q4_0 blocks (18 bytes each, 72 in all) from the first one's address: their nibble bytes by
+// four 16-byte loads (block j in bytes 16j..16j+15, as load_4x16), and their fp16 scales, each repeated
+// for the 4 int32 lanes that hold its block's dot products, by one 64-byte load and one byte permute
+// (vpermb) — no gather. The nibbles do not come out of two overlapping 64-byte loads and a two-source
+// permute as well, though that is fewer instructions and ran faster with the blocks in cache: each such
+// load straddles two cache lines, and streaming from memory that build read far less (see
+// qvnni_matvec::dot_row_quads).
+struct Quad {
+    Bytes nibbles;
+    F32 scales;  // lane l: block l / 4's d
+};
+namespace detail {
+struct QuadScaleIndex {
+    alignas(64) std::uint8_t bytes[64];
+    // Byte 2l + i of the result (l < 16 words, i < 2): byte i of block l / 4's d, 18 · (l / 4) + i.
+    constexpr QuadScaleIndex() : bytes{} {
+        for (int b = 0; b < 32; ++b) bytes[b] = std::uint8_t(18 * (b / 8) + b % 2);
+    }
+};
+inline constexpr QuadScaleIndex kQuadScaleIndex{};
+}  // namespace detail
+inline Quad load_quad_q4(const void* first) {
+    const char* p = static_cast<const char*>(first);
+    const __m512i head = _mm512_loadu_si512(p);  // bytes 0..63: all four scales (at 0, 18, 36, 54)
+    const __m512i words = _mm512_permutexvar_epi8(_mm512_load_si512(detail::kQuadScaleIndex.bytes), head);
+    return {load_4x16(p + 2, p + 20, p + 38, p + 56), _mm512_cvtph_ps(_mm512_castsi512_si256(words))};
+}
+#endif
 // w + 128 as unsigned bytes: flipping the sign bit of a two's-complement byte adds 128 (mod 256).
 inline Bytes plus_128(Bytes w) { return _mm512_xor_si512(w, _mm512_set1_epi8(char(0x80))); }
 // Q4_0's nibbles as bytes 0..15: the low halves (elements 0..15 of each block), the high halves (16..31).
@@ -61,6 +91,13 @@ inline F32 scales16(const void* first, int stride, int n) {
     const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(stride));
     const __m512i words = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, offsets, first, 1);
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));  // each lane's low 16 bits: the block's d
+}
+// The fp16 scales of the first n (< 4) of four blocks `stride` bytes apart from `first`, each in its
+// block's 4 lanes; the other lanes 0. Nothing past the n blocks is read.
+inline F32 quad_scales_first(const void* first, int stride, int n) {
+    alignas(32) std::uint16_t words[16] = {};
+    for (int l = 0; l < 4 * n; ++l) std::memcpy(&words[l], static_cast<const char*>(first) + stride * (l / 4), 2);
+    return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(words)));
 }
 // Lane l of the result is s[index[l]]: one block's scale copied to the lanes holding its dot product.
 inline F32 spread(F32 s, I32 index) { return _mm512_permutexvar_ps(index, s); }

@@ -133,6 +133,12 @@ grep -v '^bandwidth,' "$results" | awk -F, -v bytes="$decode_bytes" -v fbytes="$
       printf "| %s | %.1f (%.1f–%.1f) | %.2f× | %.2f (%.2f–%.2f) | %.2f× |\n", e, p, plo, phi, p / base_pp, g, glo, ghi, g / base_tg }
     printf "\nat full width a decoded token reads %.0f MB (layer matrices, LM head, one embedding row): against the read bandwidth measured either side of each run (the higher; median over repetitions), llama.cpp tg = %.1f%%, elastilm 100%% = %.1f%%\n",
       bytes / 1e6, 100 * bw_share("llama.cpp"), 100 * bw_share("elastilm native 100%")
+    # Each repetition on its own: on a host whose bandwidth moves, a median hides which runs had fast memory.
+    for (i = 1; i <= n["llama.cpp" SUBSEP "tg"]; i++)
+      printf "repetition %d: llama.cpp %.1f GB/s of %.1f (%.1f%%), elastilm 100%% %.1f GB/s of %.1f (%.1f%%)\n", i,
+        v["llama.cpp", "tg", i] * bytes / 1e9, v["llama.cpp", "around", i], 100 * v["llama.cpp", "tg", i] * bytes / 1e9 / v["llama.cpp", "around", i],
+        v["elastilm native 100%", "tg", i] * bytes / 1e9, v["elastilm native 100%", "around", i],
+        100 * v["elastilm native 100%", "tg", i] * bytes / 1e9 / v["elastilm native 100%", "around", i]
     if (fbytes > 0) {
       printf "prefill at full width does ~%.2f GFLOP/token: llama.cpp pp = %.0f%% of the fp32 FMA peak, elastilm 100%% = %.0f%%\n",
         fbytes / 1e9, 100 * base_pp * fbytes / 1e9 / peak, 100 * median("elastilm native 100%" SUBSEP "pp") * fbytes / 1e9 / peak

@@ -59,9 +59,13 @@ TEST(ThreadPool, ParallelChunksCoverEveryItemOnceWithNextOfTheSameThread) {
                             EXPECT_EQ(s.next.begin, after.begin) << "n " << n << " threads " << threads;
                             EXPECT_EQ(s.next.end, after.end) << "n " << n << " threads " << threads;
                         }
-                        if (split == ThreadPool::Split::static_shares) EXPECT_TRUE(s.next.empty());
+                        if (split == ThreadPool::Split::static_shares) {
+                            EXPECT_TRUE(s.next.empty());
+                        }
                     }
-                    if (split == ThreadPool::Split::static_shares) EXPECT_LE(seen.size(), std::size_t(threads));
+                    if (split == ThreadPool::Split::static_shares) {
+                        EXPECT_LE(seen.size(), std::size_t(threads));
+                    }
                 }
         }
 }

@@ -1,7 +1,7 @@
-// attend_causal (tiled prefill attention) against attend (one query at a time) and a double-precision
-// reference, on random data at odd sizes: query counts that are not multiples of the query or register
-// block, a cache prefix before the block (pos0 > 0), GQA groups of 1, 2 and 4, head sizes that are not
-// whole vectors, fp32 and fp16 caches. Bound: 1e-5 of the largest |output| (outputs are convex
+// attend_causal (tiled prefill attention) and attend (one query at a time, decode's) against each other
+// and a double-precision reference, on random data at odd sizes: query counts that are not multiples of
+// the query or register block, a cache prefix before the block (pos0 > 0), GQA groups of 1, 2 and 4,
+// head sizes that are not whole vectors, fp32 and fp16 caches. Bound: 1e-5 of the largest |output| (outputs are convex
 // combinations of values in [-1, 1]).
 #include <gtest/gtest.h>
 
@@ -84,7 +84,7 @@ void check(const Case& cs, std::uint64_t seed, AttentionTiles* shared = nullptr)
         attend(query_out.data() + std::size_t(t) * q_dim, q.data() + std::size_t(t) * q_dim, cs.n_heads, cs.group_size, d, kv,
                cs.pos0 + t + 1, scores.data());
 
-    double max_abs = 0, max_tiled_vs_query = 0, max_tiled_vs_exact = 0;
+    double max_abs = 0, max_tiled_vs_query = 0, max_tiled_vs_exact = 0, max_query_vs_exact = 0;
     std::vector<double> s(context), o(d);
     for (int t = 0; t < cs.n_q; ++t)
         for (int h = 0; h < cs.n_heads; ++h) {
@@ -109,16 +109,19 @@ void check(const Case& cs, std::uint64_t seed, AttentionTiles* shared = nullptr)
                 const std::size_t i = std::size_t(t) * q_dim + h * d + e;
                 const double exact = o[e] / sum;
                 ASSERT_TRUE(std::isfinite(tiled_out[i])) << "token " << t << " head " << h << " dim " << e;
+                ASSERT_TRUE(std::isfinite(query_out[i])) << "token " << t << " head " << h << " dim " << e;
                 max_abs = std::max(max_abs, std::abs(exact));
                 max_tiled_vs_query = std::max(max_tiled_vs_query, std::abs(double(tiled_out[i]) - query_out[i]));
                 max_tiled_vs_exact = std::max(max_tiled_vs_exact, std::abs(double(tiled_out[i]) - exact));
+                max_query_vs_exact = std::max(max_query_vs_exact, std::abs(double(query_out[i]) - exact));
             }
         }
-    std::printf("n_q %4d pos0 %4d group %d head_dim %3d %s: |tiled - attend| %.2e, |tiled - exact| %.2e of max |out| %.3f\n",
+    std::printf("n_q %4d pos0 %4d group %d head_dim %3d %s: |tiled - attend| %.2e, |tiled - exact| %.2e, |attend - exact| %.2e of max |out| %.3f\n",
                 cs.n_q, cs.pos0, cs.group_size, d, std::is_same_v<T, f16_bits> ? "f16" : "f32", max_tiled_vs_query,
-                max_tiled_vs_exact, max_abs);
+                max_tiled_vs_exact, max_query_vs_exact, max_abs);
     EXPECT_LE(max_tiled_vs_query, 1e-5 * max_abs);
     EXPECT_LE(max_tiled_vs_exact, 1e-5 * max_abs);
+    EXPECT_LE(max_query_vs_exact, 1e-5 * max_abs);
 }
 
 const Case cases[] = {

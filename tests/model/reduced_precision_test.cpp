@@ -126,9 +126,9 @@ TEST(ReducedPrecision, TinyGqaLogitsMatchTransformers) { expect_logits_match<Tin
 
 // The TLM trunk, not one of the two models. fp32 and the mixed `reduced` of a bf16 build meet 2e-2;
 // the bf16 GEMM alone does not, split W or not (0.0152–0.0282 on Zen 5 with the gate and up projections
-// rounded, and over 2e-2 with every W split, x's rounding alone); NEON fp16 left 0.0117–0.0156, and AVX512-FP16, whose fp16
-// runs are twice as long, was never measured on it. So a single reduced instruction is held to 3e-2 on
-// this model (README, "Prefill precision").
+// rounded; over 2e-2 with every W split, from x's rounding alone). NEON fp16 left 0.0117–0.0156, and
+// AVX512-FP16, whose fp16 runs are twice as long, was never measured on it. So a single reduced
+// instruction is held to 3e-2 on this model (README, "Prefill precision").
 TEST(ReducedPrecision, DocsTlm15MLogitsMatchTransformers) { expect_logits_match<DocsTlm15M>("docs-tlm-15M", 3e-2); }
 
 TEST(ReducedPrecision, Docs95MLogitsMatchTransformers) {

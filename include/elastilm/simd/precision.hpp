@@ -1,9 +1,9 @@
 // Which arithmetic prefill's GEMM uses for F16 weights. `reduced` (the default) takes the target's
 // reduced-precision GEMM when this build has one (gemm_bf16.hpp: AVX-512 BF16; gemm_bf16_mmla.hpp:
 // ARM BFMMLA; gemm_f16.hpp: NEON FP16 or AVX512-FP16; matmul.hpp picks one when a build has both; with
-// x86 bf16 only for the matrices that may round, GemmWeights below), else fp32; `fp32` always widens to fp32 — the portable path, kept to compare against; `bf16` / `fp16` name
-// one instruction family, for benches and tests that compare them side by side (fp32 when the build
-// lacks it).
+// x86 bf16 only for the matrices that may round, GemmWeights below), else fp32; `fp32` always widens to
+// fp32 — the portable path, kept to compare against; `bf16` / `fp16` name one instruction family, for
+// benches and tests that compare them side by side (fp32 when the build lacks it).
 // A process-wide setting because it is a property of the build and the experiment, not of a call.
 #pragma once
 

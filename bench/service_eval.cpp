@@ -208,9 +208,10 @@ int evaluate(Model<Cfg>& model, const Model<TrunkCfg>* trunk, const ChoiceBenchm
                 "4 candidates of %d tokens), %d threads\n",
                 std::string(Cfg::name).c_str(), bench.items.size(), bench.source.c_str(), prompt_of(bench.items.front()).ids.size(),
                 bench.items.front().question.size(), cont, threads);
-    std::printf("# TLM: %s; predicted TLM time on this prompt %.1f ms vs full prefill %.1f ms\n", scorer->description().c_str(),
-                score.predicted_ms(int(prompt_of(bench.items.front()).ids.size())),
-                latency.ttft_ms(100, int(prompt_of(bench.items.front()).ids.size())));
+    const int prompt_tokens = int(prompt_of(bench.items.front()).ids.size());
+    std::printf("# TLM: %s; predicted TLM time on this prompt %.1f ms (%.1f ms with the decision head's ratings) vs full prefill %.1f ms\n",
+                scorer->description().c_str(), score.predicted_ms(prompt_tokens), score_head.predicted_ms(prompt_tokens),
+                latency.ttft_ms(100, prompt_tokens));
     std::fflush(stdout);
 
     Session<Cfg> session(model, pool);

@@ -12,7 +12,7 @@
 #      terminal; otherwise (or with SLO flags) scripted over the built-in prompts.
 # The first run prepares a short recipe. `bash cmake/demo.sh --full` prepares
 # the full-quality one instead (more calibration text, more epochs, more labelled prompts, and the decision
-# head on 240 multiple-choice items; about an hour on 2 cores, most of it labelling) in build/demo/full/ and
+# head on 320 multiple-choice items; about an hour on 2 cores, most of it labelling) in build/demo/full/ and
 # serves from it; later runs with --full reuse it.
 # Without ../shared/models/docs-95M the demo runs a synthetic 1B-class elastic model instead and says so.
 # Extra arguments go to demo (e.g. --ttft-slo 30 --tpot-slo 50, -n 48, -t 2).
@@ -43,11 +43,11 @@ fi
 # them, and the TLM's prompts after the calibration text.
 if (( full )); then
   cache="$root/demo/full"
-  # The decision head on the service's own task: 240 multiple-choice items, each read along the prior's
-  # three curves (train_tlm --decision-labels choice).
+  # The decision head on the service's own task: 320 multiple-choice items, each read along the prior's
+  # three curves (train_tlm --decision-labels choice; the head reads the trunk's context dependence).
   # The labels are cached as they are made (train_tlm --labels): an interrupted run resumes where it stopped.
   calib_tokens=8192;  recover_tokens=8192; recover_epochs=2; prompts=320
-  head_flags=(--decision-labels choice --choice-items 240 --labels "$cache/labels-choice.json")
+  head_flags=(--decision-labels choice --choice-items 320 --labels "$cache/labels-choice.json")
 else
   cache="$root/demo"
   # The demo plans with a measured prior, not the decision head (examples/demo.cpp), so the short recipe

@@ -5,7 +5,7 @@
 //             [--adapters DIR] [-t 2] [--features hidden|hidden+surprisal] [--no-decision-head]
 //             [--decision-labels continuation|choice] [--choice-items 160] [--labels CACHE.json]
 //             [--decision-head scales|curves] [--decision-cv worst|total] [--folds-by document|item]
-//             [--score-head EARLIER_HEADS.gguf] -o HEADS.gguf
+//             [--decision-features stats|stats+context] [--score-head EARLIER_HEADS.gguf] -o HEADS.gguf
 //   train_tlm -m MODEL --trunk SMALL_MODEL --time-share        (the TLM's time against the LLM's prefill)
 // --adapters DIR attaches recover's LoRA adapters to the LLM before it labels: the decision head must rate
 // the sub-models serving runs, and serving attaches them. --prompt-len with a list cycles the prompts
@@ -35,7 +35,10 @@
 //                  per prompt and its prior is exactly the measured prior. Its table adds budgets whose
 //                  answer is decoded at ≤ 30 % (the decode curve's part), and compares two heads: 27 free
 //                  curve values and 3 curve scales against the prior (--decision-head picks the saved
-//                  one; tlm.hpp). Items share the ~90 documents after token 131072, so folds hold out
+//                  one, scales by default; tlm.hpp). With choice labels the head reads by default
+//                  (--decision-features stats+context) the trunk's context dependence besides the pooled
+//                  statistics: how far its next-token distribution moves when the prompt is cut
+//                  (service/context_dependence.hpp). Items share the ~90 documents after token 131072, so folds hold out
 //                  whole documents (--folds-by item: single items). --labels CACHE.json keeps the labels
 //                  (service/pair_prior.hpp ChoiceLabels): a later run reads them back and labels only
 //                  items the cache lacks; with --score-head (the score head of earlier heads for the same
@@ -53,6 +56,7 @@
 #include "cli/model_file.hpp"
 #include "elastilm/lora/adapter_folder.hpp"
 #include "elastilm/model/perplexity.hpp"
+#include "elastilm/service/context_dependence.hpp"
 #include "elastilm/service/pair_prior.hpp"
 #include "elastilm/service/tlm.hpp"
 #include "elastilm/service/tlm_labels.hpp"
@@ -65,7 +69,7 @@ using namespace elastilm;
 struct TrainFlags {
     std::string calib_path, out_path, feature_flag, adapters;
     std::vector<int> prompt_lens;
-    std::string decision_labels, labels_path, decision_head_kind, decision_cv, score_head_path, folds_by;
+    std::string decision_labels, labels_path, decision_head_kind, decision_cv, score_head_path, folds_by, decision_features;
     int skip, n_prompts, folds, cont_len, span, trunk_percent, split, reps, choice_items;
     bool timing, decision_head;
     explicit TrainFlags(const cli::Args& args)
@@ -91,7 +95,7 @@ struct TrainFlags {
                 "must be 'continuation' or 'choice', got '" + decision_labels + "'");
         choice_items = args.get_int("--choice-items", "", 160, "with --decision-labels choice: labelled multiple-choice items");
         require(choice_items >= 10, "--choice-items", "needs at least 10 items, got " + std::to_string(choice_items));
-        decision_head_kind = args.get("--decision-head", "", "curves",
+        decision_head_kind = args.get("--decision-head", "", "scales",
                                       "with choice labels, the saved head: scales (3 curve scales) or curves (27 free curve values)");
         require(decision_head_kind == "scales" || decision_head_kind == "curves", "--decision-head",
                 "must be 'scales' or 'curves', got '" + decision_head_kind + "'");
@@ -101,6 +105,13 @@ struct TrainFlags {
         require(folds_by == "document" || folds_by == "item", "--folds-by", "must be 'document' or 'item', got '" + folds_by + "'");
         score_head_path = args.get("--score-head", "", "", "take the score head from these heads (same model and trunk) instead of training it");
         labels_path = args.get("--labels", "", "", "with --decision-labels choice: a label cache, read when it exists, written as items are labelled");
+        decision_features = args.get("--decision-features", "", decision_labels == "choice" ? "stats+context" : "stats",
+                                     "the decision head's features: stats (pooled statistics) or stats+context (and the trunk's context "
+                                     "dependence; the default with choice labels)");
+        require(decision_features == "stats" || decision_features == "stats+context", "--decision-features",
+                "must be 'stats' or 'stats+context', got '" + decision_features + "'");
+        require(decision_features == "stats" || decision_labels == "choice", "--decision-features",
+                "stats+context needs --decision-labels choice (its prompts mark the question no cut may remove)");
     }
 
     static std::vector<int> length_list(const std::string& list) {
@@ -197,8 +208,8 @@ std::map<std::string, std::string> choice_label_key(const TrainFlags& f, const M
 }
 
 DecisionHead cross_validate_decision_head(const TrainFlags& f, DecisionLabels kind, std::vector<float> y, const std::vector<PromptFeatures>& feats,
-                                          const std::vector<std::vector<float>>& scores, std::vector<int> group, const std::string& what,
-                                          std::chrono::steady_clock::time_point t0);
+                                          const std::vector<std::vector<float>>& scores, const std::vector<std::vector<float>>& extra,
+                                          std::vector<int> group, const std::string& what, std::chrono::steady_clock::time_point t0);
 
 // Trains the decision head on one of its two label kinds (DecisionLabels, service/tlm.hpp) and prints its
 // cross-validated regret against the prompt-agnostic prior (the training folds' mean labels, rated the
@@ -211,7 +222,7 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
     const DecisionLabels kind = f.decision_labels == "choice" ? DecisionLabels::choice_curves : DecisionLabels::continuation_pairs;
     std::vector<float> y;  // n × label_width(kind)
     std::vector<PromptFeatures> feats;
-    std::vector<std::vector<float>> scores;
+    std::vector<std::vector<float>> scores, extra;  // extra: --decision-features stats+context, per prompt
     std::string what;
     // Cross-validation groups: a document's items share their text, so with --folds-by document (the
     // default) they are held out together; a head must generalise to unseen documents, not recognise one.
@@ -265,6 +276,11 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
                 for (int t = 0; t < pf.tokens; ++t) pf.values[std::size_t(t) * pf.width + TrunkCfg::dim] = 0.0f;
             scores.push_back(score.scores(pf));
             feats.push_back(std::move(pf));
+            if (f.decision_features == "stats+context") {
+                const auto d = context_dependence(tlm, std::span<const int>(p.ids), std::span<const std::uint8_t>(p.keep),
+                                                  std::span<const float>(scores.back()));
+                extra.emplace_back(d.begin(), d.end());
+            }
             const std::string id = item_id(items.items[i]);
             const auto pooled = DecisionHead::pooled(feats.back(), scores.back());
             if (i < cache.items.size()) {  // labelled before: the same item, read the same way?
@@ -300,21 +316,23 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
         if (f.folds_by == "document") what += " from " + std::to_string(docs.size()) + " documents";
     }
     std::fprintf(stderr, "\n");
-    return cross_validate_decision_head(f, kind, std::move(y), feats, scores, std::move(group), what, t0);
+    return cross_validate_decision_head(f, kind, std::move(y), feats, scores, extra, std::move(group), what, t0);
 }
 
 // Cross-validates the decision head on labelled prompts and fits the one saved. Nothing here depends on the
 // model's or the trunk's config, so it is compiled once instead of once per (model, trunk) pair of configs.
 DecisionHead cross_validate_decision_head(const TrainFlags& f, DecisionLabels kind, std::vector<float> y, const std::vector<PromptFeatures>& feats,
-                                          const std::vector<std::vector<float>>& scores, std::vector<int> group, const std::string& what,
-                                          std::chrono::steady_clock::time_point t0) {
-    const int outputs = label_width(kind), pw = kDecisionFeatures;
-    std::vector<float> pooled;  // n × pw
+                                          const std::vector<std::vector<float>>& scores, const std::vector<std::vector<float>>& extra,
+                                          std::vector<int> group, const std::string& what, std::chrono::steady_clock::time_point t0) {
     const int n = int(feats.size());
+    require(extra.empty() || extra.size() == feats.size(), "--decision-features", "needs extra features for every prompt or none");
+    const int outputs = label_width(kind), pw = kDecisionFeatures + (extra.empty() ? 0 : int(extra[0].size()));
+    std::vector<float> pooled;  // n × pw
     require(n >= 2 * f.folds, "--decision-labels", "needs at least " + std::to_string(2 * f.folds) + " labelled prompts for the cross-validation");
     for (int i = 0; i < n; ++i) {
         const auto p = DecisionHead::pooled(feats[i], scores[i]);
         pooled.insert(pooled.end(), p.begin(), p.end());
+        if (!extra.empty()) pooled.insert(pooled.end(), extra[i].begin(), extra[i].end());
     }
     auto ratings_of = [&](std::span<const float> labels) {  // one prompt's labels as the ratings they mean
         if (kind == DecisionLabels::continuation_pairs) {

@@ -111,7 +111,8 @@ TEST_F(Served, ItemCurvesAverageToTheMeasuredPrior) {
     const RatioQuality q = ratio_quality(s, score, std::span<const ChoiceItem>(its));
     std::array<double, PairRatings::kCurveValues> mean{};
     for (const auto& it : its) {
-        const auto scores = score.analyze(choice_prompt(it).ids).scores;
+        const TokenizedPrompt p = choice_prompt(it);
+        const auto scores = score.analyze(p.ids, p.keep).scores;
         const auto c = item_curves(s, it, std::span<const float>(scores));
         for (int k = 0; k < PairRatings::kCurveValues; ++k) mean[k] += c[k] / double(its.size());
         const std::size_t last = kRatios.size() - 1;  // at 100 % the three curves are one run

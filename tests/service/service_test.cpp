@@ -29,7 +29,7 @@ std::vector<int> ids(int n, int salt) {
 
 // A scorer that prefers later tokens (pairs by the orchestrator's prior), costing 0.0002 ms a token:
 // cheap enough that compressing pays for it (66 tokens: 0.013 ms against 0.66 ms of full prefill).
-const PromptScorer later_is_better{[](std::span<const int> prompt) {
+const PromptScorer later_is_better{[](std::span<const int> prompt, std::span<const std::uint8_t>) {
                                        PromptAnalysis a;
                                        for (std::size_t i = 0; i < prompt.size(); ++i) a.scores.push_back(float(i));
                                        return a;
@@ -176,7 +176,7 @@ struct CountingScorer {
     int calls = 0;
     double ms_per_token = 0.002;
     PromptScorer scorer() {
-        return {[this](std::span<const int> prompt) {
+        return {[this](std::span<const int> prompt, std::span<const std::uint8_t>) {
                     ++calls;
                     PromptAnalysis a;
                     for (std::size_t i = 0; i < prompt.size(); ++i) a.scores.push_back(float(i));

@@ -203,7 +203,7 @@ TEST(ServiceSoak, EveryTicketEndsOnceAndMemoryStaysFlat) {
     Model<Cfg> model(synthetic_weights<Cfg>({DType::f32, 23}));
     ThreadPool pool(1);
     const LatencyModel latency = tiny_latency();
-    const PromptScorer scorer{[](std::span<const int> prompt) {
+    const PromptScorer scorer{[](std::span<const int> prompt, std::span<const std::uint8_t>) {
                                   PromptAnalysis a;
                                   for (std::size_t i = 0; i < prompt.size(); ++i) a.scores.push_back(float((i * 7) % 11));
                                   return a;

@@ -442,12 +442,12 @@ TEST(TlmHeads, ChoiceScaleHeadLearnsHowSteeplyCurvesFall) {
         }
     }
     // A prompt far outside the training statistics: steepness 1 + 0.4 · (−10) would turn each curve upside
-    // down, and 1 + 0.4 · 10 is beyond what any item showed; the head bounds it to [0, 3].
+    // down, and 1 + 0.4 · 10 is beyond what any item showed; the head bounds it to [1/4, 3].
     for (const float extreme : {-10.0f, 10.0f}) {
         std::vector<float> far(kDecisionFeatures, 0.0f);
         for (std::size_t c = 0; c < 3; ++c) far[c] = extreme;
         const PairRatings e = h.rate_pooled(far);
-        const double k = extreme < 0 ? 0.0 : DecisionHead::kMaxCurveScale;  // times the training items' mean fall
+        const double k = extreme < 0 ? DecisionHead::kMinCurveScale : DecisionHead::kMaxCurveScale;  // times the training items' mean fall
         auto prior_fall = [&](std::size_t c, std::size_t m) { return double(h.prior[c * nr + m]) - h.prior[c * nr + nr - 1]; };
         for (std::size_t m = 0; m < nr; ++m) {
             EXPECT_NEAR(e.at(100, kRatios[m]) - e.at(100, 100), k * prior_fall(0, m), 1e-4 + 1e-4 * std::abs(k * prior_fall(0, m))) << kRatios[m];

@@ -142,7 +142,10 @@ RatioQuality ratio_quality(Session<Cfg>& session, const PromptScorer& score, std
     require(bool(score), "ratio_quality", "needs a prompt scorer (the TLM) to compress prompts");
     RatioQuality q;
     std::vector<std::vector<float>> token_scores;
-    for (const auto& it : items) token_scores.push_back(score.analyze(choice_prompt(it).ids).scores);
+    for (const auto& it : items) {
+        const TokenizedPrompt p = choice_prompt(it);
+        token_scores.push_back(score.analyze(p.ids, p.keep).scores);
+    }
     for (std::size_t r = 0; r < kRatios.size(); ++r) {
         const bool full = r + 1 == kRatios.size();  // at 100 % every curve is the model curve's run: read once
         for (std::size_t i = 0; i < items.size(); ++i) {

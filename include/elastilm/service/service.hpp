@@ -100,7 +100,9 @@ struct PromptAnalysis {
     std::optional<PairRatings> ratings;   // absent: the orchestrator's prior
 };
 struct PromptScorer {
-    std::function<PromptAnalysis(std::span<const int> ids)> analyze;
+    // `keep` flags the tokens no cut may remove (TokenizedPrompt::keep; empty: none but the first): a
+    // decision head that reads the prompt's context dependence cuts the prompt around them.
+    std::function<PromptAnalysis(std::span<const int> ids, std::span<const std::uint8_t> keep)> analyze;
     std::function<double(int prompt_tokens)> predicted_ms;  // measured on this device
     // Expected ratings before any prompt is read (e.g. measured mean quality per pair); absent: the
     // orchestrator's fixed prior. The decision to run the TLM at all is made with these.
@@ -152,7 +154,7 @@ PreparedPrompt prepare_prompt(const TokenizedPrompt& prompt, PlanRequest pr, con
         return out;
     }
     const auto t0 = clock::now();
-    const PromptAnalysis a = scorer.analyze(prompt.ids);
+    const PromptAnalysis a = scorer.analyze(prompt.ids, prompt.keep);
     out.tlm_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
     require(a.scores.size() == prompt.ids.size(), "TLM",
             "scored " + std::to_string(a.scores.size()) + " of " + std::to_string(prompt.ids.size()) + " prompt tokens");

@@ -145,6 +145,11 @@ struct ScoreHead {
 // features fit the labels' noise and rank pairs worse than a fixed prior (measured on docs-95M).
 inline constexpr int kDecisionFeatures = 7;
 inline constexpr const char* kDecisionFeatureSet = "pooled-stats-7";  // recorded in the heads file
+// A head may also read how far the trunk's next-token distribution moves when the prompt is cut
+// (service/context_dependence.hpp): with those 5 more columns the head beat the measured prior where
+// the 7 statistics alone tied it (README, "Decision head on the service's own task").
+inline constexpr int kContextDependenceFeatures = 5;
+inline constexpr const char* kDecisionFeatureSetWithContext = "pooled-stats-7+context-5";
 
 // What a decision head predicts per prompt (recorded in the heads file):
 //   continuation_pairs  81 pair ratings: the continuation's mean log-likelihood with the prompt
@@ -176,6 +181,9 @@ struct DecisionHead {
 
     bool trained() const { return ridge.cols > 0; }
     int outputs() const { return outputs_of(labels); }
+    // Whether the head reads the context-dependence columns after the pooled statistics: rate it with
+    // rate_pooled on pooled(...) followed by context_dependence(...).
+    bool reads_context() const { return norm.width() == kDecisionFeatures + kContextDependenceFeatures; }
 
     // `scores`: the score head's importance per token of this prompt.
     //   0 log(tokens)              longer prompts lose less when compressed
@@ -232,7 +240,12 @@ struct DecisionHead {
 
     // choice_scales: the mean curves of the training items (27 values, model then prompt then decode).
     std::vector<float> prior;
-    // choice_scales: the largest steepness a prompt is given, against the mean item's 1.
+    // choice_scales: the steepness a prompt is given lies in [kMinCurveScale, kMaxCurveScale], against
+    // the mean item's 1. Not down to 0: a flat curve rates every narrower model or shorter prompt as good
+    // as the whole, and the orchestrator breaks such ties toward the cheapest plan — with a 0 floor the
+    // head chose a narrower plan than the full model even where the full model was allowed, and lost to
+    // the prior there (README).
+    static constexpr double kMinCurveScale = 0.25;
     static constexpr double kMaxCurveScale = 3.0;
 
     // How steeply one prompt's curves fall against the prior's (choice_scales): per curve c, the least-
@@ -260,6 +273,9 @@ struct DecisionHead {
     static DecisionHead fit(std::span<const float> rows, std::span<const float> y, int pooled_width, double lambda,
                             DecisionLabels kind = DecisionLabels::continuation_pairs, double shrink = 1.0) {
         const int w = label_width(kind), n = int(y.size() / std::size_t(w));
+        require(pooled_width == kDecisionFeatures || pooled_width == kDecisionFeatures + kContextDependenceFeatures, "DecisionHead",
+                "reads " + std::to_string(kDecisionFeatures) + " pooled statistics, or those and " + std::to_string(kContextDependenceFeatures) +
+                    " context-dependence features; got " + std::to_string(pooled_width) + " columns");
         require(y.size() == std::size_t(n) * std::size_t(w) && n > 0, "DecisionHead",
                 "labels must be prompts × " + std::to_string(w) + " (" + std::string(to_string(kind)) + ")");
         require(shrink >= 0 && shrink <= 1, "DecisionHead", "shrink must be in [0, 1], got " + std::to_string(shrink));
@@ -286,6 +302,8 @@ struct DecisionHead {
 
     PairRatings rate(const PromptFeatures& f, std::span<const float> scores) const {
         require(trained(), "DecisionHead", "the decision head is not trained (load heads written by train_tlm)");
+        require(!reads_context(), "DecisionHead", "this head also reads the prompt's context dependence: rate it through TlmScorer, "
+                                                  "or rate_pooled on the pooled statistics followed by context_dependence()");
         return rate_pooled(pooled(f, scores));
     }
 
@@ -307,7 +325,8 @@ struct DecisionHead {
             for (std::size_t c = 0; c < 3; ++c) {
                 // Bounded: a negative k would turn the curve upside down (a narrower model rated above a
                 // wider one), and a prompt far outside the training items' statistics is extrapolated.
-                const double k = std::clamp(double(ridge.predict(z.data(), int(c))), 0.0, kMaxCurveScale), full = prior[c * n + n - 1];
+                const double k = std::clamp(double(ridge.predict(z.data(), int(c))), kMinCurveScale, kMaxCurveScale),
+                             full = prior[c * n + n - 1];
                 for (std::size_t r = 0; r < n; ++r) curves[c * n + r] = full + k * (prior[c * n + r] - full);
             }
             return PairRatings::from_curves(curves);
@@ -345,7 +364,9 @@ struct TlmHeads {
         put_identity(w, "elastilm.tlm.trunk", trunk);
         w.set_u32("elastilm.tlm.trunk_percent", std::uint32_t(trunk_percent));
         w.set_string("elastilm.tlm.features", std::string(to_string(features)));
-        w.set_string("elastilm.tlm.decision_features", decision.trained() ? kDecisionFeatureSet : kNoDecisionHead);
+        w.set_string("elastilm.tlm.decision_features", !decision.trained()       ? kNoDecisionHead
+                                                       : decision.reads_context() ? kDecisionFeatureSetWithContext
+                                                                                  : kDecisionFeatureSet);
         const auto sw = std::int64_t(score.norm.width()), dw = std::int64_t(decision.norm.width());
         w.add_tensor("score.mean", {sw}, DType::f32, score.norm.mean.data());
         w.add_tensor("score.scale", {sw}, DType::f32, score.norm.scale.data());
@@ -383,10 +404,13 @@ struct TlmHeads {
         require(g.has("elastilm.tlm.decision_features"), where, "has no elastilm.tlm.decision_features (written by an older train_tlm): "
                                                                "train the heads again with train_tlm");
         const std::string decision_features = g.get_string("elastilm.tlm.decision_features");
-        require(decision_features == kDecisionFeatureSet || decision_features == kNoDecisionHead, where,
-                "has a decision head on other features ('" + decision_features + "') than " + kDecisionFeatureSet +
-                    " (written by an older train_tlm): train the heads again with train_tlm");
-        const int sw = h.trunk.dim + kExtraTokenFeatures, dw = kDecisionFeatures;
+        require(decision_features == kDecisionFeatureSet || decision_features == kDecisionFeatureSetWithContext ||
+                    decision_features == kNoDecisionHead,
+                where,
+                "has a decision head on other features ('" + decision_features + "') than " + kDecisionFeatureSet + " or " +
+                    kDecisionFeatureSetWithContext + " (written by an older train_tlm): train the heads again with train_tlm");
+        const int sw = h.trunk.dim + kExtraTokenFeatures,
+                  dw = kDecisionFeatures + (decision_features == kDecisionFeatureSetWithContext ? kContextDependenceFeatures : 0);
         h.score.norm.mean = tensor(g, "score.mean", {sw});
         h.score.norm.scale = tensor(g, "score.scale", {sw});
         h.score.ridge = {sw, 1, tensor(g, "score.weight", {sw}), tensor(g, "score.bias", {1})};
@@ -558,6 +582,25 @@ public:
             row[TrunkCfg::dim + 1] = std::log1p(float(n - 1 - i));
         }
         return f;
+    }
+
+    // log p(next token | prompt) under the trunk: where the prompt's continuation starts
+    // (service/context_dependence.hpp compares it across cuts of one prompt).
+    std::vector<float> next_token_log_probs(std::span<const int> prompt) {
+        const int n = int(prompt.size());
+        require(n > 0, "TLM", "the prompt is empty");
+        require(n <= TrunkCfg::context, "TLM",
+                "a prompt of " + std::to_string(n) + " tokens exceeds the trunk's context of " + std::to_string(TrunkCfg::context));
+        session_.reset();
+        std::span<const float> last;
+        for (int done = 0; done < n; done += kChunk) last = session_.append(prompt.subspan(done, std::min(kChunk, n - done)), percent_);
+        std::vector<float> out(last.begin(), last.end());
+        const float top = *std::max_element(out.begin(), out.end());
+        double sum = 0;
+        for (float v : out) sum += std::exp(double(v - top));
+        const float log_z = top + float(std::log(sum));
+        for (float& v : out) v -= log_z;
+        return out;
     }
 
     // Importance per token: the trained score head, or the surprisal baseline without heads.

@@ -10,14 +10,18 @@
 //
 // Its own latency is measured at construction (a few prompt lengths, fitted a + b·L + c·L²): the TLM
 // computes logits at every prompt position (surprisal needs them), so it is not a 20% prefill, and the
-// orchestrator must know what it costs before deciding to run it.
+// orchestrator must know what it costs before deciding to run it. A decision head that reads the
+// prompt's context dependence (service/context_dependence.hpp) costs four more reads of the prompt by
+// the trunk; they run only when its ratings are asked for, so the time is measured both ways.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
 
+#include "elastilm/service/context_dependence.hpp"
 #include "elastilm/service/nonnegative_fit.hpp"
 #include "elastilm/service/service.hpp"
 #include "elastilm/service/tlm.hpp"
@@ -62,19 +66,24 @@ public:
     bool has_decision_head() const { return has_heads() && tlm_.heads()->decision.trained(); }
     const std::string& description() const { return description_; }
 
-    // Predicted time of analyze() on a prompt of `tokens`, from this device's measurement.
-    double predicted_ms(int tokens) const { return eval_polynomial(latency_, double(tokens)); }
+    // Predicted time of analyze() on a prompt of `tokens`, from this device's measurement, with or
+    // without the decision head's ratings.
+    double predicted_ms(int tokens, bool decision_head = true) const {
+        return eval_polynomial(latency_[rates_with_context(decision_head)], double(tokens));
+    }
 
     // The scorer a Service takes; it refers to this object, which must outlive the service. With
     // `decision_head` false the trained decision head's ratings are withheld, so the orchestrator ranks
     // pairs by the PromptScorer's prior (a measured one: service/pair_prior.hpp says why that can be
     // the better choice); the score head still chooses the tokens.
     PromptScorer as_prompt_scorer(bool decision_head = true) {
-        return {[this, decision_head](std::span<const int> ids) { return analyze(ids, decision_head); },
-                [this](int n) { return predicted_ms(n); }};
+        return {[this, decision_head](std::span<const int> ids, std::span<const std::uint8_t> keep) { return analyze(ids, decision_head, keep); },
+                [this, decision_head](int n) { return predicted_ms(n, decision_head); }};
     }
 
-    PromptAnalysis analyze(std::span<const int> ids, bool decision_head = true) {
+    // `keep`: the tokens no cut may remove (TokenizedPrompt::keep; empty: the first only), which a
+    // decision head reading the context dependence needs.
+    PromptAnalysis analyze(std::span<const int> ids, bool decision_head = true, std::span<const std::uint8_t> keep = {}) {
         PromptFeatures f;
         for (std::size_t done = 0; done < ids.size(); done += TrunkCfg::context) {
             PromptFeatures w = tlm_.features(ids.subspan(done, std::min<std::size_t>(TrunkCfg::context, ids.size() - done)));
@@ -84,37 +93,59 @@ public:
         }
         PromptAnalysis a;
         a.scores = tlm_.scores(f);
-        if (has_decision_head() && decision_head) a.ratings = tlm_.rate(f, a.scores);
+        if (!has_decision_head() || !decision_head) return a;
+        const DecisionHead& head = tlm_.heads()->decision;
+        if (!head.reads_context()) {
+            a.ratings = tlm_.rate(f, a.scores);
+            return a;
+        }
+        std::vector<float> pooled = DecisionHead::pooled(f, a.scores);
+        const auto context = context_dependence(tlm_, ids, keep, std::span<const float>(a.scores));
+        pooled.insert(pooled.end(), context.begin(), context.end());
+        a.ratings = head.rate_pooled(pooled);
         return a;
     }
 
 private:
     // Median of 3 timings at 4 lengths up to 256 tokens (or the context), after a warm-up run. Longer
     // prompts are extrapolated: measuring a 1B model's TLM at 2048 tokens would take a minute at start-up.
+    bool rates_with_context(bool decision_head) const {
+        return decision_head && has_decision_head() && tlm_.heads()->decision.reads_context();
+    }
+
     void measure_latency() {
+        for (bool with_context : {false, true}) {
+            if (with_context && !rates_with_context(true)) {
+                latency_[1] = latency_[0];
+                break;
+            }
+            latency_[with_context] = measure_analyze(with_context);
+        }
+    }
+    std::vector<double> measure_analyze(bool decision_head) {
         using clock = std::chrono::steady_clock;
         constexpr int longest = std::min(TrunkCfg::context, 256);
         std::vector<int> probe(longest);
         for (int i = 0; i < longest; ++i) probe[i] = 3 + (i * 7919) % (TrunkCfg::vocab_size - 3);
-        analyze(std::span<const int>(probe).first(std::min(longest, 16)));
+        analyze(std::span<const int>(probe).first(std::min(longest, 16)), decision_head);
         std::vector<double> lengths, ms;
         for (int L : {std::min(longest, 16), std::max(1, longest / 4), std::max(1, longest / 2), longest}) {
             std::vector<double> t;
             for (int r = 0; r < 3; ++r) {
                 const auto t0 = clock::now();
-                analyze(std::span<const int>(probe).first(L));
+                analyze(std::span<const int>(probe).first(L), decision_head);
                 t.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
             }
             std::sort(t.begin(), t.end());
             lengths.push_back(L);
             ms.push_back(std::max(t[1], 1e-6));
         }
-        latency_ = fit_nonnegative_polynomial(lengths, ms, 2);
+        return fit_nonnegative_polynomial(lengths, ms, 2);
     }
 
     Tlm<TrunkCfg> tlm_;
     std::string description_;
-    std::vector<double> latency_;  // ms = Σ latency_[i]·L^i
+    std::array<std::vector<double>, 2> latency_;  // [rated with the context features]: ms = Σ latency_[i]·L^i
 };
 
 }  // namespace elastilm

@@ -207,9 +207,10 @@ std::map<std::string, std::string> choice_label_key(const TrainFlags& f, const M
             {"features", std::string(to_string(mode))}};
 }
 
-DecisionHead cross_validate_decision_head(const TrainFlags& f, DecisionLabels kind, std::vector<float> y, const std::vector<PromptFeatures>& feats,
-                                          const std::vector<std::vector<float>>& scores, const std::vector<std::vector<float>>& extra,
-                                          std::vector<int> group, const std::string& what, std::chrono::steady_clock::time_point t0);
+DecisionHead cross_validate_decision_head(const TrainFlags& f, DecisionLabels kind, std::vector<float> y,
+                                          const std::vector<PromptFeatures>& feats, const std::vector<std::vector<float>>& scores,
+                                          const std::vector<std::vector<float>>& extra, std::vector<int> group, const std::string& what,
+                                          std::chrono::steady_clock::time_point t0);
 
 // Trains the decision head on one of its two label kinds (DecisionLabels, service/tlm.hpp) and prints its
 // cross-validated regret against the prompt-agnostic prior (the training folds' mean labels, rated the
@@ -321,9 +322,10 @@ DecisionHead train_decision_head(const TrainFlags& f, const Model<Cfg>& llm, Tlm
 
 // Cross-validates the decision head on labelled prompts and fits the one saved. Nothing here depends on the
 // model's or the trunk's config, so it is compiled once instead of once per (model, trunk) pair of configs.
-DecisionHead cross_validate_decision_head(const TrainFlags& f, DecisionLabels kind, std::vector<float> y, const std::vector<PromptFeatures>& feats,
-                                          const std::vector<std::vector<float>>& scores, const std::vector<std::vector<float>>& extra,
-                                          std::vector<int> group, const std::string& what, std::chrono::steady_clock::time_point t0) {
+DecisionHead cross_validate_decision_head(const TrainFlags& f, DecisionLabels kind, std::vector<float> y,
+                                          const std::vector<PromptFeatures>& feats, const std::vector<std::vector<float>>& scores,
+                                          const std::vector<std::vector<float>>& extra, std::vector<int> group, const std::string& what,
+                                          std::chrono::steady_clock::time_point t0) {
     const int n = int(feats.size());
     require(extra.empty() || extra.size() == feats.size(), "--decision-features", "needs extra features for every prompt or none");
     const int outputs = label_width(kind), pw = kDecisionFeatures + (extra.empty() ? 0 : int(extra[0].size()));

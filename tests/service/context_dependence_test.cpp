@@ -60,7 +60,9 @@ TEST(ContextDependence, EachFeatureIsTheDivergenceOfItsCut) {
     const auto p = prompt_of(120, 8, 2);
     std::vector<float> scores(p.ids.size());
     for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = float((i * 7919) % 101);
-    auto features = [&](const TokenizedPrompt& q) { return context_dependence(tlm, std::span<const int>(q.ids), std::span<const std::uint8_t>(q.keep), scores); };
+    auto features = [&](const TokenizedPrompt& q) {
+        return context_dependence(tlm, std::span<const int>(q.ids), std::span<const std::uint8_t>(q.keep), scores);
+    };
     const auto d = features(p);
     const auto whole = tlm.next_token_log_probs(p.ids);
     auto moved = [&](const std::vector<int>& cut) { return std::log1p(kl_divergence(whole, tlm.next_token_log_probs(cut))); };
@@ -84,7 +86,8 @@ TEST(ContextDependence, EachFeatureIsTheDivergenceOfItsCut) {
     TokenizedPrompt bad = p;
     bad.keep.pop_back();
     EXPECT_THROW(features(bad), Error);
-    EXPECT_THROW(context_dependence(tlm, std::span<const int>(p.ids), std::span<const std::uint8_t>(p.keep), std::span<const float>(scores).first(5)),
+    EXPECT_THROW(context_dependence(tlm, std::span<const int>(p.ids), std::span<const std::uint8_t>(p.keep),
+                                    std::span<const float>(scores).first(5)),
                  Error);
 }
 
@@ -95,7 +98,8 @@ TEST(ContextDependence, LongPromptsAreReadByTheirLatestWindow) {
     Tlm<Small> tlm(m, pool, 100);
     const auto p = prompt_of(Small::context + 40, 8, 3);
     const std::vector<float> scores(p.ids.size(), 1.0f);
-    const auto d = context_dependence(tlm, std::span<const int>(p.ids), std::span<const std::uint8_t>(p.keep), std::span<const float>(scores));
+    const auto d =
+        context_dependence(tlm, std::span<const int>(p.ids), std::span<const std::uint8_t>(p.keep), std::span<const float>(scores));
     const auto window = tlm.next_token_log_probs(std::span<const int>(p.ids).last(Small::context));
     EXPECT_NEAR(d[0], entropy_of(window), 1e-4);
 }

@@ -88,7 +88,8 @@ TEST(TlmScorer, CanWithholdItsDecisionHead) {
     const auto path = std::filesystem::temp_directory_path() / ("elastilm_withhold_" + std::to_string(::getpid()) + ".gguf");
     random_heads(m, TlmFeatures::hidden).save(path);
     TlmScorer<Cfg> scorer(m, pool, path);
-    const PromptAnalysis with = scorer.as_prompt_scorer(true).analyze(prompt(40), {}), without = scorer.as_prompt_scorer(false).analyze(prompt(40), {});
+    const PromptAnalysis with = scorer.as_prompt_scorer(true).analyze(prompt(40), {}),
+                         without = scorer.as_prompt_scorer(false).analyze(prompt(40), {});
     EXPECT_TRUE(with.ratings.has_value());
     EXPECT_FALSE(without.ratings.has_value());  // the orchestrator's prior ranks the pairs then
     EXPECT_EQ(with.scores, without.scores);     // and the score head still chooses the tokens
@@ -128,7 +129,8 @@ TEST(TlmScorer, ContextReadingHeadRatesWithTheKeepFlags) {
     tlm.use_heads(TlmHeads::load(path), m);
     const PromptFeatures f = tlm.features(ids);
     std::vector<float> pooled = DecisionHead::pooled(f, a.scores);
-    const auto context = context_dependence(tlm, std::span<const int>(ids), std::span<const std::uint8_t>(keep), std::span<const float>(a.scores));
+    const auto context =
+        context_dependence(tlm, std::span<const int>(ids), std::span<const std::uint8_t>(keep), std::span<const float>(a.scores));
     pooled.insert(pooled.end(), context.begin(), context.end());
     const PairRatings expected = h.decision.rate_pooled(pooled);
     for (int k = 0; k < kPairs; ++k) EXPECT_NEAR(a.ratings->value[k], expected.value[k], 1e-4) << k;

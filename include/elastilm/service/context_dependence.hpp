@@ -49,8 +49,8 @@ inline double entropy_of(std::span<const float> log_p) {
 // remove (empty: only the first token, BOS), with the score head's importances `scores` choosing the
 // TLM's cuts.
 template <ModelConfig TrunkCfg>
-std::array<float, kContextDependenceFeatures> context_dependence(Tlm<TrunkCfg>& tlm, std::span<const int> ids, std::span<const std::uint8_t> keep,
-                                                                 std::span<const float> scores) {
+std::array<float, kContextDependenceFeatures> context_dependence(Tlm<TrunkCfg>& tlm, std::span<const int> ids,
+                                                                 std::span<const std::uint8_t> keep, std::span<const float> scores) {
     require(!ids.empty(), "context_dependence", "the prompt is empty");
     std::vector<std::uint8_t> first_only;
     if (keep.empty()) {
@@ -70,7 +70,7 @@ std::array<float, kContextDependenceFeatures> context_dependence(Tlm<TrunkCfg>& 
     for (std::size_t i = 0; i < ids.size(); ++i)
         if (keep[i]) protected_only.push_back(ids[i]);
     if (protected_only.empty()) protected_only.push_back(ids.back());  // nothing protected: the last token alone
-    return {float(entropy_of(whole)),
+    return {float(entropy_of(whole)),  // one feature a line, as the file comment lists them
             moved_by(cut_prompt(ids, 50, PromptCut::scores, scores, keep)),
             moved_by(cut_prompt(ids, 20, PromptCut::scores, scores, keep)),
             moved_by(cut_prompt(ids, 50, PromptCut::recency, {}, keep)),

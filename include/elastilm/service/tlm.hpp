@@ -274,8 +274,9 @@ struct DecisionHead {
                             DecisionLabels kind = DecisionLabels::continuation_pairs, double shrink = 1.0) {
         const int w = label_width(kind), n = int(y.size() / std::size_t(w));
         require(pooled_width == kDecisionFeatures || pooled_width == kDecisionFeatures + kContextDependenceFeatures, "DecisionHead",
-                "reads " + std::to_string(kDecisionFeatures) + " pooled statistics, or those and " + std::to_string(kContextDependenceFeatures) +
-                    " context-dependence features; got " + std::to_string(pooled_width) + " columns");
+                "reads " + std::to_string(kDecisionFeatures) + " pooled statistics, or those and " +
+                    std::to_string(kContextDependenceFeatures) + " context-dependence features; got " + std::to_string(pooled_width) +
+                    " columns");
         require(y.size() == std::size_t(n) * std::size_t(w) && n > 0, "DecisionHead",
                 "labels must be prompts × " + std::to_string(w) + " (" + std::string(to_string(kind)) + ")");
         require(shrink >= 0 && shrink <= 1, "DecisionHead", "shrink must be in [0, 1], got " + std::to_string(shrink));
@@ -302,8 +303,9 @@ struct DecisionHead {
 
     PairRatings rate(const PromptFeatures& f, std::span<const float> scores) const {
         require(trained(), "DecisionHead", "the decision head is not trained (load heads written by train_tlm)");
-        require(!reads_context(), "DecisionHead", "this head also reads the prompt's context dependence: rate it through TlmScorer, "
-                                                  "or rate_pooled on the pooled statistics followed by context_dependence()");
+        require(!reads_context(), "DecisionHead",
+                "this head also reads the prompt's context dependence: rate it through TlmScorer, "
+                "or rate_pooled on the pooled statistics followed by context_dependence()");
         return rate_pooled(pooled(f, scores));
     }
 
@@ -364,7 +366,7 @@ struct TlmHeads {
         put_identity(w, "elastilm.tlm.trunk", trunk);
         w.set_u32("elastilm.tlm.trunk_percent", std::uint32_t(trunk_percent));
         w.set_string("elastilm.tlm.features", std::string(to_string(features)));
-        w.set_string("elastilm.tlm.decision_features", !decision.trained()       ? kNoDecisionHead
+        w.set_string("elastilm.tlm.decision_features", !decision.trained()        ? kNoDecisionHead
                                                        : decision.reads_context() ? kDecisionFeatureSetWithContext
                                                                                   : kDecisionFeatureSet);
         const auto sw = std::int64_t(score.norm.width()), dw = std::int64_t(decision.norm.width());

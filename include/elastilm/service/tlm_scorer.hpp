@@ -77,7 +77,9 @@ public:
     // pairs by the PromptScorer's prior (a measured one: service/pair_prior.hpp says why that can be
     // the better choice); the score head still chooses the tokens.
     PromptScorer as_prompt_scorer(bool decision_head = true) {
-        return {[this, decision_head](std::span<const int> ids, std::span<const std::uint8_t> keep) { return analyze(ids, decision_head, keep); },
+        return {[this, decision_head](std::span<const int> ids, std::span<const std::uint8_t> keep) {
+                    return analyze(ids, decision_head, keep);
+                },
                 [this, decision_head](int n) { return predicted_ms(n, decision_head); }};
     }
 
@@ -107,21 +109,18 @@ public:
     }
 
 private:
-    // Median of 3 timings at 4 lengths up to 256 tokens (or the context), after a warm-up run. Longer
-    // prompts are extrapolated: measuring a 1B model's TLM at 2048 tokens would take a minute at start-up.
     bool rates_with_context(bool decision_head) const {
         return decision_head && has_decision_head() && tlm_.heads()->decision.reads_context();
     }
 
+    // Without the decision head's context reads, and with them when the head has them.
     void measure_latency() {
-        for (bool with_context : {false, true}) {
-            if (with_context && !rates_with_context(true)) {
-                latency_[1] = latency_[0];
-                break;
-            }
-            latency_[with_context] = measure_analyze(with_context);
-        }
+        latency_[0] = measure_analyze(false);
+        latency_[1] = rates_with_context(true) ? measure_analyze(true) : latency_[0];
     }
+
+    // Median of 3 timings at 4 lengths up to 256 tokens (or the context), after a warm-up run. Longer
+    // prompts are extrapolated: measuring a 1B model's TLM at 2048 tokens would take a minute at start-up.
     std::vector<double> measure_analyze(bool decision_head) {
         using clock = std::chrono::steady_clock;
         constexpr int longest = std::min(TrunkCfg::context, 256);

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <numeric>
 
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/service/context_dependence.hpp"

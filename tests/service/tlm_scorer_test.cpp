@@ -98,7 +98,7 @@ TEST(TlmScorer, CanWithholdItsDecisionHead) {
 
 // A decision head that also reads the prompt's context dependence: it survives the heads file, the
 // scorer rates with exactly the pooled statistics followed by context_dependence() of the prompt and its
-// keep flags, its ratings follow those flags, and its extra time is measured only where it is paid.
+// keep flags, its ratings follow those flags, and its time is measured with and without them.
 TEST(TlmScorer, ContextReadingHeadRatesWithTheKeepFlags) {
     Model<Cfg> m(synthetic_weights<Cfg>({DType::f32, 2}));
     ThreadPool pool(1);

@@ -39,6 +39,18 @@ TEST(ContextDependence, NextTokenLogProbsAreTheSessionsLastLogitsNormalised) {
         total += std::exp(double(lp[v]));
     }
     EXPECT_NEAR(total, 1.0, 1e-4);
+    // Right after features() read the same prompt (either feature mode) its last logits are reused: the
+    // same distribution, and a different prompt is read afresh.
+    for (TlmFeatures mode : {TlmFeatures::hidden_and_surprisal, TlmFeatures::hidden}) {
+        tlm.set_feature_mode(mode);
+        tlm.features(p.ids);
+        const auto reused = tlm.next_token_log_probs(p.ids);
+        for (int v = 0; v < Small::vocab_size; ++v) ASSERT_NEAR(reused[v], lp[v], 1e-5) << v;
+        const auto other = tlm.next_token_log_probs(std::span<const int>(p.ids).first(100));
+        Session<Small> s2(m, pool);
+        const auto other_logits = s2.append(std::span<const int>(p.ids).first(100), 30);
+        for (int v = 0; v < Small::vocab_size; v += 37) EXPECT_NEAR(other[v], log_softmax_at(other_logits, v), 2e-4) << v;
+    }
     EXPECT_THROW(tlm.next_token_log_probs(std::span<const int>{}), Error);
     const std::vector<int> too_long(Small::context + 1, 5);
     EXPECT_THROW(tlm.next_token_log_probs(too_long), Error);

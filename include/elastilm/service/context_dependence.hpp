@@ -6,8 +6,9 @@
 // almost none of that out of fold (README, 240 labelled items), and the head tied the measured prior.
 // What compression costs an answer is how far the continuation's distribution moves when the cut tokens
 // are gone, and the trunk is a language model that can say so directly: run it on the cut prompt and
-// compare its next-token distribution with the whole prompt's. The trunk is 6.6× smaller than docs-95M;
-// the four extra reads it makes of each prompt are in the time TlmScorer measures for its ratings.
+// compare its next-token distribution with the whole prompt's (the whole prompt's is the one the
+// trunk's feature pass just computed). The trunk is 6.6× smaller than docs-95M; the four extra reads it
+// makes of each prompt are in the time TlmScorer measures for its ratings.
 //
 //   0 entropy of p(next | whole prompt)              how predictable the continuation is
 //   1 log(1 + KL(p_whole ‖ p_cut to 50 % by the scores))   what the TLM's own half cut changes

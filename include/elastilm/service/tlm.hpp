@@ -563,7 +563,8 @@ public:
         for (int done = 0; done < n; done += kChunk) {
             const auto chunk = prompt.subspan(done, std::min(kChunk, n - done));
             if (features_ == TlmFeatures::hidden) {  // no logits but the last: the surprisal column stays 0
-                session_.append(chunk, percent_);
+                const auto last = session_.append(chunk, percent_);
+                carry.assign(last.begin(), last.end());
                 continue;
             }
             const auto logits = session_.append_all_logits(chunk, percent_);
@@ -583,6 +584,8 @@ public:
             rmsnorm(row, x.data(), norm, TrunkCfg::dim, TrunkCfg::norm_eps);
             row[TrunkCfg::dim + 1] = std::log1p(float(n - 1 - i));
         }
+        last_prompt_.assign(prompt.begin(), prompt.end());  // next_token_log_probs of this prompt needs no second read
+        last_logits_ = std::move(carry);
         return f;
     }
 
@@ -593,10 +596,15 @@ public:
         require(n > 0, "TLM", "the prompt is empty");
         require(n <= TrunkCfg::context, "TLM",
                 "a prompt of " + std::to_string(n) + " tokens exceeds the trunk's context of " + std::to_string(TrunkCfg::context));
-        session_.reset();
-        std::span<const float> last;
-        for (int done = 0; done < n; done += kChunk) last = session_.append(prompt.subspan(done, std::min(kChunk, n - done)), percent_);
-        std::vector<float> out(last.begin(), last.end());
+        std::vector<float> out;
+        if (std::equal(prompt.begin(), prompt.end(), last_prompt_.begin(), last_prompt_.end())) {
+            out = last_logits_;  // features() just read this prompt
+        } else {
+            session_.reset();
+            std::span<const float> last;
+            for (int done = 0; done < n; done += kChunk) last = session_.append(prompt.subspan(done, std::min(kChunk, n - done)), percent_);
+            out.assign(last.begin(), last.end());
+        }
         const float top = *std::max_element(out.begin(), out.end());
         double sum = 0;
         for (float v : out) sum += std::exp(double(v - top));
@@ -635,6 +643,8 @@ private:
     const Model<TrunkCfg>* trunk_;
     int percent_;
     Session<TrunkCfg> session_;
+    std::vector<int> last_prompt_;    // the prompt features() read last,
+    std::vector<float> last_logits_;  // and the trunk's logits after it
     TlmHeads heads_;
     bool has_heads_ = false;
     TlmFeatures features_ = TlmFeatures::hidden_and_surprisal;

@@ -605,10 +605,7 @@ public:
             for (int done = 0; done < n; done += kChunk) last = session_.append(prompt.subspan(done, std::min(kChunk, n - done)), percent_);
             out.assign(last.begin(), last.end());
         }
-        const float top = *std::max_element(out.begin(), out.end());
-        double sum = 0;
-        for (float v : out) sum += std::exp(double(v - top));
-        const float log_z = top + float(std::log(sum));
+        const float log_z = float(log_sum_exp(out));
         for (float& v : out) v -= log_z;
         return out;
     }

@@ -564,7 +564,7 @@ public:
             const auto chunk = prompt.subspan(done, std::min(kChunk, n - done));
             if (features_ == TlmFeatures::hidden) {  // no logits but the last: the surprisal column stays 0
                 const auto last = session_.append(chunk, percent_);
-                carry.assign(last.begin(), last.end());
+                if (done + kChunk >= n) carry.assign(last.begin(), last.end());  // kept for next_token_log_probs
                 continue;
             }
             const auto logits = session_.append_all_logits(chunk, percent_);

@@ -6,8 +6,9 @@
 //       (TTFT per prompt length, attention share; `both` times the tiled prefill attention and the per-query
 //       one before it alternately in one run)
 //   elastilm_bench_model_speed -m MODEL.gguf --trace [-n 128] [-r 3] [--ratios …] [--no-mmap]
-//       (decode with the quantized products' rows split statically and dynamically, alternating: tok/s
-//       and where each decode's time went, bench/pool_trace.hpp)
+//       (decode with the quantized products' rows split statically, dynamically and by stealing, rotating:
+//       tok/s, where each decode's time went (bench/pool_trace.hpp), and tok/s with the split switched
+//       every token)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)
@@ -154,11 +155,12 @@ int measure(ModelWeights weights, int pp, int tg, int threads, int reps, const s
     return 0;
 }
 
-// --trace: decode of -n tokens per ratio with the rows of each quantized product split statically and
-// dynamically (ThreadPool::Split), alternating -r times, every decode traced (pool_trace.hpp): tok/s and
-// where the time went — all threads streaming, one waiting for another, outside the products (norms,
-// RoPE, attention, the F16/F32 matvecs if any). Output: one line per (repetition, ratio, split); then the
-// medians of tok/s per split.
+// --trace: decode of -n tokens per ratio with the rows of each quantized product split statically,
+// dynamically and by stealing (ThreadPool::Split), rotating -r times, every decode traced
+// (pool_trace.hpp): tok/s and where the time went — all threads streaming, one waiting for another,
+// outside the products (norms, RoPE, attention, the F16/F32 matvecs if any). Then as many tokens per
+// split again, untraced, switching the split every token. Output: one line per (repetition, ratio,
+// split); the token-by-token tok/s per split (the figure to go by); the medians of the traced decodes'.
 template <ModelConfig Cfg>
 int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std::vector<int>& ratios) {
     Model<Cfg> model(std::move(weights));
@@ -166,14 +168,16 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
     Session<Cfg> s(model, pool, Cfg::context, 32);
     const int warm[] = {1, 2, 3};
     s.append(std::span<const int>(warm), 100);
-    std::map<std::pair<int, int>, std::vector<double>> tok_s;  // (ratio, split) → repetitions
-    const ThreadPool::Split splits[] = {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic};
-    auto name = [](ThreadPool::Split x) { return x == ThreadPool::Split::dynamic ? "dynamic" : "static shares"; };
+    using Split = ThreadPool::Split;
+    const Split splits[] = {Split::static_shares, Split::dynamic, Split::stealing};  // the first: what the others are divided by
+    constexpr int n_splits = int(std::size(splits));
+    const char* const names[] = {"static shares", "dynamic", "stealing"};
+    std::map<std::pair<int, int>, std::vector<double>> tok_s;  // (ratio, split index) → repetitions
     for (int r = 0; r < reps; ++r)
         for (int ratio : ratios)
-            for (int k = 0; k < 2; ++k) {
-                const ThreadPool::Split split = splits[r % 2 == 0 ? k : 1 - k];  // alternate which goes first
-                set_quant_row_split(split);
+            for (int k = 0; k < n_splits; ++k) {
+                const int way = (k + r) % n_splits;  // rotate which goes first
+                set_quant_row_split(splits[way]);
                 s.reset();
                 ThreadPool::Trace trace;
                 pool.set_trace(&trace);
@@ -183,23 +187,51 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
                 const auto t1 = clock_type::now();
                 pool.set_trace(nullptr);
                 const double rate = tg / std::chrono::duration<double>(t1 - t0).count();
-                tok_s[{ratio, int(split)}].push_back(rate);
-                bench::print(bench::summarize(trace, t0, t1),
-                             "repetition " + std::to_string(r + 1) + ", " + std::to_string(ratio) + "%, " + name(split) + ", " +
-                                 std::to_string(rate).substr(0, 5) + " tok/s, decode of " + std::to_string(tg) + " tokens");
+                tok_s[{ratio, way}].push_back(rate);
+                bench::print(bench::summarize(trace, t0, t1), "repetition " + std::to_string(r + 1) + ", " + std::to_string(ratio) + "%, " +
+                                                                  names[way] + ", " + std::to_string(rate).substr(0, 5) +
+                                                                  " tok/s, decode of " + std::to_string(tg) + " tokens");
                 std::fflush(stdout);
             }
-    set_quant_row_split(ThreadPool::Split::dynamic);
+    // The same splits switched every token, in rotating order: the memory of a shared host changes speed
+    // within seconds (README, "Quantized weights"), so whole decodes per split can compare different
+    // phases of it, while tokens side by side see the same one.
+    std::map<std::pair<int, int>, double> token_seconds;  // (ratio, split index) → summed time of its tokens
+    for (int ratio : ratios) {
+        s.reset();
+        int token = 1;
+        for (int i = 0; i < n_splits * tg * reps; ++i) {
+            if (s.position() + 1 >= Cfg::context) s.reset();
+            const int way = (i + i / n_splits) % n_splits;
+            set_quant_row_split(splits[way]);
+            const auto t0 = clock_type::now();
+            token = 1 + int(s.append(token, ratio)[0] > 0);
+            token_seconds[{ratio, way}] += std::chrono::duration<double>(clock_type::now() - t0).count();
+        }
+    }
+    set_quant_row_split(Split::stealing);
+    auto table = [&](const char* what, auto value) {
+        std::printf("\n| ratio | %s:", what);
+        for (const char* n : names) std::printf(" %s |", n);
+        for (int w = 1; w < n_splits; ++w) std::printf(" %s / %s |", names[w], names[0]);
+        std::printf("\n|---|");
+        for (int w = 0; w < 2 * n_splits - 1; ++w) std::printf("---|");
+        std::printf("\n");
+        for (int ratio : ratios) {
+            std::printf("| %d%% |", ratio);
+            for (int w = 0; w < n_splits; ++w) std::printf(" %.2f |", value(ratio, w));
+            for (int w = 1; w < n_splits; ++w) std::printf(" %.3f |", value(ratio, w) / value(ratio, 0));
+            std::printf("\n");
+        }
+    };
+    table("tg tok/s, the split switched every token", [&](int ratio, int w) { return tg * reps / token_seconds[{ratio, w}]; });
+    std::printf("(%d tokens each, positions 1 to %d, %d threads)\n", tg * reps, std::min(n_splits * tg * reps, Cfg::context - 1), threads);
     auto median = [](std::vector<double> v) {
         std::sort(v.begin(), v.end());
         return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
     };
-    std::printf("\n| ratio | tg%d tok/s, static shares | dynamic | dynamic / static |\n|---|---|---|---|\n", tg);
-    for (int ratio : ratios) {
-        const double a = median(tok_s[{ratio, int(splits[0])}]), b = median(tok_s[{ratio, int(splits[1])}]);
-        std::printf("| %d%% | %.2f | %.2f | %.3f |\n", ratio, a, b, b / a);
-    }
-    std::printf("(medians of %d alternating repetitions, %d threads)\n", reps, threads);
+    table(("tg" + std::to_string(tg) + " tok/s, whole decodes").c_str(), [&](int ratio, int w) { return median(tok_s[{ratio, w}]); });
+    std::printf("(medians of %d rotating repetitions, %d threads)\n", reps, threads);
     return 0;
 }
 
@@ -232,7 +264,8 @@ int run(const cli::Args& args) {
     const bool no_mmap = args.has("--no-mmap", "", "copy the weights into memory on transparent huge pages instead of mapping the file");
     const bool bandwidth = args.has("--bandwidth", "", "print the machine's streaming read GB/s only");
     const bool bytes_only = args.has("--decode-bytes", "", "with -m: print the bytes one full-width decode step reads, and exit");
-    const bool traced = args.has("--trace", "", "decode with the quantized products' rows split statically and dynamically, alternating, traced");
+    const bool traced =
+        args.has("--trace", "", "decode with the quantized products' rows split statically, dynamically and by stealing, rotating, traced");
     const std::vector<std::string>& positional = args.positional();
     args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
                 "Prefill and decode tok/s per width ratio, as CSV lines ratio,pp_tok_s,tg_tok_s.");

@@ -204,7 +204,9 @@ double read_once(const float* buf, std::size_t n, ThreadPool& pool) {
     return double(chunk * threads * sizeof(float)) / s / 1e9;
 }
 
-const char* split_name(ThreadPool::Split s) { return s == ThreadPool::Split::dynamic ? "dynamic" : "static shares"; }
+const char* split_name(ThreadPool::Split s) {
+    return s == ThreadPool::Split::stealing ? "stealing" : s == ThreadPool::Split::dynamic ? "dynamic" : "static shares";
+}
 
 // --interleaved R: R rounds, each timing every variant once — the streaming read loop (1 GiB, huge pages)
 // and a decode pass (huge pages, 2 threads) per block format, product grouping and row split — in a
@@ -233,7 +235,7 @@ int interleaved(int rounds, int threads) {
     for (DType dtype : {DType::q8_0, DType::q4_0}) {
         const Layers& L = *layers.emplace_back(std::make_unique<Layers>(dtype, true));
         for (Grouping g : {Grouping::fused, Grouping::two_products})
-            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic}) {
+            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic, ThreadPool::Split::stealing}) {
                 Pass* p = passes.emplace_back(std::make_unique<Pass>(L, g)).get();
                 const std::string name = std::string(to_string(dtype)) + (g == Grouping::fused ? " decode pass, fused products" : " decode pass, two products") +
                                          ", " + split_name(split);
@@ -251,7 +253,7 @@ int interleaved(int rounds, int threads) {
             const std::size_t i = (k + std::size_t(r)) % variants.size();
             gbs[i].push_back(variants[i].gbs());
         }
-    set_quant_row_split(ThreadPool::Split::dynamic);
+    set_quant_row_split(ThreadPool::Split::stealing);
     auto median = [](std::vector<double> v) {
         std::sort(v.begin(), v.end());
         return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
@@ -272,7 +274,7 @@ int trace(int rounds, int threads) {
         const Layers L(dtype, true);
         Pass pass(L, Grouping::fused);
         for (int r = 0; r < rounds; ++r)
-            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic}) {
+            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic, ThreadPool::Split::stealing}) {
                 set_quant_row_split(split);
                 ThreadPool::Trace t;
                 pool.set_trace(&t);
@@ -285,7 +287,7 @@ int trace(int rounds, int threads) {
                                     std::to_string(int(double(L.total) / s.total_ms / 1e6 * 100) / 100.0).substr(0, 5) + " GB/s");
             }
     }
-    set_quant_row_split(ThreadPool::Split::dynamic);
+    set_quant_row_split(ThreadPool::Split::stealing);
     return 0;
 }
 

@@ -1,8 +1,11 @@
 // ThreadPool::parallel_chunks: every item exactly once, in chunks whose boundaries are multiples of the
-// grain, each chunk's `next` the chunk the same thread runs after it; the static split as parallel_for's.
+// grain, each chunk's `next` the chunk the same thread runs after it; the static split as parallel_for's;
+// the stealing split starting each thread on its own share and relieving a slow one.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -35,7 +38,7 @@ std::vector<Seen> run(ThreadPool& pool, int n, int grain, ThreadPool::Split spli
 
 TEST(ThreadPool, ParallelChunksCoverEveryItemOnceWithNextOfTheSameThread) {
     for (int threads : {1, 2, 3})
-        for (ThreadPool::Split split : {ThreadPool::Split::dynamic, ThreadPool::Split::static_shares}) {
+        for (ThreadPool::Split split : {ThreadPool::Split::stealing, ThreadPool::Split::dynamic, ThreadPool::Split::static_shares}) {
             ThreadPool pool(threads);
             for (int n : {0, 1, 15, 16, 17, 100, 1000, 5632 + 2048})
                 for (int grain : {1, 16}) {
@@ -81,6 +84,63 @@ TEST(ThreadPool, DynamicChunksShrinkTowardsTheGrain) {
     for (const Seen& s : seen) largest = std::max(largest, s.chunk.end - s.chunk.begin), smallest = std::min(smallest, s.chunk.end - s.chunk.begin);
     EXPECT_EQ(largest, 1000 / 4 / 16 * 16);  // the first: half of one thread's share
     EXPECT_LE(smallest, 16);
+}
+
+// Stealing: each thread starts at the front of its own share (the static split) with all of it but the
+// last eighth, then the chunks shrink towards the grain.
+TEST(ThreadPool, StealingStartsEachThreadOnItsOwnShare) {
+    ThreadPool pool(2);
+    std::vector<std::atomic<int>> hits(1000);
+    const std::vector<Seen> seen = run(pool, 1000, 16, ThreadPool::Split::stealing, hits);
+    EXPECT_GT(seen.size(), 2u);
+    int smallest = 1000;
+    for (const Seen& s : seen) smallest = std::min(smallest, s.chunk.end - s.chunk.begin);
+    EXPECT_LE(smallest, 16);
+    // Shares: [0, 496) and [496, 1000). The caller's first chunk begins at 0 and the worker's at 496
+    // whenever each starts, because a helper takes from a share's back, never its front; the caller's is
+    // [0, 432) unless the worker, done first, has already taken part of its share.
+    const std::thread::id caller = std::this_thread::get_id();
+    bool caller_first = true, worker_first = true;
+    for (const Seen& s : seen) {
+        if (s.thread == caller && caller_first) {
+            EXPECT_EQ(s.chunk.begin, 0);
+            EXPECT_LE(s.chunk.end, (496 - 496 / 8) / 16 * 16);
+            EXPECT_EQ(s.chunk.end % 16, 0);
+            caller_first = false;
+        } else if (s.thread != caller && worker_first) {
+            EXPECT_EQ(s.chunk.begin, 496);
+            worker_first = false;
+        }
+    }
+}
+
+// A thread that is held up has the tail of its share taken by the other: every item still runs once, and
+// the other thread runs most of the range.
+TEST(ThreadPool, StealingRelievesASlowThread) {
+    ThreadPool pool(2);
+    std::vector<std::atomic<int>> hits(4096);
+    std::mutex m;
+    std::vector<Seen> seen;
+    const std::thread::id caller = std::this_thread::get_id();
+    pool.parallel_chunks(
+        4096,
+        [&](ThreadPool::Range chunk, ThreadPool::Range next) {
+            if (std::this_thread::get_id() != caller) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a slow worker
+            for (int i = chunk.begin; i < chunk.end; ++i) hits[std::size_t(i)].fetch_add(1, std::memory_order_relaxed);
+            std::lock_guard lock(m);
+            seen.push_back({std::this_thread::get_id(), chunk, next});
+        },
+        16, ThreadPool::Split::stealing);
+    for (int i = 0; i < 4096; ++i) ASSERT_EQ(hits[std::size_t(i)].load(), 1) << i;
+    int by_caller = 0;
+    for (const Seen& s : seen) by_caller += s.thread == caller ? s.chunk.end - s.chunk.begin : 0;
+    EXPECT_GT(by_caller, 2048);  // its own share and part of the worker's
+    // The static split cannot: the caller runs exactly its share.
+    std::vector<std::atomic<int>> again(4096);
+    by_caller = 0;
+    for (const Seen& s : run(pool, 4096, 16, ThreadPool::Split::static_shares, again))
+        by_caller += s.thread == caller ? s.chunk.end - s.chunk.begin : 0;
+    EXPECT_EQ(by_caller, 2048);
 }
 
 TEST(ThreadPool, TraceRecordsEveryChunkPerThreadAndNumbersTheCalls) {

@@ -36,7 +36,7 @@ inline void spin_pause() {
 class ThreadPool {
 public:
     // n_threads counts the caller: 1 means "run everything on the calling thread".
-    explicit ThreadPool(int n_threads = 1) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+    explicit ThreadPool(int n_threads = 1) : n_threads_(n_threads < 1 ? 1 : n_threads), left_(std::size_t(n_threads_)) {
         for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
     }
     ThreadPool(const ThreadPool&) = delete;
@@ -85,35 +85,34 @@ public:
         bool empty() const { return begin >= end; }
     };
 
-    // How parallel_chunks splits a range: dynamic (below), or static — one contiguous share per thread,
-    // parallel_for's split — kept for comparison.
-    enum class Split { dynamic, static_shares };
+    // How parallel_chunks splits a range: stealing (the default, below), or, kept for comparison, dynamic
+    // — every chunk from one shared counter, each half of a thread's share of what remains — or static —
+    // one contiguous share per thread, parallel_for's split.
+    enum class Split { stealing, dynamic, static_shares };
 
-    // Calls fn(chunk, next) for disjoint chunks covering [0, n). Split::dynamic hands them out from a
-    // shared counter while they last: each thread takes a chunk of half its share of what remains (at
-    // least `grain` items; boundaries are multiples of `grain` except at n), so the chunks shrink as the
-    // range runs out and a thread that runs slower — its core shared with other work, its memory further
-    // away — simply takes fewer, and all finish within about one small chunk of each other. A static
-    // split makes the fastest thread wait for the slowest at every call: in decode the calling thread
-    // waited 2–20 % of the time (bench/quant_kernels.cpp --trace). `next` is the chunk the same thread
-    // runs after this one, already taken (empty: none), so that a kernel can prefetch on into it: a
-    // thread's reads stay one stream across its chunks. Returns when all chunks are done.
+    // Calls fn(chunk, next) for disjoint chunks covering [0, n). Split::stealing: thread t owns share t of
+    // [0, n) — the static split — and runs it front to back, first all but its last eighth, then half of
+    // what is left at a time (at least `grain` items; boundaries are multiples of `grain` except at n). A
+    // thread whose share is done takes the back half of what is left of the fullest other share, so a
+    // thread that runs slower — its core shared with other work, its memory further away — is relieved
+    // of its share's tail and all finish within about one small chunk of each other. Why not static
+    // shares alone: the fastest thread then waits for the slowest at every call (in decode the calling
+    // thread waited 2–20 % of the time: bench/quant_kernels.cpp --trace). Why not the dynamic split
+    // (the default until session 26): with both threads reading adjacent chunks, a dozen chunk switches
+    // per product, decode on a Zen 5 with ~80 GB/s of memory ran 1–2.4 % slower than with static shares,
+    // token for token, and stealing 0.1–0.8 % faster than static (bench/model_speed.cpp --trace).
+    // `next` is the chunk the same thread runs after this one, already taken (empty: none), so that a
+    // kernel can prefetch on into it: a thread's reads stay one stream across its chunks. Returns when
+    // all chunks are done. Not reentrant: one call at a time per pool, as for parallel_for.
     template <class Fn>
-    void parallel_chunks(int n, Fn&& fn, int grain = 1, Split split = Split::dynamic) {
+    void parallel_chunks(int n, Fn&& fn, int grain = 1, Split split = Split::stealing) {
         if (n <= 0) return;
         grain = std::max(grain, 1);
         const int threads = std::min(n_threads_, (n + grain - 1) / grain);
-        if (threads <= 1) { fn(Range{0, n}, Range{n, n}); return; }
-        std::atomic<int> next{0};
-        auto take = [&]() -> Range {
-            int begin = next.load(std::memory_order_relaxed);
-            for (;;) {
-                if (begin >= n) return Range{n, n};
-                const int size = std::max(grain, (n - begin) / (2 * threads) / grain * grain);
-                const int end = std::min(n, begin + size);
-                if (next.compare_exchange_weak(begin, end, std::memory_order_relaxed)) return Range{begin, end};
-            }
-        };
+        if (threads <= 1) {
+            fn(Range{0, n}, Range{n, n});
+            return;
+        }
         const int call = trace_ ? trace_->calls++ : 0;
         auto timed = [&](int thread, Range chunk, Range after) {
             if (!trace_) return fn(chunk, after);
@@ -121,20 +120,33 @@ public:
             fn(chunk, after);
             trace_->chunks[std::size_t(thread)].push_back({call, start, std::chrono::steady_clock::now()});
         };
-        if (split == Split::static_shares) {  // thread t's share, as parallel_for splits [0, n)
+        // Each thread runs the chunks `take(thread, first)` gives it, taking the next before it runs one.
+        auto run_chunks = [&](auto take) {
             parallel_for(threads, [&](int t, int) {
-                const Range chunk = share(n, grain, threads, t);
-                if (!chunk.empty()) timed(t, chunk, Range{chunk.end, chunk.end});
+                for (Range chunk = take(t, true); !chunk.empty();) {
+                    const Range after = take(t, false);
+                    timed(t, chunk, after);
+                    chunk = after;
+                }
             });
-            return;
-        }
-        parallel_for(threads, [&](int thread, int) {
-            for (Range chunk = take(); !chunk.empty();) {
-                const Range after = take();
-                timed(thread, chunk, after);
-                chunk = after;
+        };
+        switch (split) {
+            case Split::static_shares:
+                return run_chunks([&](int t, bool first) { return first ? share(n, grain, threads, t) : Range{n, n}; });
+            case Split::dynamic: {
+                std::atomic<int> next{0};
+                return run_chunks([&](int, bool) { return take_shared(next, n, grain, threads); });
             }
-        });
+            case Split::stealing:
+                for (int t = 0; t < threads; ++t) {
+                    const Range r = share(n, grain, threads, t);
+                    left_[std::size_t(t)].v.store(pack(r.begin, r.end), std::memory_order_relaxed);
+                }
+                return run_chunks([&](int t, bool first) {
+                    const Range own = take_own(t, first, n, grain);
+                    return own.empty() ? take_from_fullest(t, threads, n, grain) : own;
+                });
+        }
     }
 
     // When set, parallel_chunks numbers its calls and records each chunk's start and end per thread (0:
@@ -153,6 +165,53 @@ public:
     }
 
 private:
+    // Split::dynamic's next chunk: half of one thread's share of what remains past `next`.
+    static Range take_shared(std::atomic<int>& next, int n, int grain, int threads) {
+        int begin = next.load(std::memory_order_relaxed);
+        for (;;) {
+            if (begin >= n) return Range{n, n};
+            const int size = std::max(grain, (n - begin) / (2 * threads) / grain * grain);
+            const int end = std::min(n, begin + size);
+            if (next.compare_exchange_weak(begin, end, std::memory_order_relaxed)) return Range{begin, end};
+        }
+    }
+
+    // Split::stealing. What is left of thread t's share, [front, back), is one word, left_[t], so that its
+    // owner (from the front) and a helper (from the back) each claim with one compare-and-swap.
+    static std::uint64_t pack(int front, int back) { return std::uint64_t(std::uint32_t(front)) << 32 | std::uint32_t(back); }
+    static int front_of(std::uint64_t v) { return int(std::uint32_t(v >> 32)); }
+    static int back_of(std::uint64_t v) { return int(std::uint32_t(v)); }
+
+    // The owner's next chunk from the front of its share: all but the last eighth first, then halves.
+    Range take_own(int t, bool first, int n, int grain) {
+        std::atomic<std::uint64_t>& word = left_[std::size_t(t)].v;
+        for (std::uint64_t v = word.load(std::memory_order_relaxed);;) {
+            const int front = front_of(v), back = back_of(v);
+            if (front >= back) return Range{n, n};
+            const int rest = back - front, size = first ? rest - rest / 8 : rest / 2;
+            const int end = std::min(back, std::max(front + grain, (front + size) / grain * grain));
+            if (word.compare_exchange_weak(v, pack(end, back), std::memory_order_relaxed)) return Range{front, end};
+        }
+    }
+
+    // A helper's chunk: the back half of what is left of the fullest other share (empty: all are done).
+    Range take_from_fullest(int t, int threads, int n, int grain) {
+        for (;;) {
+            int fullest = -1, most = 0;
+            for (int s = 0; s < threads; ++s) {
+                const std::uint64_t v = left_[std::size_t(s)].v.load(std::memory_order_relaxed);
+                if (s != t && back_of(v) - front_of(v) > most) fullest = s, most = back_of(v) - front_of(v);
+            }
+            if (fullest < 0) return Range{n, n};
+            std::atomic<std::uint64_t>& word = left_[std::size_t(fullest)].v;
+            std::uint64_t v = word.load(std::memory_order_relaxed);
+            const int front = front_of(v), back = back_of(v);
+            if (front >= back) continue;
+            const int begin = std::max(front, (back - (back - front + 1) / 2) / grain * grain);
+            if (word.compare_exchange_weak(v, pack(front, begin), std::memory_order_relaxed)) return Range{begin, back};
+        }
+    }
+
     // Share c of [0, n) split into `chunks` contiguous parts whose boundaries are multiples of `grain`
     // (except at n): parallel_for's split, and parallel_chunks' static one.
     static Range share(int n, int grain, int chunks, int c) {
@@ -195,6 +254,10 @@ private:
     static constexpr int kSpins = 20000;  // × one spin_pause (~40–140 cycles on x86): about 1 ms
 
     int n_threads_;
+    struct alignas(64) Left {  // a cache line each: the owners claim from their words without contention
+        std::atomic<std::uint64_t> v{0};
+    };
+    std::vector<Left> left_;  // Split::stealing: what is left of each thread's share
     std::vector<std::thread> workers_;
     std::mutex mutex_;
     std::condition_variable wake_;

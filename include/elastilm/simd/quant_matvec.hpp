@@ -98,11 +98,11 @@ void prefetch_piece(const Block* row, int blocks) {
 
 }  // namespace detail
 
-// How a decode product's rows are split across the pool: ThreadPool::Split::dynamic (the default), or
-// static_shares (the split before it), kept for comparison: bench/quant_kernels.cpp --interleaved times
-// both in one run.
+// How a decode product's rows are split across the pool: ThreadPool::Split::stealing (the default), or
+// dynamic or static_shares (the splits before it), kept for comparison: bench/quant_kernels.cpp
+// --interleaved and bench/model_speed.cpp --trace time them in one run.
 inline std::atomic<ThreadPool::Split>& quant_row_split_setting() {
-    static std::atomic<ThreadPool::Split> s{ThreadPool::Split::dynamic};
+    static std::atomic<ThreadPool::Split> s{ThreadPool::Split::stealing};
     return s;
 }
 inline ThreadPool::Split quant_row_split() { return quant_row_split_setting().load(std::memory_order_relaxed); }

@@ -41,8 +41,8 @@ float dot(const float* a, const T* b, int n) {
 }
 // y[0 .. n) = Σ_p w[p]·x[p·n .. p·n + n) over p < rows: the attention-weighted sum of the values. Up to
 // four vectors of y stay in registers across all rows; adding each row into y in memory instead made
-// every row wait for the last row's store (~10 cycles a row), the longest part of decode attention. The
-// sum per element runs in the same order (p ascending, one fused multiply-add each) either way.
+// every row wait for the store of the row before. The sum per element runs in the same order (p
+// ascending, one fused multiply-add each) either way.
 template <class T>
 void weighted_rows(float* y, const float* w, const T* x, int rows, int n) {
     using simd::fbatch;

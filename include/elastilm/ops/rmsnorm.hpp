@@ -7,9 +7,9 @@
 namespace elastilm {
 
 // The sum of squares runs in SIMD lanes, two accumulators deep: a scalar running sum is one chain of
-// dependent adds (~3 cycles each), which made each of decode's two norms per layer cost ~1.5 µs of
-// serial time between products on a 2048-wide model. Each lane sums n / (2·lanes) squares in fp32,
-// within a few ulps of the double-precision sum at model widths (tests/ops/rmsnorm_test.cpp).
+// n dependent adds, and decode runs two norms per layer as serial work between products (prefill one per
+// token on one thread). Each lane sums n / (2·lanes) squares in fp32, within a few ulps of the
+// double-precision sum at model widths (tests/ops/rmsnorm_test.cpp).
 inline void rmsnorm(float* out, const float* x, const float* weight, int n, float eps) {
     using simd::fbatch;
     constexpr int S = simd::lanes;

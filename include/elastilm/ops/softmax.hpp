@@ -9,8 +9,7 @@
 namespace elastilm {
 
 // In SIMD lanes (xsimd's exp), as silu_mul: decode attention runs one softmax per head over every cached
-// position between two products, while the memory idles, and a libm expf per position was a quarter of
-// that time.
+// position between two products, while the memory idles, and it called libm's expf once per position.
 inline void softmax(float* x, int n) {
     using simd::fbatch;
     constexpr int S = simd::lanes;

@@ -99,8 +99,8 @@ public:
     // shares alone: the fastest thread then waits for the slowest at every call (in decode the calling
     // thread waited 2–20 % of the time: bench/quant_kernels.cpp --trace). Why not the dynamic split
     // (the default until session 26): with both threads reading adjacent chunks, a dozen chunk switches
-    // per product, decode on a Zen 5 with ~80 GB/s of memory ran 1–2.4 % slower than with static shares,
-    // token for token, and stealing 0.1–0.8 % faster than static (bench/model_speed.cpp --trace).
+    // per product, Q4_0 decode on a Zen 5 with ~80 GB/s of memory ran 2–4 % slower than with static
+    // shares, token for token, and stealing 0.998–1.005× static (bench/model_speed.cpp --trace).
     // `next` is the chunk the same thread runs after this one, already taken (empty: none), so that a
     // kernel can prefetch on into it: a thread's reads stay one stream across its chunks. Returns when
     // all chunks are done. Not reentrant: one call at a time per pool, as for parallel_for.

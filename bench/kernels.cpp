@@ -4,7 +4,8 @@
 //   each reduced-precision GEMM of this build (matmul_bf16/…, matmul_fp16/…; matmul_bf16_rounded/…: W rounded
 //   to bf16 instead of split), against its instruction's peak;
 //   the fp16 and bf16 GEMMs' micro-kernels alone on cache-resident operands (gemm_f16_microkernel,
-//   gemm_bf16_microkernel), one thread.
+//   gemm_bf16_microkernel), one thread;
+//   a hand-off to the thread pool and back with no work (pool_handoff/…), 2 threads.
 // Flags besides Google Benchmark's: --smoke (small shapes, for CI).
 #include <benchmark/benchmark.h>
 
@@ -127,6 +128,21 @@ struct Case {
 
 }  // namespace
 
+// One hand-off to the pool and back with no work in it: what each of decode's ~111 pool calls a token
+// (a product or attention per call) costs besides its work. parallel_chunks with each split, over a
+// product's worth of rows (2560: TinyLlama's Wq, Wk, Wv), and parallel_for over 32 items (attention's heads).
+void BM_PoolHandOff(benchmark::State& state, int split) {
+    ThreadPool pool(int(state.range(0)));
+    int sink = 0;
+    for (auto _ : state) {
+        if (split < 0) pool.parallel_for(32, [&](int begin, int) { benchmark::DoNotOptimize(sink += begin); });
+        else
+            pool.parallel_chunks(
+                2560, [&](ThreadPool::Range chunk, ThreadPool::Range) { benchmark::DoNotOptimize(sink += chunk.begin); }, 16,
+                ThreadPool::Split(split));
+    }
+}
+
 int main(int argc, char** argv) {
     bool smoke = false;
     benchmark::Initialize(&argc, argv);  // takes its --benchmark_* flags out of argv
@@ -191,6 +207,14 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("gemm_bf16_microkernel/threads:1", BM_Bf16MicroKernel<2>)->UseRealTime();
     benchmark::RegisterBenchmark("gemm_bf16_microkernel_rounded/threads:1", BM_Bf16MicroKernel<1>)->UseRealTime();
 #endif
+    for (const auto& [name, split] : {std::pair<const char*, int>{"pool_handoff/parallel_for", -1},
+                                      {"pool_handoff/parallel_chunks_stealing", int(ThreadPool::Split::stealing)},
+                                      {"pool_handoff/parallel_chunks_dynamic", int(ThreadPool::Split::dynamic)},
+                                      {"pool_handoff/parallel_chunks_static", int(ThreadPool::Split::static_shares)}})
+        benchmark::RegisterBenchmark(name, [split = split](benchmark::State& s) { BM_PoolHandOff(s, split); })
+            ->Arg(2)
+            ->ArgName("threads")
+            ->UseRealTime();
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
 }

@@ -16,6 +16,7 @@
 #include "elastilm/model/linear.hpp"
 #include "elastilm/ops/attention.hpp"
 #include "elastilm/ops/rope.hpp"
+#include "elastilm/ops/softmax.hpp"
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/f16_widen.hpp"
 #include "elastilm/tensor.hpp"
@@ -273,52 +274,13 @@ inline void lora_linear_backward(float* dX, int lddx, LoraPair& grad, const Matr
 
 // ---- Distillation loss -------------------------------------------------------------------------------
 
-namespace detail {
-// Vectorised pieces of the loss: the cost is 3·vocab exponentials per token (vocab 32000), as much as a
-// quarter of a step when done one at a time. Float sums are flushed to double every kFlush batches.
-inline constexpr int kFlush = 64;
-
-inline float max_value(const float* z, int n) {
-    using simd::fbatch;
-    constexpr int S = simd::lanes;
-    float mx = z[0];
-    int i = 0;
-    if (n >= S) {
-        fbatch m = fbatch::load_unaligned(z);
-        for (i = S; i + S <= n; i += S) m = xsimd::max(m, fbatch::load_unaligned(z + i));
-        alignas(64) float lanes[S];
-        m.store_aligned(lanes);
-        mx = *std::max_element(lanes, lanes + S);
-    }
-    for (; i < n; ++i) mx = std::max(mx, z[i]);
-    return mx;
-}
-
-// log Σ exp(z)
-inline float log_sum_exp(const float* z, int n) {
-    using simd::fbatch;
-    constexpr int S = simd::lanes;
-    const float mx = max_value(z, n);
-    double sum = 0;
-    fbatch acc(0.0f);
-    int i = 0, blocks = 0;
-    for (; i + S <= n; i += S) {
-        acc += xsimd::exp(fbatch::load_unaligned(z + i) - fbatch(mx));
-        if (++blocks == kFlush) sum += xsimd::hadd(acc), acc = fbatch(0.0f), blocks = 0;
-    }
-    sum += xsimd::hadd(acc);
-    for (; i < n; ++i) sum += std::exp(z[i] - mx);
-    return float(double(mx) + std::log(sum));
-}
-}  // namespace detail
-
 // KL(p_teacher ‖ p_student) of one token from the two logit rows, p = softmax(logits). Writes
 // dstudent = (p_student − p_teacher)·grad_scale (grad_scale = 1/n_tokens for a mean over tokens).
 // dstudent may be `student` itself (each logit is read before its gradient is written).
 inline double distill_kl(float* dstudent, const float* student, const float* teacher, int vocab, float grad_scale) {
     using simd::fbatch;
     constexpr int S = simd::lanes;
-    const float ls = detail::log_sum_exp(student, vocab), lt = detail::log_sum_exp(teacher, vocab);
+    const float ls = log_sum_exp(student, vocab), lt = log_sum_exp(teacher, vocab);
     double kl = 0;
     fbatch acc(0.0f);
     int i = 0, blocks = 0;
@@ -328,7 +290,7 @@ inline double distill_kl(float* dstudent, const float* student, const float* tea
         const fbatch pt = xsimd::exp(log_pt), ps = xsimd::exp(log_ps);
         acc = xsimd::fma(pt, log_pt - log_ps, acc);
         ((ps - pt) * fbatch(grad_scale)).store_unaligned(dstudent + i);
-        if (++blocks == detail::kFlush) kl += xsimd::hadd(acc), acc = fbatch(0.0f), blocks = 0;
+        if (++blocks == detail::kFlushBatches) kl += xsimd::hadd(acc), acc = fbatch(0.0f), blocks = 0;
     }
     kl += xsimd::hadd(acc);
     for (; i < vocab; ++i) {

@@ -18,6 +18,7 @@
 
 #include "elastilm/config.hpp"
 #include "elastilm/error.hpp"
+#include "elastilm/ops/softmax.hpp"
 
 namespace elastilm {
 
@@ -110,17 +111,8 @@ inline std::vector<int> cut_prompt(std::span<const int> prompt, int keep_percent
     return compress(prompt, keep_percent, scores, keep_mask, SpecialTokens{-1, -1, -1}).ids;
 }
 
-// log Σ exp(row), computed stably in double.
-inline double log_sum_exp(std::span<const float> row) {
-    float mx = row[0];
-    for (float v : row) mx = std::max(mx, v);
-    double sum = 0;
-    for (float v : row) sum += std::exp(double(v - mx));
-    return mx + std::log(sum);
-}
-
 // log softmax(row)[id].
-inline double log_softmax_at(std::span<const float> row, int id) { return double(row[id]) - log_sum_exp(row); }
+inline double log_softmax_at(std::span<const float> row, int id) { return double(row[id]) - log_sum_exp(row.data(), int(row.size())); }
 
 // −log p(tokens[i] | tokens[<i]) from the logits a model produced while reading `tokens`:
 // `logits` holds one row of `vocab` per token, row i predicting token i + 1. Token 0 has no prefix; it

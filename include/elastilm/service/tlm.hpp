@@ -605,7 +605,7 @@ public:
             for (int done = 0; done < n; done += kChunk) last = session_.append(prompt.subspan(done, std::min(kChunk, n - done)), percent_);
             out.assign(last.begin(), last.end());
         }
-        const float log_z = float(log_sum_exp(out));
+        const float log_z = log_sum_exp(out.data(), int(out.size()));
         for (float& v : out) v -= log_z;
         return out;
     }

@@ -9,6 +9,8 @@
 //       (decode with the quantized products' rows split statically, dynamically and by stealing, rotating:
 //       tok/s, where each decode's time went (bench/pool_trace.hpp), and tok/s with the split switched
 //       every token)
+//   elastilm_bench_model_speed -m MODEL.gguf --share [-n 128] [-r 1] [--no-mmap]
+//       (full-width decode GB/s against the streaming read's, each token next to a read of its bytes)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)
@@ -21,6 +23,7 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <numeric>
 #include <tuple>
 #include <sstream>
 #include <string>
@@ -235,6 +238,84 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
     return 0;
 }
 
+// --share: decode -n tokens at full width from an empty cache, -r times, each token next to one streaming
+// read of as many bytes as a token reads (bench/roofline.hpp's loop, on the same pool; a buffer of its own
+// on huge pages), the two in alternating order; and before each pair, an empty hand-off to the pool and
+// back. The decode's GB/s against the read loop's, both summed over the same pairs: the memory of a
+// shared host changes speed within seconds, so a read measured before and after a whole decode can see
+// another memory than the decode did, while a token and a read side by side see the same one. Then the
+// same for the half of the pairs with the shorter hand-offs and the half with the longer ones: on a Zen 5
+// VM the memory's fast phases came with the two cores far apart, a hand-off ~5× slower (README,
+// "Quantized weights"). (Halves by the hand-off, not by the read's speed: sorting by the read itself
+// would put the reads that were slow by chance in one half and call its decode fast.)
+template <ModelConfig Cfg>
+int measure_share(ModelWeights weights, int tg, int threads, int reps) {
+    const std::size_t bytes = decode_bytes(weights);
+    Model<Cfg> model(std::move(weights));
+    ThreadPool pool(threads);
+    Session<Cfg> s(model, pool, Cfg::context, 32);
+    require(tg < Cfg::context, "model_speed", "-n exceeds the context");
+    const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
+    const std::size_t floats = bytes / sizeof(float);
+    const double read_bytes = double(bench::read_once_bytes(floats, threads));
+    auto handoff_ns = [&] {
+        double ns[15];
+        for (double& t : ns) {
+            const auto t0 = clock_type::now();
+            pool.parallel_for(threads, [](int, int) {});
+            t = std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
+        }
+        std::nth_element(ns, ns + 7, ns + 15);
+        return ns[7];
+    };
+    struct Pair {
+        double decode_s, read_s, handoff_ns;
+    };
+    std::vector<Pair> pairs;
+    const int warm[] = {1, 2, 3};
+    s.append(std::span<const int>(warm), 100);
+    bench::read_once_seconds(buf.get(), floats, pool);
+    for (int r = 0; r < reps; ++r) {
+        s.reset();
+        int token = 1;
+        for (int i = 0; i < tg; ++i) {
+            Pair p{0, 0, handoff_ns()};
+            auto decode = [&] {
+                const auto t0 = clock_type::now();
+                token = 1 + int(s.append(token, 100)[0] > 0);
+                p.decode_s = std::chrono::duration<double>(clock_type::now() - t0).count();
+            };
+            if ((i + r) % 2) decode();
+            p.read_s = bench::read_once_seconds(buf.get(), floats, pool);
+            if ((i + r) % 2 == 0) decode();
+            pairs.push_back(p);
+        }
+    }
+    std::sort(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.handoff_ns < b.handoff_ns; });
+    std::printf(
+        "| pairs of a decoded token and a read of %.0f MB | decode GB/s | read GB/s | decode / read | pool hand-off, median |\n"
+        "|---|---|---|---|---|\n",
+        double(bytes) / 1e6);
+    auto row = [&](const char* what, std::size_t begin, std::size_t end) {
+        double decode_s = 0, read_s = 0;
+        std::vector<double> handoff;
+        for (std::size_t i = begin; i < end; ++i)
+            decode_s += pairs[i].decode_s, read_s += pairs[i].read_s, handoff.push_back(pairs[i].handoff_ns);
+        std::nth_element(handoff.begin(), handoff.begin() + std::ptrdiff_t(handoff.size() / 2), handoff.end());
+        const double decode_gbs = double(bytes) * double(end - begin) / decode_s / 1e9,
+                     read_gbs = read_bytes * double(end - begin) / read_s / 1e9;
+        std::printf("| %s (%zu) | %.2f | %.2f | **%.1f %%** | %.0f ns |\n", what, end - begin, decode_gbs, read_gbs,
+                    100 * decode_gbs / read_gbs, handoff[handoff.size() / 2]);
+    };
+    row("all", 0, pairs.size());
+    row("the half with the shorter hand-offs", 0, pairs.size() / 2);
+    row("the half with the longer ones", pairs.size() / 2, pairs.size());
+    std::printf(
+        "(%d threads; %d decodes of %d tokens from an empty cache, %.2f tok/s over all)\n", threads, reps, tg,
+        double(pairs.size()) / std::accumulate(pairs.begin(), pairs.end(), 0.0, [](double a, const Pair& p) { return a + p.decode_s; }));
+    return 0;
+}
+
 int run(const cli::Args& args) {
     const std::string path = args.get("-m", "--model", "", "model file to measure");
     const int prompt = args.get_int("-p", "", 512, "prefill tokens (pp)");
@@ -266,6 +347,8 @@ int run(const cli::Args& args) {
     const bool bytes_only = args.has("--decode-bytes", "", "with -m: print the bytes one full-width decode step reads, and exit");
     const bool traced =
         args.has("--trace", "", "decode with the quantized products' rows split statically, dynamically and by stealing, rotating, traced");
+    const bool share =
+        args.has("--share", "", "decode at full width, each token next to a read of its bytes: decode GB/s against the read loop's");
     const std::vector<std::string>& positional = args.positional();
     args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
                 "Prefill and decode tok/s per width ratio, as CSV lines ratio,pp_tok_s,tg_tok_s.");
@@ -327,10 +410,15 @@ int run(const cli::Args& args) {
         check_against<Cfg>(w);
         if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios, paths);
         if (traced) return measure_trace<Cfg>(std::move(w), decode, threads, reps, ratios);
+        if (share) return measure_share<Cfg>(std::move(w), decode, threads, reps);
         return measure<Cfg>(std::move(w), prompt, decode, threads, reps, ratios);
     });
 }
 
 }  // namespace
 
-int main(int argc, char** argv) { return elastilm::cli::run_main(argc, argv, {"--in-major-outputs", "--smoke", "--roofline", "--no-mmap", "--bandwidth", "--decode-bytes", "--trace"}, run); }
+int main(int argc, char** argv) {
+    return elastilm::cli::run_main(
+        argc, argv, {"--in-major-outputs", "--smoke", "--roofline", "--no-mmap", "--bandwidth", "--decode-bytes", "--trace", "--share"},
+        run);
+}

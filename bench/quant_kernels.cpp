@@ -186,22 +186,9 @@ struct Pass {
     }
 };
 
-// GB/s of one read of buf[0, n) by the pool's threads: bench/roofline.hpp's loop, timed once. On the pool
-// the decode passes use, not on fresh threads: those would start while the pool's workers still spin
-// (~1 ms after each pass, runtime/thread_pool.hpp) and share both cores with them — on a Zen 5 VM that
-// read 4–10 % below the decode passes timed next to it.
+// GB/s of one read of buf[0, n) by the pool's threads (bench/roofline.hpp).
 double read_once(const float* buf, std::size_t n, ThreadPool& pool) {
-    const int threads = pool.size();
-    const std::size_t chunk = bench::detail::read_part_size(n, threads);
-    std::vector<float> sink(threads);
-    const auto t0 = std::chrono::steady_clock::now();
-    pool.parallel_for(threads, [&](int begin, int end) {
-        for (int t = begin; t < end; ++t) sink[t] = bench::detail::read_part(buf + chunk * t, chunk);
-    });
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    volatile float keep = sink[0];
-    (void)keep;
-    return double(chunk * threads * sizeof(float)) / s / 1e9;
+    return double(bench::read_once_bytes(n, pool.size())) / bench::read_once_seconds(buf, n, pool) / 1e9;
 }
 
 const char* split_name(ThreadPool::Split s) {
@@ -218,16 +205,8 @@ int interleaved(int rounds, int threads) {
         std::function<double()> gbs;
     };
     std::vector<Variant> variants;
-    constexpr std::size_t kHuge = std::size_t(1) << 21, bytes = std::size_t(1) << 30;
-    struct Free {
-        void operator()(float* p) const { std::free(p); }
-    };
-    std::unique_ptr<float, Free> buf(static_cast<float*>(std::aligned_alloc(kHuge, bytes)));
-    if (!buf) throw std::bad_alloc();
-#if defined(__linux__)
-    ::madvise(buf.get(), bytes, MADV_HUGEPAGE);
-#endif
-    std::fill(buf.get(), buf.get() + bytes / sizeof(float), 1.0f);
+    constexpr std::size_t bytes = std::size_t(1) << 30;
+    const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
     ThreadPool pool(threads);
     variants.push_back({"streaming read (bench/roofline.hpp's loop)", [&] { return read_once(buf.get(), bytes / sizeof(float), pool); }});
     std::vector<std::unique_ptr<Layers>> layers;

@@ -21,6 +21,7 @@
 #endif
 
 #include "elastilm/simd/f16_widen.hpp"
+#include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/matmul.hpp"
 
 namespace elastilm::bench {
@@ -81,25 +82,52 @@ inline double streaming_read_gbs(const float* buf, std::size_t n, int threads, i
 
 }  // namespace detail
 
-// GB/s reading a buffer far larger than the last-level cache (default 1 GiB), median of 7.
-inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::size_t(1) << 30) {
-    const std::size_t n = bytes / sizeof(float);
-    // 2 MB-aligned and, on Linux, backed by transparent huge pages where the kernel allows: with 4 KB
-    // pages this loop measured 19–23 GB/s on a Sapphire Rapids (`--roofline -t 2`), below the ~23.5 GB/s
-    // that llama.cpp's F16 decode read there; with huge pages 27–29 GB/s — the ceiling is the memory's,
-    // not the TLB's.
+// A buffer of `bytes` (rounded up to whole 2 MB pages) of 1.0f, 2 MB-aligned and, on Linux, backed by
+// transparent huge pages where the kernel allows: with 4 KB pages the read loop measured 19–23 GB/s on a
+// Sapphire Rapids (`--roofline -t 2`), below the ~23.5 GB/s that llama.cpp's F16 decode read there; with
+// huge pages 27–29 GB/s — the ceiling is the memory's, not the TLB's.
+struct FreeDeleter {
+    void operator()(float* p) const { std::free(p); }
+};
+using HugeBuffer = std::unique_ptr<float[], FreeDeleter>;
+inline HugeBuffer huge_page_buffer(std::size_t bytes) {
     constexpr std::size_t kHuge = std::size_t(1) << 21;
-    struct FreeDeleter {
-        void operator()(float* p) const { std::free(p); }
-    };
-    std::unique_ptr<float[], FreeDeleter> buf(static_cast<float*>(std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge)));
+    const std::size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+    HugeBuffer buf(static_cast<float*>(std::aligned_alloc(kHuge, rounded)));
     if (!buf) throw std::bad_alloc();
 #if defined(__linux__)
-    ::madvise(buf.get(), (bytes + kHuge - 1) / kHuge * kHuge, MADV_HUGEPAGE);
+    ::madvise(buf.get(), rounded, MADV_HUGEPAGE);
 #endif
-    for (std::size_t i = 0; i < n; i += 1024) buf[i] = 1.0f;  // touch every page
-    std::fill(buf.get(), buf.get() + n, 1.0f);
-    return detail::streaming_read_gbs(buf.get(), n, threads, 7);
+    std::fill(buf.get(), buf.get() + rounded / sizeof(float), 1.0f);
+    return buf;
+}
+
+// GB/s reading a buffer far larger than the last-level cache (default 1 GiB), median of 7.
+inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::size_t(1) << 30) {
+    const HugeBuffer buf = huge_page_buffer(bytes);
+    return detail::streaming_read_gbs(buf.get(), bytes / sizeof(float), threads, 7);
+}
+
+// Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part: the loop above, timed
+// once, on the pool the decode runs on. Not on fresh threads: those would start while the pool's workers
+// still spin (~1 ms after each product, runtime/thread_pool.hpp) and share both cores with them — on a
+// Zen 5 VM that read 4–10 % below the decode passes timed next to it.
+inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& pool) {
+    const int threads = pool.size();
+    const std::size_t chunk = detail::read_part_size(n, threads);
+    std::vector<float> sink(static_cast<std::size_t>(threads));
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(threads, [&](int begin, int end) {
+        for (int t = begin; t < end; ++t) sink[std::size_t(t)] = detail::read_part(buf + chunk * std::size_t(t), chunk);
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    volatile float keep = sink[0];
+    (void)keep;
+    return s;
+}
+// The bytes read_once_seconds reads of n floats (whole vectors per thread).
+inline std::size_t read_once_bytes(std::size_t n, int threads) {
+    return detail::read_part_size(n, threads) * std::size_t(threads) * sizeof(float);
 }
 
 // GFLOP/s of independent fp32 FMA chains (2 flops per lane per FMA), median of 7.

@@ -19,7 +19,9 @@
 # Decode is judged against the streaming read bandwidth measured right before and right after each engine's
 # run, the higher of the two (a host's bandwidth can drift by 10 % within minutes, and a VM's by 70 %: a
 # median over the whole run once put llama.cpp's decode at 104 % of it), counting the bytes a
-# decoded token reads (every layer matrix and the LM head, one embedding row), not the file size.
+# decoded token reads (every layer matrix and the LM head, one embedding row), not the file size. At the
+# end, ours is also measured token by token against the read loop (model_speed --share), which bracketing
+# cannot do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shape=tinyllama type=f16 model="" threads=2 reps=5 pp=512 tg=128 ratios=100,90,80,70,60,50,40,30,20 no_mmap=0 smoke=()
@@ -98,6 +100,12 @@ for ((rep = 1; rep <= reps; rep++)); do
     awk -F, -v isa="$portable" '{ print "elastilm " isa " " $1 "%,pp," $2; print "elastilm " isa " " $1 "%,tg," $3 }' >> "$results"
   measure_bandwidth around "elastilm $portable 100%"
 done
+# The same share measured token by token: each of ours' decoded tokens next to a read of as many bytes, on
+# the same threads (model_speed --share). Bracketing whole runs cannot see the memory change speed during
+# a run; pairs side by side see the same memory.
+echo "elastilm (native ISA): decode against the read loop, token by token" >&2
+share_table=$("$ours_isa" -m "$model" --share -n "$tg" -r 1 -t "$threads" "${ours_load[@]}" 2> "$results.err") \
+  || { cat "$results.err" >&2; echo "versus-llamacpp: model_speed --share failed" >&2; exit 1; }
 
 # Weights read per decoded token, from the file size; flops per prompt token at full width (2 per
 # parameter), from the size of the same shape's F16 file (2 bytes per parameter) — a block-format file's
@@ -147,4 +155,7 @@ grep -v '^bandwidth,' "$results" | awk -F, -v bytes="$decode_bytes" -v fbytes="$
           rname, rpeak, 100 * base_pp * fbytes / 1e9 / rpeak, 100 * median("elastilm native 100%" SUBSEP "pp") * fbytes / 1e9 / rpeak
     }
   }'
+echo
+echo "elastilm native 100%, each decoded token next to a streaming read of the bytes it reads (bench/model_speed.cpp --share):"
+echo "$share_table"
 ((${#smoke[@]} == 0)) || echo "smoke run (CI): llama.cpp built unoptimized, a 24M-parameter model that stays in cache, one repetition — it checks that this script runs end to end; none of the figures above is a measurement"

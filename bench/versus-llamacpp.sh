@@ -123,7 +123,7 @@ read -r bandwidth bw_lo bw_hi <<< "$bandwidth"
 echo "model: $model ($((bytes / 1000000)) MB) | threads $threads | repetitions $reps | pp$pp tg$tg$( ((no_mmap)) && echo " | --no-mmap (llama-bench -lm none)")"
 echo "machine, this run: streaming read ${bandwidth} GB/s (median of $((4 * reps)), one before and after each engine's run: ${bw_lo}–${bw_hi}), fp32 FMA peak ${peak} GFLOP/s, reduced-precision GEMM peak ${reduced_peak} GFLOP/s of ${reduced_name} (the native-ISA build's prefill GEMM, $(uname -m))"
 echo
-grep -v '^bandwidth,' "$results" | awk -F, -v bytes="$decode_bytes" -v fbytes="$flop_bytes" -v peak="$peak" -v rpeak="$reduced_peak" -v rname="$reduced_name" -v pp="$pp" -v tg="$tg" '
+grep -v '^bandwidth,' "$results" | awk -F, -v bytes="$decode_bytes" -v fbytes="$flop_bytes" -v peak="$peak" -v rpeak="$reduced_peak" -v rname="$reduced_name" -v pp="$pp" -v tg="$tg" -v type="$type" '
   { key = $1 SUBSEP $2; n[key]++; v[key, n[key]] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++rows] = $1 } }
   function median(k,   i, j, t, m) { m = n[k]; for (i = 1; i <= m; i++) a[i] = v[k, i];
     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -147,7 +147,10 @@ grep -v '^bandwidth,' "$results" | awk -F, -v bytes="$decode_bytes" -v fbytes="$
         v["llama.cpp", "tg", i] * bytes / 1e9, v["llama.cpp", "around", i], 100 * v["llama.cpp", "tg", i] * bytes / 1e9 / v["llama.cpp", "around", i],
         v["elastilm native 100%", "tg", i] * bytes / 1e9, v["elastilm native 100%", "around", i],
         100 * v["elastilm native 100%", "tg", i] * bytes / 1e9 / v["elastilm native 100%", "around", i]
-    if (fbytes > 0) {
+    if (fbytes > 0 && type != "f16")  # integer dot products: neither fp32 FMA nor the bf16 GEMM instruction is their roofline
+      printf "prefill at full width does ~%.2f GFLOP/token, with %s weights as integer dot products: llama.cpp %.0f, elastilm 100%% %.0f GOP/s (elastilm_bench_quant_kernels prints this machine'"'"'s vpdpbusd peak)\n",
+        fbytes / 1e9, type, base_pp * fbytes / 1e9, median("elastilm native 100%" SUBSEP "pp") * fbytes / 1e9
+    else if (fbytes > 0) {
       printf "prefill at full width does ~%.2f GFLOP/token: llama.cpp pp = %.0f%% of the fp32 FMA peak, elastilm 100%% = %.0f%%\n",
         fbytes / 1e9, 100 * base_pp * fbytes / 1e9 / peak, 100 * median("elastilm native 100%" SUBSEP "pp") * fbytes / 1e9 / peak
       if (rpeak > 0)

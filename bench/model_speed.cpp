@@ -402,6 +402,11 @@ int run(const cli::Args& args) {
         std::printf("%zu\n", decode_bytes(load_weights(path)));
         return 0;
     }
+    if (share) {  // bad flags before the load, which can take seconds
+        require(ratios == std::vector<int>{100}, "--share",
+                "measures the full width only (the bytes a token reads are counted at 100%): drop --ratios");
+        require(decode >= 2 && reps >= 1, "--share", "needs -n ≥ 2 (two halves of the pairs) and -r ≥ 1");
+    }
     const auto t_load = clock_type::now();
     ModelWeights w = load_weights(path, no_mmap ? io::Residency::huge_page_copy : io::Residency::mapped);
     std::fprintf(stderr, "model_speed: loaded %s in %.2f s (%s)\n", path.c_str(), std::chrono::duration<double>(clock_type::now() - t_load).count(),

@@ -9,8 +9,9 @@
 //       (decode with the quantized products' rows split statically, dynamically and by stealing, rotating:
 //       tok/s, where each decode's time went (bench/pool_trace.hpp), and tok/s with the split switched
 //       every token)
-//   elastilm_bench_model_speed -m MODEL.gguf --share [-n 128] [-r 1] [--no-mmap]
-//       (full-width decode GB/s against the streaming read's, each token next to a read of its bytes)
+//   elastilm_bench_model_speed -m MODEL.gguf --share [-n 128] [-r 1] [--no-mmap] [--prefetch default|cached|non-temporal|both]
+//       (full-width decode GB/s against the streaming read's, each token next to a read of its bytes; with
+//       --prefetch both, the quantized kernels' two prefetch hints taking turns)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)
@@ -34,6 +35,7 @@
 #include "elastilm/model/session.hpp"
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/ops/attention_tiled.hpp"
+#include "elastilm/simd/prefetch_hint.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 #include "pool_trace.hpp"
 #include "roofline.hpp"
@@ -247,9 +249,13 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
 // same for the half of the pairs with the shorter hand-offs and the half with the longer ones: on a Zen 5
 // VM the memory's fast phases came with the two cores far apart, a hand-off ~5× slower (README,
 // "Quantized weights"). (Halves by the hand-off, not by the read's speed: sorting by the read itself
-// would put the reads that were slow by chance in one half and call its decode fast.)
+// would put the reads that were slow by chance in one half and call its decode fast.) The medians
+// column divides the pairs' median times instead of their sums: one stall of the host, tens of
+// milliseconds in a token or a read, moves a sum but not a median.
+// `hints`: the quantized kernels' prefetch hint (simd/prefetch_hint.hpp); with two, they take turns two
+// tokens each, so that each sees both orders of decode and read, and each gets its own rows.
 template <ModelConfig Cfg>
-int measure_share(ModelWeights weights, int tg, int threads, int reps) {
+int measure_share(ModelWeights weights, int tg, int threads, int reps, const std::vector<PrefetchHint>& hints) {
     const std::size_t bytes = decode_bytes(weights);
     Model<Cfg> model(std::move(weights));
     ThreadPool pool(threads);
@@ -271,7 +277,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps) {
     struct Pair {
         double decode_s, read_s, handoff_ns;
     };
-    std::vector<Pair> pairs;
+    std::vector<std::vector<Pair>> pairs(hints.size());  // per hint
     const int warm[] = {1, 2, 3};
     s.append(std::span<const int>(warm), 100);
     bench::read_once_seconds(buf.get(), floats, pool);
@@ -279,6 +285,8 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps) {
         s.reset();
         int token = 1;
         for (int i = 0; i < tg; ++i) {
+            const std::size_t h = std::size_t(i / 2) % hints.size();
+            set_quant_prefetch_hint(hints[h]);
             Pair p{0, 0, handoff_ns()};
             auto decode = [&] {
                 const auto t0 = clock_type::now();
@@ -288,31 +296,43 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps) {
             if ((i + r) % 2) decode();
             p.read_s = bench::read_once_seconds(buf.get(), floats, pool);
             if ((i + r) % 2 == 0) decode();
-            pairs.push_back(p);
+            pairs[h].push_back(p);
         }
     }
-    std::sort(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) { return a.handoff_ns < b.handoff_ns; });
+    set_quant_prefetch_hint(default_prefetch_hint());
     std::printf(
-        "| pairs of a decoded token and a read of %.0f MB | decode GB/s | read GB/s | decode / read | pool hand-off, median |\n"
-        "|---|---|---|---|---|\n",
+        "| prefetch | pairs of a decoded token and a read of %.0f MB | decode GB/s | read GB/s | decode / read | "
+        "decode / read, medians | pool hand-off, median |\n|---|---|---|---|---|---|---|\n",
         double(bytes) / 1e6);
-    auto row = [&](const char* what, std::size_t begin, std::size_t end) {
+    auto median = [](std::vector<double> v) {
+        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
+        return v[v.size() / 2];
+    };
+    auto row = [&](PrefetchHint hint, const char* what, const std::vector<Pair>& ps, std::size_t begin, std::size_t end) {
         double decode_s = 0, read_s = 0;
-        std::vector<double> handoff;
-        for (std::size_t i = begin; i < end; ++i)
-            decode_s += pairs[i].decode_s, read_s += pairs[i].read_s, handoff.push_back(pairs[i].handoff_ns);
-        std::nth_element(handoff.begin(), handoff.begin() + std::ptrdiff_t(handoff.size() / 2), handoff.end());
+        std::vector<double> handoff, decodes, reads;
+        for (std::size_t i = begin; i < end; ++i) {
+            decode_s += ps[i].decode_s, read_s += ps[i].read_s;
+            handoff.push_back(ps[i].handoff_ns), decodes.push_back(ps[i].decode_s), reads.push_back(ps[i].read_s);
+        }
         const double decode_gbs = double(bytes) * double(end - begin) / decode_s / 1e9,
                      read_gbs = read_bytes * double(end - begin) / read_s / 1e9;
-        std::printf("| %s (%zu) | %.2f | %.2f | **%.1f %%** | %.0f ns |\n", what, end - begin, decode_gbs, read_gbs,
-                    100 * decode_gbs / read_gbs, handoff[handoff.size() / 2]);
+        const double medians = double(bytes) / median(decodes) / (read_bytes / median(reads));
+        std::printf("| %s | %s (%zu) | %.2f | %.2f | **%.1f %%** | %.1f %% | %.0f ns |\n", to_string(hint), what, end - begin, decode_gbs,
+                    read_gbs, 100 * decode_gbs / read_gbs, 100 * medians, median(handoff));
     };
-    row("all", 0, pairs.size());
-    row("the half with the shorter hand-offs", 0, pairs.size() / 2);
-    row("the half with the longer ones", pairs.size() / 2, pairs.size());
-    std::printf(
-        "(%d threads; %d decodes of %d tokens from an empty cache, %.2f tok/s over all)\n", threads, reps, tg,
-        double(pairs.size()) / std::accumulate(pairs.begin(), pairs.end(), 0.0, [](double a, const Pair& p) { return a + p.decode_s; }));
+    double decode_s = 0;
+    std::size_t tokens = 0;
+    for (std::size_t h = 0; h < hints.size(); ++h) {
+        std::vector<Pair>& ps = pairs[h];
+        std::sort(ps.begin(), ps.end(), [](const Pair& a, const Pair& b) { return a.handoff_ns < b.handoff_ns; });
+        row(hints[h], "all", ps, 0, ps.size());
+        row(hints[h], "the half with the shorter hand-offs", ps, 0, ps.size() / 2);
+        row(hints[h], "the half with the longer ones", ps, ps.size() / 2, ps.size());
+        for (const Pair& p : ps) decode_s += p.decode_s, ++tokens;
+    }
+    std::printf("(%d threads; %d decodes of %d tokens from an empty cache, %.2f tok/s over all%s)\n", threads, reps, tg,
+                double(tokens) / decode_s, hints.size() > 1 ? "; the hints took turns two tokens each" : "");
     return 0;
 }
 
@@ -349,6 +369,9 @@ int run(const cli::Args& args) {
         args.has("--trace", "", "decode with the quantized products' rows split statically, dynamically and by stealing, rotating, traced");
     const bool share =
         args.has("--share", "", "decode at full width, each token next to a read of its bytes: decode GB/s against the read loop's");
+    const std::string prefetch =
+        args.get("--prefetch", "", "default",
+                 "with --share: the quantized kernels' prefetch hint: default (the CPU's), cached, non-temporal or both (taking turns)");
     const std::vector<std::string>& positional = args.positional();
     args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
                 "Prefill and decode tok/s per width ratio, as CSV lines ratio,pp_tok_s,tg_tok_s.");
@@ -407,6 +430,15 @@ int run(const cli::Args& args) {
                 "measures the full width only (the bytes a token reads are counted at 100%): drop --ratios");
         require(decode >= 2 && reps >= 1, "--share", "needs -n ≥ 2 (two halves of the pairs) and -r ≥ 1");
     }
+    require(prefetch == "default" || prefetch == "cached" || prefetch == "non-temporal" || prefetch == "both", "--prefetch",
+            "'" + prefetch + "' is not default, cached, non-temporal or both");
+    require(prefetch == "default" || share, "--prefetch", "only with --share");
+    std::vector<PrefetchHint> hints;
+    if (prefetch == "default") hints = {default_prefetch_hint()};
+    if (prefetch == "cached" || prefetch == "both") hints.push_back(PrefetchHint::cached);
+    if (prefetch == "non-temporal" || prefetch == "both") hints.push_back(PrefetchHint::non_temporal);
+    require(!share || hints.size() == 1 || decode >= 8, "--share",
+            "with --prefetch both, needs -n ≥ 8 (each hint in both orders, in both halves)");
     const auto t_load = clock_type::now();
     ModelWeights w = load_weights(path, no_mmap ? io::Residency::huge_page_copy : io::Residency::mapped);
     std::fprintf(stderr, "model_speed: loaded %s in %.2f s (%s)\n", path.c_str(), std::chrono::duration<double>(clock_type::now() - t_load).count(),
@@ -415,7 +447,7 @@ int run(const cli::Args& args) {
         check_against<Cfg>(w);
         if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios, paths);
         if (traced) return measure_trace<Cfg>(std::move(w), decode, threads, reps, ratios);
-        if (share) return measure_share<Cfg>(std::move(w), decode, threads, reps);
+        if (share) return measure_share<Cfg>(std::move(w), decode, threads, reps, hints);
         return measure<Cfg>(std::move(w), prompt, decode, threads, reps, ratios);
     });
 }

@@ -11,10 +11,12 @@
 #include <algorithm>
 #include <atomic>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "elastilm/error.hpp"
 #include "elastilm/runtime/thread_pool.hpp"
+#include "elastilm/simd/prefetch_hint.hpp"
 #include "elastilm/simd/quant_dot.hpp"
 #include "elastilm/tensor.hpp"
 
@@ -45,7 +47,8 @@ inline float extra_dot(const f16_bits* e, const float* z, int n) {
 // follow. So the kernel prefetches the piece of the row ~8 KB ahead in its own sequence (never the
 // skipped bytes), which covers both cases: row_dot(w, blocks, ahead) gets `ahead`, the same blocks that
 // many rows later (nullptr near the end of the thread's rows), and prefetches from it as it goes.
-// Ordinary hints, not non-temporal ones: see simd/matvec.hpp. Why 8 KB: the bytes in flight must cover
+// The hint: simd/prefetch_hint.hpp's setting, non-temporal on AMD, elsewhere cached (into L2 for the
+// zmm kernels, into L1 for the one-block kernel). Why 8 KB: the bytes in flight must cover
 // the memory's latency at the rate it delivers. 2 KB did on Sapphire Rapids (~30 GB/s for two cores);
 // on a Zen 5 VM whose memory reads ~82 GB/s it left the zmm decode passes well below the read loop
 // (README, "Quantized weights"), and 16 KB was no better than 8.
@@ -88,12 +91,14 @@ void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, ThreadPo
     }
 }
 
-// The one-block-at-a-time kernel's prefetch: all of a row's piece at once, into L1.
-template <class Block>
+// The one-block-at-a-time kernel's prefetch: all of a row's piece at once, into L1 (cached) or
+// non-temporally.
+template <PrefetchHint H, class Block>
 void prefetch_piece(const Block* row, int blocks) {
     if (!row) return;
     const char* p = reinterpret_cast<const char*>(row);
-    for (std::size_t o = 0; o < std::size_t(blocks) * sizeof(Block); o += 64) __builtin_prefetch(p + o, 0, 3);
+    constexpr int locality = H == PrefetchHint::non_temporal ? 0 : 3;
+    for (std::size_t o = 0; o < std::size_t(blocks) * sizeof(Block); o += 64) __builtin_prefetch(p + o, 0, locality);
 }
 
 }  // namespace detail
@@ -145,6 +150,12 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
         else rows(ThreadPool::Range{0, total}, ThreadPool::Range{total, total});
     };
     const int cols = W[0].cols;
+    // The prefetch hint is chosen once per product (`with_hint` gets it as a type), so that the rows'
+    // loop holds no branch on it.
+    auto with_hint = [](auto fn) {
+        if (quant_prefetch_hint() == PrefetchHint::non_temporal) fn(std::integral_constant<PrefetchHint, PrefetchHint::non_temporal>{});
+        else fn(std::integral_constant<PrefetchHint, PrefetchHint::cached>{});
+    };
     // The quantized activations are thread_local: the pool's threads read the caller's copy, through the
     // pointers the lambdas capture.
     if constexpr (Zmm) {
@@ -155,8 +166,11 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
         else qvnni_matvec::quantize_activations<BlockQ4_0>(x4, x, cols);
         const qvnni_matvec::ActGroupQ8* xb8 = x8.data();
         const qvnni_matvec::ActGroupQ4* xb4 = x4.data();
-        run([xb8](const BlockQ8_0* w, int n, const BlockQ8_0* later) { return qvnni_matvec::dot_row(w, xb8, n, later); },
-            [xb4](const BlockQ4_0* w, int n, const BlockQ4_0* later) { return qvnni_matvec::dot_row(w, xb4, n, later); });
+        with_hint([&](auto hint) {
+            constexpr PrefetchHint H = decltype(hint)::value;
+            run([xb8](const BlockQ8_0* w, int n, const BlockQ8_0* later) { return qvnni_matvec::dot_row<BlockQ8_0, H>(w, xb8, n, later); },
+                [xb4](const BlockQ4_0* w, int n, const BlockQ4_0* later) { return qvnni_matvec::dot_row<BlockQ4_0, H>(w, xb4, n, later); });
+        });
 #else
         static_assert(!Zmm, "the zmm kernel needs -march with AVX-512 VNNI and BW");
 #endif
@@ -165,14 +179,18 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
         xq.resize(std::size_t(cols / kQuantBlock));
         quantize_activations(xq.data(), x, cols);
         const ActBlock* xb = xq.data();
-        run([xb](const BlockQ8_0* w, int n, const BlockQ8_0* later) {
-                prefetch_piece(later, n);
-                return simd::dot_blocks(w, xb, n);
-            },
-            [xb](const BlockQ4_0* w, int n, const BlockQ4_0* later) {
-                prefetch_piece(later, n);
-                return simd::dot_blocks(w, xb, n);
-            });
+        with_hint([&](auto hint) {
+            constexpr PrefetchHint H = decltype(hint)::value;
+            run(
+                [xb](const BlockQ8_0* w, int n, const BlockQ8_0* later) {
+                    prefetch_piece<H>(later, n);
+                    return simd::dot_blocks(w, xb, n);
+                },
+                [xb](const BlockQ4_0* w, int n, const BlockQ4_0* later) {
+                    prefetch_piece<H>(later, n);
+                    return simd::dot_blocks(w, xb, n);
+                });
+        });
     }
 }
 

@@ -125,6 +125,7 @@ inline qa::I32 piece_dots(const BlockQ4_0* w, const ActGroupQ4& a, int q, int n)
 // memory was fast), and from memory this kernel streams closer to the read loop; figures in the README,
 // "Quantized weights". A variant that also took the nibbles out of two overlapping 64-byte loads was
 // faster in cache and much slower from memory (see qa::load_quad_q4), so the nibbles stay 16-byte loads.
+template <PrefetchHint H>
 inline float dot_row_quads(const BlockQ4_0* w, const ActGroupQ4* a, int blocks, const BlockQ4_0* later) {
     qa::F32 acc0 = qa::zero(), acc1 = qa::zero();  // two chains hide the FMA latency
     auto add_quad = [&](qa::F32& acc, qa::Bytes nibbles, qa::F32 scales, const ActGroupQ4& g, int q) {
@@ -132,7 +133,7 @@ inline float dot_row_quads(const BlockQ4_0* w, const ActGroupQ4* a, int blocks, 
     };
     for (int g0 = 0; g0 < blocks; g0 += kGroup, w += kGroup, ++a) {
         const int n = std::min(kGroup, blocks - g0), whole = n / 4;
-        if (later) qa::prefetch_l2(later + g0, n * int(sizeof(BlockQ4_0)));
+        if (later) qa::prefetch<H>(later + g0, n * int(sizeof(BlockQ4_0)));
         int q = 0;
         for (; q + 1 < whole; q += 2) {
             const qa::Quad w0 = qa::load_quad_q4(w + 4 * q), w1 = qa::load_quad_q4(w + 4 * q + 4);
@@ -151,15 +152,16 @@ inline float dot_row_quads(const BlockQ4_0* w, const ActGroupQ4* a, int blocks, 
 #endif
 
 // Σ_b d_w[b] · d_x[b] · Σ_k w[b][k] · x[b][k] over a row's first `blocks` blocks; meanwhile the same
-// blocks of a later row (`later`, unless nullptr) are prefetched into L2, a group at a time. Why: in
+// blocks of a later row (`later`, unless nullptr) are prefetched with hint H, a group at a time. Why: in
 // an experiment on Sapphire Rapids (bench/quant_kernels.cpp's decode_pass with only the prefetch
 // varied: TinyLlama's 22 layers, 2 threads, 4 KB pages) this kernel streamed ~17 GB/s with the whole
 // row prefetched into L1 at its start (the one-block kernel's way), ~19 GB/s a group at a time into
-// L1, 22–23 GB/s a group at a time into L2 (on huge pages ~26, ~27, ~28 GB/s).
-template <class Block>
+// L1, 22–23 GB/s a group at a time into L2 (on huge pages ~26, ~27, ~28 GB/s). Which hint: see
+// simd/prefetch_hint.hpp.
+template <class Block, PrefetchHint H = PrefetchHint::cached>
 float dot_row(const Block* w, const ActGroup<Block>* a, int blocks, const Block* later = nullptr) {
 #if defined(__AVX512VBMI__)
-    if constexpr (std::is_same_v<Block, BlockQ4_0>) return dot_row_quads(w, a, blocks, later);
+    if constexpr (std::is_same_v<Block, BlockQ4_0>) return dot_row_quads<H>(w, a, blocks, later);
 #endif
     constexpr int per = std::is_same_v<Block, BlockQ8_0> ? 2 : 4;  // blocks per vector
     constexpr int shift = per == 2 ? 3 : 2;                        // log2 of the lanes per block
@@ -169,7 +171,7 @@ float dot_row(const Block* w, const ActGroup<Block>* a, int blocks, const Block*
     qa::F32 d_next = qa::scales16(&w->d, int(sizeof(Block)), std::min(kGroup, blocks));
     for (int g0 = 0; g0 < blocks; g0 += kGroup, w += kGroup, ++a) {
         const int n = std::min(kGroup, blocks - g0);
-        if (later) qa::prefetch_l2(later + g0, n * int(sizeof(Block)));
+        if (later) qa::prefetch<H>(later + g0, n * int(sizeof(Block)));
         const qa::F32 s = qa::mul(d_next, qa::load(a->d));
         if (g0 + kGroup < blocks) d_next = qa::scales16(&w[kGroup].d, int(sizeof(Block)), std::min(kGroup, blocks - g0 - kGroup));
         if (n == kGroup) {

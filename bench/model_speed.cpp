@@ -9,9 +9,9 @@
 //       (decode with the quantized products' rows split statically, dynamically and by stealing, rotating:
 //       tok/s, where each decode's time went (bench/pool_trace.hpp), and tok/s with the split switched
 //       every token)
-//   elastilm_bench_model_speed -m MODEL.gguf --share [-n 128] [-r 1] [--no-mmap] [--prefetch default|cached|non-temporal|both]
+//   elastilm_bench_model_speed -m MODEL.gguf --share [-n 128] [-r 1] [--no-mmap] [--prefetch HINT[:BYTES],…|both]
 //       (full-width decode GB/s against the streaming read's, each token next to a read of its bytes; with
-//       --prefetch both, the quantized kernels' two prefetch hints taking turns)
+//       several --prefetch configurations, e.g. non-temporal:8192,non-temporal, they take turns)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)
@@ -35,7 +35,7 @@
 #include "elastilm/model/session.hpp"
 #include "elastilm/model/synthetic.hpp"
 #include "elastilm/ops/attention_tiled.hpp"
-#include "elastilm/simd/prefetch_hint.hpp"
+#include "elastilm/simd/decode_prefetch.hpp"
 #include "elastilm/tokenizer/tokenizer.hpp"
 #include "pool_trace.hpp"
 #include "roofline.hpp"
@@ -252,10 +252,15 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
 // would put the reads that were slow by chance in one half and call its decode fast.) The medians
 // column divides the pairs' median times instead of their sums: one stall of the host, tens of
 // milliseconds in a token or a read, moves a sum but not a median.
-// `hints`: the quantized kernels' prefetch hint (simd/prefetch_hint.hpp); with two, they take turns two
-// tokens each, so that each sees both orders of decode and read, and each gets its own rows.
+// `configs`: how the quantized kernels prefetch (simd/decode_prefetch.hpp); with several, they take turns
+// two tokens each, so that each sees both orders of decode and read, and each gets its own rows.
+struct PrefetchConfig {
+    PrefetchHint hint;
+    std::size_t distance;  // bytes ahead; 0: each thread's own, from its rate
+    std::string name;
+};
 template <ModelConfig Cfg>
-int measure_share(ModelWeights weights, int tg, int threads, int reps, const std::vector<PrefetchHint>& hints) {
+int measure_share(ModelWeights weights, int tg, int threads, int reps, const std::vector<PrefetchConfig>& configs) {
     const std::size_t bytes = decode_bytes(weights);
     Model<Cfg> model(std::move(weights));
     ThreadPool pool(threads);
@@ -277,7 +282,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
     struct Pair {
         double decode_s, read_s, handoff_ns;
     };
-    std::vector<std::vector<Pair>> pairs(hints.size());  // per hint
+    std::vector<std::vector<Pair>> pairs(configs.size());  // per configuration
     const int warm[] = {1, 2, 3};
     s.append(std::span<const int>(warm), 100);
     bench::read_once_seconds(buf.get(), floats, pool);
@@ -285,8 +290,9 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         s.reset();
         int token = 1;
         for (int i = 0; i < tg; ++i) {
-            const std::size_t h = std::size_t(i / 2) % hints.size();
-            set_quant_prefetch_hint(hints[h]);
+            const std::size_t h = std::size_t(i / 2) % configs.size();
+            set_quant_prefetch_hint(configs[h].hint);
+            set_quant_prefetch_distance(configs[h].distance);
             Pair p{0, 0, handoff_ns()};
             auto decode = [&] {
                 const auto t0 = clock_type::now();
@@ -300,6 +306,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         }
     }
     set_quant_prefetch_hint(default_prefetch_hint());
+    set_quant_prefetch_distance(0);
     std::printf(
         "| prefetch | pairs of a decoded token and a read of %.0f MB | decode GB/s | read GB/s | decode / read | "
         "decode / read, medians | pool hand-off, median |\n|---|---|---|---|---|---|---|\n",
@@ -308,7 +315,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
         return v[v.size() / 2];
     };
-    auto row = [&](PrefetchHint hint, const char* what, const std::vector<Pair>& ps, std::size_t begin, std::size_t end) {
+    auto row = [&](const std::string& config, const char* what, const std::vector<Pair>& ps, std::size_t begin, std::size_t end) {
         double decode_s = 0, read_s = 0;
         std::vector<double> handoff, decodes, reads;
         for (std::size_t i = begin; i < end; ++i) {
@@ -318,22 +325,58 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         const double decode_gbs = double(bytes) * double(end - begin) / decode_s / 1e9,
                      read_gbs = read_bytes * double(end - begin) / read_s / 1e9;
         const double medians = double(bytes) / median(decodes) / (read_bytes / median(reads));
-        std::printf("| %s | %s (%zu) | %.2f | %.2f | **%.1f %%** | %.1f %% | %.0f ns |\n", to_string(hint), what, end - begin, decode_gbs,
+        std::printf("| %s | %s (%zu) | %.2f | %.2f | **%.1f %%** | %.1f %% | %.0f ns |\n", config.c_str(), what, end - begin, decode_gbs,
                     read_gbs, 100 * decode_gbs / read_gbs, 100 * medians, median(handoff));
     };
     double decode_s = 0;
     std::size_t tokens = 0;
-    for (std::size_t h = 0; h < hints.size(); ++h) {
+    for (std::size_t h = 0; h < configs.size(); ++h) {
         std::vector<Pair>& ps = pairs[h];
         std::sort(ps.begin(), ps.end(), [](const Pair& a, const Pair& b) { return a.handoff_ns < b.handoff_ns; });
-        row(hints[h], "all", ps, 0, ps.size());
-        row(hints[h], "the half with the shorter hand-offs", ps, 0, ps.size() / 2);
-        row(hints[h], "the half with the longer ones", ps, ps.size() / 2, ps.size());
+        row(configs[h].name, "all", ps, 0, ps.size());
+        row(configs[h].name, "the half with the shorter hand-offs", ps, 0, ps.size() / 2);
+        row(configs[h].name, "the half with the longer ones", ps, ps.size() / 2, ps.size());
         for (const Pair& p : ps) decode_s += p.decode_s, ++tokens;
     }
+    if (std::any_of(configs.begin(), configs.end(), [](const PrefetchConfig& c) { return c.distance == 0; })) {
+        std::vector<std::size_t> ahead(std::size_t(threads), 0);  // each thread's adaptive distance at the end
+        pool.parallel_for(threads, [&](int begin, int end) {
+            for (int t = begin; t < end; ++t) ahead[std::size_t(t)] = thread_prefetch_ahead().bytes_ahead();
+        });
+        std::printf("(adaptive prefetch distance at the end, per thread:");
+        for (std::size_t a : ahead) std::printf(" %zu B", a);
+        std::printf(")\n");
+    }
     std::printf("(%d threads; %d decodes of %d tokens from an empty cache, %.2f tok/s over all%s)\n", threads, reps, tg,
-                double(tokens) / decode_s, hints.size() > 1 ? "; the hints took turns two tokens each" : "");
+                double(tokens) / decode_s, configs.size() > 1 ? "; the prefetch configurations took turns two tokens each" : "");
     return 0;
+}
+
+// --prefetch: a comma-separated list of HINT[:DISTANCE], HINT one of default (the CPU's), cached,
+// non-temporal; DISTANCE bytes ahead, or adaptive (the default: each thread's own, from its rate).
+// `both` is cached,non-temporal.
+std::vector<PrefetchConfig> prefetch_configs(const std::string& list) {
+    std::vector<PrefetchConfig> configs;
+    std::stringstream items(list == "both" ? std::string("cached,non-temporal") : list);
+    for (std::string item; std::getline(items, item, ',');) {
+        const std::size_t colon = item.find(':');
+        const std::string hint = item.substr(0, colon), distance = colon == std::string::npos ? "adaptive" : item.substr(colon + 1);
+        PrefetchConfig c{default_prefetch_hint(), 0, ""};
+        if (hint == "cached") c.hint = PrefetchHint::cached;
+        else if (hint == "non-temporal") c.hint = PrefetchHint::non_temporal;
+        else require(hint == "default", "--prefetch", "'" + hint + "' is not default, cached or non-temporal (in '" + list + "')");
+        if (distance != "adaptive") {
+            char* end = nullptr;
+            const long bytes = std::strtol(distance.c_str(), &end, 10);
+            require(!distance.empty() && *end == '\0' && bytes >= 64 && bytes <= (1 << 20), "--prefetch",
+                    "'" + distance + "' is not adaptive or a number of bytes in [64, 1048576] (in '" + list + "')");
+            c.distance = std::size_t(bytes);
+        }
+        c.name = std::string(to_string(c.hint)) + ", " + (c.distance ? std::to_string(c.distance) + " B ahead" : "adaptive");
+        configs.push_back(c);
+    }
+    require(!configs.empty(), "--prefetch", "no configuration in '" + list + "'");
+    return configs;
 }
 
 int run(const cli::Args& args) {
@@ -371,7 +414,8 @@ int run(const cli::Args& args) {
         args.has("--share", "", "decode at full width, each token next to a read of its bytes: decode GB/s against the read loop's");
     const std::string prefetch =
         args.get("--prefetch", "", "default",
-                 "with --share: the quantized kernels' prefetch hint: default (the CPU's), cached, non-temporal or both (taking turns)");
+                 "with --share: how the quantized kernels prefetch, HINT[:BYTES] (HINT default, cached or non-temporal; BYTES ahead or "
+                 "adaptive), comma-separated to take turns; both = cached,non-temporal");
     const std::vector<std::string>& positional = args.positional();
     args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
                 "Prefill and decode tok/s per width ratio, as CSV lines ratio,pp_tok_s,tg_tok_s.");
@@ -430,15 +474,10 @@ int run(const cli::Args& args) {
                 "measures the full width only (the bytes a token reads are counted at 100%): drop --ratios");
         require(decode >= 2 && reps >= 1, "--share", "needs -n ≥ 2 (two halves of the pairs) and -r ≥ 1");
     }
-    require(prefetch == "default" || prefetch == "cached" || prefetch == "non-temporal" || prefetch == "both", "--prefetch",
-            "'" + prefetch + "' is not default, cached, non-temporal or both");
     require(prefetch == "default" || share, "--prefetch", "only with --share");
-    std::vector<PrefetchHint> hints;
-    if (prefetch == "default") hints = {default_prefetch_hint()};
-    if (prefetch == "cached" || prefetch == "both") hints.push_back(PrefetchHint::cached);
-    if (prefetch == "non-temporal" || prefetch == "both") hints.push_back(PrefetchHint::non_temporal);
-    require(!share || hints.size() == 1 || decode >= 8, "--share",
-            "with --prefetch both, needs -n ≥ 8 (each hint in both orders, in both halves)");
+    const std::vector<PrefetchConfig> configs = prefetch_configs(prefetch);
+    require(!share || configs.size() == 1 || decode >= 4 * int(configs.size()), "--share",
+            "with several --prefetch configurations, needs -n ≥ 4 per configuration (each in both orders, in both halves)");
     const auto t_load = clock_type::now();
     ModelWeights w = load_weights(path, no_mmap ? io::Residency::huge_page_copy : io::Residency::mapped);
     std::fprintf(stderr, "model_speed: loaded %s in %.2f s (%s)\n", path.c_str(), std::chrono::duration<double>(clock_type::now() - t_load).count(),
@@ -447,7 +486,7 @@ int run(const cli::Args& args) {
         check_against<Cfg>(w);
         if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios, paths);
         if (traced) return measure_trace<Cfg>(std::move(w), decode, threads, reps, ratios);
-        if (share) return measure_share<Cfg>(std::move(w), decode, threads, reps, hints);
+        if (share) return measure_share<Cfg>(std::move(w), decode, threads, reps, configs);
         return measure<Cfg>(std::move(w), prompt, decode, threads, reps, ratios);
     });
 }

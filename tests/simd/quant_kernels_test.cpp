@@ -15,7 +15,7 @@
 #include "elastilm/model/variant_table.hpp"
 #include "elastilm/simd/matmul.hpp"
 #include "elastilm/simd/matvec.hpp"
-#include "elastilm/simd/prefetch_hint.hpp"
+#include "elastilm/simd/decode_prefetch.hpp"
 #include "elastilm/simd/quant_blocks.hpp"
 
 namespace elastilm {
@@ -215,26 +215,29 @@ TEST_P(QuantKernels, EveryRowSplitGivesTheSameFloats) {
     }
 }
 
-// The prefetch hint (simd/prefetch_hint.hpp) changes where rows ahead are cached, never a float: each
-// hint's product, on one thread and split across two, equals the one-thread product with the default.
-TEST_P(QuantKernels, EveryPrefetchHintGivesTheSameFloats) {
+// How the rows ahead are prefetched (simd/decode_prefetch.hpp: hint, distance) changes where they are
+// cached and when, never a float: with each hint and distance (one line, 1 MB, each thread's adaptive
+// one), on one thread and split across two, the product equals the one-thread product by default.
+TEST_P(QuantKernels, EveryPrefetchGivesTheSameFloats) {
     const DType dtype = GetParam();
     const Stored a = make(300, 128, 300, 160, dtype, 91);  // a ratio's slice: a prefix of each row's blocks
     const auto x = activations(128, 92);
     std::vector<float> ref(300);
     quant_matvec(ref.data(), a.view, x.data(), nullptr, nullptr, nullptr, 0);
-    expect_rows(a, as_quantized(x.data(), 128), ref.data(), nullptr, nullptr, 0, "default hint");
+    expect_rows(a, as_quantized(x.data(), 128), ref.data(), nullptr, nullptr, 0, "default prefetch");
     ThreadPool pool(2);
-    for (PrefetchHint hint : {PrefetchHint::cached, PrefetchHint::non_temporal}) {
-        set_quant_prefetch_hint(hint);
-        EXPECT_EQ(quant_prefetch_hint(), hint);
-        for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
-            std::vector<float> y(300, -1);
-            quant_matvec(y.data(), a.view, x.data(), p, nullptr, nullptr, 0);
-            EXPECT_EQ(y, ref) << to_string(hint) << (p ? ", 2 threads" : ", 1 thread");
+    for (PrefetchHint hint : {PrefetchHint::cached, PrefetchHint::non_temporal})
+        for (std::size_t distance : {std::size_t(64), std::size_t(1) << 20, std::size_t(0)}) {
+            set_quant_prefetch_hint(hint);
+            set_quant_prefetch_distance(distance);
+            for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+                std::vector<float> y(300, -1);
+                quant_matvec(y.data(), a.view, x.data(), p, nullptr, nullptr, 0);
+                EXPECT_EQ(y, ref) << to_string(hint) << ", " << distance << " B ahead, " << (p ? "2 threads" : "1 thread");
+            }
         }
-    }
     set_quant_prefetch_hint(default_prefetch_hint());
+    set_quant_prefetch_distance(0);
 }
 
 TEST_P(QuantKernels, MatvecWithExtraColumns) {  // a LoRA adapter's B read with the base weights

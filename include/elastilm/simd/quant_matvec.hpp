@@ -10,13 +10,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <span>
 #include <type_traits>
 #include <vector>
 
 #include "elastilm/error.hpp"
 #include "elastilm/runtime/thread_pool.hpp"
-#include "elastilm/simd/prefetch_hint.hpp"
+#include "elastilm/simd/decode_prefetch.hpp"
 #include "elastilm/simd/quant_dot.hpp"
 #include "elastilm/tensor.hpp"
 
@@ -44,15 +45,11 @@ inline float extra_dot(const f16_bits* e, const float* z, int n) {
 
 // Software prefetch: the rows' pieces a thread reads are one stream when a view spans whole rows, but
 // a ratio's prefix of a row is a short piece followed by a skip, which the hardware prefetcher does not
-// follow. So the kernel prefetches the piece of the row ~8 KB ahead in its own sequence (never the
+// follow. So the kernel prefetches the piece of the row some KB ahead in its own sequence (never the
 // skipped bytes), which covers both cases: row_dot(w, blocks, ahead) gets `ahead`, the same blocks that
 // many rows later (nullptr near the end of the thread's rows), and prefetches from it as it goes.
-// The hint: simd/prefetch_hint.hpp's setting, non-temporal on AMD, elsewhere cached (into L2 for the
-// zmm kernels, into L1 for the one-block kernel). Why 8 KB: the bytes in flight must cover
-// the memory's latency at the rate it delivers. 2 KB did on Sapphire Rapids (~30 GB/s for two cores);
-// on a Zen 5 VM whose memory reads ~82 GB/s it left the zmm decode passes well below the read loop
-// (README, "Quantized weights"), and 16 KB was no better than 8.
-inline constexpr std::size_t kQuantPrefetchAhead = 8192;
+// How far ahead and with which hint: simd/decode_prefetch.hpp (by default the distance follows the
+// rate each thread reads at, and the hint is non-temporal on AMD).
 
 // Row g of the concatenation of `count` matrices that read one x (same dtype and inputs): W[m]'s
 // row g − (rows of W[0..m)). For a single matrix g is its row.
@@ -78,7 +75,11 @@ void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, ThreadPo
                 const MatrixView* E, const float* z) {
     const int blocks = rows.W[0].cols / kQuantBlock;
     const std::size_t piece = std::size_t(blocks) * sizeof(Block);
-    const int ahead = int(std::max<std::size_t>(1, (kQuantPrefetchAhead + piece - 1) / piece));
+    const std::size_t fixed = quant_prefetch_distance();
+    PrefetchAhead& adaptive = thread_prefetch_ahead();
+    const std::size_t bytes_ahead = fixed ? fixed : adaptive.bytes_ahead();
+    const int ahead = int(std::max<std::size_t>(1, (bytes_ahead + piece - 1) / piece));
+    const auto t0 = std::chrono::steady_clock::now();
     int m = 0, start = 0, lm = 0, lstart = 0;  // the matrix of row g, and of row g + ahead
     for (int g = chunk.begin; g < chunk.end; ++g) {
         const Block* w = rows.row(g, m, start);
@@ -89,6 +90,9 @@ void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, ThreadPo
         if (E) sum += extra_dot(static_cast<const f16_bits*>(E->data) + std::size_t(g) * E->ld, z, E->cols);
         y[m][g - start] = sum;
     }
+    if (!fixed)
+        adaptive.record(double(chunk.end - chunk.begin) * double(piece),
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
 // The one-block-at-a-time kernel's prefetch: all of a row's piece at once, into L1 (cached) or

@@ -157,7 +157,7 @@ inline float dot_row_quads(const BlockQ4_0* w, const ActGroupQ4* a, int blocks, 
 // varied: TinyLlama's 22 layers, 2 threads, 4 KB pages) this kernel streamed ~17 GB/s with the whole
 // row prefetched into L1 at its start (the one-block kernel's way), ~19 GB/s a group at a time into
 // L1, 22–23 GB/s a group at a time into L2 (on huge pages ~26, ~27, ~28 GB/s). Which hint: see
-// simd/prefetch_hint.hpp.
+// simd/decode_prefetch.hpp.
 template <class Block, PrefetchHint H = PrefetchHint::cached>
 float dot_row(const Block* w, const ActGroup<Block>* a, int blocks, const Block* later = nullptr) {
 #if defined(__AVX512VBMI__)

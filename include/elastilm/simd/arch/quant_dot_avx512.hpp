@@ -9,7 +9,7 @@
 
 #include <immintrin.h>
 
-#include "elastilm/simd/prefetch_hint.hpp"
+#include "elastilm/simd/decode_prefetch.hpp"
 
 namespace elastilm::simd::qvnni {
 
@@ -130,7 +130,7 @@ inline void store_i32(std::int32_t* p, I32 v) { _mm512_storeu_si512(p, v); }
 inline I32 load_i32(const std::int32_t* p) { return _mm512_loadu_si512(p); }
 
 // A hint to bring bytes [p, p + n) in, a cache line at a time: cached into L2 (prefetcht1) or non-temporal
-// (prefetchnta); simd/prefetch_hint.hpp says which the CPU gets.
+// (prefetchnta); simd/decode_prefetch.hpp says which the CPU gets.
 template <PrefetchHint H>
 inline void prefetch(const void* p, int n) {
     constexpr auto hint = H == PrefetchHint::non_temporal ? _MM_HINT_NTA : _MM_HINT_T1;

@@ -22,6 +22,7 @@
 
 #include "elastilm/simd/f16_widen.hpp"
 #include "elastilm/runtime/thread_pool.hpp"
+#include "elastilm/simd/decode_prefetch.hpp"
 #include "elastilm/simd/matmul.hpp"
 
 namespace elastilm::bench {
@@ -53,15 +54,35 @@ double median_seconds(int threads, int reps, Fn&& per_thread) {
 }
 // Floats each of `threads` readers reads of a buffer of n: whole vectors of 4 × lanes.
 inline std::size_t read_part_size(std::size_t n, int threads) { return n / threads / (4 * simd::lanes) * (4 * simd::lanes); }
+// How a read loop prefetches. Two loops, because which reads faster depends on the machine and, on a
+// Zen 5 VM, on where its two cores sit; every figure below takes the faster of the two, measured side
+// by side: a ceiling below what decode reaches is not a ceiling.
+//   one_line_in_four: prefetcht0 2 KB ahead, one line in four, as the F16 matvec does (simd/matvec.hpp).
+//     On Intel the L2 streamer alone left the loop at ~20 GB/s on 2 cores while decode, with this
+//     hint, read ~24 GB/s. On the Zen 5 VM with its cores far apart it read ~5 % more than the other.
+//   every_line: every line 8 KB ahead with the quantized decode kernels' hint (simd/decode_prefetch.hpp:
+//     prefetchnta on AMD). On the Zen 5 VM with its cores close together it read ~4 % more than the
+//     first, and Q4_0 decode with a 4 KB non-temporal prefetch had read 100-102 % of the first alone.
+enum class ReadPrefetch { one_line_in_four, every_line };
+inline constexpr ReadPrefetch kReadPrefetches[] = {ReadPrefetch::one_line_in_four, ReadPrefetch::every_line};
+
 // One reader's streaming read of p[0, count) (count from read_part_size); the sum, so it is not elided.
-inline float read_part(const float* p, std::size_t count) {
+template <ReadPrefetch P>
+float read_part(const float* p, std::size_t count) {
     using simd::fbatch;
+    constexpr std::size_t step = 4 * simd::lanes, line = 64 / sizeof(float);
+    const bool non_temporal = default_prefetch_hint() == PrefetchHint::non_temporal;
     fbatch a0{}, a1{}, a2{}, a3{};
-    for (std::size_t i = 0; i < count; i += 4 * simd::lanes) {
-        // The same software hint the decode kernels give (simd/matvec.hpp): on Intel the L2 streamer
-        // alone left this loop at ~20 GB/s on 2 cores while decode, with the hint, read ~24 GB/s —
-        // a ceiling below what decode reaches is not a ceiling.
-        __builtin_prefetch(p + i + 2048 / sizeof(float), 0, 3);
+    for (std::size_t i = 0; i < count; i += step) {
+        if constexpr (P == ReadPrefetch::one_line_in_four) {
+            __builtin_prefetch(p + i + 2048 / sizeof(float), 0, 3);
+        } else {
+            for (std::size_t l = 0; l < step; l += line) {
+                const float* ahead = p + i + l + 8192 / sizeof(float);
+                if (non_temporal) __builtin_prefetch(ahead, 0, 0);
+                else __builtin_prefetch(ahead, 0, 3);
+            }
+        }
         a0 += fbatch::load_unaligned(p + i);
         a1 += fbatch::load_unaligned(p + i + simd::lanes);
         a2 += fbatch::load_unaligned(p + i + 2 * simd::lanes);
@@ -69,15 +90,23 @@ inline float read_part(const float* p, std::size_t count) {
     }
     return xsimd::hadd(a0 + a1 + a2 + a3);
 }
-// GB/s of reading buf[0, n) once by `threads` threads, each a contiguous part, median of `reps` passes:
-// the streaming read every bandwidth figure of the benches is.
+inline float read_part(ReadPrefetch p, const float* buf, std::size_t count) {
+    return p == ReadPrefetch::every_line ? read_part<ReadPrefetch::every_line>(buf, count)
+                                         : read_part<ReadPrefetch::one_line_in_four>(buf, count);
+}
+// GB/s of reading buf[0, n) once by `threads` threads, each a contiguous part, median of `reps` passes
+// per loop, the faster loop's: the streaming read every bandwidth figure of the benches is.
 inline double streaming_read_gbs(const float* buf, std::size_t n, int threads, int reps) {
     const std::size_t chunk = read_part_size(n, threads);
     std::vector<float> sink(threads);
-    const double s = median_seconds(threads, reps, [&](int t) { sink[t] = read_part(buf + chunk * t, chunk); });
+    double best = 0;
+    for (ReadPrefetch p : kReadPrefetches) {
+        const double s = median_seconds(threads, reps, [&](int t) { sink[t] = read_part(p, buf + chunk * t, chunk); });
+        best = std::max(best, double(chunk * threads * sizeof(float)) / s / 1e9);
+    }
     volatile float keep = sink[0];
     (void)keep;
-    return double(chunk * threads * sizeof(float)) / s / 1e9;
+    return best;
 }
 
 }  // namespace detail
@@ -102,28 +131,34 @@ inline HugeBuffer huge_page_buffer(std::size_t bytes) {
     return buf;
 }
 
-// GB/s reading a buffer far larger than the last-level cache (default 1 GiB), median of 7.
+// GB/s reading a buffer far larger than the last-level cache (default 1 GiB), median of 7 per read loop,
+// the faster loop's.
 inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::size_t(1) << 30) {
     const HugeBuffer buf = huge_page_buffer(bytes);
     return detail::streaming_read_gbs(buf.get(), bytes / sizeof(float), threads, 7);
 }
 
-// Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part: the loop above, timed
-// once, on the pool the decode runs on. Not on fresh threads: those would start while the pool's workers
-// still spin (~1 ms after each product, runtime/thread_pool.hpp) and share both cores with them — on a
-// Zen 5 VM that read 4–10 % below the decode passes timed next to it.
+// Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part, with each of the two
+// loops above one after the other: the faster's. On the pool the decode runs on, not on fresh threads:
+// those would start while the pool's workers still spin (~1 ms after each product,
+// runtime/thread_pool.hpp) and share both cores with them — on a Zen 5 VM that read 4–10 % below the
+// decode passes timed next to it.
 inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& pool) {
     const int threads = pool.size();
     const std::size_t chunk = detail::read_part_size(n, threads);
     std::vector<float> sink(static_cast<std::size_t>(threads));
-    const auto t0 = std::chrono::steady_clock::now();
-    pool.parallel_for(threads, [&](int begin, int end) {
-        for (int t = begin; t < end; ++t) sink[std::size_t(t)] = detail::read_part(buf + chunk * std::size_t(t), chunk);
-    });
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double best = 0;
+    for (detail::ReadPrefetch p : detail::kReadPrefetches) {
+        const auto t0 = std::chrono::steady_clock::now();
+        pool.parallel_for(threads, [&](int begin, int end) {
+            for (int t = begin; t < end; ++t) sink[std::size_t(t)] = detail::read_part(p, buf + chunk * std::size_t(t), chunk);
+        });
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        best = best == 0 ? s : std::min(best, s);
+    }
     volatile float keep = sink[0];
     (void)keep;
-    return s;
+    return best;
 }
 // The bytes read_once_seconds reads of n floats (whole vectors per thread).
 inline std::size_t read_once_bytes(std::size_t n, int threads) {

@@ -242,8 +242,8 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
 
 // --share: decode -n tokens at full width from an empty cache, -r times, each token next to a streaming
 // read of as many bytes as a token reads (bench/roofline.hpp's two loops one after the other, the faster
-// counted; on the same pool, from a buffer of its own on huge pages), token and read in alternating order; and before each pair, an empty hand-off to the pool and
-// back. The decode's GB/s against the read loop's, both summed over the same pairs: the memory of a
+// counted; on the same pool, from a buffer of its own on huge pages), token and read in alternating
+// order; and before each pair, an empty hand-off to the pool and back. The decode's GB/s against the read loop's, both summed over the same pairs: the memory of a
 // shared host changes speed within seconds, so a read measured before and after a whole decode can see
 // another memory than the decode did, while a token and a read side by side see the same one. Then the
 // same for the half of the pairs with the shorter hand-offs and the half with the longer ones: on a Zen 5

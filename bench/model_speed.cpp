@@ -15,6 +15,7 @@
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)
+//   elastilm_bench_model_speed --read-loops [-t 2] [-r 9]   (roofline.hpp's two read loops, side by side)
 //   elastilm_bench_model_speed -m MODEL.gguf --decode-bytes   (bytes of weights a full-width decode step reads)
 //   elastilm_bench_model_speed --roofline [-t 2] [--gemm …]   (CSV: read GB/s, fp32 FMA GFLOP/s, reduced-GEMM
 //                                                              instruction peak GFLOP/s, that GEMM's name)
@@ -407,6 +408,7 @@ int run(const cli::Args& args) {
     const bool smoke = args.has("--smoke", "", "a synthetic stories260K-shaped model in memory, tiny work (CI)");
     const bool no_mmap = args.has("--no-mmap", "", "copy the weights into memory on transparent huge pages instead of mapping the file");
     const bool bandwidth = args.has("--bandwidth", "", "print the machine's streaming read GB/s only");
+    const bool read_loops = args.has("--read-loops", "", "the two read loops behind every GB/s figure, side by side for -r rounds");
     const bool bytes_only = args.has("--decode-bytes", "", "with -m: print the bytes one full-width decode step reads, and exit");
     const bool traced =
         args.has("--trace", "", "decode with the quantized products' rows split statically, dynamically and by stealing, rotating, traced");
@@ -443,6 +445,40 @@ int run(const cli::Args& args) {
         const std::string_view name = gemm_instruction(precision);
         std::printf("%.2f,%.2f,%.2f,%s\n", bench::measure_read_bandwidth_gbs(threads), bench::measure_fma_peak_gflops(threads),
                     bench::measure_reduced_peak_gflops(threads, precision), name.empty() ? "none" : std::string(name).c_str());
+        return 0;
+    }
+    if (read_loops) {  // bench/roofline.hpp's two read loops side by side, alternating, -r rounds
+        const std::size_t bytes = std::size_t(1) << 30;
+        const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
+        ThreadPool pool(threads);
+        const std::size_t floats = bytes / sizeof(float);
+        const double read_bytes = double(bench::read_once_bytes(floats, threads));
+        const int rounds = std::max(reps, 1);
+        std::vector<double> first, second, ratio, handoff;
+        for (int r = 0; r < rounds; ++r) {
+            for (int h = 0; h < 15; ++h) {  // back to back, so that the workers are awake, as they are in decode
+                const auto t0 = clock_type::now();
+                pool.parallel_for(threads, [](int, int) {});
+                handoff.push_back(std::chrono::duration<double, std::nano>(clock_type::now() - t0).count());
+            }
+            double s[2];
+            for (int k = 0; k < 2; ++k) {  // alternate which loop goes first
+                const int which = (k + r) % 2;
+                s[which] = bench::read_once_seconds(buf.get(), floats, pool, bench::detail::kReadPrefetches[which]);
+            }
+            first.push_back(read_bytes / s[0] / 1e9), second.push_back(read_bytes / s[1] / 1e9), ratio.push_back(s[0] / s[1]);
+        }
+        auto median = [](std::vector<double> v) {
+            std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
+            return v[v.size() / 2];
+        };
+        std::printf("| read loop (1 GiB, %d threads, %d rounds) | GB/s, median (min–max) |\n|---|---|\n", threads, rounds);
+        std::printf("| prefetcht0 2 KB ahead, one line in four | %.2f (%.2f–%.2f) |\n", median(first),
+                    *std::min_element(first.begin(), first.end()), *std::max_element(first.begin(), first.end()));
+        std::printf("| every line 8 KB ahead, the decode kernels' hint (%s) | %.2f (%.2f–%.2f) |\n", to_string(default_prefetch_hint()),
+                    median(second), *std::min_element(second.begin(), second.end()), *std::max_element(second.begin(), second.end()));
+        std::printf("(every line / one in four, median of the rounds: %.3f; an empty pool hand-off, median: %.0f ns)\n", median(ratio),
+                    median(handoff));
         return 0;
     }
     if (bandwidth) {  // read GB/s alone: versus-llamacpp.sh measures it between repetitions
@@ -495,6 +531,7 @@ int run(const cli::Args& args) {
 
 int main(int argc, char** argv) {
     return elastilm::cli::run_main(
-        argc, argv, {"--in-major-outputs", "--smoke", "--roofline", "--no-mmap", "--bandwidth", "--decode-bytes", "--trace", "--share"},
+        argc, argv,
+        {"--in-major-outputs", "--smoke", "--roofline", "--no-mmap", "--bandwidth", "--read-loops", "--decode-bytes", "--trace", "--share"},
         run);
 }

@@ -59,10 +59,11 @@ inline std::size_t read_part_size(std::size_t n, int threads) { return n / threa
 // by side: a ceiling below what decode reaches is not a ceiling.
 //   one_line_in_four: prefetcht0 2 KB ahead, one line in four, as the F16 matvec does (simd/matvec.hpp).
 //     On Intel the L2 streamer alone left the loop at ~20 GB/s on 2 cores while decode, with this
-//     hint, read ~24 GB/s. On the Zen 5 VM with its cores far apart it read ~5 % more than the other.
+//     hint, read ~24 GB/s. On the Zen 5 VM with its cores far apart it read 2.5-5 % more than the other.
 //   every_line: every line 8 KB ahead with the quantized decode kernels' hint (simd/decode_prefetch.hpp:
-//     prefetchnta on AMD). On the Zen 5 VM with its cores close together it read ~4 % more than the
-//     first, and Q4_0 decode with a 4 KB non-temporal prefetch had read 100-102 % of the first alone.
+//     prefetchnta on AMD). On the Zen 5 VM with its cores close together it read 2-8 % more than the
+//     first (bench/model_speed.cpp --read-loops), and Q4_0 decode with a 4 KB non-temporal prefetch had
+//     read up to 100.4 % of the first alone.
 enum class ReadPrefetch { one_line_in_four, every_line };
 inline constexpr ReadPrefetch kReadPrefetches[] = {ReadPrefetch::one_line_in_four, ReadPrefetch::every_line};
 
@@ -138,26 +139,30 @@ inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::s
     return detail::streaming_read_gbs(buf.get(), bytes / sizeof(float), threads, 7);
 }
 
-// Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part, with each of the two
-// loops above one after the other: the faster's. On the pool the decode runs on, not on fresh threads:
+// Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part, with read loop p, or
+// with each of the two loops above one after the other: the faster's. On the pool the decode runs on, not on fresh threads:
 // those would start while the pool's workers still spin (~1 ms after each product,
 // runtime/thread_pool.hpp) and share both cores with them — on a Zen 5 VM that read 4–10 % below the
 // decode passes timed next to it.
-inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& pool) {
+inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& pool, detail::ReadPrefetch p) {
     const int threads = pool.size();
     const std::size_t chunk = detail::read_part_size(n, threads);
     std::vector<float> sink(static_cast<std::size_t>(threads));
-    double best = 0;
-    for (detail::ReadPrefetch p : detail::kReadPrefetches) {
-        const auto t0 = std::chrono::steady_clock::now();
-        pool.parallel_for(threads, [&](int begin, int end) {
-            for (int t = begin; t < end; ++t) sink[std::size_t(t)] = detail::read_part(p, buf + chunk * std::size_t(t), chunk);
-        });
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        best = best == 0 ? s : std::min(best, s);
-    }
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(threads, [&](int begin, int end) {
+        for (int t = begin; t < end; ++t) sink[std::size_t(t)] = detail::read_part(p, buf + chunk * std::size_t(t), chunk);
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     volatile float keep = sink[0];
     (void)keep;
+    return s;
+}
+inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& pool) {
+    double best = 0;
+    for (detail::ReadPrefetch p : detail::kReadPrefetches) {
+        const double s = read_once_seconds(buf, n, pool, p);
+        best = best == 0 ? s : std::min(best, s);
+    }
     return best;
 }
 // The bytes read_once_seconds reads of n floats (whole vectors per thread).

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "elastilm/simd/arch/quant_dot_avx512.hpp"
+#include "elastilm/simd/decode_prefetch.hpp"
 #include "elastilm/simd/quant_blocks.hpp"
 
 namespace elastilm::qvnni_matvec {
@@ -133,7 +134,7 @@ inline float dot_row_quads(const BlockQ4_0* w, const ActGroupQ4* a, int blocks, 
     };
     for (int g0 = 0; g0 < blocks; g0 += kGroup, w += kGroup, ++a) {
         const int n = std::min(kGroup, blocks - g0), whole = n / 4;
-        if (later) qa::prefetch<H>(later + g0, n * int(sizeof(BlockQ4_0)));
+        if (later) qa::prefetch<H == PrefetchHint::non_temporal>(later + g0, n * int(sizeof(BlockQ4_0)));
         int q = 0;
         for (; q + 1 < whole; q += 2) {
             const qa::Quad w0 = qa::load_quad_q4(w + 4 * q), w1 = qa::load_quad_q4(w + 4 * q + 4);
@@ -171,7 +172,7 @@ float dot_row(const Block* w, const ActGroup<Block>* a, int blocks, const Block*
     qa::F32 d_next = qa::scales16(&w->d, int(sizeof(Block)), std::min(kGroup, blocks));
     for (int g0 = 0; g0 < blocks; g0 += kGroup, w += kGroup, ++a) {
         const int n = std::min(kGroup, blocks - g0);
-        if (later) qa::prefetch<H>(later + g0, n * int(sizeof(Block)));
+        if (later) qa::prefetch<H == PrefetchHint::non_temporal>(later + g0, n * int(sizeof(Block)));
         const qa::F32 s = qa::mul(d_next, qa::load(a->d));
         if (g0 + kGroup < blocks) d_next = qa::scales16(&w[kGroup].d, int(sizeof(Block)), std::min(kGroup, blocks - g0 - kGroup));
         if (n == kGroup) {

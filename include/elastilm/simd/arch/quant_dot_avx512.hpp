@@ -9,8 +9,6 @@
 
 #include <immintrin.h>
 
-#include "elastilm/simd/decode_prefetch.hpp"
-
 namespace elastilm::simd::qvnni {
 
 inline constexpr const char* kName = "avx512vnni zmm (blocks side by side, unsigned weights × signed activations)";
@@ -129,11 +127,11 @@ inline I32 add(I32 a, I32 b) { return _mm512_add_epi32(a, b); }
 inline void store_i32(std::int32_t* p, I32 v) { _mm512_storeu_si512(p, v); }
 inline I32 load_i32(const std::int32_t* p) { return _mm512_loadu_si512(p); }
 
-// A hint to bring bytes [p, p + n) in, a cache line at a time: cached into L2 (prefetcht1) or non-temporal
+// A hint to bring bytes [p, p + n) in, a cache line at a time: into L2 (prefetcht1) or non-temporal
 // (prefetchnta); simd/decode_prefetch.hpp says which the CPU gets.
-template <PrefetchHint H>
+template <bool NonTemporal>
 inline void prefetch(const void* p, int n) {
-    constexpr auto hint = H == PrefetchHint::non_temporal ? _MM_HINT_NTA : _MM_HINT_T1;
+    constexpr auto hint = NonTemporal ? _MM_HINT_NTA : _MM_HINT_T1;
     for (int o = 0; o < n; o += 64) _mm_prefetch(static_cast<const char*>(p) + o, hint);
 }
 

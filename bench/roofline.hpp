@@ -140,10 +140,10 @@ inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::s
 }
 
 // Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part, with read loop p, or
-// with each of the two loops above one after the other: the faster's. On the pool the decode runs on, not on fresh threads:
-// those would start while the pool's workers still spin (~1 ms after each product,
-// runtime/thread_pool.hpp) and share both cores with them — on a Zen 5 VM that read 4–10 % below the
-// decode passes timed next to it.
+// with each of the two loops above one after the other: the faster's. On the pool the decode runs on,
+// not on fresh threads: those would start while the pool's workers still spin (~1 ms after each
+// product, runtime/thread_pool.hpp) and share both cores with them — on a Zen 5 VM that read 4–10 %
+// below the decode passes timed next to it.
 inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& pool, detail::ReadPrefetch p) {
     const int threads = pool.size();
     const std::size_t chunk = detail::read_part_size(n, threads);

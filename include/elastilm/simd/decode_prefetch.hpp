@@ -6,7 +6,7 @@
 // kernels, prefetcht0 into L1 for the one-block kernel), or non-temporal (prefetchnta). The default
 // depends on the CPU:
 //   AMD: non-temporal. On a Zen 5 VM (TinyLlama Q4_0 and Q8_0, 2 threads, the hints taking turns
-//        token by token: bench/model_speed.cpp --share --prefetch both) decode read 2-3 points more of
+//        token by token: bench/model_speed.cpp --share --prefetch both) decode read 2-5 points more of
 //        the read loop's bandwidth with the VM's two cores far apart and about the same with them close
 //        together (README, "Quantized weights"). A likely reason: a line brought in non-temporally is
 //        not moved into the L3 (a victim cache on Zen) when it leaves the L2, traffic that a line read
@@ -19,9 +19,10 @@
 // law: bytes ahead = rate × latency), so each thread measures the rate at which it streams its rows
 // and sets its distance from it (PrefetchAhead). Why not one constant: on the Zen 5 VM the best
 // distance moved with the placement of its two cores. Close together (they share a path to memory,
-// ~24 GB/s each) 4-6 KB read 2-4 points more than 8 KB; far apart (~38 GB/s each) 8 KB read 1-2
-// points more than 5-6 KB, 2 KB and 4 KB much less; a rate times ~220 ns gives ~5.5 and ~8.5 KB.
-// (Sapphire Rapids, ~15 GB/s a thread, did well with 2 KB, in line with the same law.)
+// ~24 GB/s each) 4 KB and the adaptive ~5.5 KB read 1-4 points more of the read loop than 8 KB
+// (bench/model_speed.cpp --share --prefetch non-temporal:4096,non-temporal,non-temporal:8192); far
+// apart (~38 GB/s each) shorter distances read less (experiment builds), and the adaptive ~8.5 KB read
+// as much as 8 KB. (Sapphire Rapids, ~15 GB/s a thread, did well with 2 KB, in line with the same law.)
 //
 // Both are settings, not constants, so that a benchmark can compare them in one run.
 #pragma once

@@ -46,6 +46,23 @@ namespace {
 using namespace elastilm;
 using clock_type = std::chrono::steady_clock;
 
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// An empty hand-off to the pool and back, in ns: the median of 15 back to back, so that the workers are
+// awake, as they are between a decode's products.
+double handoff_ns(ThreadPool& pool) {
+    std::vector<double> ns;
+    for (int i = 0; i < 15; ++i) {
+        const auto t0 = clock_type::now();
+        pool.parallel_for(pool.size(), [](int, int) {});
+        ns.push_back(std::chrono::duration<double, std::nano>(clock_type::now() - t0).count());
+    }
+    return median(std::move(ns));
+}
+
 // `type` q8_0 / q4_0: the same weights quantized (layer matrices in that format, embedding and LM head
 // Q8_0; see formats/gguf_export.hpp). Block formats are output-major in every layout.
 template <ModelConfig Cfg>
@@ -97,10 +114,6 @@ int measure_ttft(ModelWeights weights, const std::vector<int>& lengths, int thre
                     x.ms.push_back(1e3 * sec), x.share.push_back(share);
                 }
     set_prefill_attention(PrefillAttention::tiled);
-    auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-    };
     // One column per length; with both paths a cell reads "per-query → tiled".
     std::string head;
     for (std::size_t k = 0; k < paths.size(); ++k) head += std::string(k ? " → " : " ") + name(paths[k]);
@@ -232,10 +245,6 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
     };
     table("tg tok/s, the split switched every token", [&](int ratio, int w) { return tg * reps / token_seconds[{ratio, w}]; });
     std::printf("(%d tokens each, positions 1 to %d, %d threads)\n", tg * reps, std::min(n_splits * tg * reps, Cfg::context - 1), threads);
-    auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-    };
     table(("tg" + std::to_string(tg) + " tok/s, whole decodes").c_str(), [&](int ratio, int w) { return median(tok_s[{ratio, w}]); });
     std::printf("(medians of %d rotating repetitions, %d threads)\n", reps, threads);
     return 0;
@@ -270,16 +279,6 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
     const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
     const std::size_t floats = bytes / sizeof(float);
     const double read_bytes = double(bench::read_once_bytes(floats, threads));
-    auto handoff_ns = [&] {
-        double ns[15];
-        for (double& t : ns) {
-            const auto t0 = clock_type::now();
-            pool.parallel_for(threads, [](int, int) {});
-            t = std::chrono::duration<double, std::nano>(clock_type::now() - t0).count();
-        }
-        std::nth_element(ns, ns + 7, ns + 15);
-        return ns[7];
-    };
     struct Pair {
         double decode_s, read_s, handoff_ns;
     };
@@ -294,7 +293,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
             const std::size_t h = std::size_t(i / 2) % configs.size();
             set_quant_prefetch_hint(configs[h].hint);
             set_quant_prefetch_distance(configs[h].distance);
-            Pair p{0, 0, handoff_ns()};
+            Pair p{0, 0, handoff_ns(pool)};
             auto decode = [&] {
                 const auto t0 = clock_type::now();
                 token = 1 + int(s.append(token, 100)[0] > 0);
@@ -312,10 +311,6 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         "| prefetch | pairs of a decoded token and a read of %.0f MB | decode GB/s | read GB/s | decode / read | "
         "decode / read, medians | pool hand-off, median |\n|---|---|---|---|---|---|---|\n",
         double(bytes) / 1e6);
-    auto median = [](std::vector<double> v) {
-        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
-        return v[v.size() / 2];
-    };
     auto row = [&](const std::string& config, const char* what, const std::vector<Pair>& ps, std::size_t begin, std::size_t end) {
         double decode_s = 0, read_s = 0;
         std::vector<double> handoff, decodes, reads;
@@ -350,6 +345,34 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
     }
     std::printf("(%d threads; %d decodes of %d tokens from an empty cache, %.2f tok/s over all%s)\n", threads, reps, tg,
                 double(tokens) / decode_s, configs.size() > 1 ? "; the prefetch configurations took turns two tokens each" : "");
+    return 0;
+}
+
+// --read-loops: bench/roofline.hpp's two read loops over 1 GiB side by side, alternating which goes first,
+// `rounds` times, with the pool's hand-off (which tells the Zen 5 VM's placements apart).
+int measure_read_loops(int threads, int rounds) {
+    const std::size_t bytes = std::size_t(1) << 30;
+    const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
+    ThreadPool pool(threads);
+    const std::size_t floats = bytes / sizeof(float);
+    const double read_bytes = double(bench::read_once_bytes(floats, threads));
+    std::vector<double> first, second, ratio, handoff;
+    for (int r = 0; r < rounds; ++r) {
+        handoff.push_back(handoff_ns(pool));
+        double s[2];
+        for (int k = 0; k < 2; ++k) {  // alternate which loop goes first
+            const int which = (k + r) % 2;
+            s[which] = bench::read_once_seconds(buf.get(), floats, pool, bench::detail::kReadPrefetches[which]);
+        }
+        first.push_back(read_bytes / s[0] / 1e9), second.push_back(read_bytes / s[1] / 1e9), ratio.push_back(s[0] / s[1]);
+    }
+    std::printf("| read loop (1 GiB, %d threads, %d rounds) | GB/s, median (min–max) |\n|---|---|\n", threads, rounds);
+    std::printf("| prefetcht0 2 KB ahead, one line in four | %.2f (%.2f–%.2f) |\n", median(first),
+                *std::min_element(first.begin(), first.end()), *std::max_element(first.begin(), first.end()));
+    std::printf("| every line 8 KB ahead, the decode kernels' hint (%s) | %.2f (%.2f–%.2f) |\n", to_string(default_prefetch_hint()),
+                median(second), *std::min_element(second.begin(), second.end()), *std::max_element(second.begin(), second.end()));
+    std::printf("(every line / one in four, median of the rounds: %.3f; an empty pool hand-off, median: %.0f ns)\n", median(ratio),
+                median(handoff));
     return 0;
 }
 
@@ -447,40 +470,7 @@ int run(const cli::Args& args) {
                     bench::measure_reduced_peak_gflops(threads, precision), name.empty() ? "none" : std::string(name).c_str());
         return 0;
     }
-    if (read_loops) {  // bench/roofline.hpp's two read loops side by side, alternating, -r rounds
-        const std::size_t bytes = std::size_t(1) << 30;
-        const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
-        ThreadPool pool(threads);
-        const std::size_t floats = bytes / sizeof(float);
-        const double read_bytes = double(bench::read_once_bytes(floats, threads));
-        const int rounds = std::max(reps, 1);
-        std::vector<double> first, second, ratio, handoff;
-        for (int r = 0; r < rounds; ++r) {
-            for (int h = 0; h < 15; ++h) {  // back to back, so that the workers are awake, as they are in decode
-                const auto t0 = clock_type::now();
-                pool.parallel_for(threads, [](int, int) {});
-                handoff.push_back(std::chrono::duration<double, std::nano>(clock_type::now() - t0).count());
-            }
-            double s[2];
-            for (int k = 0; k < 2; ++k) {  // alternate which loop goes first
-                const int which = (k + r) % 2;
-                s[which] = bench::read_once_seconds(buf.get(), floats, pool, bench::detail::kReadPrefetches[which]);
-            }
-            first.push_back(read_bytes / s[0] / 1e9), second.push_back(read_bytes / s[1] / 1e9), ratio.push_back(s[0] / s[1]);
-        }
-        auto median = [](std::vector<double> v) {
-            std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
-            return v[v.size() / 2];
-        };
-        std::printf("| read loop (1 GiB, %d threads, %d rounds) | GB/s, median (min–max) |\n|---|---|\n", threads, rounds);
-        std::printf("| prefetcht0 2 KB ahead, one line in four | %.2f (%.2f–%.2f) |\n", median(first),
-                    *std::min_element(first.begin(), first.end()), *std::max_element(first.begin(), first.end()));
-        std::printf("| every line 8 KB ahead, the decode kernels' hint (%s) | %.2f (%.2f–%.2f) |\n", to_string(default_prefetch_hint()),
-                    median(second), *std::min_element(second.begin(), second.end()), *std::max_element(second.begin(), second.end()));
-        std::printf("(every line / one in four, median of the rounds: %.3f; an empty pool hand-off, median: %.0f ns)\n", median(ratio),
-                    median(handoff));
-        return 0;
-    }
+    if (read_loops) return measure_read_loops(threads, std::max(reps, 1));
     if (bandwidth) {  // read GB/s alone: versus-llamacpp.sh measures it between repetitions
         std::printf("%.2f\n", bench::measure_read_bandwidth_gbs(threads));
         return 0;

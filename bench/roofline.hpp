@@ -68,21 +68,17 @@ enum class ReadPrefetch { one_line_in_four, every_line };
 inline constexpr ReadPrefetch kReadPrefetches[] = {ReadPrefetch::one_line_in_four, ReadPrefetch::every_line};
 
 // One reader's streaming read of p[0, count) (count from read_part_size); the sum, so it is not elided.
-template <ReadPrefetch P>
+// Locality: __builtin_prefetch's, 0 non-temporal, 3 into L1 (a constant, hence a template parameter).
+template <ReadPrefetch P, int Locality = 3>
 float read_part(const float* p, std::size_t count) {
     using simd::fbatch;
     constexpr std::size_t step = 4 * simd::lanes, line = 64 / sizeof(float);
-    const bool non_temporal = default_prefetch_hint() == PrefetchHint::non_temporal;
     fbatch a0{}, a1{}, a2{}, a3{};
     for (std::size_t i = 0; i < count; i += step) {
         if constexpr (P == ReadPrefetch::one_line_in_four) {
-            __builtin_prefetch(p + i + 2048 / sizeof(float), 0, 3);
+            __builtin_prefetch(p + i + 2048 / sizeof(float), 0, Locality);
         } else {
-            for (std::size_t l = 0; l < step; l += line) {
-                const float* ahead = p + i + l + 8192 / sizeof(float);
-                if (non_temporal) __builtin_prefetch(ahead, 0, 0);
-                else __builtin_prefetch(ahead, 0, 3);
-            }
+            for (std::size_t l = 0; l < step; l += line) __builtin_prefetch(p + i + l + 8192 / sizeof(float), 0, Locality);
         }
         a0 += fbatch::load_unaligned(p + i);
         a1 += fbatch::load_unaligned(p + i + simd::lanes);
@@ -92,8 +88,9 @@ float read_part(const float* p, std::size_t count) {
     return xsimd::hadd(a0 + a1 + a2 + a3);
 }
 inline float read_part(ReadPrefetch p, const float* buf, std::size_t count) {
-    return p == ReadPrefetch::every_line ? read_part<ReadPrefetch::every_line>(buf, count)
-                                         : read_part<ReadPrefetch::one_line_in_four>(buf, count);
+    if (p == ReadPrefetch::one_line_in_four) return read_part<ReadPrefetch::one_line_in_four>(buf, count);
+    if (default_prefetch_hint() == PrefetchHint::non_temporal) return read_part<ReadPrefetch::every_line, 0>(buf, count);
+    return read_part<ReadPrefetch::every_line>(buf, count);
 }
 // GB/s of reading buf[0, n) once by `threads` threads, each a contiguous part, median of `reps` passes
 // per loop, the faster loop's: the streaming read every bandwidth figure of the benches is.

@@ -5,6 +5,9 @@
 //   to bf16 instead of split), against its instruction's peak;
 //   the fp16 and bf16 GEMMs' micro-kernels alone on cache-resident operands (gemm_f16_microkernel,
 //   gemm_bf16_microkernel), one thread;
+//   decode attention (attention_decode/…): one token's 32 query heads in groups of 8 over an fp16 cache
+//   that fits in L2, one thread, GFLOP/s against the fp32 FMA peak; the heads of a KV head together
+//   (ops/attention.hpp's attend) and one head at a time, for comparison;
 //   a hand-off to the thread pool and back with no work (pool_handoff/…), 2 threads.
 // Flags besides Google Benchmark's: --smoke (small shapes, for CI).
 #include <benchmark/benchmark.h>
@@ -16,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "elastilm/ops/attention.hpp"
 #include "elastilm/simd/matmul.hpp"
 #include "elastilm/simd/matvec.hpp"
 #include "cli/tool.hpp"
@@ -120,6 +124,35 @@ void BM_Bf16MicroKernel(benchmark::State& state) {
 }
 #endif
 
+// One decode token's attention at TinyLlama's shape (32 query heads, 4 KV heads, head_dim 64) over
+// `positions` cached positions, the cache warm. `together`: attend() over all heads, which runs each KV
+// head's 8 query heads together; otherwise attend() once per head, as decode did before.
+void BM_AttentionDecode(benchmark::State& state, bool together) {
+    constexpr int heads = 32, group = 8, head_dim = 64;
+    const int positions = int(state.range(0));
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(-1, 1);
+    const std::size_t stride = std::size_t(positions) * head_dim;
+    std::vector<f16_bits> k(heads / group * stride), v(k.size());
+    for (auto& x : k) x = f32_to_f16(u(rng));
+    for (auto& x : v) x = f32_to_f16(u(rng));
+    std::vector<float> q(heads * head_dim), out(q.size()), scores(std::size_t(group) * positions);
+    for (float& x : q) x = u(rng);
+    const KvView<f16_bits> kv{k.data(), v.data(), stride};
+    for (auto _ : state) {
+        if (together) attend(out.data(), q.data(), heads, group, head_dim, kv, positions, scores.data());
+        else
+            for (int h = 0; h < heads; ++h) {
+                const KvView<f16_bits> head{kv.k + h / group * stride, kv.v + h / group * stride, stride};
+                attend(out.data() + h * head_dim, q.data() + h * head_dim, 1, 1, head_dim, head, positions, scores.data());
+            }
+        benchmark::DoNotOptimize(out.data());
+    }
+    const double flops = 4.0 * heads * positions * double(head_dim) * double(state.iterations());  // q·k and p·v, a multiply-add each
+    state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
+    state.counters["peak_GFLOP/s"] = g_peak[1];
+}
+
 struct Case {
     const char* model;
     int rows, cols;
@@ -207,6 +240,14 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("gemm_bf16_microkernel/threads:1", BM_Bf16MicroKernel<2>)->UseRealTime();
     benchmark::RegisterBenchmark("gemm_bf16_microkernel_rounded/threads:1", BM_Bf16MicroKernel<1>)->UseRealTime();
 #endif
+    for (bool together : {true, false})
+        benchmark::RegisterBenchmark(together ? "attention_decode/TinyLlama/heads_of_a_kv_head_together/threads:1"
+                                              : "attention_decode/TinyLlama/one_head_at_a_time/threads:1",
+                                     [together](benchmark::State& s) { BM_AttentionDecode(s, together); })
+            ->ArgName("positions")
+            ->Args({smoke ? 20 : 128})
+            ->Args({smoke ? 40 : 1024})
+            ->UseRealTime();
     for (const auto& [name, split] : {std::pair<const char*, int>{"pool_handoff/parallel_for", -1},
                                       {"pool_handoff/parallel_chunks_stealing", int(ThreadPool::Split::stealing)},
                                       {"pool_handoff/parallel_chunks_dynamic", int(ThreadPool::Split::dynamic)},

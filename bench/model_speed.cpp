@@ -10,7 +10,7 @@
 //       tok/s, where each decode's time went (bench/pool_trace.hpp), and tok/s with the split switched
 //       every token)
 //   elastilm_bench_model_speed -m MODEL.gguf --share [-n 128] [-r 1] [--no-mmap] [--prefetch HINT[:BYTES],…|both]
-//       (full-width decode GB/s against the streaming read's, each token next to a read of its bytes; with
+//       (full-width decode GB/s against the streaming read's, each token next to a read of its bytes, and the share of decode in attention; with
 //       several --prefetch configurations, e.g. non-temporal:8192,non-temporal, they take turns)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
@@ -280,7 +280,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
     const std::size_t floats = bytes / sizeof(float);
     const double read_bytes = double(bench::read_once_bytes(floats, threads));
     struct Pair {
-        double decode_s, read_s, handoff_ns;
+        double decode_s, read_s, handoff_ns, attention_s;
     };
     std::vector<std::vector<Pair>> pairs(configs.size());  // per configuration
     const int warm[] = {1, 2, 3};
@@ -293,11 +293,13 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
             const std::size_t h = std::size_t(i / 2) % configs.size();
             set_quant_prefetch_hint(configs[h].hint);
             set_quant_prefetch_distance(configs[h].distance);
-            Pair p{0, 0, handoff_ns(pool)};
+            Pair p{0, 0, handoff_ns(pool), 0};
             auto decode = [&] {
+                const double attention0 = s.attention_seconds();
                 const auto t0 = clock_type::now();
                 token = 1 + int(s.append(token, 100)[0] > 0);
                 p.decode_s = std::chrono::duration<double>(clock_type::now() - t0).count();
+                p.attention_s = s.attention_seconds() - attention0;
             };
             if ((i + r) % 2) decode();
             p.read_s = bench::read_once_seconds(buf.get(), floats, pool);
@@ -324,7 +326,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         std::printf("| %s | %s (%zu) | %.2f | %.2f | **%.1f %%** | %.1f %% | %.0f ns |\n", config.c_str(), what, end - begin, decode_gbs,
                     read_gbs, 100 * decode_gbs / read_gbs, 100 * medians, median(handoff));
     };
-    double decode_s = 0;
+    double decode_s = 0, attention_s = 0;
     std::size_t tokens = 0;
     for (std::size_t h = 0; h < configs.size(); ++h) {
         std::vector<Pair>& ps = pairs[h];
@@ -332,7 +334,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         row(configs[h].name, "all", ps, 0, ps.size());
         row(configs[h].name, "the half with the shorter hand-offs", ps, 0, ps.size() / 2);
         row(configs[h].name, "the half with the longer ones", ps, ps.size() / 2, ps.size());
-        for (const Pair& p : ps) decode_s += p.decode_s, ++tokens;
+        for (const Pair& p : ps) decode_s += p.decode_s, attention_s += p.attention_s, ++tokens;
     }
     if (std::any_of(configs.begin(), configs.end(), [](const PrefetchConfig& c) { return c.distance == 0; })) {
         std::vector<std::size_t> ahead(std::size_t(threads), 0);  // each thread's adaptive distance at the end
@@ -343,8 +345,10 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         for (std::size_t a : ahead) std::printf(" %zu B", a);
         std::printf(")\n");
     }
-    std::printf("(%d threads; %d decodes of %d tokens from an empty cache, %.2f tok/s over all%s)\n", threads, reps, tg,
-                double(tokens) / decode_s, configs.size() > 1 ? "; the prefetch configurations took turns two tokens each" : "");
+    std::printf(
+        "(%d threads; %d decodes of %d tokens from an empty cache, %.2f tok/s over all, %.1f %% of it in attention over the cache%s)\n",
+        threads, reps, tg, double(tokens) / decode_s, 100 * attention_s / decode_s,
+        configs.size() > 1 ? "; the prefetch configurations took turns two tokens each" : "");
     return 0;
 }
 

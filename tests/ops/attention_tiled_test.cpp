@@ -71,7 +71,7 @@ void check(const Case& cs, std::uint64_t seed, AttentionTiles* shared = nullptr)
     std::vector<float> q(std::size_t(cs.n_q) * q_dim);
     for (float& x : q) x = u(rng);
 
-    std::vector<float> tiled_out(q.size(), -7.0f), query_out(q.size(), -7.0f), scores(context);
+    std::vector<float> tiled_out(q.size(), -7.0f), query_out(q.size(), -7.0f), scores(std::size_t(cs.group_size) * context);
     AttentionTiles own;
     AttentionTiles& tiles = shared ? *shared : own;
     for (int h = 0; h < cs.n_heads; ++h) {
@@ -124,6 +124,7 @@ void check(const Case& cs, std::uint64_t seed, AttentionTiles* shared = nullptr)
     EXPECT_LE(max_query_vs_exact, 1e-5 * max_abs);
 }
 
+// clang-format off
 const Case cases[] = {
     {1, 0, 2, 1, 64, 1},       // one query, no prefix
     {5, 0, 4, 2, 48, 1},       // fewer queries than a register block … twice
@@ -133,7 +134,10 @@ const Case cases[] = {
     {64, 128, 2, 2, 64, 4},    // block-aligned everything, large scores
     {19, 200, 2, 1, 100, 1},   // head_dim 100 (OpenLLaMA-3B): not a whole number of vectors
     {9, 11, 8, 4, 8, 1},       // head_dim 8 (stories260K): less than one AVX-512 vector
+    {1, 130, 16, 8, 64, 1},    // decode with TinyLlama's groups of 8: two KV heads, blocks of positions and a tail
+    {2, 45, 12, 6, 32, 2},     // groups of 6 (not a multiple of the value kernel's heads at once), head_dim 32
 };
+// clang-format on
 
 TEST(AttentionTiled, MatchesPerQueryAttentionFp32Cache) {
     std::uint64_t seed = 1;

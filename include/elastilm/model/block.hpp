@@ -127,19 +127,23 @@ private:
             }
         });
     }
-    // One attend() per (token, query head): each pair is independent.
+    // Every (token, query head) pair is independent; a thread's pairs go to attend() in runs of one
+    // token's heads that read one KV head, which it scores and sums together (ops/attention.hpp).
     template <class T>
     static void attend_per_query(const KvView<T>& kv, int pos0, int n, Activations<Cfg>& a, ThreadPool& pool) {
+        constexpr int group = Shape<Cfg>::group_size;
         pool.parallel_for(n * W::heads, [&](int begin, int end) {
             thread_local std::vector<float> scores;
-            if (scores.size() < std::size_t(Cfg::context)) scores.resize(Cfg::context);
-            for (int i = begin; i < end; ++i) {
+            if (scores.size() < std::size_t(group) * Cfg::context) scores.resize(std::size_t(group) * Cfg::context);
+            for (int i = begin; i < end;) {
                 const int t = i / W::heads, h = i % W::heads;
+                const int run = std::min({end - i, W::heads - h, group - h % group});  // to the end of the range, token or group
                 const std::size_t off = std::size_t(t) * W::q_dim + std::size_t(h) * head_dim;
                 KvView<T> head = kv;
-                head.k += std::size_t(h / Shape<Cfg>::group_size) * kv.head_stride;
-                head.v += std::size_t(h / Shape<Cfg>::group_size) * kv.head_stride;
-                attend(a.att_out.data() + off, a.q.data() + off, 1, 1, head_dim, head, pos0 + t + 1, scores.data());
+                head.k += std::size_t(h / group) * kv.head_stride;
+                head.v += std::size_t(h / group) * kv.head_stride;
+                attend(a.att_out.data() + off, a.q.data() + off, run, run, head_dim, head, pos0 + t + 1, scores.data());
+                i += run;
             }
         });
     }

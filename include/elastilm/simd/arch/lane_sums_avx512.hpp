@@ -1,5 +1,5 @@
-// The sums of 16 AVX-512 vectors' lanes as one vector (lane j = Σ of r[j]'s 16 lanes), in 15 shuffle
-// steps instead of 16 horizontal adds of four each. xsimd 8.1's `haddp` for AVX-512 returns these sums
+// The sums of 16 AVX-512 vectors' lanes as one vector (lane j = Σ of r[j]'s 16 lanes): 31 shuffles and
+// 15 adds, where 16 horizontal adds take 64 of each. xsimd 8.1's `haddp` for AVX-512 returns these sums
 // with lanes 2–5 and 10–13 out of order, so this architecture gets its own; simd/lane_sums.hpp hides it.
 // Each step halves the lanes of every row and doubles the rows per vector: 16 rows of 16 lanes, then
 // 8 vectors of [row i's 8 | row i + 8's 8], 4 of four rows' 4, 1 of sixteen rows' 1 (in the 128-bit

@@ -126,7 +126,8 @@ void BM_Bf16MicroKernel(benchmark::State& state) {
 
 // One decode token's attention at TinyLlama's shape (32 query heads, 4 KV heads, head_dim 64) over
 // `positions` cached positions, the cache warm. `together`: attend() over all heads, which runs each KV
-// head's 8 query heads together; otherwise attend() once per head, as decode did before.
+// head's 8 query heads together; otherwise attend() once per head, which scores a block of positions at
+// once as well, so the two rows show what taking the group together adds.
 void BM_AttentionDecode(benchmark::State& state, bool together) {
     constexpr int heads = 32, group = 8, head_dim = 64;
     const int positions = int(state.range(0));

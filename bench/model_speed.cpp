@@ -10,8 +10,9 @@
 //       tok/s, where each decode's time went (bench/pool_trace.hpp), and tok/s with the split switched
 //       every token)
 //   elastilm_bench_model_speed -m MODEL.gguf --share [-n 128] [-r 1] [--no-mmap] [--prefetch HINT[:BYTES],…|both]
-//       (full-width decode GB/s against the streaming read's, each token next to a read of its bytes, and the share of decode in attention; with
-//       several --prefetch configurations, e.g. non-temporal:8192,non-temporal, they take turns)
+//       (full-width decode GB/s against the streaming read's, each token next to a read of its bytes, and
+//       the share of decode in attention; with several --prefetch configurations, e.g.
+//       non-temporal:8192,non-temporal, they take turns)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)

@@ -172,7 +172,7 @@ void BM_PoolHandOff(benchmark::State& state, int split) {
         if (split < 0) pool.parallel_for(32, [&](int begin, int) { benchmark::DoNotOptimize(sink += begin); });
         else
             pool.parallel_chunks(
-                2560, [&](ThreadPool::Range chunk, ThreadPool::Range) { benchmark::DoNotOptimize(sink += chunk.begin); }, 16,
+                2560, [&](ThreadPool::Range chunk, ThreadPool::Next&) { benchmark::DoNotOptimize(sink += chunk.begin); }, 16,
                 ThreadPool::Split(split));
     }
 }
@@ -251,6 +251,7 @@ int main(int argc, char** argv) {
             ->UseRealTime();
     for (const auto& [name, split] : {std::pair<const char*, int>{"pool_handoff/parallel_for", -1},
                                       {"pool_handoff/parallel_chunks_stealing", int(ThreadPool::Split::stealing)},
+                                      {"pool_handoff/parallel_chunks_stealing_committed", int(ThreadPool::Split::stealing_committed)},
                                       {"pool_handoff/parallel_chunks_dynamic", int(ThreadPool::Split::dynamic)},
                                       {"pool_handoff/parallel_chunks_static", int(ThreadPool::Split::static_shares)}})
         benchmark::RegisterBenchmark(name, [split = split](benchmark::State& s) { BM_PoolHandOff(s, split); })

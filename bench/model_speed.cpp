@@ -176,7 +176,8 @@ int measure(ModelWeights weights, int pp, int tg, int threads, int reps, const s
 }
 
 // --trace: decode of -n tokens per ratio with the rows of each quantized product split statically,
-// dynamically and by stealing (ThreadPool::Split), rotating -r times, every decode traced
+// dynamically, by stealing as it was until session 31 (committed) and by stealing (ThreadPool::Split),
+// rotating -r times, every decode traced
 // (pool_trace.hpp): tok/s and where the time went — all threads streaming, one waiting for another,
 // outside the products (norms, RoPE, attention, the F16/F32 matvecs if any). Then as many tokens per
 // split again, untraced, switching the split every token. Output: one line per (repetition, ratio,
@@ -189,9 +190,10 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
     const int warm[] = {1, 2, 3};
     s.append(std::span<const int>(warm), 100);
     using Split = ThreadPool::Split;
-    const Split splits[] = {Split::static_shares, Split::dynamic, Split::stealing};  // the first: what the others are divided by
+    // The first: what the others are divided by.
+    const Split splits[] = {Split::static_shares, Split::dynamic, Split::stealing_committed, Split::stealing};
     constexpr int n_splits = int(std::size(splits));
-    const char* const names[] = {"static shares", "dynamic", "stealing"};
+    const char* const names[] = {"static shares", "dynamic", "stealing (committed)", "stealing"};
     std::map<std::pair<int, int>, std::vector<double>> tok_s;  // (ratio, split index) → repetitions
     for (int r = 0; r < reps; ++r)
         for (int ratio : ratios)
@@ -234,13 +236,15 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
         std::printf("\n| ratio | %s:", what);
         for (const char* n : names) std::printf(" %s |", n);
         for (int w = 1; w < n_splits; ++w) std::printf(" %s / %s |", names[w], names[0]);
+        std::printf(" %s / %s |", names[n_splits - 1], names[n_splits - 2]);  // the split against the one it replaced
         std::printf("\n|---|");
-        for (int w = 0; w < 2 * n_splits - 1; ++w) std::printf("---|");
+        for (int w = 0; w < 2 * n_splits; ++w) std::printf("---|");
         std::printf("\n");
         for (int ratio : ratios) {
             std::printf("| %d%% |", ratio);
             for (int w = 0; w < n_splits; ++w) std::printf(" %.2f |", value(ratio, w));
             for (int w = 1; w < n_splits; ++w) std::printf(" %.3f |", value(ratio, w) / value(ratio, 0));
+            std::printf(" %.3f |", value(ratio, n_splits - 1) / value(ratio, n_splits - 2));
             std::printf("\n");
         }
     };

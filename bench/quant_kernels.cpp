@@ -192,7 +192,13 @@ double read_once(const float* buf, std::size_t n, ThreadPool& pool) {
 }
 
 const char* split_name(ThreadPool::Split s) {
-    return s == ThreadPool::Split::stealing ? "stealing" : s == ThreadPool::Split::dynamic ? "dynamic" : "static shares";
+    switch (s) {
+        case ThreadPool::Split::stealing: return "stealing";
+        case ThreadPool::Split::stealing_committed: return "stealing (committed)";
+        case ThreadPool::Split::dynamic: return "dynamic";
+        case ThreadPool::Split::static_shares: return "static shares";
+    }
+    return "?";
 }
 
 // --interleaved R: R rounds, each timing every variant once — the streaming read loop (1 GiB, huge pages)
@@ -214,7 +220,8 @@ int interleaved(int rounds, int threads) {
     for (DType dtype : {DType::q8_0, DType::q4_0}) {
         const Layers& L = *layers.emplace_back(std::make_unique<Layers>(dtype, true));
         for (Grouping g : {Grouping::fused, Grouping::two_products})
-            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic, ThreadPool::Split::stealing}) {
+            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic,
+                                            ThreadPool::Split::stealing_committed, ThreadPool::Split::stealing}) {
                 Pass* p = passes.emplace_back(std::make_unique<Pass>(L, g)).get();
                 const std::string name = std::string(to_string(dtype)) + (g == Grouping::fused ? " decode pass, fused products" : " decode pass, two products") +
                                          ", " + split_name(split);
@@ -253,7 +260,8 @@ int trace(int rounds, int threads) {
         const Layers L(dtype, true);
         Pass pass(L, Grouping::fused);
         for (int r = 0; r < rounds; ++r)
-            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic, ThreadPool::Split::stealing}) {
+            for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic,
+                                            ThreadPool::Split::stealing_committed, ThreadPool::Split::stealing}) {
                 set_quant_row_split(split);
                 ThreadPool::Trace t;
                 pool.set_trace(&t);

@@ -1,6 +1,7 @@
 // ThreadPool::parallel_chunks: every item exactly once, in chunks whose boundaries are multiples of the
 // grain, each chunk's `next` the chunk the same thread runs after it; the static split as parallel_for's;
-// the stealing split starting each thread on its own share and relieving a slow one.
+// the stealing split starting each thread on its own share, relieving a slow one and claiming a chunk
+// only when it is asked for.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -27,10 +28,11 @@ std::vector<Seen> run(ThreadPool& pool, int n, int grain, ThreadPool::Split spli
     std::vector<Seen> seen;
     pool.parallel_chunks(
         n,
-        [&](ThreadPool::Range chunk, ThreadPool::Range next) {
+        [&](ThreadPool::Range chunk, ThreadPool::Next& next) {
             for (int i = chunk.begin; i < chunk.end; ++i) hits[std::size_t(i)].fetch_add(1, std::memory_order_relaxed);
+            const ThreadPool::Range after = next.get();  // as a kernel's prefetch asks for it at the chunk's end
             std::lock_guard lock(m);
-            seen.push_back({std::this_thread::get_id(), chunk, next});
+            seen.push_back({std::this_thread::get_id(), chunk, after});
         },
         grain, split);
     return seen;
@@ -38,7 +40,8 @@ std::vector<Seen> run(ThreadPool& pool, int n, int grain, ThreadPool::Split spli
 
 TEST(ThreadPool, ParallelChunksCoverEveryItemOnceWithNextOfTheSameThread) {
     for (int threads : {1, 2, 3})
-        for (ThreadPool::Split split : {ThreadPool::Split::stealing, ThreadPool::Split::dynamic, ThreadPool::Split::static_shares}) {
+        for (ThreadPool::Split split : {ThreadPool::Split::stealing, ThreadPool::Split::stealing_committed, ThreadPool::Split::dynamic,
+                                        ThreadPool::Split::static_shares}) {
             ThreadPool pool(threads);
             for (int n : {0, 1, 15, 16, 17, 100, 1000, 5632 + 2048})
                 for (int grain : {1, 16}) {
@@ -86,30 +89,70 @@ TEST(ThreadPool, DynamicChunksShrinkTowardsTheGrain) {
     EXPECT_LE(smallest, 16);
 }
 
-// Stealing: each thread starts at the front of its own share (the static split) with all of it but the
-// last eighth, then the chunks shrink towards the grain.
+// Stealing: each thread starts at the front of its own share (the static split) with half of it, then
+// the chunks shrink towards the grain. Split::stealing_committed starts with all of it but the last eighth.
 TEST(ThreadPool, StealingStartsEachThreadOnItsOwnShare) {
+    for (ThreadPool::Split split : {ThreadPool::Split::stealing, ThreadPool::Split::stealing_committed}) {
+        ThreadPool pool(2);
+        std::vector<std::atomic<int>> hits(1000);
+        const std::vector<Seen> seen = run(pool, 1000, 16, split, hits);
+        EXPECT_GT(seen.size(), 2u);
+        int smallest = 1000;
+        for (const Seen& s : seen) smallest = std::min(smallest, s.chunk.end - s.chunk.begin);
+        EXPECT_LE(smallest, 16);
+        // Shares: [0, 496) and [496, 1000). The caller's first chunk begins at 0 and the worker's at 496
+        // whenever each starts, because a helper takes from a share's back, never its front; the caller's
+        // is [0, 240) ([0, 432) committed) unless the worker, done first, has already taken part of its share.
+        const int first_end = split == ThreadPool::Split::stealing ? 496 / 2 / 16 * 16 : (496 - 496 / 8) / 16 * 16;
+        const std::thread::id caller = std::this_thread::get_id();
+        bool caller_first = true, worker_first = true;
+        for (const Seen& s : seen) {
+            if (s.thread == caller && caller_first) {
+                EXPECT_EQ(s.chunk.begin, 0);
+                EXPECT_LE(s.chunk.end, first_end);
+                EXPECT_EQ(s.chunk.end % 16, 0);
+                caller_first = false;
+            } else if (s.thread != caller && worker_first) {
+                EXPECT_EQ(s.chunk.begin, 496);
+                EXPECT_LE(s.chunk.end, 496 + first_end);
+                worker_first = false;
+            }
+        }
+    }
+}
+
+// Split::stealing claims a thread's next chunk only when its `next` is asked for (or the chunk is done):
+// a worker held up in its first chunk, which does not ask, keeps only that chunk — half its share — and
+// the caller runs the rest. Split::stealing_committed claimed the next chunk up front: the worker kept
+// 15/16 of its share.
+TEST(ThreadPool, StealingClaimsTheNextChunkOnlyWhenAsked) {
     ThreadPool pool(2);
-    std::vector<std::atomic<int>> hits(1000);
-    const std::vector<Seen> seen = run(pool, 1000, 16, ThreadPool::Split::stealing, hits);
-    EXPECT_GT(seen.size(), 2u);
-    int smallest = 1000;
-    for (const Seen& s : seen) smallest = std::min(smallest, s.chunk.end - s.chunk.begin);
-    EXPECT_LE(smallest, 16);
-    // Shares: [0, 496) and [496, 1000). The caller's first chunk begins at 0 and the worker's at 496
-    // whenever each starts, because a helper takes from a share's back, never its front; the caller's is
-    // [0, 432) unless the worker, done first, has already taken part of its share.
     const std::thread::id caller = std::this_thread::get_id();
-    bool caller_first = true, worker_first = true;
-    for (const Seen& s : seen) {
-        if (s.thread == caller && caller_first) {
-            EXPECT_EQ(s.chunk.begin, 0);
-            EXPECT_LE(s.chunk.end, (496 - 496 / 8) / 16 * 16);
-            EXPECT_EQ(s.chunk.end % 16, 0);
-            caller_first = false;
-        } else if (s.thread != caller && worker_first) {
-            EXPECT_EQ(s.chunk.begin, 496);
-            worker_first = false;
+    for (ThreadPool::Split split : {ThreadPool::Split::stealing, ThreadPool::Split::stealing_committed}) {
+        std::vector<std::atomic<int>> hits(4096);
+        std::atomic<int> by_caller{0}, worker_chunks{0};
+        std::atomic<bool> worker_started{false};
+        pool.parallel_chunks(
+            4096,
+            [&](ThreadPool::Range chunk, ThreadPool::Next&) {
+                if (std::this_thread::get_id() != caller) {
+                    if (worker_chunks++ == 0) {
+                        worker_started = true;
+                        std::this_thread::sleep_for(std::chrono::milliseconds(50));  // held up in its first chunk
+                    }
+                } else {
+                    while (!worker_started) std::this_thread::yield();  // both start on their own shares
+                    by_caller += chunk.end - chunk.begin;
+                }
+                for (int i = chunk.begin; i < chunk.end; ++i) hits[std::size_t(i)].fetch_add(1, std::memory_order_relaxed);
+            },
+            16, split);
+        for (int i = 0; i < 4096; ++i) ASSERT_EQ(hits[std::size_t(i)].load(), 1) << i;
+        if (split == ThreadPool::Split::stealing) {
+            EXPECT_EQ(worker_chunks.load(), 1);
+            EXPECT_EQ(by_caller.load(), 4096 - 1024);
+        } else {
+            EXPECT_EQ(by_caller.load(), 2048 + 128);  // its share and the worker's last 1/16, all the worker had not claimed
         }
     }
 }
@@ -124,11 +167,12 @@ TEST(ThreadPool, StealingRelievesASlowThread) {
     const std::thread::id caller = std::this_thread::get_id();
     pool.parallel_chunks(
         4096,
-        [&](ThreadPool::Range chunk, ThreadPool::Range next) {
+        [&](ThreadPool::Range chunk, ThreadPool::Next& next) {
             if (std::this_thread::get_id() != caller) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a slow worker
             for (int i = chunk.begin; i < chunk.end; ++i) hits[std::size_t(i)].fetch_add(1, std::memory_order_relaxed);
+            const ThreadPool::Range after = next.get();
             std::lock_guard lock(m);
-            seen.push_back({std::this_thread::get_id(), chunk, next});
+            seen.push_back({std::this_thread::get_id(), chunk, after});
         },
         16, ThreadPool::Split::stealing);
     for (int i = 0; i < 4096; ++i) ASSERT_EQ(hits[std::size_t(i)].load(), 1) << i;

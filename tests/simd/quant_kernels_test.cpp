@@ -203,7 +203,8 @@ TEST_P(QuantKernels, EveryRowSplitGivesTheSameFloats) {
     expect_rows(a, as_quantized(x.data(), 96), ra.data(), nullptr, nullptr, 0, "one thread");
     for (int threads : {2, 3}) {
         ThreadPool pool(threads);
-        for (ThreadPool::Split split : {ThreadPool::Split::stealing, ThreadPool::Split::dynamic, ThreadPool::Split::static_shares}) {
+        for (ThreadPool::Split split : {ThreadPool::Split::stealing, ThreadPool::Split::stealing_committed, ThreadPool::Split::dynamic,
+                                        ThreadPool::Split::static_shares}) {
             set_quant_row_split(split);
             std::vector<float> ya(300, -1), yb(77, -1);
             float* const y[] = {ya.data(), yb.data()};

@@ -85,67 +85,102 @@ public:
         bool empty() const { return begin >= end; }
     };
 
-    // How parallel_chunks splits a range: stealing (the default, below), or, kept for comparison, dynamic
-    // — every chunk from one shared counter, each half of a thread's share of what remains — or static —
-    // one contiguous share per thread, parallel_for's split.
-    enum class Split { stealing, dynamic, static_shares };
+    // The chunk a thread runs after the one parallel_chunks hands it (empty: none), so that a kernel can
+    // prefetch on into it and a thread's reads stay one stream across its chunks. get() claims it the
+    // first time it is called, unless the split claimed it already: a kernel asks when its prefetch
+    // reaches the end of the current chunk, a few KB before its last row, and until then the rest of the
+    // thread's share stays open to a helper (Split::stealing).
+    class Next {
+    public:
+        explicit Next(Range taken) : range_(taken), taken_(true) {}
+        Next(Range (*claim)(void*), void* ctx) : claim_(claim), ctx_(ctx) {}
+        Range get() {
+            if (!taken_) range_ = claim_(ctx_), taken_ = true;
+            return range_;
+        }
 
-    // Calls fn(chunk, next) for disjoint chunks covering [0, n). Split::stealing: thread t owns share t of
-    // [0, n) — the static split — and runs it front to back, first all but its last eighth, then half of
-    // what is left at a time (at least `grain` items; boundaries are multiples of `grain` except at n). A
-    // thread whose share is done takes the back half of what is left of the fullest other share, so a
-    // thread that runs slower — its core shared with other work, its memory further away — is relieved
-    // of its share's tail and all finish within about one small chunk of each other. Why not static
-    // shares alone: the fastest thread then waits for the slowest at every call (in decode the calling
-    // thread waited 2–20 % of the time: bench/quant_kernels.cpp --trace). Why not the dynamic split
-    // (the default until session 26): with both threads reading adjacent chunks, a dozen chunk switches
-    // per product, Q4_0 decode on a Zen 5 with ~80 GB/s of memory ran 2–4 % slower than with static
-    // shares, token for token, and stealing 0.998–1.005× static (bench/model_speed.cpp --trace).
-    // `next` is the chunk the same thread runs after this one, already taken (empty: none), so that a
-    // kernel can prefetch on into it: a thread's reads stay one stream across its chunks. Returns when
-    // all chunks are done. Not reentrant: one call at a time per pool, as for parallel_for.
+    private:
+        Range (*claim_)(void*) = nullptr;
+        void* ctx_ = nullptr;
+        Range range_;
+        bool taken_ = false;
+    };
+
+    // How parallel_chunks splits a range: stealing (the default, below), or, kept for comparison,
+    // stealing_committed (stealing as it was until session 31, below), dynamic — every chunk from one
+    // shared counter, each half of a thread's share of what remains — or static — one contiguous share
+    // per thread, parallel_for's split.
+    enum class Split { stealing, stealing_committed, dynamic, static_shares };
+
+    // Calls fn(chunk, next) for disjoint chunks covering [0, n); `next` (a Next&) is the chunk the same
+    // thread runs after this one. Split::stealing: thread t owns share t of [0, n) — the static split —
+    // and runs it front to back, half of what is left of it at a time (at least `grain` items; boundaries
+    // are multiples of `grain` except at n), claiming each chunk only when the previous asks for its
+    // `next`. A thread whose share is done takes the back half of what is left of the fullest other
+    // share, so a thread that runs slower — its core shared with other work, its memory further away —
+    // is relieved of its share's tail and all finish within about one small chunk of each other.
+    // Why halves, claimed late: a thread holds at most half of what is left of its share, so the other
+    // can take up to the rest. Split::stealing_committed held more: its first chunk was all of the share
+    // but the last eighth, and each next chunk was claimed before the current one ran, so a thread held
+    // 15/16 of its share from the start. On a Zen 5 VM with its two cores far apart, the threads' read
+    // rates differed product by product by up to ±40 %, and the faster waited for the slower's committed
+    // chunks: 6–11 % of Q4_0 decode was spent waiting at a product's end against 1.5–2.5 % now, and
+    // decode ran 1–4 % faster token for token; with the cores close, level (bench/model_speed.cpp --trace,
+    // which rotates the splits).
+    // Why not static shares alone: the fastest thread then waits for the slowest at every call (in decode
+    // the calling thread waited 2–20 % of the time). Why not the dynamic split (the default until session
+    // 26): with both threads reading adjacent chunks, a dozen chunk switches per product, Q4_0 decode on a
+    // Zen 5 with ~80 GB/s of memory ran 2–4 % slower than with static shares; a thread's chunks of its own
+    // share are one stream. Returns when all chunks are done. Not reentrant: one call at a time per pool,
+    // as for parallel_for.
     template <class Fn>
     void parallel_chunks(int n, Fn&& fn, int grain = 1, Split split = Split::stealing) {
         if (n <= 0) return;
         grain = std::max(grain, 1);
         const int threads = std::min(n_threads_, (n + grain - 1) / grain);
         if (threads <= 1) {
-            fn(Range{0, n}, Range{n, n});
+            Next none(Range{n, n});
+            fn(Range{0, n}, none);
             return;
         }
         const int call = trace_ ? trace_->calls++ : 0;
-        auto timed = [&](int thread, Range chunk, Range after) {
+        auto timed = [&](int thread, Range chunk, Next& after) {
             if (!trace_) return fn(chunk, after);
             const auto start = std::chrono::steady_clock::now();
             fn(chunk, after);
             trace_->chunks[std::size_t(thread)].push_back({call, start, std::chrono::steady_clock::now()});
         };
-        // Each thread runs the chunks `take(thread, first)` gives it, taking the next before it runs one.
-        auto run_chunks = [&](auto take) {
+        // Each thread runs the chunks `take(thread, first)` gives it: the next claimed before it runs one
+        // (claim_late false) or when that one asks for it.
+        auto run_chunks = [&](bool claim_late, auto take) {
             parallel_for(threads, [&](int t, int) {
+                auto claim = [&] { return take(t, false); };
                 for (Range chunk = take(t, true); !chunk.empty();) {
-                    const Range after = take(t, false);
+                    Next after = claim_late ? Next([](void* c) { return (*static_cast<decltype(claim)*>(c))(); }, &claim) : Next(claim());
                     timed(t, chunk, after);
-                    chunk = after;
+                    chunk = after.get();
                 }
             });
         };
         switch (split) {
             case Split::static_shares:
-                return run_chunks([&](int t, bool first) { return first ? share(n, grain, threads, t) : Range{n, n}; });
+                return run_chunks(false, [&](int t, bool first) { return first ? share(n, grain, threads, t) : Range{n, n}; });
             case Split::dynamic: {
                 std::atomic<int> next{0};
-                return run_chunks([&](int, bool) { return take_shared(next, n, grain, threads); });
+                return run_chunks(false, [&](int, bool) { return take_shared(next, n, grain, threads); });
             }
             case Split::stealing:
+            case Split::stealing_committed: {
                 for (int t = 0; t < threads; ++t) {
                     const Range r = share(n, grain, threads, t);
                     left_[std::size_t(t)].v.store(pack(r.begin, r.end), std::memory_order_relaxed);
                 }
-                return run_chunks([&](int t, bool first) {
-                    const Range own = take_own(t, first, n, grain);
+                const bool committed = split == Split::stealing_committed;
+                return run_chunks(!committed, [&](int t, bool first) {
+                    const Range own = take_own(t, first && committed, n, grain);
                     return own.empty() ? take_from_fullest(t, threads, n, grain) : own;
                 });
+            }
         }
     }
 
@@ -182,13 +217,14 @@ private:
     static int front_of(std::uint64_t v) { return int(std::uint32_t(v >> 32)); }
     static int back_of(std::uint64_t v) { return int(std::uint32_t(v)); }
 
-    // The owner's next chunk from the front of its share: all but the last eighth first, then halves.
-    Range take_own(int t, bool first, int n, int grain) {
+    // The owner's next chunk from the front of its share: half of what is left, or all but the last
+    // eighth when `most` (Split::stealing_committed's first chunk).
+    Range take_own(int t, bool most, int n, int grain) {
         std::atomic<std::uint64_t>& word = left_[std::size_t(t)].v;
         for (std::uint64_t v = word.load(std::memory_order_relaxed);;) {
             const int front = front_of(v), back = back_of(v);
             if (front >= back) return Range{n, n};
-            const int rest = back - front, size = first ? rest - rest / 8 : rest / 2;
+            const int rest = back - front, size = most ? rest - rest / 8 : rest / 2;
             const int end = std::min(back, std::max(front + grain, (front + size) / grain * grain));
             if (word.compare_exchange_weak(v, pack(end, back), std::memory_order_relaxed)) return Range{front, end};
         }

@@ -69,9 +69,10 @@ struct BlockRows {
 // the row, blocks, ahead) + the extra columns' product (E: only with one matrix). `ahead` is the row
 // `ahead` places further in this thread's sequence — on in `chunk`, then in `next`, the chunk it runs
 // after this one (ThreadPool::parallel_chunks) — so the prefetch runs on from one matrix's rows
-// into the next one's and from one chunk into the next, as if they were one stream.
+// into the next one's and from one chunk into the next, as if they were one stream. `next` is asked
+// for only when the prefetch reaches the end of `chunk`, which is when the pool claims it.
 template <class Block, class RowDot>
-void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, ThreadPool::Range chunk, ThreadPool::Range next,
+void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, ThreadPool::Range chunk, ThreadPool::Next& next_chunk,
                 const MatrixView* E, const float* z) {
     const int blocks = rows.W[0].cols / kQuantBlock;
     const std::size_t piece = std::size_t(blocks) * sizeof(Block);
@@ -84,6 +85,7 @@ void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, ThreadPo
     for (int g = chunk.begin; g < chunk.end; ++g) {
         const Block* w = rows.row(g, m, start);
         const bool on = g + ahead < chunk.end;  // the row to prefetch: still in this chunk, or in the next
+        const ThreadPool::Range next = on ? chunk : next_chunk.get();
         const int l = on ? g + ahead : next.begin + (g + ahead - chunk.end), l_end = on ? chunk.end : next.end;
         const Block* later = l < l_end ? rows.row(l, lm, lstart) : nullptr;
         float sum = row_dot(w, blocks, later);
@@ -146,12 +148,15 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
     if (pool && std::size_t(total) * W[0].cols < parallel_from) pool = nullptr;
     // dot8 / dot4: a row's dot product with the quantized x, for Q8_0 / Q4_0 rows.
     auto run = [&](auto dot8, auto dot4) {
-        auto rows = [&](ThreadPool::Range chunk, ThreadPool::Range next) {
+        auto rows = [&](ThreadPool::Range chunk, ThreadPool::Next& next) {
             if (W[0].dtype == DType::q8_0) quant_rows(y, BlockRows<BlockQ8_0>{W, count}, dot8, chunk, next, E, z);
             else quant_rows(y, BlockRows<BlockQ4_0>{W, count}, dot4, chunk, next, E, z);
         };
         if (pool && pool->size() > 1) pool->parallel_chunks(total, rows, 16, quant_row_split());
-        else rows(ThreadPool::Range{0, total}, ThreadPool::Range{total, total});
+        else {
+            ThreadPool::Next none(ThreadPool::Range{total, total});
+            rows(ThreadPool::Range{0, total}, none);
+        }
     };
     const int cols = W[0].cols;
     // The prefetch hint is chosen once per product (`with_hint` gets it as a type), so that the rows'

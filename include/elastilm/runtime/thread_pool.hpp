@@ -124,7 +124,7 @@ public:
     // but the last eighth, and each next chunk was claimed before the current one ran, so a thread held
     // 15/16 of its share from the start. On a Zen 5 VM with its two cores far apart, the threads' read
     // rates differed product by product by up to ±40 %, and the faster waited for the slower's committed
-    // chunks: 6–11 % of Q4_0 decode was spent waiting at a product's end against 1.5–2.5 % now, and
+    // chunks: 3–14 % of Q4_0 decode was spent waiting at a product's end against 1.4–2.3 % now, and
     // decode ran 1–4 % faster token for token; with the cores close, level (bench/model_speed.cpp --trace,
     // which rotates the splits).
     // Why not static shares alone: the fastest thread then waits for the slowest at every call (in decode

@@ -165,10 +165,17 @@ TEST(ThreadPool, StealingRelievesASlowThread) {
     std::mutex m;
     std::vector<Seen> seen;
     const std::thread::id caller = std::this_thread::get_id();
+    std::atomic<bool> worker_started{false};
     pool.parallel_chunks(
         4096,
         [&](ThreadPool::Range chunk, ThreadPool::Next& next) {
-            if (std::this_thread::get_id() != caller) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a slow worker
+            if (std::this_thread::get_id() != caller) {
+                worker_started = true;
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a slow worker
+            } else {
+                // Both start on their own shares: a worker not yet awake would otherwise leave all of it to the caller.
+                while (!worker_started) std::this_thread::yield();
+            }
             for (int i = chunk.begin; i < chunk.end; ++i) hits[std::size_t(i)].fetch_add(1, std::memory_order_relaxed);
             const ThreadPool::Range after = next.get();
             std::lock_guard lock(m);
@@ -179,6 +186,7 @@ TEST(ThreadPool, StealingRelievesASlowThread) {
     int by_caller = 0;
     for (const Seen& s : seen) by_caller += s.thread == caller ? s.chunk.end - s.chunk.begin : 0;
     EXPECT_GT(by_caller, 2048);  // its own share and part of the worker's
+    EXPECT_LT(by_caller, 4096);  // the worker ran its first chunk
     // The static split cannot: the caller runs exactly its share.
     std::vector<std::atomic<int>> again(4096);
     by_caller = 0;

@@ -9,10 +9,10 @@
 //       (decode with the quantized products' rows split statically, dynamically and by stealing, rotating:
 //       tok/s, where each decode's time went (bench/pool_trace.hpp), and tok/s with the split switched
 //       every token)
-//   elastilm_bench_model_speed -m MODEL.gguf --share [-n 128] [-r 1] [--no-mmap] [--prefetch HINT[:BYTES],…|both]
+//   elastilm_bench_model_speed -m MODEL.gguf --share [-n 128] [-r 1] [--no-mmap] [--prefetch HINT[:BYTES],…|both] [--split stealing|committed|both]
 //       (full-width decode GB/s against the streaming read's, each token next to a read of its bytes, and
 //       the share of decode in attention; with several --prefetch configurations, e.g.
-//       non-temporal:8192,non-temporal, they take turns)
+//       non-temporal:8192,non-temporal, or --split both, they take turns)
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)
@@ -267,15 +267,17 @@ int measure_trace(ModelWeights weights, int tg, int threads, int reps, const std
 // would put the reads that were slow by chance in one half and call its decode fast.) The medians
 // column divides the pairs' median times instead of their sums: one stall of the host, tens of
 // milliseconds in a token or a read, moves a sum but not a median.
-// `configs`: how the quantized kernels prefetch (simd/decode_prefetch.hpp); with several, they take turns
-// two tokens each, so that each sees both orders of decode and read, and each gets its own rows.
-struct PrefetchConfig {
+// `configs`: how the quantized kernels prefetch (simd/decode_prefetch.hpp) and split their rows
+// (ThreadPool::Split); with several, they take turns two tokens each, so that each sees both orders of
+// decode and read, and each gets its own rows.
+struct DecodeConfig {
     PrefetchHint hint;
     std::size_t distance;  // bytes ahead; 0: each thread's own, from its rate
+    ThreadPool::Split split;
     std::string name;
 };
 template <ModelConfig Cfg>
-int measure_share(ModelWeights weights, int tg, int threads, int reps, const std::vector<PrefetchConfig>& configs) {
+int measure_share(ModelWeights weights, int tg, int threads, int reps, const std::vector<DecodeConfig>& configs) {
     const std::size_t bytes = decode_bytes(weights);
     Model<Cfg> model(std::move(weights));
     ThreadPool pool(threads);
@@ -298,6 +300,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
             const std::size_t h = std::size_t(i / 2) % configs.size();
             set_quant_prefetch_hint(configs[h].hint);
             set_quant_prefetch_distance(configs[h].distance);
+            set_quant_row_split(configs[h].split);
             Pair p{0, 0, handoff_ns(pool), 0};
             auto decode = [&] {
                 const double attention0 = s.attention_seconds();
@@ -341,7 +344,8 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         row(configs[h].name, "the half with the longer ones", ps, ps.size() / 2, ps.size());
         for (const Pair& p : ps) decode_s += p.decode_s, attention_s += p.attention_s, ++tokens;
     }
-    if (std::any_of(configs.begin(), configs.end(), [](const PrefetchConfig& c) { return c.distance == 0; })) {
+    set_quant_row_split(ThreadPool::Split::stealing);
+    if (std::any_of(configs.begin(), configs.end(), [](const DecodeConfig& c) { return c.distance == 0; })) {
         std::vector<std::size_t> ahead(std::size_t(threads), 0);  // each thread's adaptive distance at the end
         pool.parallel_for(threads, [&](int begin, int end) {
             for (int t = begin; t < end; ++t) ahead[std::size_t(t)] = thread_prefetch_ahead().bytes_ahead();
@@ -353,7 +357,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
     std::printf(
         "(%d threads; %d decodes of %d tokens from an empty cache, %.2f tok/s over all, %.1f %% of it in attention over the cache%s)\n",
         threads, reps, tg, double(tokens) / decode_s, 100 * attention_s / decode_s,
-        configs.size() > 1 ? "; the prefetch configurations took turns two tokens each" : "");
+        configs.size() > 1 ? "; the configurations took turns two tokens each" : "");
     return 0;
 }
 
@@ -387,14 +391,17 @@ int measure_read_loops(int threads, int rounds) {
 
 // --prefetch: a comma-separated list of HINT[:DISTANCE], HINT one of default (the CPU's), cached,
 // non-temporal; DISTANCE bytes ahead, or adaptive (the default: each thread's own, from its rate).
-// `both` is cached,non-temporal.
-std::vector<PrefetchConfig> prefetch_configs(const std::string& list) {
-    std::vector<PrefetchConfig> configs;
+// `both` is cached,non-temporal. --split: stealing (the default), committed (Split::stealing_committed)
+// or both; every prefetch configuration with every split.
+std::vector<DecodeConfig> decode_configs(const std::string& list, const std::string& splits) {
+    require(splits == "stealing" || splits == "committed" || splits == "both", "--split",
+            "'" + splits + "' is not stealing, committed or both");
+    std::vector<DecodeConfig> configs;
     std::stringstream items(list == "both" ? std::string("cached,non-temporal") : list);
     for (std::string item; std::getline(items, item, ',');) {
         const std::size_t colon = item.find(':');
         const std::string hint = item.substr(0, colon), distance = colon == std::string::npos ? "adaptive" : item.substr(colon + 1);
-        PrefetchConfig c{default_prefetch_hint(), 0, ""};
+        DecodeConfig c{default_prefetch_hint(), 0, ThreadPool::Split::stealing, ""};
         if (hint == "cached") c.hint = PrefetchHint::cached;
         else if (hint == "non-temporal") c.hint = PrefetchHint::non_temporal;
         else require(hint == "default", "--prefetch", "'" + hint + "' is not default, cached or non-temporal (in '" + list + "')");
@@ -406,7 +413,13 @@ std::vector<PrefetchConfig> prefetch_configs(const std::string& list) {
             c.distance = std::size_t(bytes);
         }
         c.name = std::string(to_string(c.hint)) + ", " + (c.distance ? std::to_string(c.distance) + " B ahead" : "adaptive");
-        configs.push_back(c);
+        if (splits != "committed") configs.push_back(c);
+        if (splits != "stealing") {
+            c.split = ThreadPool::Split::stealing_committed;
+            configs.push_back(c);
+        }
+        if (splits == "both") configs[configs.size() - 2].name += ", stealing", configs.back().name += ", stealing (committed)";
+        else if (splits == "committed") configs.back().name += ", stealing (committed)";
     }
     require(!configs.empty(), "--prefetch", "no configuration in '" + list + "'");
     return configs;
@@ -450,6 +463,9 @@ int run(const cli::Args& args) {
         args.get("--prefetch", "", "default",
                  "with --share: how the quantized kernels prefetch, HINT[:BYTES] (HINT default, cached or non-temporal; BYTES ahead or "
                  "adaptive), comma-separated to take turns; both = cached,non-temporal");
+    const std::string split = args.get("--split", "", "stealing",
+                                       "with --share: how the quantized products' rows are split, stealing, committed (as until session "
+                                       "31) or both (taking turns)");
     const std::vector<std::string>& positional = args.positional();
     args.finish("elastilm_bench_model_speed -m MODEL [flags] | --smoke | --roofline | --write-synthetic SHAPE OUT.gguf\n"
                 "Prefill and decode tok/s per width ratio, as CSV lines ratio,pp_tok_s,tg_tok_s.");
@@ -510,9 +526,10 @@ int run(const cli::Args& args) {
         require(decode >= 2 && reps >= 1, "--share", "needs -n ≥ 2 (two halves of the pairs) and -r ≥ 1");
     }
     require(prefetch == "default" || share, "--prefetch", "only with --share");
-    const std::vector<PrefetchConfig> configs = prefetch_configs(prefetch);
+    require(split == "stealing" || share, "--split", "only with --share");
+    const std::vector<DecodeConfig> configs = decode_configs(prefetch, split);
     require(!share || configs.size() == 1 || decode >= 4 * int(configs.size()), "--share",
-            "with several --prefetch configurations, needs -n ≥ 4 per configuration (each in both orders, in both halves)");
+            "with several --prefetch or --split configurations, needs -n ≥ 4 per configuration (each in both orders, in both halves)");
     const auto t_load = clock_type::now();
     ModelWeights w = load_weights(path, no_mmap ? io::Residency::huge_page_copy : io::Residency::mapped);
     std::fprintf(stderr, "model_speed: loaded %s in %.2f s (%s)\n", path.c_str(), std::chrono::duration<double>(clock_type::now() - t_load).count(),

@@ -396,6 +396,10 @@ int measure_read_loops(int threads, int rounds) {
 std::vector<DecodeConfig> decode_configs(const std::string& list, const std::string& splits) {
     require(splits == "stealing" || splits == "committed" || splits == "both", "--split",
             "'" + splits + "' is not stealing, committed or both");
+    using Split = ThreadPool::Split;
+    std::vector<Split> chosen;
+    if (splits != "committed") chosen.push_back(Split::stealing);
+    if (splits != "stealing") chosen.push_back(Split::stealing_committed);
     std::vector<DecodeConfig> configs;
     std::stringstream items(list == "both" ? std::string("cached,non-temporal") : list);
     for (std::string item; std::getline(items, item, ',');) {
@@ -413,13 +417,12 @@ std::vector<DecodeConfig> decode_configs(const std::string& list, const std::str
             c.distance = std::size_t(bytes);
         }
         c.name = std::string(to_string(c.hint)) + ", " + (c.distance ? std::to_string(c.distance) + " B ahead" : "adaptive");
-        if (splits != "committed") configs.push_back(c);
-        if (splits != "stealing") {
-            c.split = ThreadPool::Split::stealing_committed;
-            configs.push_back(c);
+        for (Split split : chosen) {  // named when not the default alone
+            DecodeConfig d = c;
+            d.split = split;
+            if (chosen.size() > 1 || split != Split::stealing) d.name += split == Split::stealing ? ", stealing" : ", stealing (committed)";
+            configs.push_back(d);
         }
-        if (splits == "both") configs[configs.size() - 2].name += ", stealing", configs.back().name += ", stealing (committed)";
-        else if (splits == "committed") configs.back().name += ", stealing (committed)";
     }
     require(!configs.empty(), "--prefetch", "no configuration in '" + list + "'");
     return configs;

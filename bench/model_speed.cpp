@@ -316,7 +316,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         }
     }
     set_quant_prefetch_hint(default_prefetch_hint());
-    set_quant_prefetch_distance(0);
+    set_quant_prefetch_distance(default_prefetch_distance());
     std::printf(
         "| prefetch | pairs of a decoded token and a read of %.0f MB | decode GB/s | read GB/s | decode / read | "
         "decode / read, medians | pool hand-off, median |\n|---|---|---|---|---|---|---|\n",
@@ -390,7 +390,8 @@ int measure_read_loops(int threads, int rounds) {
 }
 
 // --prefetch: a comma-separated list of HINT[:DISTANCE], HINT one of default (the CPU's), cached,
-// non-temporal; DISTANCE bytes ahead, or adaptive (the default: each thread's own, from its rate).
+// non-temporal; DISTANCE bytes ahead, adaptive (each thread's own, from its rate) or, when left out,
+// the CPU's default (simd/decode_prefetch.hpp: adaptive on AMD, 8 KB on Intel).
 // `both` is cached,non-temporal. --split: stealing (the default), committed (Split::stealing_committed)
 // or both; every prefetch configuration with every split.
 std::vector<DecodeConfig> decode_configs(const std::string& list, const std::string& splits) {
@@ -404,12 +405,14 @@ std::vector<DecodeConfig> decode_configs(const std::string& list, const std::str
     std::stringstream items(list == "both" ? std::string("cached,non-temporal") : list);
     for (std::string item; std::getline(items, item, ',');) {
         const std::size_t colon = item.find(':');
-        const std::string hint = item.substr(0, colon), distance = colon == std::string::npos ? "adaptive" : item.substr(colon + 1);
-        DecodeConfig c{default_prefetch_hint(), 0, ThreadPool::Split::stealing, ""};
+        const std::string hint = item.substr(0, colon), distance = colon == std::string::npos ? "" : item.substr(colon + 1);
+        DecodeConfig c{default_prefetch_hint(), default_prefetch_distance(), ThreadPool::Split::stealing, ""};
         if (hint == "cached") c.hint = PrefetchHint::cached;
         else if (hint == "non-temporal") c.hint = PrefetchHint::non_temporal;
         else require(hint == "default", "--prefetch", "'" + hint + "' is not default, cached or non-temporal (in '" + list + "')");
-        if (distance != "adaptive") {
+        if (distance == "adaptive") {
+            c.distance = 0;
+        } else if (colon != std::string::npos) {
             char* end = nullptr;
             const long bytes = std::strtol(distance.c_str(), &end, 10);
             require(!distance.empty() && *end == '\0' && bytes >= 64 && bytes <= (1 << 20), "--prefetch",
@@ -465,7 +468,7 @@ int run(const cli::Args& args) {
     const std::string prefetch =
         args.get("--prefetch", "", "default",
                  "with --share: how the quantized kernels prefetch, HINT[:BYTES] (HINT default, cached or non-temporal; BYTES ahead or "
-                 "adaptive), comma-separated to take turns; both = cached,non-temporal");
+                 "adaptive, left out: the CPU's default), comma-separated to take turns; both = cached,non-temporal");
     const std::string split = args.get("--split", "", "stealing",
                                        "with --share: how the quantized products' rows are split, stealing, committed (as until session "
                                        "31) or both (taking turns)");

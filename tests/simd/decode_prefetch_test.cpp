@@ -42,10 +42,19 @@ TEST(PrefetchAhead, ChangesOnlyOnceAWindowIsRead) {
 }
 
 TEST(PrefetchSettings, DefaultsAndRoundTrip) {
-    EXPECT_EQ(quant_prefetch_distance(), 0u);  // adaptive
+    EXPECT_EQ(quant_prefetch_distance(), default_prefetch_distance());
+#if defined(__x86_64__) || defined(__i386__)
+    // Adaptive on AMD, a fixed distance on Intel; and each default goes with its hint.
+    EXPECT_EQ(default_prefetch_distance() == 0, __builtin_cpu_is("amd"));
+    EXPECT_EQ(default_prefetch_distance() == 0, default_prefetch_hint() == PrefetchHint::non_temporal);
+#else
+    EXPECT_EQ(default_prefetch_distance(), 0u);  // adaptive
+#endif
     set_quant_prefetch_distance(4096);
     EXPECT_EQ(quant_prefetch_distance(), 4096u);
     set_quant_prefetch_distance(0);
+    EXPECT_EQ(quant_prefetch_distance(), 0u);
+    set_quant_prefetch_distance(default_prefetch_distance());
     const PrefetchHint d = default_prefetch_hint();
     EXPECT_EQ(quant_prefetch_hint(), d);
     const PrefetchHint other = d == PrefetchHint::cached ? PrefetchHint::non_temporal : PrefetchHint::cached;

@@ -238,7 +238,7 @@ TEST_P(QuantKernels, EveryPrefetchGivesTheSameFloats) {
             }
         }
     set_quant_prefetch_hint(default_prefetch_hint());
-    set_quant_prefetch_distance(0);
+    set_quant_prefetch_distance(default_prefetch_distance());
 }
 
 TEST_P(QuantKernels, MatvecWithExtraColumns) {  // a LoRA adapter's B read with the base weights

@@ -22,7 +22,12 @@
 // ~24 GB/s each) 4 KB and the adaptive ~5.5 KB read 1-4 points more of the read loop than 8 KB
 // (bench/model_speed.cpp --share --prefetch non-temporal:4096,non-temporal,non-temporal:8192); far
 // apart (~38 GB/s each) shorter distances read less (experiment builds), and the adaptive ~8.5 KB read
-// as much as 8 KB. (Sapphire Rapids, ~15 GB/s a thread, did well with 2 KB, in line with the same law.)
+// as much as 8 KB. That holds on AMD. On Intel the default is a fixed 8 KB: on an Emerald Rapids VM
+// (2 cores, ~13 GB/s each; TinyLlama, 2 threads, --share --prefetch cached,cached:8192, the two taking
+// turns token by token) the rate law settled at 2-3 KB, and 8 KB read 1.2-7.0 points more of the read
+// loop for Q4_0 and 1.0-1.7 for Q8_0 in every one of three runs, while 4-12 KB read within about two
+// points of each other. A distance that is too short is self-confirming under the law: a thread that
+// prefetches too little reads slowly, and its slow rate asks for a short distance again.
 //
 // Both are settings, not constants, so that a benchmark can compare them in one run.
 #pragma once
@@ -88,10 +93,21 @@ inline PrefetchAhead& thread_prefetch_ahead() {
     return a;
 }
 
-// The distance setting: 0 (the default) for each thread's own rate-derived distance, or a fixed number
-// of bytes for every thread.
+// The CPU's default distance: 0, each thread's own rate-derived distance (PrefetchAhead), on AMD and
+// off x86; a fixed 8 KB on other x86 CPUs (Intel: see above).
+inline constexpr std::size_t kIntelPrefetchBytes = 8192;
+inline std::size_t default_prefetch_distance() {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_is("amd") ? 0 : kIntelPrefetchBytes;
+#else
+    return 0;
+#endif
+}
+
+// The distance setting: 0 for each thread's own rate-derived distance, or a fixed number of bytes for
+// every thread; default_prefetch_distance() until set.
 inline std::atomic<std::size_t>& quant_prefetch_distance_setting() {
-    static std::atomic<std::size_t> d{0};
+    static std::atomic<std::size_t> d{default_prefetch_distance()};
     return d;
 }
 inline std::size_t quant_prefetch_distance() { return quant_prefetch_distance_setting().load(std::memory_order_relaxed); }

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,7 @@ namespace elastilm::bench {
 struct TraceSummary {
     double total_ms = 0, all_working_ms = 0, start_skew_ms = 0, waiting_ms = 0, outside_ms = 0;
     std::vector<double> waited_ms;  // per thread: time it had finished a call and waited for the others
+    std::vector<double> call_waits_us;  // per call: from the first thread's end to the last one's, sorted
     int calls = 0;
 };
 
@@ -49,11 +52,13 @@ inline TraceSummary summarize(const ThreadPool::Trace& trace, std::chrono::stead
         inside += ms(first_start, last_end);
         r.start_skew_ms += ms(first_start, last_start);
         r.waiting_ms += ms(first_end, last_end);
+        r.call_waits_us.push_back(1e3 * ms(first_end, last_end));
         r.all_working_ms += std::max(0.0, ms(last_start, first_end));
         for (std::size_t t = 0; t < threads; ++t)
             if (call[t].first != tp::max()) r.waited_ms[t] += ms(call[t].second, last_end);
     }
     r.outside_ms = r.total_ms - inside;
+    std::sort(r.call_waits_us.begin(), r.call_waits_us.end());
     return r;
 }
 
@@ -64,6 +69,17 @@ inline void print(const TraceSummary& s, const std::string& what) {
                 100 * s.waiting_ms / s.total_ms);
     for (double w : s.waited_ms) std::printf(" %.2f", w);
     std::printf(") | outside the products %.2f ms (%.1f %%)\n", s.outside_ms, 100 * s.outside_ms / s.total_ms);
+    // Whether the waiting is every product's or a few long stalls': its spread over the products, and the
+    // part of it in the tenth of them that waited longest.
+    const std::vector<double>& w = s.call_waits_us;
+    if (w.empty()) return;
+    auto at = [&](double q) { return w[std::min(w.size() - 1, std::size_t(q * double(w.size())))]; };
+    const auto longest_tenth = w.end() - std::ptrdiff_t(w.size() / 10);
+    const double all = std::accumulate(w.begin(), w.end(), 0.0), top = std::accumulate(longest_tenth, w.end(), 0.0);
+    std::printf(
+        "  waiting per product, µs: median %.1f, 90th percentile %.1f, 99th %.1f, longest %.1f; the tenth of the products "
+        "that waited longest hold %.0f %% of it\n",
+        at(0.5), at(0.9), at(0.99), w.back(), all > 0 ? 100 * top / all : 0.0);
 }
 
 }  // namespace elastilm::bench

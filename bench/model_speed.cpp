@@ -2,6 +2,8 @@
 // tok/s — for every requested width ratio. Used by versus-llamacpp.sh; also handy on its own.
 //
 //   elastilm_bench_model_speed -m MODEL.gguf [-p 512] [-n 128] [-t 2] [-r 1] [--ratios 100,50,20] [--gemm reduced|fp32|bf16|fp16]
+//       [--no-mmap [--block-order default|gguf]]   (gguf: a quantized copy's blocks left in GGUF's order
+//       where the build's decode kernel would read them interleaved, simd/quant_interleaved.hpp)
 //   elastilm_bench_model_speed -m MODEL.gguf --ttft 128,512,1024 [--ratios …] [--attention tiled|per-query|both]
 //       (TTFT per prompt length, attention share; `both` times the tiled prefill attention and the per-query
 //       one before it alternately in one run)
@@ -458,6 +460,11 @@ int run(const cli::Args& args) {
     const std::string attention = args.get("--attention", "", "tiled", "with --ttft: prefill attention tiled, per-query or both (alternating)");
     const bool smoke = args.has("--smoke", "", "a synthetic stories260K-shaped model in memory, tiny work (CI)");
     const bool no_mmap = args.has("--no-mmap", "", "copy the weights into memory on transparent huge pages instead of mapping the file");
+    const std::string block_order = args.get(
+        "--block-order", "", "default",
+        "with --no-mmap: default (quantized blocks interleaved where the build's decode kernel reads them) or gguf (kept in GGUF's order)");
+    require(block_order == "default" || block_order == "gguf", "--block-order", "is default or gguf, not " + block_order);
+    interleaved::interleave_on_load_setting() = block_order == "default";
     const bool bandwidth = args.has("--bandwidth", "", "print the machine's streaming read GB/s only");
     const bool read_loops = args.has("--read-loops", "", "the two read loops behind every GB/s figure, side by side for -r rounds");
     const bool bytes_only = args.has("--decode-bytes", "", "with -m: print the bytes one full-width decode step reads, and exit");
@@ -538,8 +545,10 @@ int run(const cli::Args& args) {
             "with several --prefetch or --split configurations, needs -n ≥ 4 per configuration (each in both orders, in both halves)");
     const auto t_load = clock_type::now();
     ModelWeights w = load_weights(path, no_mmap ? io::Residency::huge_page_copy : io::Residency::mapped);
-    std::fprintf(stderr, "model_speed: loaded %s in %.2f s (%s)\n", path.c_str(), std::chrono::duration<double>(clock_type::now() - t_load).count(),
-                 no_mmap ? "copied into memory, --no-mmap" : "mapped");
+    const bool interleaved_blocks = !w.layers.empty() && w.layers[0].w_up.order == BlockOrder::interleaved;
+    std::fprintf(stderr, "model_speed: loaded %s in %.2f s (%s%s)\n", path.c_str(),
+                 std::chrono::duration<double>(clock_type::now() - t_load).count(), no_mmap ? "copied into memory, --no-mmap" : "mapped",
+                 interleaved_blocks ? ", blocks interleaved for the decode kernel" : "");
     return with_config(w.hparams, w.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(w);
         if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios, paths);

@@ -19,6 +19,9 @@
 //   --interleaved R   R rounds alternating the read loop and fused / two-product decode passes with the
 //                     rows split statically and dynamically (ThreadPool::Split): medians, shares of the
 //                     read loop, all from one run;
+//   --orders R        R rounds alternating the read loop and fused decode passes with the blocks in
+//                     GGUF's order and interleaved (simd/quant_interleaved.hpp, the order the loader
+//                     gives a --no-mmap copy where the build has the AVX-512 VNNI kernel);
 //   --trace R         R fused decode passes per format and split, each traced (bench/pool_trace.hpp).
 #include <benchmark/benchmark.h>
 
@@ -112,7 +115,7 @@ struct Layers {
     std::unique_ptr<std::byte, Free> bytes;
     std::vector<MatrixView> views;
     std::size_t total = 0;
-    Layers(DType dtype, bool huge_pages) {
+    Layers(DType dtype, bool huge_pages, BlockOrder order = BlockOrder::gguf) {
         using C = TinyLlama1B;
         const int shapes[7][2] = {{C::n_heads * C::head_dim, C::dim}, {C::n_kv_heads * C::head_dim, C::dim}, {C::n_kv_heads * C::head_dim, C::dim},
                                   {C::dim, C::n_heads * C::head_dim}, {C::hidden_dim, C::dim}, {C::hidden_dim, C::dim}, {C::dim, C::hidden_dim}};
@@ -133,6 +136,8 @@ struct Layers {
                 std::memcpy(p, m.bytes.data(), m.bytes.size());
                 MatrixView v = m.view;
                 v.data = p;
+                if (order == BlockOrder::interleaved) interleaved::interleave_rows(p, dtype, std::size_t(v.rows), v.cols / kQuantBlock);
+                v.order = order;
                 views.push_back(v);
                 p += m.bytes.size();
             }
@@ -201,15 +206,47 @@ const char* split_name(ThreadPool::Split s) {
     return "?";
 }
 
+struct Variant {
+    std::string name;
+    std::function<double()> gbs;
+};
+
+// R rounds, each timing every variant once in a rotating order, so that all of them see the same
+// machine; then each one's median GB/s and its share of the first one's (the read loop's) median.
+int print_rotating(const std::vector<Variant>& variants, int rounds, int threads) {
+    std::vector<std::vector<double>> gbs(variants.size());
+    for (int r = 0; r < rounds; ++r)
+        for (std::size_t k = 0; k < variants.size(); ++k) {
+            const std::size_t i = (k + std::size_t(r)) % variants.size();
+            gbs[i].push_back(variants[i].gbs());
+        }
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    const double ref = median(gbs[0]);
+    std::printf("| %d threads, %d rounds | GB/s median (min–max) | of the read loop |\n|---|---|---|\n", threads, rounds);
+    for (std::size_t i = 0; i < variants.size(); ++i)
+        std::printf("| %s | %.2f (%.2f–%.2f) | %.1f %% |\n", variants[i].name.c_str(), median(gbs[i]),
+                    *std::min_element(gbs[i].begin(), gbs[i].end()), *std::max_element(gbs[i].begin(), gbs[i].end()),
+                    100 * median(gbs[i]) / ref);
+    return 0;
+}
+
+// GB/s of one decode pass.
+std::function<double()> timed_pass(Pass* p, ThreadPool& pool, std::size_t total) {
+    return [p, &pool, total] {
+        const auto t0 = std::chrono::steady_clock::now();
+        p->run(pool);
+        return double(total) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9;
+    };
+}
+
 // --interleaved R: R rounds, each timing every variant once — the streaming read loop (1 GiB, huge pages)
 // and a decode pass (huge pages, 2 threads) per block format, product grouping and row split — in a
 // rotating order, so that all of them see the same machine; then each variant's median GB/s and its
 // share of the read loop's median. Only these ratios, measured side by side, say anything here.
-int interleaved(int rounds, int threads) {
-    struct Variant {
-        std::string name;
-        std::function<double()> gbs;
-    };
+int side_by_side(int rounds, int threads) {
     std::vector<Variant> variants;
     constexpr std::size_t bytes = std::size_t(1) << 30;
     const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
@@ -225,31 +262,41 @@ int interleaved(int rounds, int threads) {
                 Pass* p = passes.emplace_back(std::make_unique<Pass>(L, g)).get();
                 const std::string name = std::string(to_string(dtype)) + (g == Grouping::fused ? " decode pass, fused products" : " decode pass, two products") +
                                          ", " + split_name(split);
-                variants.push_back({name, [&, p, split, total = L.total] {
+                variants.push_back({name, [split, pass = timed_pass(p, pool, L.total)] {
                                         set_quant_row_split(split);
-                                        const auto t0 = std::chrono::steady_clock::now();
-                                        p->run(pool);
-                                        return double(total) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9;
+                                        return pass();
                                     }});
             }
     }
-    std::vector<std::vector<double>> gbs(variants.size());
-    for (int r = 0; r < rounds; ++r)
-        for (std::size_t k = 0; k < variants.size(); ++k) {
-            const std::size_t i = (k + std::size_t(r)) % variants.size();
-            gbs[i].push_back(variants[i].gbs());
-        }
+    print_rotating(variants, rounds, threads);
     set_quant_row_split(ThreadPool::Split::stealing);
-    auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-    };
-    const double ref = median(gbs[0]);
-    std::printf("| %d threads, %d rounds | GB/s median (min–max) | of the read loop |\n|---|---|---|\n", threads, rounds);
-    for (std::size_t i = 0; i < variants.size(); ++i)
-        std::printf("| %s | %.2f (%.2f–%.2f) | %.1f %% |\n", variants[i].name.c_str(), median(gbs[i]),
-                    *std::min_element(gbs[i].begin(), gbs[i].end()), *std::max_element(gbs[i].begin(), gbs[i].end()), 100 * median(gbs[i]) / ref);
     return 0;
+}
+
+// --orders R: R rounds, each timing the streaming read loop and decode passes (huge pages, 2 threads,
+// the default split; fused products, and two products) per block format in GGUF's block order and
+// interleaved (simd/quant_interleaved.hpp, where the build has its kernel), in a rotating order;
+// medians and shares of the read loop, as --interleaved prints them.
+int block_orders(int rounds, int threads) {
+    constexpr std::size_t bytes = std::size_t(1) << 30;
+    const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
+    ThreadPool pool(threads);
+    std::vector<Variant> variants = {
+        {"streaming read (bench/roofline.hpp's loop)", [&] { return read_once(buf.get(), bytes / sizeof(float), pool); }}};
+    std::vector<std::unique_ptr<Layers>> layers;
+    std::vector<std::unique_ptr<Pass>> passes;
+    const std::vector<BlockOrder> orders = interleaved::kInterleavedDecode
+                                               ? std::vector<BlockOrder>{BlockOrder::gguf, BlockOrder::interleaved}
+                                               : std::vector<BlockOrder>{BlockOrder::gguf};
+    for (DType dtype : {DType::q8_0, DType::q4_0})
+        for (BlockOrder order : orders) {
+            const Layers& L = *layers.emplace_back(std::make_unique<Layers>(dtype, true, order));
+            for (Grouping g : {Grouping::fused, Grouping::two_products})
+                variants.push_back({std::string(to_string(dtype)) + (g == Grouping::fused ? " fused decode pass, " : " two products, ") +
+                                        (order == BlockOrder::gguf ? "GGUF's block order" : "interleaved blocks"),
+                                    timed_pass(passes.emplace_back(std::make_unique<Pass>(L, g)).get(), pool, L.total)});
+        }
+    return print_rotating(variants, rounds, threads);
 }
 
 // --trace R: R fused decode passes per block format and row split, alternating the splits, each traced
@@ -304,7 +351,8 @@ struct Case {
 
 int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; ++i) {
-        if (std::strcmp(argv[i], "--interleaved") == 0) return interleaved(std::atoi(argv[i + 1]), 2);
+        if (std::strcmp(argv[i], "--interleaved") == 0) return side_by_side(std::atoi(argv[i + 1]), 2);
+        if (std::strcmp(argv[i], "--orders") == 0) return block_orders(std::atoi(argv[i + 1]), 2);
         if (std::strcmp(argv[i], "--trace") == 0) return trace(std::atoi(argv[i + 1]), 2);
     }
     bool smoke = false;

@@ -65,7 +65,8 @@ step "native-ISA build ($root/native-isa, -march=native): the reduced-precision 
 # instead of AVX2's 8.
 isa_tests=(elastilm_simd_gemm_reduced_test elastilm_simd_kernels_test elastilm_model_reduced_precision_test
            elastilm_model_reference_models_test elastilm_model_session_test elastilm_ops_attention_tiled_test
-           elastilm_simd_quant_kernels_test)  # the packed AVX-512 VNNI quantized GEMM
+           elastilm_simd_quant_kernels_test    # the packed AVX-512 VNNI quantized GEMM, the interleaved decode kernel
+           elastilm_io_mapped_file_test)       # and the loader interleaving a --no-mmap copy's blocks for it
 if grep -qwE 'avx512_bf16|avx512_fp16' /proc/cpuinfo; then
   # The llama.cpp comparison at the end runs this tree's model_speed as its native-ISA row: built here
   # with the tests, its single long compile overlaps theirs instead of running alone on one core.

@@ -46,6 +46,11 @@ constexpr std::string_view to_string(DType t) {
 // Block formats are out_major only (blocks run along the inputs) and `ld` is in elements, a multiple of 32.
 enum class Layout : std::uint8_t { out_major, in_major };
 
+// The order of a block format's bytes within each row: GGUF's (block after block), or interleaved for
+// the AVX-512 VNNI decode kernel (simd/quant_interleaved.hpp: same row size, bytes moved within it),
+// which the loader makes of a --no-mmap copy where that kernel is compiled.
+enum class BlockOrder : std::uint8_t { gguf, interleaved };
+
 struct MatrixView {
     const void* data = nullptr;
     DType dtype = DType::f32;
@@ -53,6 +58,7 @@ struct MatrixView {
     int rows = 0;         // outputs used
     int cols = 0;         // inputs used
     std::size_t ld = 0;   // elements between consecutive rows (out_major) or columns (in_major)
+    BlockOrder order = BlockOrder::gguf;  // block formats only
 
     // The leading rows × cols block: the same bytes, a smaller view. This is how a ratio slices.
     constexpr MatrixView prefix(int r, int c) const {

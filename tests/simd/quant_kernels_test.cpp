@@ -17,6 +17,7 @@
 #include "elastilm/simd/matvec.hpp"
 #include "elastilm/simd/decode_prefetch.hpp"
 #include "elastilm/simd/quant_blocks.hpp"
+#include "elastilm/simd/quant_interleaved.hpp"
 
 namespace elastilm {
 namespace {
@@ -138,6 +139,27 @@ void expect_rows(const Stored& s, const std::vector<double>& xq, const float* y,
 }
 
 class QuantKernels : public ::testing::TestWithParam<DType> {};
+
+// A copy of s with its stored rows' blocks interleaved (simd/quant_interleaved.hpp), viewed the same.
+Stored interleaved_copy(const Stored& s) {
+    Stored out = s;
+    const int row_blocks = int(s.view.ld / kQuantBlock);
+    const std::size_t rows = s.bytes.size() / (std::size_t(row_blocks) * block_bytes(s.view.dtype));
+    interleaved::interleave_rows(out.bytes.data(), s.view.dtype, rows, row_blocks);
+    out.view.data = out.bytes.data();
+    out.view.order = BlockOrder::interleaved;
+    return out;
+}
+
+// |y − want| within 2e-5 of Σ|w·x| per row: two kernels that sum in different orders.
+void expect_close(const Stored& s, const std::vector<double>& xq, const std::vector<float>& y, const std::vector<float>& want,
+                  const std::string& what) {
+    for (int i = 0; i < s.view.rows; ++i) {
+        double mag = 0;
+        for (int j = 0; j < s.view.cols; ++j) mag += std::fabs(s.dequantized[std::size_t(i) * s.view.ld + j] * xq[j]);
+        ASSERT_NEAR(y[i], want[i], 2e-5 * mag + 1e-6) << what << ", row " << i;
+    }
+}
 
 TEST_P(QuantKernels, MatvecOddSizesPrefixesThreads) {
     const DType dtype = GetParam();
@@ -281,10 +303,11 @@ TEST_P(QuantKernels, MatvecEveryBlockCountWithAndWithoutExtra) {
 // Every ratio's slice of tiny-gqa-15M's and docs-95M's shapes through the decode kernel: Wq's leading
 // rows, W_down's leading inputs (a prefix of each row's blocks), with the extra columns on W_down.
 template <class Cfg>
-void matvec_every_ratio(DType dtype) {
+void matvec_every_ratio(DType dtype, BlockOrder order = BlockOrder::gguf) {
     ThreadPool pool(2);
-    const Stored wq = make(Cfg::n_heads * Cfg::head_dim, Cfg::dim, Cfg::n_heads * Cfg::head_dim, Cfg::dim, dtype, 31);
-    const Stored down = make(Cfg::dim, Cfg::hidden_dim, Cfg::dim, Cfg::hidden_dim, dtype, 32);
+    Stored wq = make(Cfg::n_heads * Cfg::head_dim, Cfg::dim, Cfg::n_heads * Cfg::head_dim, Cfg::dim, dtype, 31);
+    Stored down = make(Cfg::dim, Cfg::hidden_dim, Cfg::dim, Cfg::hidden_dim, dtype, 32);
+    if (order == BlockOrder::interleaved) wq = interleaved_copy(wq), down = interleaved_copy(down);
     const int e_cols = 8;
     const auto z = activations(e_cols, 33), e = activations(Cfg::dim * e_cols, 34);
     std::vector<f16_bits> e16;
@@ -307,6 +330,14 @@ void matvec_every_ratio(DType dtype) {
 TEST_P(QuantKernels, MatvecEveryRatioSliceTwoModels) {
     matvec_every_ratio<TinyGqa15M>(GetParam());
     matvec_every_ratio<Docs95M>(GetParam());
+}
+
+// The same slices of interleaved rows (the loader's order for a --no-mmap copy where the zmm kernel is
+// compiled): Wq's rows end in a short group (docs-95M: 24 blocks), W_down's slices end inside groups.
+TEST_P(QuantKernels, InterleavedDecodeEveryRatioSliceTwoModels) {
+    if (!ELASTILM_QMATVEC_VNNI) GTEST_SKIP() << "interleaved decode kernel not compiled: needs -march with AVX-512 VNNI and BW";
+    matvec_every_ratio<TinyGqa15M>(GetParam(), BlockOrder::interleaved);
+    matvec_every_ratio<Docs95M>(GetParam(), BlockOrder::interleaved);
 }
 
 // Blocks at the edges of their formats: Q8_0 bytes −128 (a GGUF file may hold it, our quantizer never
@@ -350,6 +381,11 @@ TEST_P(QuantKernels, MatvecExtremeValues) {
     std::vector<float> y(rows);
     matvec(y.data(), s.view, x.data(), nullptr, nullptr, 0);
     expect_rows(s, as_quantized(x.data(), cols), y.data(), nullptr, nullptr, 0, "extremes");
+    if (ELASTILM_QMATVEC_VNNI) {
+        const Stored t = interleaved_copy(s);
+        matvec(y.data(), t.view, x.data(), nullptr, nullptr, 0);
+        expect_rows(t, as_quantized(x.data(), cols), y.data(), nullptr, nullptr, 0, "extremes, interleaved");
+    }
 }
 
 // The prefill GEMM on the same extremes, with a row and a token count off its tiles (odd both ways).
@@ -628,6 +664,95 @@ TEST_P(QuantKernels, ZmmDecodeMatchesTheYmmKernel) {
 #else
     GTEST_SKIP() << "zmm decode kernel not compiled: needs -march with AVX-512 VNNI and BW";
 #endif
+}
+
+// The interleaved decode kernel (simd/quant_matvec_interleaved.hpp) against the reference and against
+// the GGUF-order zmm kernel on the same blocks: block counts around its halves of 16 and groups of 32,
+// rows stored exactly (the row's last group stored short) or wider (a ratio's prefix: the last group
+// partly live, or short and partly live), one thread and two.
+TEST_P(QuantKernels, InterleavedDecodeOddSizesAndPrefixes) {
+    if (!ELASTILM_QMATVEC_VNNI) GTEST_SKIP() << "interleaved decode kernel not compiled: needs -march with AVX-512 VNNI and BW";
+    const DType dtype = GetParam();
+    ThreadPool pool(2);
+    for (int blocks : {1, 2, 3, 15, 16, 17, 31, 32, 33, 40, 47, 48, 49, 63, 64, 65, 176})
+        for (int wider : {0, 3, 37}) {
+            const int rows = 19 + blocks % 7, cols = 32 * blocks;
+            const std::string what = "interleaved, " + std::to_string(blocks) + " of " + std::to_string(blocks + wider) + " blocks";
+            const Stored s = make(rows, cols, rows + 2, cols + 32 * wider, dtype, 90 + std::uint64_t(blocks) * 3 + wider);
+            const Stored t = interleaved_copy(s);
+            const auto x = activations(cols, 91 + blocks);
+            std::vector<float> y(rows, -1), gguf(rows, -1);
+            matvec(y.data(), t.view, x.data(), blocks % 2 ? &pool : nullptr, nullptr, 0);
+            matvec(gguf.data(), s.view, x.data(), nullptr, nullptr, 0);
+            const auto xq = as_quantized(x.data(), cols);
+            expect_rows(t, xq, y.data(), nullptr, nullptr, 0, what.c_str());
+            expect_close(s, xq, y, gguf, what + " vs GGUF order");
+        }
+}
+
+// Products of one input fused over interleaved matrices (Wq, Wk, Wv at decode) give each one exactly the
+// floats of its own matvec, as in GGUF's order.
+TEST_P(QuantKernels, InterleavedFusedProductsMatchTheirOwnMatvecs) {
+    if (!ELASTILM_QMATVEC_VNNI) GTEST_SKIP() << "interleaved decode kernel not compiled: needs -march with AVX-512 VNNI and BW";
+    const DType dtype = GetParam();
+    ThreadPool pool(2);
+    for (int cols : {32, 1056, 2048}) {
+        const Stored a = interleaved_copy(make(5, cols, 9, cols + 32, dtype, 71)),
+                     b = interleaved_copy(make(40, cols, 40, cols, dtype, 72));
+        const auto x = activations(cols, 74);
+        std::vector<float> ya(5, -1), yb(40, -1), ra(5), rb(40);
+        float* const y[] = {ya.data(), yb.data()};
+        const MatrixView W[] = {a.view, b.view};
+        quant_matvecs(y, W, x.data(), &pool, /*parallel_from=*/0);
+        matvec(ra.data(), a.view, x.data(), &pool, nullptr, 0);
+        matvec(rb.data(), b.view, x.data(), &pool, nullptr, 0);
+        EXPECT_EQ(ya, ra) << cols;
+        EXPECT_EQ(yb, rb) << cols;
+        expect_rows(b, as_quantized(x.data(), cols), yb.data(), nullptr, nullptr, 0, "fused, interleaved");
+    }
+}
+
+// The packed GEMM reads interleaved rows (the layers of a --no-mmap copy) into the very panels it packs
+// from GGUF's order: bit for bit the same products, at odd sizes and every ratio's slice.
+TEST_P(QuantKernels, PackedGemmReadsInterleavedRowsAsGguf) {
+#if ELASTILM_QGEMM_PACKED
+    const DType dtype = GetParam();
+    ThreadPool pool(2);
+    auto same = [&](const Stored& s, int n, const std::string& what) {
+        const Stored t = interleaved_copy(s);
+        const int cols = s.view.cols, ldy = s.view.rows;
+        const auto X = activations(n * cols, std::uint64_t(n) * 31 + cols);
+        std::vector<float> a(std::size_t(n) * ldy, -1), b(std::size_t(n) * ldy, -2);
+        matmul(a.data(), ldy, s.view, X.data(), cols, n, &pool);
+        matmul(b.data(), ldy, t.view, X.data(), cols, n, &pool);
+        ASSERT_EQ(a, b) << what;
+    };
+    for (int rows : {1, 17, 33})
+        for (int blocks : {1, 17, 33, 49})
+            for (int wider : {0, 5}) same(make(rows, 32 * blocks, rows, 32 * (blocks + wider), dtype, 97), 7, "odd sizes");
+    const Stored down = make(Docs95M::dim, Docs95M::hidden_dim, Docs95M::dim, Docs95M::hidden_dim, dtype, 98);
+    for (const WidthInfo& w : width_table<Docs95M>) {
+        Stored d = down;
+        d.view = down.view.prefix(Docs95M::dim, w.hidden);
+        same(d, 3, "docs-95M W_down at " + std::to_string(w.percent) + "%");
+    }
+#else
+    GTEST_SKIP() << "packed GEMM not compiled: needs -march with AVX-512 VNNI and BW";
+#endif
+}
+
+// Kernels that read only GGUF's order refuse interleaved rows instead of computing garbage: the
+// one-block decode kernel and the tiled prefill GEMM (on every build), and so a build's public matvec
+// and matmul where those are its kernels.
+TEST_P(QuantKernels, KernelsForGgufOrderRefuseInterleavedRows) {
+    const Stored t = interleaved_copy(make(4, 64, 4, 64, GetParam(), 99));
+    const auto x = activations(64, 100);
+    std::vector<float> y(4);
+    EXPECT_THROW(detail::quant_matvec<false>(y.data(), t.view, x.data(), nullptr, nullptr, nullptr, 0), Error);
+    const auto xq = quantized_tokens(x, 64, 64, 1);
+    EXPECT_THROW(qgemm::matmul_tiled(y.data(), 4, t.view, xq.data(), 1), Error);
+    if (!ELASTILM_QMATVEC_VNNI) EXPECT_THROW(matvec(y.data(), t.view, x.data(), nullptr, nullptr, 0), Error);
+    if (!ELASTILM_QGEMM_PACKED) EXPECT_THROW(matmul(y.data(), 4, t.view, x.data(), 64, 1, nullptr), Error);
 }
 
 // The SMMLA micro-kernel (ARM with I8MM) against the dot-product one it replaces, on the same quantized

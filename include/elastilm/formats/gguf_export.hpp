@@ -19,6 +19,7 @@
 #include "elastilm/model/weights.hpp"
 #include "elastilm/simd/f16.hpp"
 #include "elastilm/simd/quant_blocks.hpp"
+#include "elastilm/simd/quant_interleaved.hpp"
 #include "elastilm/tokenizer/gguf_keys.hpp"
 
 namespace elastilm::io {
@@ -69,7 +70,10 @@ inline std::vector<int> rope_rows_to_adjacent(int n_heads, int head_dim) {
 inline void row_as_f32(float* out, const MatrixView& W, int r) {
     const auto* base = static_cast<const std::byte*>(W.data);
     if (is_quantized(W.dtype)) {
-        dequantize_row(out, W.dtype, base + bytes_for(W.dtype, W.offset(r, 0)), W.cols);
+        thread_local std::vector<std::byte> blocks;  // the row in GGUF's block order
+        blocks.resize(bytes_for(W.dtype, W.ld));
+        interleaved::gguf_row(blocks.data(), W, r);
+        dequantize_row(out, W.dtype, blocks.data(), W.cols);
         return;
     }
     const std::size_t es = dtype_size(W.dtype);
@@ -93,8 +97,10 @@ inline GgufWriter::Filler matrix_filler(const MatrixView& W, std::vector<int> ro
             std::vector<std::byte> line(bytes_for(to, std::size_t(W.cols)));
             for (int a = 0; a < W.rows; ++a) {
                 const int r = row_order.empty() ? a : row_order[a];
-                if (W.dtype == to) {
-                    std::fwrite(static_cast<const std::byte*>(W.data) + bytes_for(to, W.offset(r, 0)), 1, line.size(), f);
+                if (W.dtype == to) {  // the row's first blocks as they are, in GGUF's order
+                    std::vector<std::byte> blocks(bytes_for(to, W.ld));
+                    interleaved::gguf_row(blocks.data(), W, r);
+                    std::fwrite(blocks.data(), 1, line.size(), f);
                     continue;
                 }
                 row_as_f32(row.data(), W, r);

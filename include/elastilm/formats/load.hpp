@@ -22,6 +22,7 @@
 #include "elastilm/model/weights.hpp"
 #include "elastilm/simd/bf16.hpp"
 #include "elastilm/simd/f16.hpp"
+#include "elastilm/simd/quant_interleaved.hpp"
 
 namespace elastilm {
 
@@ -100,6 +101,26 @@ struct TensorSource {
     }
 };
 
+// Where this build's decode kernel reads interleaved blocks (simd/quant_interleaved.hpp) and the file
+// is a copy in this process's memory (--no-mmap), the layers' quantized matrices and a separate output
+// head are rearranged in place into that order, a row at a time. The embedding keeps GGUF's order (it is
+// read by rows, not multiplied), and so does an output head that is the embedding. A mapping is never
+// written: mapped models decode with the GGUF-order kernel.
+inline void interleave_for_decode(ModelWeights& w, const io::GgufFile& g) {
+    if (!interleaved::kInterleavedDecode || g.file() == nullptr || !interleaved::interleave_on_load_setting().load()) return;
+    auto interleave = [&](MatrixView& W) {
+        if (!is_quantized(W.dtype) || W.order == BlockOrder::interleaved) return;
+        const int row_blocks = int(W.ld / kQuantBlock);
+        const auto* bytes = static_cast<const std::byte*>(W.data);
+        const std::size_t n = std::size_t(W.rows) * std::size_t(row_blocks) * block_bytes(W.dtype);
+        if (g.file()->rewrite(bytes, n, [&](std::byte* p) { interleaved::interleave_rows(p, W.dtype, std::size_t(W.rows), row_blocks); }))
+            W.order = BlockOrder::interleaved;
+    };
+    for (LayerWeights& L : w.layers)
+        for (const LayerMatrix& m : kLayerMatrices) interleave(L.*m.field);
+    if (w.lm_head.data != w.embedding.data) interleave(w.lm_head);
+}
+
 inline ModelWeights load_gguf(const io::GgufFile& g) {
     const std::string& where = g.where();
     if (g.has("general.architecture")) {
@@ -140,6 +161,7 @@ inline ModelWeights load_gguf(const io::GgufFile& g) {
         w.elastic = std::move(*e);
     }
     w.keepalive = src.buffers;
+    interleave_for_decode(w, g);
     return w;
 }
 

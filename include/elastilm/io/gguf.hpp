@@ -105,6 +105,7 @@ public:
         auto file = MappedFile::open(path, residency);
         GgufFile g = parse(file->bytes(), file->path());
         g.keepalive_ = file;
+        g.file_ = file.get();
         return g;
     }
     // Parses bytes the caller keeps alive (fuzzing, tests).
@@ -182,6 +183,8 @@ public:
     const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
     const std::vector<GgufTensor>& tensors() const { return tensors_; }
     std::shared_ptr<const void> keepalive() const { return keepalive_; }
+    // The file opened (its bytes held by keepalive()), or null for parse()d bytes the caller owns.
+    const MappedFile* file() const { return file_; }
 
     bool has(const std::string& key) const { return metadata_.count(key) > 0; }
     const GgufValue& value(const std::string& key) const {
@@ -295,6 +298,7 @@ private:
     std::vector<GgufTensor> tensors_;
     std::map<std::string, std::size_t> index_;
     std::shared_ptr<const void> keepalive_;
+    const MappedFile* file_ = nullptr;
 };
 
 }  // namespace elastilm::io

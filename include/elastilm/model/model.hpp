@@ -78,6 +78,7 @@ public:
         if (e.dtype == DType::f32) {
             std::copy_n(static_cast<const float*>(e.data) + row, Cfg::dim, out);
         } else if (is_quantized(e.dtype)) {
+            require(e.order == BlockOrder::gguf, weights_.source, "the embedding's blocks must be in GGUF's order");
             dequantize_row(out, e.dtype, static_cast<const std::byte*>(e.data) + bytes_for(e.dtype, row), Cfg::dim);
         } else {
             const auto* h = static_cast<const f16_bits*>(e.data) + row;

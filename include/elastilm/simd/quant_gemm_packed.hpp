@@ -31,6 +31,7 @@
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/arch/quant_gemm_avx512.hpp"
 #include "elastilm/simd/quant_dot.hpp"
+#include "elastilm/simd/quant_interleaved.hpp"
 #include "elastilm/error.hpp"
 #include "elastilm/tensor.hpp"
 
@@ -56,14 +57,33 @@ struct alignas(64) PackedBlock {
     float cd[P];
 };
 
-// Quad q (weights 4q … 4q+3) of 16 rows' blocks, whose bytes start at p + offsets[lane], as int8.
-inline qa::I32 quad(const BlockQ8_0*, const char* p, qa::I32 offsets, qa::Mask live, int q) {
-    return qa::gather4(p + offsetof(BlockQ8_0, q) + 4 * q, offsets, live);
+// Where block b's bytes are in each row, in GGUF's order or interleaved (simd/quant_interleaved.hpp):
+// quant_bytes(v) holds the block's quant bytes 4v..4v+3 (Q4_0: elements 4v.. and 16+4v.. in its
+// nibbles), scale its fp16 d; offsets from the row's start, the same in every row of a matrix.
+template <class Block>
+struct BlockPlace {
+    const MatrixView& W;
+    int b;
+    std::size_t quant_bytes(int v) const {
+        if (W.order == BlockOrder::interleaved) return interleaved::spot(W.dtype, int(W.ld / kQuantBlock), b, v).quad;
+        return std::size_t(b) * sizeof(Block) + offsetof(Block, d) + sizeof(f16_bits) + 4 * std::size_t(v);
+    }
+    std::size_t scale() const {
+        if (W.order == BlockOrder::interleaved) return interleaved::spot(W.dtype, int(W.ld / kQuantBlock), b, 0).scale;
+        return std::size_t(b) * sizeof(Block) + offsetof(Block, d);
+    }
+};
+
+// Quad q (weights 4q … 4q+3) of block b of 16 rows, whose bytes start at row + offsets[lane], as int8.
+// Interleaved Q8_0 bytes are stored + 128: flipping the sign bits back gives the int8.
+inline qa::I32 quad(const BlockPlace<BlockQ8_0>& at, const char* row, qa::I32 offsets, qa::Mask live, int q) {
+    const qa::I32 w = qa::gather4(row + at.quant_bytes(q), offsets, live);
+    return at.W.order == BlockOrder::interleaved ? qa::flip_sign_bits(w) : w;
 }
 // GGUF's nibble order: elements 0..15 in the low halves of the 16 bytes, 16..31 in the high halves.
-inline qa::I32 quad(const BlockQ4_0*, const char* p, qa::I32 offsets, qa::Mask live, int q) {
+inline qa::I32 quad(const BlockPlace<BlockQ4_0>& at, const char* row, qa::I32 offsets, qa::Mask live, int q) {
     constexpr int half = kQuads / 2;
-    return qa::nibbles_minus8(qa::gather4(p + offsetof(BlockQ4_0, qs) + 4 * (q % half), offsets, live), 4 * (q / half));
+    return qa::nibbles_minus8(qa::gather4(row + at.quant_bytes(q % half), offsets, live), 4 * (q / half));
 }
 
 // Packs rows [r0, r0 + P) of W into `out`. Rows past W.rows get d_w = 0 (and c·d_w = 0): they add nothing
@@ -85,15 +105,16 @@ void pack_panel(PackedBlock* out, const MatrixView& W, int r0) {
             continue;
         }
         const qa::Mask live = qa::first_lanes(live_rows);
+        const char* row = reinterpret_cast<const char*>(base + std::size_t(first) * row_blocks);
         for (int b = 0; b < blocks; ++b) {
-            const char* p = reinterpret_cast<const char*>(base + std::size_t(first) * row_blocks + b);
+            const BlockPlace<Block> at{W, b};
             qa::I32 c = qa::zero_i();  // 128·Σ_k w per row
             for (int q = 0; q < kQuads; ++q) {
-                const qa::I32 w = quad(static_cast<const Block*>(nullptr), p, offsets, live, q);
+                const qa::I32 w = quad(at, row, offsets, live, q);
                 qa::store_w(out[b].w[q][h * qa::kLanes], w);
                 c = qa::add_128_sum(c, w);
             }
-            const qa::F32 d = qa::f16_low_to_float(qa::gather4(p + offsetof(Block, d), offsets, live));
+            const qa::F32 d = qa::f16_low_to_float(qa::gather4(row + at.scale(), offsets, live));
             qa::store(out[b].d + h * qa::kLanes, d);
             qa::store(out[b].cd + h * qa::kLanes, qa::mul(qa::to_float(c), d));
         }

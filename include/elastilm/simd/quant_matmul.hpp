@@ -187,6 +187,7 @@ void tiles(float* Y, int ldy, const MatrixView& W, const ActBlock* xq, int t0, i
 // forces the dot-product micro-kernel (tests compare the two where both exist).
 template <Micro K = kMicro>
 void matmul_tiled(float* Y, int ldy, const MatrixView& W, const ActBlock* xb, int n, ThreadPool* pool = nullptr) {
+    detail::require_gguf_order(W, "the tiled prefill GEMM");
     const int n_tiles = (W.rows + NR - 1) / NR;
     auto split = [&](auto&& run) {
         if (pool && pool->size() > 1 && n_tiles > 1) pool->parallel_for(n_tiles, run, 8);

@@ -19,16 +19,20 @@
 #include "elastilm/runtime/thread_pool.hpp"
 #include "elastilm/simd/decode_prefetch.hpp"
 #include "elastilm/simd/quant_dot.hpp"
+#include "elastilm/simd/quant_interleaved.hpp"
 #include "elastilm/tensor.hpp"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define ELASTILM_QMATVEC_VNNI 1
+#include "elastilm/simd/quant_matvec_interleaved.hpp"
 #include "elastilm/simd/quant_matvec_vnni.hpp"
 #else
 #define ELASTILM_QMATVEC_VNNI 0
 #endif
 
 namespace elastilm {
+
+static_assert(interleaved::kInterleavedDecode == bool(ELASTILM_QMATVEC_VNNI), "the loader interleaves exactly where the kernel reads it");
 
 namespace detail {
 
@@ -66,7 +70,7 @@ struct BlockRows {
 };
 
 // y[m][r] for the rows g of `chunk` of the concatenation (g ↦ matrix m, row r): row_dot(first block of
-// the row, blocks, ahead) + the extra columns' product (E: only with one matrix). `ahead` is the row
+// the row, blocks, blocks the row stores, ahead) + the extra columns' product (E: only with one matrix). `ahead` is the row
 // `ahead` places further in this thread's sequence — on in `chunk`, then in `next`, the chunk it runs
 // after this one (ThreadPool::parallel_chunks) — so the prefetch runs on from one matrix's rows
 // into the next one's and from one chunk into the next, as if they were one stream. `next` is asked
@@ -88,7 +92,7 @@ void quant_rows(float* const* y, BlockRows<Block> rows, RowDot row_dot, ThreadPo
         const ThreadPool::Range next = on ? chunk : next_chunk.get();
         const int l = on ? g + ahead : next.begin + (g + ahead - chunk.end), l_end = on ? chunk.end : next.end;
         const Block* later = l < l_end ? rows.row(l, lm, lstart) : nullptr;
-        float sum = row_dot(w, blocks, later);
+        float sum = row_dot(w, blocks, int(rows.W[m].ld / kQuantBlock), later);
         if (E) sum += extra_dot(static_cast<const f16_bits*>(E->data) + std::size_t(g) * E->ld, z, E->cols);
         y[m][g - start] = sum;
     }
@@ -126,6 +130,11 @@ inline void require_quant_view(const MatrixView& W) {
             std::string(to_string(W.dtype)) + " weights must be output-major with whole 32-element input blocks (" +
                 std::to_string(W.cols) + " inputs); a transposed product (training) needs F16 or F32 weights");
 }
+// The kernels that read only GGUF's block order (the one-block decode kernel, the tiled prefill GEMM).
+inline void require_gguf_order(const MatrixView& W, const char* kernel) {
+    require(W.order == BlockOrder::gguf, "quantized product",
+            std::string(kernel) + " reads GGUF's block order; these " + std::string(to_string(W.dtype)) + " weights are interleaved");
+}
 
 }  // namespace detail
 
@@ -141,8 +150,8 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
     int total = 0;
     for (int m = 0; m < count; ++m) {
         require_quant_view(W[m]);
-        require(W[m].dtype == W[0].dtype && W[m].cols == W[0].cols, "quantized product",
-                "matrices sharing an input must have one block format and one input count");
+        require(W[m].dtype == W[0].dtype && W[m].cols == W[0].cols && W[m].order == W[0].order, "quantized product",
+                "matrices sharing an input must have one block format, one block order and one input count");
         total += W[m].rows;
     }
     if (pool && std::size_t(total) * W[0].cols < parallel_from) pool = nullptr;
@@ -169,6 +178,24 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
     // pointers the lambdas capture.
     if constexpr (Zmm) {
 #if ELASTILM_QMATVEC_VNNI
+        if (W[0].order == BlockOrder::interleaved) {
+            namespace qi = qvnni_interleaved;
+            thread_local std::vector<qi::ActHalfQ8> h8;
+            thread_local std::vector<qi::ActHalfQ4> h4;
+            if (W[0].dtype == DType::q8_0) qi::quantize_activations<BlockQ8_0>(h8, x, cols);
+            else qi::quantize_activations<BlockQ4_0>(h4, x, cols);
+            const qi::ActHalfQ8* xh8 = h8.data();
+            const qi::ActHalfQ4* xh4 = h4.data();
+            with_hint([&](auto hint) {
+                constexpr PrefetchHint H = decltype(hint)::value;
+                run([xh8](const BlockQ8_0* w, int n, int stored,
+                          const BlockQ8_0* later) { return qi::dot_row<BlockQ8_0, H>(w, xh8, n, stored, later); },
+                    [xh4](const BlockQ4_0* w, int n, int stored, const BlockQ4_0* later) {
+                        return qi::dot_row<BlockQ4_0, H>(w, xh4, n, stored, later);
+                    });
+            });
+            return;
+        }
         thread_local std::vector<qvnni_matvec::ActGroupQ8> x8;
         thread_local std::vector<qvnni_matvec::ActGroupQ4> x4;
         if (W[0].dtype == DType::q8_0) qvnni_matvec::quantize_activations<BlockQ8_0>(x8, x, cols);
@@ -177,13 +204,17 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
         const qvnni_matvec::ActGroupQ4* xb4 = x4.data();
         with_hint([&](auto hint) {
             constexpr PrefetchHint H = decltype(hint)::value;
-            run([xb8](const BlockQ8_0* w, int n, const BlockQ8_0* later) { return qvnni_matvec::dot_row<BlockQ8_0, H>(w, xb8, n, later); },
-                [xb4](const BlockQ4_0* w, int n, const BlockQ4_0* later) { return qvnni_matvec::dot_row<BlockQ4_0, H>(w, xb4, n, later); });
+            run([xb8](const BlockQ8_0* w, int n, int,
+                      const BlockQ8_0* later) { return qvnni_matvec::dot_row<BlockQ8_0, H>(w, xb8, n, later); },
+                [xb4](const BlockQ4_0* w, int n, int, const BlockQ4_0* later) {
+                    return qvnni_matvec::dot_row<BlockQ4_0, H>(w, xb4, n, later);
+                });
         });
 #else
         static_assert(!Zmm, "the zmm kernel needs -march with AVX-512 VNNI and BW");
 #endif
     } else {
+        require_gguf_order(W[0], "the one-block decode kernel");
         thread_local std::vector<ActBlock> xq;
         xq.resize(std::size_t(cols / kQuantBlock));
         quantize_activations(xq.data(), x, cols);
@@ -191,11 +222,11 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
         with_hint([&](auto hint) {
             constexpr PrefetchHint H = decltype(hint)::value;
             run(
-                [xb](const BlockQ8_0* w, int n, const BlockQ8_0* later) {
+                [xb](const BlockQ8_0* w, int n, int, const BlockQ8_0* later) {
                     prefetch_piece<H>(later, n);
                     return simd::dot_blocks(w, xb, n);
                 },
-                [xb](const BlockQ4_0* w, int n, const BlockQ4_0* later) {
+                [xb](const BlockQ4_0* w, int n, int, const BlockQ4_0* later) {
                     prefetch_piece<H>(later, n);
                     return simd::dot_blocks(w, xb, n);
                 });

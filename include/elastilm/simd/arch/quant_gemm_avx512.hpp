@@ -39,6 +39,8 @@ inline I32 gather4(const void* base, I32 offsets, Mask live) { return _mm512_mas
 inline I32 nibbles_minus8(I32 v, int shift) {
     return _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi32(v, shift), _mm512_set1_epi8(0x0f)), _mm512_set1_epi8(8));
 }
+// Each byte's sign bit flipped: interleaved Q8_0's stored w + 128 back to w.
+inline I32 flip_sign_bits(I32 v) { return _mm512_xor_si512(v, _mm512_set1_epi8(char(0x80))); }
 // acc[lane] += 128 · Σ of the lane's 4 signed bytes (vpdpbusd with 128 as the unsigned operand).
 inline I32 add_128_sum(I32 acc, I32 w_s8) { return _mm512_dpbusd_epi32(acc, _mm512_set1_epi8(char(0x80)), w_s8); }
 // The fp16 in each lane's low 16 bits, as fp32.

@@ -31,6 +31,7 @@
 #include <numeric>
 #include <tuple>
 #include <sstream>
+#include <fstream>
 #include <string>
 
 #include "cli/tool.hpp"
@@ -546,9 +547,15 @@ int run(const cli::Args& args) {
     const auto t_load = clock_type::now();
     ModelWeights w = load_weights(path, no_mmap ? io::Residency::huge_page_copy : io::Residency::mapped);
     const bool interleaved_blocks = !w.layers.empty() && w.layers[0].w_up.order == BlockOrder::interleaved;
-    std::fprintf(stderr, "model_speed: loaded %s in %.2f s (%s%s)\n", path.c_str(),
+    std::string huge;  // how much of the copy the kernel holds on 2 MB pages (AnonHugePages: the process's)
+    if (no_mmap) {
+        std::ifstream rollup("/proc/self/smaps_rollup");
+        for (std::string line; std::getline(rollup, line);)
+            if (line.rfind("AnonHugePages:", 0) == 0) huge = ", " + std::to_string(std::stol(line.substr(14)) >> 10) + " MB on huge pages";
+    }
+    std::fprintf(stderr, "model_speed: loaded %s in %.2f s (%s%s%s)\n", path.c_str(),
                  std::chrono::duration<double>(clock_type::now() - t_load).count(), no_mmap ? "copied into memory, --no-mmap" : "mapped",
-                 interleaved_blocks ? ", blocks interleaved for the decode kernel" : "");
+                 interleaved_blocks ? ", blocks interleaved for the decode kernel" : "", huge.c_str());
     return with_config(w.hparams, w.source, [&]<ModelConfig Cfg>() -> int {
         check_against<Cfg>(w);
         if (!ttft_lengths.empty()) return measure_ttft<Cfg>(std::move(w), ttft_lengths, threads, reps, ratios, paths);

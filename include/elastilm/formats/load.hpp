@@ -108,17 +108,21 @@ struct TensorSource {
 // written: mapped models decode with the GGUF-order kernel.
 inline void interleave_for_decode(ModelWeights& w, const io::GgufFile& g) {
     if (!interleaved::kInterleavedDecode || g.file() == nullptr || !interleaved::interleave_on_load_setting().load()) return;
-    auto interleave = [&](MatrixView& W) {
-        if (!is_quantized(W.dtype) || W.order == BlockOrder::interleaved) return;
-        const int row_blocks = int(W.ld / kQuantBlock);
-        const auto* bytes = static_cast<const std::byte*>(W.data);
-        const std::size_t n = std::size_t(W.rows) * std::size_t(row_blocks) * block_bytes(W.dtype);
-        if (g.file()->rewrite(bytes, n, [&](std::byte* p) { interleaved::interleave_rows(p, W.dtype, std::size_t(W.rows), row_blocks); }))
-            W.order = BlockOrder::interleaved;
-    };
+    std::vector<MatrixView*> matrices;
     for (LayerWeights& L : w.layers)
-        for (const LayerMatrix& m : kLayerMatrices) interleave(L.*m.field);
-    if (w.lm_head.data != w.embedding.data) interleave(w.lm_head);
+        for (const LayerMatrix& m : kLayerMatrices) matrices.push_back(&(L.*m.field));
+    if (w.lm_head.data != w.embedding.data) matrices.push_back(&w.lm_head);
+    std::erase_if(matrices, [](const MatrixView* W) { return !is_quantized(W->dtype) || W->order == BlockOrder::interleaved; });
+    if (matrices.empty()) return;
+    const std::byte* file = g.file()->bytes().data();
+    const bool done = g.file()->rewrite([&](std::byte* writable) {
+        for (MatrixView* W : matrices) {
+            std::byte* at = writable + (static_cast<const std::byte*>(W->data) - file);
+            interleaved::interleave_rows(at, W->dtype, std::size_t(W->rows), int(W->ld / kQuantBlock));
+        }
+    });
+    if (done)
+        for (MatrixView* W : matrices) W->order = BlockOrder::interleaved;
 }
 
 inline ModelWeights load_gguf(const io::GgufFile& g) {

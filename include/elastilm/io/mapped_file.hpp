@@ -75,20 +75,19 @@ public:
     // A huge_page_copy whose memory the kernel accepted MADV_HUGEPAGE for (false: 4 KB pages, or mapped).
     bool huge_pages_advised() const { return huge_; }
 
-    // Lets the loader rearrange bytes of a huge_page_copy in place (the block order of quantized weights,
-    // simd/quant_interleaved.hpp): the pages of [p, p + n) are writable while fn(writable p) runs, then
-    // read-only again. A copy is this process's own memory; a mapping is the page cache's, and is never
+    // Lets the loader rearrange the bytes of a huge_page_copy in place (the block order of quantized
+    // weights, simd/quant_interleaved.hpp): the whole copy is writable while fn(its first byte) runs, then
+    // read-only again. Why the whole copy at once: mprotect on a part of a 2 MB huge page splits it into
+    // 4 KB pages, and decode streamed less and less evenly from those (README, "Quantized weights",
+    // session 33). A copy is this process's own memory; a mapping is the page cache's, and is never
     // written: false, fn not called.
     template <class Fn>
-    bool rewrite(const std::byte* p, std::size_t n, Fn&& fn) const {
-        if (residency_ != Residency::huge_page_copy || n == 0) return false;
-        require(p >= data_ && n <= size_ && std::size_t(p - data_) <= size_ - n, path_, "rewrite: range outside the file");
-        const std::size_t page = std::size_t(::sysconf(_SC_PAGESIZE));
-        auto* first = const_cast<std::byte*>(data_) + std::size_t(p - data_) / page * page;  // data_ is 2 MB-aligned
-        const std::size_t length = std::size_t(p + n - first);
-        require(::mprotect(first, length, PROT_READ | PROT_WRITE) == 0, path_, std::string("mprotect: ") + std::strerror(errno));
-        fn(const_cast<std::byte*>(p));
-        ::mprotect(first, length, PROT_READ);
+    bool rewrite(Fn&& fn) const {
+        if (residency_ != Residency::huge_page_copy) return false;
+        auto* data = const_cast<std::byte*>(data_);
+        require(::mprotect(data, mapped_, PROT_READ | PROT_WRITE) == 0, path_, std::string("mprotect: ") + std::strerror(errno));
+        fn(data);
+        ::mprotect(data, mapped_, PROT_READ);
         return true;
     }
 

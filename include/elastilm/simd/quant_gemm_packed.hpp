@@ -57,39 +57,47 @@ struct alignas(64) PackedBlock {
     float cd[P];
 };
 
-// Where block b's bytes are in each row, in GGUF's order or interleaved (simd/quant_interleaved.hpp):
-// quant_bytes(v) holds the block's quant bytes 4v..4v+3 (Q4_0: elements 4v.. and 16+4v.. in its
-// nibbles), scale its fp16 d; offsets from the row's start, the same in every row of a matrix.
-template <class Block>
-struct BlockPlace {
-    const MatrixView& W;
-    int b;
-    std::size_t quant_bytes(int v) const {
-        if (W.order == BlockOrder::interleaved) return interleaved::spot(W.dtype, int(W.ld / kQuantBlock), b, v).quad;
-        return std::size_t(b) * sizeof(Block) + offsetof(Block, d) + sizeof(f16_bits) + 4 * std::size_t(v);
-    }
-    std::size_t scale() const {
-        if (W.order == BlockOrder::interleaved) return interleaved::spot(W.dtype, int(W.ld / kQuantBlock), b, 0).scale;
-        return std::size_t(b) * sizeof(Block) + offsetof(Block, d);
-    }
+// Where each block's bytes are in every row of W, in GGUF's order or interleaved (simd/quant_interleaved.hpp),
+// worked out once per product rather than per panel: quad(b, v) holds block b's quant bytes 4v..4v+3
+// (Q4_0: elements 4v.. and 16+4v.. in its nibbles), scale(b) its fp16 d; offsets from a row's start.
+struct BlockPlaces {
+    int per_block = 0;  // quant-byte quads per block: 8 (Q8_0), 4 (Q4_0)
+    bool interleaved = false;
+    std::vector<std::uint32_t> quads, scales;
+    std::size_t quad(int b, int v) const { return quads[std::size_t(b) * std::size_t(per_block) + std::size_t(v)]; }
+    std::size_t scale(int b) const { return scales[std::size_t(b)]; }
 };
+inline void find_places(BlockPlaces& at, const MatrixView& W) {
+    const int blocks = W.cols / kQuantBlock, row_blocks = int(W.ld / kQuantBlock);
+    const std::size_t S = block_bytes(W.dtype);
+    at.per_block = interleaved::vectors(W.dtype);
+    at.interleaved = W.order == BlockOrder::interleaved;
+    at.quads.resize(std::size_t(blocks) * std::size_t(at.per_block));
+    at.scales.resize(std::size_t(blocks));
+    for (int b = 0; b < blocks; ++b) {
+        for (int v = 0; v < at.per_block; ++v)
+            at.quads[std::size_t(b) * std::size_t(at.per_block) + std::size_t(v)] = std::uint32_t(
+                at.interleaved ? interleaved::spot(W.dtype, row_blocks, b, v).quad : std::size_t(b) * S + 2 + 4 * std::size_t(v));
+        at.scales[std::size_t(b)] = std::uint32_t(at.interleaved ? interleaved::spot(W.dtype, row_blocks, b, 0).scale : std::size_t(b) * S);
+    }
+}
 
 // Quad q (weights 4q … 4q+3) of block b of 16 rows, whose bytes start at row + offsets[lane], as int8.
 // Interleaved Q8_0 bytes are stored + 128: flipping the sign bits back gives the int8.
-inline qa::I32 quad(const BlockPlace<BlockQ8_0>& at, const char* row, qa::I32 offsets, qa::Mask live, int q) {
-    const qa::I32 w = qa::gather4(row + at.quant_bytes(q), offsets, live);
-    return at.W.order == BlockOrder::interleaved ? qa::flip_sign_bits(w) : w;
+inline qa::I32 quad(const BlockQ8_0*, const BlockPlaces& at, int b, const char* row, qa::I32 offsets, qa::Mask live, int q) {
+    const qa::I32 w = qa::gather4(row + at.quad(b, q), offsets, live);
+    return at.interleaved ? qa::flip_sign_bits(w) : w;
 }
 // GGUF's nibble order: elements 0..15 in the low halves of the 16 bytes, 16..31 in the high halves.
-inline qa::I32 quad(const BlockPlace<BlockQ4_0>& at, const char* row, qa::I32 offsets, qa::Mask live, int q) {
+inline qa::I32 quad(const BlockQ4_0*, const BlockPlaces& at, int b, const char* row, qa::I32 offsets, qa::Mask live, int q) {
     constexpr int half = kQuads / 2;
-    return qa::nibbles_minus8(qa::gather4(row + at.quant_bytes(q % half), offsets, live), 4 * (q / half));
+    return qa::nibbles_minus8(qa::gather4(row + at.quad(b, q % half), offsets, live), 4 * (q / half));
 }
 
 // Packs rows [r0, r0 + P) of W into `out`. Rows past W.rows get d_w = 0 (and c·d_w = 0): they add nothing
 // and are never stored.
 template <class Block>
-void pack_panel(PackedBlock* out, const MatrixView& W, int r0) {
+void pack_panel(PackedBlock* out, const MatrixView& W, const BlockPlaces& at, int r0) {
     const int blocks = W.cols / kQuantBlock;
     const std::size_t row_blocks = W.ld / kQuantBlock;
     const auto* base = static_cast<const Block*>(W.data);
@@ -107,14 +115,13 @@ void pack_panel(PackedBlock* out, const MatrixView& W, int r0) {
         const qa::Mask live = qa::first_lanes(live_rows);
         const char* row = reinterpret_cast<const char*>(base + std::size_t(first) * row_blocks);
         for (int b = 0; b < blocks; ++b) {
-            const BlockPlace<Block> at{W, b};
             qa::I32 c = qa::zero_i();  // 128·Σ_k w per row
             for (int q = 0; q < kQuads; ++q) {
-                const qa::I32 w = quad(at, row, offsets, live, q);
+                const qa::I32 w = quad(static_cast<const Block*>(nullptr), at, b, row, offsets, live, q);
                 qa::store_w(out[b].w[q][h * qa::kLanes], w);
                 c = qa::add_128_sum(c, w);
             }
-            const qa::F32 d = qa::f16_low_to_float(qa::gather4(row + at.scale(), offsets, live));
+            const qa::F32 d = qa::f16_low_to_float(qa::gather4(row + at.scale(b), offsets, live));
             qa::store(out[b].d + h * qa::kLanes, d);
             qa::store(out[b].cd + h * qa::kLanes, qa::mul(qa::to_float(c), d));
         }
@@ -173,9 +180,11 @@ void panels(float* Y, int ldy, const MatrixView& W, const ActBlockU8* x, int n, 
     const int blocks = W.cols / kQuantBlock;
     thread_local std::vector<PackedBlock> packed;  // one panel: P rows × all blocks, reused for every token
     packed.resize(std::size_t(blocks));
+    thread_local BlockPlaces places;
+    find_places(places, W);
     for (int panel = panel0; panel < panel1; ++panel) {
         const int r0 = panel * P, R = std::min(P, W.rows - r0);
-        pack_panel<Block>(packed.data(), W, r0);
+        pack_panel<Block>(packed.data(), W, places, r0);
         for (int m0 = 0; m0 < n; m0 += MR) {
             const int M = std::min(MR, n - m0);
             kernels[M - 1](Y + std::size_t(m0) * ldy + r0, std::size_t(ldy), R, packed.data(), blocks, x + std::size_t(m0) * blocks,

@@ -129,7 +129,11 @@ TEST(ReducedPrecision, TinyGqaLogitsMatchTransformers) { expect_logits_match<Tin
 // rounded; over 2e-2 with every W split, from x's rounding alone). NEON fp16 left 0.0117–0.0156, and
 // AVX512-FP16, whose fp16 runs are twice as long, was never measured on it. So a single reduced
 // instruction is held to 3e-2 on this model (README, "Prefill precision").
-TEST(ReducedPrecision, DocsTlm15MLogitsMatchTransformers) { expect_logits_match<DocsTlm15M>("docs-tlm-15M", 3e-2); }
+TEST(ReducedPrecision, DocsTlm15MLogitsMatchTransformers) {
+    // Under qemu the 96-token prompt took 86 s of CI; the 3-token and 1-token ones still run every GEMM
+    // shape, as for docs-95M below.
+    expect_logits_match<DocsTlm15M>("docs-tlm-15M", 3e-2, test::emulated() ? 8 : SIZE_MAX);
+}
 
 TEST(ReducedPrecision, Docs95MLogitsMatchTransformers) {
     // Under qemu the 96-token prompt at two precisions is minutes; the 3-token one still runs every GEMM

@@ -248,6 +248,7 @@ inline double median(std::vector<double> v) {
 // A matrix's layout and dtype, and its first and last 4 KB.
 inline void hash_matrix(Fnv1a& f, const MatrixView& m) {
     f.value(int(m.dtype)), f.value(int(m.layout)), f.value(m.rows), f.value(m.cols);
+    if (m.order != BlockOrder::gguf) f.value(int(m.order));  // interleaved blocks decode at another speed
     f.matrix_ends(m, 4096);
 }
 
@@ -255,9 +256,9 @@ inline void hash_matrix(Fnv1a& f, const MatrixView& m) {
 
 // Identifies a model for the latency cache.
 //
-// Latency depends on structure, not values: the config, each tensor's dtype and layout (elastic files
-// store outputs input-major) and the anchor layers (they run at full width at every ratio) — all
-// hashed explicitly. To tell one checkpoint from another the hash also takes the first and last 4 KB of
+// Latency depends on structure, not values: the config, each tensor's dtype, layout (elastic files
+// store outputs input-major) and block order (interleaved for the decode kernel in a --no-mmap copy),
+// and the anchor layers (they run at full width at every ratio) — all hashed explicitly. To tell one checkpoint from another the hash also takes the first and last 4 KB of
 // every weight matrix, read from the mapping we already hold. It does not take the path (a moved or
 // copied model keeps its profile) nor the file's mtime (a rewrite with identical bytes is the same
 // model), and it does not read whole tensors (gigabytes for a 7B model, at every start-up).

@@ -128,14 +128,18 @@ float dot_row(const Block* w, const ActHalf<Block>* a, int blocks, int row_block
         add(acc1, half_dots<Block, true>(row + V * 64, 64, kHalfBlocks, a[1]), qa::scales_at(row + 2 * V * 64 + 32), a[1]);
     }
     if (blocks % kGroupBlocks == 0) return qa::sum(qa::add(acc0, acc1));
-    // The last group: stored shorter (the row's end) or only partly live (a ratio's slice), or both.
-    const int stored = std::min(kGroupBlocks, row_blocks - whole * kGroupBlocks);
-    if (ahead) qa::prefetch<H == PrefetchHint::non_temporal>(ahead + whole * group_bytes, stored * int(sizeof(Block)));
+    // The last group: stored shorter (the row's end) or only partly live (a ratio's slice), or both. Only
+    // its live halves are read and prefetched; a half's vectors are whole cache lines when the half is
+    // stored whole, so a slice ending inside one reads up to 15 blocks more per row than it uses.
     const auto* start = reinterpret_cast<const std::byte*>(w);  // half_of counts from the row's start
     for (int h = 0; h < 2; ++h) {
         const int live = std::min(kHalfBlocks, blocks - whole * kGroupBlocks - h * kHalfBlocks);
         if (live <= 0) break;
         const interleaved::Half half = interleaved::half_of(kType<Block>, row_blocks, whole, h);
+        if (ahead) {
+            qa::prefetch<H == PrefetchHint::non_temporal>(ahead + half.quants, (V - 1) * half.stride + 4 * live);
+            qa::prefetch<H == PrefetchHint::non_temporal>(ahead + half.scales, 2 * live);
+        }
         add(h == 0 ? acc0 : acc1, half_dots<Block, false>(start + half.quants, half.stride, live, a[h]),
             qa::scales_first(start + half.scales, live), a[h]);
     }

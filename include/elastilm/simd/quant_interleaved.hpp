@@ -91,12 +91,12 @@ inline Spot spot(DType t, int row_blocks, int b, int v) {
 }
 
 namespace detail {
-// Each of a row's blocks: f(GGUF offset of its quant bytes 4v.., interleaved offset, v) for each v, then
-// g(GGUF offset of its scale, interleaved offset).
+// Each block of a row's groups from `first_group` on: f(GGUF offset of its quant bytes 4v.., interleaved
+// offset) for each v, then g(GGUF offset of its scale, interleaved offset).
 template <class Quad, class Scale>
-void for_each_piece(DType t, int row_blocks, Quad&& quad, Scale&& scale) {
+void for_each_piece(DType t, int row_blocks, int first_group, Quad&& quad, Scale&& scale) {
     const std::size_t S = block_bytes(t);
-    for (int g = 0; g * kGroupBlocks < row_blocks; ++g)
+    for (int g = first_group; g * kGroupBlocks < row_blocks; ++g)
         for (int h = 0; h < 2; ++h) {
             const Half half = half_of(t, row_blocks, g, h);
             for (int j = 0; j < half.stored; ++j) {
@@ -115,10 +115,41 @@ inline void require_block_type(DType t) {
 namespace detail {
 // Moves a row's pieces from GGUF's order into the interleaved one (Interleave) or back; dst and src must
 // not overlap. Q8_0's quant bytes change sign bits on the way (stored + 128), either way.
+// A row's whole groups, moved by a loop with their shape as constants (V vectors of 16 blocks per half).
+// Why: the loader interleaves every quantized layer of a --no-mmap copy, and the generic walk
+// (for_each_piece, kept for a row's last, shorter group) moved 1.5-1.9 GB/s on an Emerald Rapids core;
+// this loop moves 3.3-3.9 (an experiment outside the repo, 200 MB of rows; the same bytes out).
+template <bool Interleave, int V>
+void move_whole_groups(std::byte* dst, const std::byte* src, int groups, std::uint32_t flip) {
+    constexpr std::size_t S = 2 + 4 * std::size_t(V), group = std::size_t(kGroupBlocks) * S;
+    for (int g = 0; g < groups; ++g) {
+        std::byte* d = dst + std::size_t(g) * group;
+        const std::byte* s = src + std::size_t(g) * group;
+        for (int b = 0; b < kGroupBlocks; ++b) {
+            const std::size_t block = std::size_t(b) * S, scale = 2 * V * 64 + 2 * std::size_t(b);
+            std::memcpy(Interleave ? d + scale : d + block, Interleave ? s + block : s + scale, 2);
+        }
+        // Vector by vector, so that the interleaved side is walked in order, 4 bytes at a time.
+        for (int h = 0; h < 2; ++h)
+            for (int v = 0; v < V; ++v)
+                for (int j = 0; j < kHalfBlocks; ++j) {
+                    const std::size_t gguf = std::size_t(h * kHalfBlocks + j) * S + 2 + 4 * std::size_t(v);
+                    const std::size_t inter = std::size_t(h * V + v) * 64 + 4 * std::size_t(j);
+                    std::uint32_t w;
+                    std::memcpy(&w, s + (Interleave ? gguf : inter), 4);
+                    w ^= flip;
+                    std::memcpy(d + (Interleave ? inter : gguf), &w, 4);
+                }
+    }
+}
+
 template <bool Interleave>
 void move_row(std::byte* dst, const std::byte* src, DType t, int row_blocks) {
     require_block_type(t);
     const std::uint32_t flip = t == DType::q8_0 ? 0x80808080u : 0u;
+    const int whole = row_blocks / kGroupBlocks;
+    if (t == DType::q8_0) move_whole_groups<Interleave, 8>(dst, src, whole, flip);
+    else move_whole_groups<Interleave, 4>(dst, src, whole, flip);
     auto move = [&](std::size_t gguf, std::size_t inter, std::size_t n) {
         const std::size_t from = Interleave ? gguf : inter, to = Interleave ? inter : gguf;
         if (n == 2) return void(std::memcpy(dst + to, src + from, 2));
@@ -128,7 +159,7 @@ void move_row(std::byte* dst, const std::byte* src, DType t, int row_blocks) {
         std::memcpy(dst + to, &w, 4);
     };
     for_each_piece(
-        t, row_blocks, [&](std::size_t gguf, std::size_t inter) { move(gguf, inter, 4); },
+        t, row_blocks, whole, [&](std::size_t gguf, std::size_t inter) { move(gguf, inter, 4); },
         [&](std::size_t gguf, std::size_t inter) { move(gguf, inter, 2); });
 }
 }  // namespace detail

@@ -113,8 +113,6 @@ inline void require_block_type(DType t) {
 }  // namespace detail
 
 namespace detail {
-// Moves a row's pieces from GGUF's order into the interleaved one (Interleave) or back; dst and src must
-// not overlap. Q8_0's quant bytes change sign bits on the way (stored + 128), either way.
 // A row's whole groups, moved by a loop with their shape as constants (V vectors of 16 blocks per half).
 // Why: the loader interleaves every quantized layer of a --no-mmap copy, and the generic walk
 // (for_each_piece, kept for a row's last, shorter group) moved 1.5-1.9 GB/s on an Emerald Rapids core;
@@ -143,6 +141,8 @@ void move_whole_groups(std::byte* dst, const std::byte* src, int groups, std::ui
     }
 }
 
+// Moves a row's pieces from GGUF's order into the interleaved one (Interleave) or back; dst and src must
+// not overlap. Q8_0's quant bytes change sign bits on the way (stored + 128), either way.
 template <bool Interleave>
 void move_row(std::byte* dst, const std::byte* src, DType t, int row_blocks) {
     require_block_type(t);

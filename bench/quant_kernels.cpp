@@ -22,11 +22,15 @@
 //   --orders R        R rounds alternating the read loop and fused decode passes with the blocks in
 //                     GGUF's order and interleaved (simd/quant_interleaved.hpp, the order the loader
 //                     gives a --no-mmap copy where the build has the AVX-512 VNNI kernel);
-//   --trace R         R fused decode passes per format and split, each traced (bench/pool_trace.hpp).
+//   --trace R         R fused decode passes per format and split, each traced (bench/pool_trace.hpp);
+//   --arithmetic R    (builds with the interleaved AVX-512 VNNI kernel) R rounds alternating the read loop
+//                     and passes over the same interleaved rows that load everything and do none, half
+//                     or all of the kernel's arithmetic: what the arithmetic per byte costs the stream.
 #include <benchmark/benchmark.h>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <thread>
@@ -211,6 +215,13 @@ struct Variant {
     std::function<double()> gbs;
 };
 
+// The streaming read every share below is of (bench/roofline.hpp's loop), over a 1 GiB buffer on huge pages.
+constexpr std::size_t kReadLoopBytes = std::size_t(1) << 30;
+Variant read_loop(const bench::HugeBuffer& buf, ThreadPool& pool) {
+    return {"streaming read (bench/roofline.hpp's loop)",
+            [&buf, &pool] { return read_once(buf.get(), kReadLoopBytes / sizeof(float), pool); }};
+}
+
 // R rounds, each timing every variant once in a rotating order, so that all of them see the same
 // machine; then each one's median GB/s and its share of the first one's (the read loop's) median.
 int print_rotating(const std::vector<Variant>& variants, int rounds, int threads) {
@@ -247,11 +258,9 @@ std::function<double()> timed_pass(Pass* p, ThreadPool& pool, std::size_t total)
 // rotating order, so that all of them see the same machine; then each variant's median GB/s and its
 // share of the read loop's median. Only these ratios, measured side by side, say anything here.
 int side_by_side(int rounds, int threads) {
-    std::vector<Variant> variants;
-    constexpr std::size_t bytes = std::size_t(1) << 30;
-    const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
+    const bench::HugeBuffer buf = bench::huge_page_buffer(kReadLoopBytes);
     ThreadPool pool(threads);
-    variants.push_back({"streaming read (bench/roofline.hpp's loop)", [&] { return read_once(buf.get(), bytes / sizeof(float), pool); }});
+    std::vector<Variant> variants = {read_loop(buf, pool)};
     std::vector<std::unique_ptr<Layers>> layers;
     std::vector<std::unique_ptr<Pass>> passes;
     for (DType dtype : {DType::q8_0, DType::q4_0}) {
@@ -278,11 +287,9 @@ int side_by_side(int rounds, int threads) {
 // interleaved (simd/quant_interleaved.hpp, where the build has its kernel), in a rotating order;
 // medians and shares of the read loop, as --interleaved prints them.
 int block_orders(int rounds, int threads) {
-    constexpr std::size_t bytes = std::size_t(1) << 30;
-    const bench::HugeBuffer buf = bench::huge_page_buffer(bytes);
+    const bench::HugeBuffer buf = bench::huge_page_buffer(kReadLoopBytes);
     ThreadPool pool(threads);
-    std::vector<Variant> variants = {
-        {"streaming read (bench/roofline.hpp's loop)", [&] { return read_once(buf.get(), bytes / sizeof(float), pool); }}};
+    std::vector<Variant> variants = {read_loop(buf, pool)};
     std::vector<std::unique_ptr<Layers>> layers;
     std::vector<std::unique_ptr<Pass>> passes;
     const std::vector<BlockOrder> orders = interleaved::kInterleavedDecode
@@ -325,6 +332,117 @@ int trace(int rounds, int threads) {
     return 0;
 }
 
+#if ELASTILM_QMATVEC_VNNI
+// --arithmetic R: does the decode kernel's arithmetic cost it memory bandwidth, and how much? Three row
+// functions read the same interleaved rows (every matrix with dim inputs of TinyLlama's 22 layers, huge
+// pages, 2 threads, each a static half of each matrix's rows) with the same prefetches (prefetcht1, 8 KB
+// ahead), and differ only in what they do with the bytes:
+//   loads: each 64-byte vector and the scales folded into an accumulator with one xor — no arithmetic;
+//   half:  half of the dot products (Q4_0: the low nibbles; Q8_0: the even vectors), the rest only loaded;
+//   all:   the decode kernel itself (simd/quant_matvec_interleaved.hpp's dot_row), the only one of the
+//          three that also converts each group's sums to fp32 and scales them.
+// Why: Q4_0 does twice Q8_0's vpdpbusd per byte, and read less of the read loop than Q8_0 in every
+// measurement; if `loads` reaches the read loop and `all` does not, the arithmetic is what holds it back.
+namespace arithmetic {
+
+namespace qi = qvnni_interleaved;
+namespace qa = simd::qvnni;
+
+enum class Work { loads, half, all };
+constexpr const char* to_string(Work k) {
+    return k == Work::loads ? "loads only" : k == Work::half ? "half the arithmetic" : "the decode kernel";
+}
+
+inline qa::I32 fold(qa::I32 acc, qa::Bytes v) { return _mm512_xor_si512(acc, v); }
+
+// One row of `blocks` (whole groups only), prefetching `later`'s bytes as the kernel does.
+template <class Block, Work K>
+float row(const Block* w, const qi::ActHalf<Block>* a, int blocks, const Block* later) {
+    if constexpr (K == Work::all) {
+        return qi::dot_row<Block>(w, a, blocks, blocks, later);
+    } else {
+        constexpr int V = qi::kVectors<Block>;
+        constexpr std::size_t group_bytes = qi::kGroupBlocks * sizeof(Block);
+        const auto* q = reinterpret_cast<const std::byte*>(w);
+        const auto* ahead = reinterpret_cast<const std::byte*>(later);
+        qa::I32 acc[2][2] = {{qa::zero_i32(), qa::zero_i32()},
+                             {qa::zero_i32(), qa::zero_i32()}};  // [half][v % 2]: four chains, as the kernel
+        for (int g = 0; g < blocks / qi::kGroupBlocks; ++g, q += group_bytes, a += 2) {
+            qa::prefetch<false>(ahead + g * group_bytes, int(group_bytes));
+#pragma GCC unroll 16
+            for (int hv = 0; hv < 2 * V; ++hv) {
+                const int h = hv / V, v = hv % V;
+                const qa::Bytes n = qa::load_bytes(q + 64 * hv);
+                qa::I32& c = acc[h][v % 2];
+                if constexpr (K == Work::loads) c = fold(c, n);
+                else if constexpr (std::is_same_v<Block, BlockQ4_0>) c = qa::dot(c, qa::low_nibbles(n), qa::load_bytes(a[h].lo[v]));
+                else c = v % 2 == 0 ? qa::dot(c, n, qa::load_bytes(a[h].x[v])) : fold(c, n);
+            }
+            acc[0][0] = fold(acc[0][0], qa::load_bytes(q + 2 * V * 64));  // the group's scales
+        }
+        return float(_mm512_reduce_add_epi32(fold(fold(acc[0][0], acc[0][1]), fold(acc[1][0], acc[1][1]))));
+    }
+}
+
+// GB/s of one pass of row<Block, K> over `wide`.
+template <class Block, Work K>
+std::function<double()> pass(const std::vector<MatrixView>& wide, std::size_t bytes, ThreadPool& pool) {
+    auto acts = std::make_shared<std::vector<qi::ActHalf<Block>>>();
+    std::vector<float> x(std::size_t(wide.front().cols));
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * float(i));
+    qi::quantize_activations<Block>(*acts, x.data(), int(x.size()));
+    auto y = std::make_shared<std::vector<float>>(std::size_t(TinyLlama1B::hidden_dim));
+    return [&wide, bytes, &pool, acts, y] {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (const MatrixView& W : wide) {
+            const int blocks = W.cols / kQuantBlock;
+            const std::size_t stride = W.ld / kQuantBlock;  // blocks from one row to the next
+            const auto* w = static_cast<const Block*>(W.data);
+            const int ahead = std::max(1, int(kIntelPrefetchBytes / (stride * sizeof(Block))));
+            pool.parallel_for(pool.size(), [&](int first, int last) {
+                for (int t = first; t < last; ++t)
+                    for (int r = W.rows * t / pool.size(), end = W.rows * (t + 1) / pool.size(); r < end; ++r)
+                        (*y)[std::size_t(r)] = row<Block, K>(w + std::size_t(r) * stride, acts->data(), blocks,
+                                                             w + std::size_t(std::min(r + ahead, W.rows - 1)) * stride);
+            });
+        }
+        benchmark::DoNotOptimize(y->data());
+        return double(bytes) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9;
+    };
+}
+
+}  // namespace arithmetic
+
+int arithmetic_cost(int rounds, int threads) {
+    using arithmetic::Work;
+    const bench::HugeBuffer buf = bench::huge_page_buffer(kReadLoopBytes);
+    ThreadPool pool(threads);
+    std::vector<Variant> variants = {read_loop(buf, pool)};
+    std::vector<std::unique_ptr<Layers>> layers;
+    std::vector<std::vector<MatrixView>> wides;
+    wides.reserve(2);
+    for (DType dtype : {DType::q8_0, DType::q4_0}) {
+        const Layers& L = *layers.emplace_back(std::make_unique<Layers>(dtype, true, BlockOrder::interleaved));
+        std::vector<MatrixView>& wide = wides.emplace_back();
+        std::size_t wide_bytes = 0;
+        for (const MatrixView& W : L.views)
+            if (W.cols == TinyLlama1B::dim) wide.push_back(W), wide_bytes += std::size_t(W.rows) * W.ld / kQuantBlock * block_bytes(dtype);
+        auto add = [&]<class Block, Work K>() {
+            variants.push_back(
+                {std::string(to_string(dtype)) + ", " + arithmetic::to_string(K), arithmetic::pass<Block, K>(wide, wide_bytes, pool)});
+        };
+        auto add_all = [&]<class Block>() {
+            add.template operator()<Block, Work::loads>();
+            add.template operator()<Block, Work::half>();
+            add.template operator()<Block, Work::all>();
+        };
+        if (dtype == DType::q8_0) add_all.template operator()<BlockQ8_0>();
+        else add_all.template operator()<BlockQ4_0>();
+    }
+    return print_rotating(variants, rounds, threads);
+}
+#endif
+
 void BM_DecodePass(benchmark::State& state, DType dtype, bool huge_pages, bool ymm, Grouping grouping = Grouping::separate) {
     const int threads = int(state.range(0));
     static std::map<std::pair<DType, bool>, std::unique_ptr<Layers>> cache;
@@ -354,6 +472,16 @@ int main(int argc, char** argv) {
         if (std::strcmp(argv[i], "--interleaved") == 0) return side_by_side(std::atoi(argv[i + 1]), 2);
         if (std::strcmp(argv[i], "--orders") == 0) return block_orders(std::atoi(argv[i + 1]), 2);
         if (std::strcmp(argv[i], "--trace") == 0) return trace(std::atoi(argv[i + 1]), 2);
+        if (std::strcmp(argv[i], "--arithmetic") == 0) {
+#if ELASTILM_QMATVEC_VNNI
+            return arithmetic_cost(std::atoi(argv[i + 1]), 2);
+#else
+            std::fprintf(stderr,
+                         "--arithmetic: this build has no interleaved AVX-512 VNNI decode kernel (build with -DELASTILM_ARCH=native on a "
+                         "CPU with AVX-512 VNNI)\n");
+            return 2;
+#endif
+        }
     }
     bool smoke = false;
     for (int i = 1; i < argc; ++i) smoke |= std::strcmp(argv[i], "--smoke") == 0;

@@ -12,8 +12,10 @@
 //        not moved into the L3 (a victim cache on Zen) when it leaves the L2, traffic that a line read
 //        once does not need.
 //   Others: cached, as measured on Sapphire Rapids against L1 and whole-row prefetches (the kernels'
-//        comments); prefetchnta has not been measured there for these kernels (for the fp16 matvec it
-//        was slower: simd/matvec.hpp).
+//        comments). Non-temporal is far slower on Intel: on an Emerald Rapids VM (TinyLlama, 2 threads,
+//        --share --prefetch both, two runs per type) decode read 42-49 % of the read loop with it,
+//        against 82-91 % cached: as for the fp16 matvec (simd/matvec.hpp), prefetchnta keeps the lines
+//        out of L2 there, which starves the L2 streamer.
 //
 // Distance: the bytes in flight must cover the memory's latency at the rate a thread reads (Little's
 // law: bytes ahead = rate × latency), so each thread measures the rate at which it streams its rows

@@ -15,6 +15,11 @@
 //                     one (Wq, Wk, Wv; gate, up), as the model's decode does.
 //   decode_pass_two_products: every matrix with dim inputs as one product and every W_down as another —
 //                     the kernel's streaming rate with (almost) no product boundaries.
+// The rows that time the build's decode kernel (matvec/, layout/, decode_pass*/, --interleaved, --trace)
+// give it its blocks in the order a --no-mmap model's decode reads them (kDecodeOrder): interleaved where
+// the build has the interleaved kernel (AVX-512 VNNI or AVX2), else GGUF's. The *_one_block rows (the
+// one-block-at-a-time kernel, what a mapped model decodes with on builds without the zmm kernel) and the
+// prefill GEMM (matmul/) read GGUF's order, as a mapped model gives it.
 // Flags besides Google Benchmark's: --smoke (small shapes, for CI); instead of the benchmarks,
 //   --interleaved R   R rounds alternating the read loop and fused / two-product decode passes with the
 //                     rows split statically and dynamically (ThreadPool::Split): medians, shares of the
@@ -60,10 +65,13 @@ using namespace elastilm;
 
 std::map<int, double> g_bandwidth, g_vnni_peak;  // by thread count
 
+// The block order the build's decode kernel reads in a --no-mmap model (formats/load.hpp).
+constexpr BlockOrder kDecodeOrder = interleaved::kInterleavedDecode ? BlockOrder::interleaved : BlockOrder::gguf;
+
 struct Blocks {
     std::vector<std::byte> bytes;
     MatrixView view;
-    Blocks(int rows, int cols, DType dtype) : bytes(bytes_for(dtype, std::size_t(rows) * cols)) {
+    Blocks(int rows, int cols, DType dtype, BlockOrder order = BlockOrder::gguf) : bytes(bytes_for(dtype, std::size_t(rows) * cols)) {
         std::mt19937 rng(rows ^ cols);
         std::normal_distribution<float> g(0, 0.02f);
         std::vector<float> row(cols);
@@ -72,25 +80,24 @@ struct Blocks {
             quantize_row(bytes.data() + bytes_for(dtype, std::size_t(r) * cols), dtype, row.data(), cols);
         }
         view = {bytes.data(), dtype, Layout::out_major, rows, cols, std::size_t(cols)};
+        if (order == BlockOrder::interleaved) interleaved::interleave_rows(bytes.data(), dtype, std::size_t(rows), cols / kQuantBlock);
+        view.order = order;
     }
 };
 
-// The build's decode kernel, or (ymm = true, builds with the zmm kernel) the one-block-at-a-time kernel
-// it replaced, timed side by side in the same run.
-void quant_matvec_as(bool ymm, float* y, const MatrixView& W, const float* x, ThreadPool* pool) {
-#if ELASTILM_QMATVEC_VNNI
-    if (ymm) return detail::quant_matvec<false>(y, W, x, pool, nullptr, nullptr, std::size_t(1) << 16);
-#endif
-    (void)ymm;
+// The build's decode kernel, or (one_block = true) the one-block-at-a-time kernel, timed side by side in
+// the same run.
+void quant_matvec_as(bool one_block, float* y, const MatrixView& W, const float* x, ThreadPool* pool) {
+    if (one_block) return detail::quant_matvec<detail::DecodeKernel::one_block>(y, W, x, pool, nullptr, nullptr, std::size_t(1) << 16);
     matvec(y, W, x, pool);
 }
 
-void BM_Matvec(benchmark::State& state, MatrixView W, bool ymm = false) {
+void BM_Matvec(benchmark::State& state, MatrixView W, bool one_block = false) {
     const int threads = int(state.range(0));
     std::vector<float> x(W.cols, 0.5f), y(W.rows);
     ThreadPool pool(threads);
     for (auto _ : state) {
-        quant_matvec_as(ymm, y.data(), W, x.data(), &pool);
+        quant_matvec_as(one_block, y.data(), W, x.data(), &pool);
         benchmark::DoNotOptimize(y.data());
     }
     state.counters["GB/s"] = benchmark::Counter(double(W.bytes()) * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
@@ -264,7 +271,7 @@ int side_by_side(int rounds, int threads) {
     std::vector<std::unique_ptr<Layers>> layers;
     std::vector<std::unique_ptr<Pass>> passes;
     for (DType dtype : {DType::q8_0, DType::q4_0}) {
-        const Layers& L = *layers.emplace_back(std::make_unique<Layers>(dtype, true));
+        const Layers& L = *layers.emplace_back(std::make_unique<Layers>(dtype, true, kDecodeOrder));
         for (Grouping g : {Grouping::fused, Grouping::two_products})
             for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic,
                                             ThreadPool::Split::stealing_committed, ThreadPool::Split::stealing}) {
@@ -311,7 +318,7 @@ int block_orders(int rounds, int threads) {
 int trace(int rounds, int threads) {
     ThreadPool pool(threads);
     for (DType dtype : {DType::q8_0, DType::q4_0}) {
-        const Layers L(dtype, true);
+        const Layers L(dtype, true, kDecodeOrder);
         Pass pass(L, Grouping::fused);
         for (int r = 0; r < rounds; ++r)
             for (ThreadPool::Split split : {ThreadPool::Split::static_shares, ThreadPool::Split::dynamic,
@@ -345,7 +352,7 @@ int trace(int rounds, int threads) {
 // measurement; if `loads` reaches the read loop and `all` does not, the arithmetic is what holds it back.
 namespace arithmetic {
 
-namespace qi = qvnni_interleaved;
+namespace qi = interleaved_matvec;
 namespace qa = simd::qvnni;
 
 enum class Work { loads, half, all };
@@ -443,15 +450,16 @@ int arithmetic_cost(int rounds, int threads) {
 }
 #endif
 
-void BM_DecodePass(benchmark::State& state, DType dtype, bool huge_pages, bool ymm, Grouping grouping = Grouping::separate) {
+void BM_DecodePass(benchmark::State& state, DType dtype, bool huge_pages, bool one_block, Grouping grouping = Grouping::separate) {
     const int threads = int(state.range(0));
-    static std::map<std::pair<DType, bool>, std::unique_ptr<Layers>> cache;
-    auto& layers = cache[{dtype, huge_pages}];
-    if (!layers) layers = std::make_unique<Layers>(dtype, huge_pages);
+    const BlockOrder order = one_block ? BlockOrder::gguf : kDecodeOrder;  // the one-block kernel reads GGUF's order only
+    static std::map<std::tuple<DType, bool, BlockOrder>, std::unique_ptr<Layers>> cache;
+    auto& layers = cache[{dtype, huge_pages, order}];
+    if (!layers) layers = std::make_unique<Layers>(dtype, huge_pages, order);
     ThreadPool pool(threads);
     Pass pass(*layers, grouping);
     for (auto _ : state) {
-        if (ymm)
+        if (one_block)
             for (const MatrixView& W : layers->views) quant_matvec_as(true, pass.y.data(), W, pass.x.data(), &pool);
         else
             pass.run(pool);
@@ -493,32 +501,48 @@ int main(int argc, char** argv) {
         std::printf("threads %d: streaming read %.1f GB/s; integer dot products: %s; prefill GEMM: %s, vpdpbusd zmm peak %.0f GOP/s\n", t,
                     g_bandwidth[t], simd::qarch::kName, ELASTILM_QGEMM_PACKED ? "packed" : "tiled", g_vnni_peak[t]);
     }
-    // matvec / decode_pass: the build's decode kernel; matvec_ymm / decode_pass_ymm (builds with the zmm
-    // kernel only): the one-block-at-a-time kernel of simd/quant_dot.hpp, for comparison.
-    const std::vector<bool> kernels = ELASTILM_QMATVEC_VNNI ? std::vector<bool>{false, true} : std::vector<bool>{false};
+    // matvec / decode_pass: the build's decode kernel; matvec_one_block / decode_pass_one_block (builds
+    // whose decode kernel is another: the zmm or the interleaved one): the one-block-at-a-time kernel of
+    // simd/quant_dot.hpp, for comparison.
+    const bool one_block_is_another = ELASTILM_QMATVEC_VNNI || ELASTILM_QMATVEC_INTERLEAVED;
+    const std::vector<bool> kernels = one_block_is_another ? std::vector<bool>{false, true} : std::vector<bool>{false};
+#if ELASTILM_QMATVEC_INTERLEAVED
+    std::printf("decode kernel of interleaved rows (a --no-mmap copy): %s\n", interleaved_matvec::kName);
+#endif
     const std::vector<Case> cases = smoke ? std::vector<Case>{{256, 288}}
                                           : std::vector<Case>{{2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
     const int prefill_tokens = smoke ? 16 : 512;
     static std::vector<Blocks> keep;
-    keep.reserve(2 * cases.size() + 40);
+    keep.reserve(4 * cases.size() + 80);
     for (DType dtype : {DType::q8_0, DType::q4_0})
         for (const Case& c : cases) {
             const MatrixView W = keep.emplace_back(c.rows, c.cols, dtype).view;
+            const MatrixView decode_W = kDecodeOrder == BlockOrder::gguf ? W : keep.emplace_back(c.rows, c.cols, dtype, kDecodeOrder).view;
             const std::string shape = std::to_string(c.rows) + "x" + std::to_string(c.cols) + "/" + std::string(to_string(dtype));
-            for (bool ymm : kernels) {
-                auto* mv = benchmark::RegisterBenchmark(((ymm ? "matvec_ymm/" : "matvec/") + shape).c_str(), [=](benchmark::State& s) { BM_Matvec(s, W, ymm); });
+            for (bool one_block : kernels) {
+                const MatrixView V = one_block ? W : decode_W;
+                auto* mv = benchmark::RegisterBenchmark(((one_block ? "matvec_one_block/" : "matvec/") + shape).c_str(),
+                                                        [=](benchmark::State& s) { BM_Matvec(s, V, one_block); });
                 for (int t : thread_counts) mv->Arg(t)->ArgName("threads")->UseRealTime();
             }
             if (c.rows == 32000) continue;  // the LM head runs once per prompt
-            auto* mm = benchmark::RegisterBenchmark(("matmul/" + shape).c_str(), [=](benchmark::State& s) { BM_Matmul(s, W); });
-            for (int t : thread_counts) mm->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
+            // matmul/…/interleaved: the same GEMM reading the rows a --no-mmap copy gives it where the build
+            // decodes interleaved blocks (the tiled GEMM moves each tile's rows back to GGUF's order).
+            for (bool inter : {false, true}) {
+                if (inter && kDecodeOrder == BlockOrder::gguf) continue;
+                const MatrixView V = inter ? decode_W : W;
+                auto* mm = benchmark::RegisterBenchmark(("matmul/" + shape + (inter ? "/interleaved" : "")).c_str(),
+                                                        [=](benchmark::State& s) { BM_Matmul(s, V); });
+                for (int t : thread_counts)
+                    mm->Args({t, prefill_tokens})->ArgNames({"threads", "tokens"})->UseRealTime()->Unit(benchmark::kMillisecond);
+            }
         }
     if (!smoke)
         for (DType dtype : {DType::q8_0, DType::q4_0}) {
-            const MatrixView full = keep.emplace_back(2048, 5632, dtype).view;
+            const MatrixView full = keep.emplace_back(2048, 5632, dtype, kDecodeOrder).view;
             for (int percent : kRatios) {
                 const int hidden = percent == 100 ? 5632 : round_up(round_div(percent * 5632, 100), kFfnUnitMultiple);
-                const MatrixView prefix = full.prefix(2048, hidden), compact = keep.emplace_back(2048, hidden, dtype).view;
+                const MatrixView prefix = full.prefix(2048, hidden), compact = keep.emplace_back(2048, hidden, dtype, kDecodeOrder).view;
                 const std::string name = "layout/W_down/" + std::string(to_string(dtype)) + "/" + std::to_string(percent) + "%/";
                 benchmark::RegisterBenchmark((name + "row_prefix").c_str(), [=](benchmark::State& s) { BM_Matvec(s, prefix); })
                     ->Arg(2)->ArgName("threads")->UseRealTime();
@@ -529,10 +553,11 @@ int main(int argc, char** argv) {
     if (!smoke)
         for (DType dtype : {DType::q8_0, DType::q4_0})
             for (bool huge : {false, true})
-                for (bool ymm : kernels) {
-                    const std::string name = std::string(ymm ? "decode_pass_ymm/" : "decode_pass/") + std::string(to_string(dtype)) +
-                                             (huge ? "/huge_pages" : "/4k_pages");
-                    auto* b = benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { BM_DecodePass(s, dtype, huge, ymm); });
+                for (bool one_block : kernels) {
+                    const std::string name = std::string(one_block ? "decode_pass_one_block/" : "decode_pass/") +
+                                             std::string(to_string(dtype)) + (huge ? "/huge_pages" : "/4k_pages");
+                    auto* b =
+                        benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { BM_DecodePass(s, dtype, huge, one_block); });
                     for (int t : thread_counts) b->Arg(t)->ArgName("threads")->UseRealTime()->Unit(benchmark::kMillisecond);
                 }
     if (!smoke)

@@ -332,10 +332,12 @@ TEST_P(QuantKernels, MatvecEveryRatioSliceTwoModels) {
     matvec_every_ratio<Docs95M>(GetParam());
 }
 
-// The same slices of interleaved rows (the loader's order for a --no-mmap copy where the zmm kernel is
-// compiled): Wq's rows end in a short group (docs-95M: 24 blocks), W_down's slices end inside groups.
+// The same slices of interleaved rows (the loader's order for a --no-mmap copy where the interleaved
+// kernel is compiled): Wq's rows end in a short group (docs-95M: 24 blocks), W_down's slices end inside
+// groups.
 TEST_P(QuantKernels, InterleavedDecodeEveryRatioSliceTwoModels) {
-    if (!ELASTILM_QMATVEC_VNNI) GTEST_SKIP() << "interleaved decode kernel not compiled: needs -march with AVX-512 VNNI and BW";
+    if (!interleaved::kInterleavedDecode)
+        GTEST_SKIP() << "interleaved decode kernel not compiled: needs x86 with AVX2, FMA and F16C (x86-64-v3) or AVX-512 VNNI";
     matvec_every_ratio<TinyGqa15M>(GetParam(), BlockOrder::interleaved);
     matvec_every_ratio<Docs95M>(GetParam(), BlockOrder::interleaved);
 }
@@ -381,7 +383,7 @@ TEST_P(QuantKernels, MatvecExtremeValues) {
     std::vector<float> y(rows);
     matvec(y.data(), s.view, x.data(), nullptr, nullptr, 0);
     expect_rows(s, as_quantized(x.data(), cols), y.data(), nullptr, nullptr, 0, "extremes");
-    if (ELASTILM_QMATVEC_VNNI) {
+    if (interleaved::kInterleavedDecode) {
         const Stored t = interleaved_copy(s);
         matvec(y.data(), t.view, x.data(), nullptr, nullptr, 0);
         expect_rows(t, as_quantized(x.data(), cols), y.data(), nullptr, nullptr, 0, "extremes, interleaved");
@@ -585,6 +587,20 @@ TEST(QuantKernels, PackedGemmQuantizesLikeDecode) {
 #endif
 }
 
+// Activations for the decode kernels' own quantizers, and quantize_activations' blocks of them: block
+// 0 one huge value, block 1 zeros, the rest random.
+[[maybe_unused]] std::vector<float> quantizer_edge_cases(int blocks, std::uint64_t seed) {
+    auto x = activations(32 * blocks, seed);
+    for (int k = 0; k < 32 && blocks > 1; ++k) x[32 + k] = 0;
+    x[0] = 1e30f;
+    return x;
+}
+[[maybe_unused]] std::vector<ActBlock> reference_blocks(const std::vector<float>& x) {
+    std::vector<ActBlock> ref(x.size() / 32);
+    quantize_activations(ref.data(), x.data(), int(x.size()));
+    return ref;
+}
+
 // The zmm decode kernel quantizes x into its own layouts: the same bytes and scales as
 // quantize_activations, each where the kernel reads it, and each lane's start value −128 (Q8_0) or
 // −8 (Q4_0) times the sum of the bytes that lane multiplies. Padding past the last block is zero.
@@ -593,11 +609,8 @@ TEST(QuantKernels, ZmmDecodeQuantizesLikeTheReference) {
     using namespace qvnni_matvec;
     for (int blocks : {1, 15, 16, 17, 40}) {
         const int n = 32 * blocks;
-        auto x = activations(n, 5 + blocks);
-        for (int k = 0; k < 32 && blocks > 1; ++k) x[32 + k] = 0;  // block 1: zeros
-        x[0] = 1e30f;                                              // block 0: one huge value
-        std::vector<ActBlock> ref(blocks);
-        quantize_activations(ref.data(), x.data(), n);
+        const auto x = quantizer_edge_cases(blocks, 5 + blocks);
+        const auto ref = reference_blocks(x);
         std::vector<ActGroupQ8> a8;
         std::vector<ActGroupQ4> a4;
         qvnni_matvec::quantize_activations<BlockQ8_0>(a8, x.data(), n);
@@ -639,6 +652,46 @@ TEST(QuantKernels, ZmmDecodeQuantizesLikeTheReference) {
 #endif
 }
 
+// The interleaved kernel's activations (simd/quant_matvec_interleaved.hpp, with the build's AVX-512 or
+// AVX2 operations): the bytes and scales of quantize_activations, vector v of a half holding elements
+// 4v..4v+3 of its 16 blocks (Q4_0: lo[v] elements 4v.. of 0..15, hi[v] elements 16+4v..), each lane's
+// start value −128 (Q8_0) or −8 (Q4_0) times its block's sum; blocks past n are zeros.
+TEST(QuantKernels, InterleavedDecodeQuantizesLikeTheReference) {
+#if ELASTILM_QMATVEC_INTERLEAVED
+    namespace qi = interleaved_matvec;
+    for (int blocks : {1, 15, 16, 17, 40}) {
+        const int n = 32 * blocks;
+        const auto x = quantizer_edge_cases(blocks, 7 + blocks);
+        const auto ref = reference_blocks(x);
+        std::vector<qi::ActHalfQ8> h8;
+        std::vector<qi::ActHalfQ4> h4;
+        qi::quantize_activations<BlockQ8_0>(h8, x.data(), n);
+        qi::quantize_activations<BlockQ4_0>(h4, x.data(), n);
+        ASSERT_EQ(h8.size(), std::size_t((blocks + 15) / 16));
+        ASSERT_EQ(h4.size(), h8.size());
+        for (std::size_t h = 0; h < h8.size(); ++h)
+            for (int j = 0; j < 16; ++j) {
+                const int b = int(h) * 16 + j;
+                const bool live = b < blocks;
+                int sum = 0;
+                for (int k = 0; k < 32; ++k) {
+                    const int q = live ? ref[std::size_t(b)].q[k] : 0;
+                    sum += q;
+                    ASSERT_EQ(h8[h].x[k / 4][4 * j + k % 4], q) << "Q8_0, block " << b << ", element " << k;
+                    const std::int8_t* v = k < 16 ? h4[h].lo[k / 4] : h4[h].hi[(k - 16) / 4];
+                    ASSERT_EQ(v[4 * j + k % 4], q) << "Q4_0, block " << b << ", element " << k;
+                }
+                EXPECT_EQ(h8[h].d[j], live ? ref[std::size_t(b)].d : 0.0f) << b;
+                EXPECT_EQ(h4[h].d[j], live ? ref[std::size_t(b)].d : 0.0f) << b;
+                EXPECT_EQ(h8[h].c[j], -128 * sum) << b;
+                EXPECT_EQ(h4[h].c[j], -8 * sum) << b;
+            }
+    }
+#else
+    GTEST_SKIP() << "interleaved decode kernel not compiled: needs x86 with AVX2, FMA and F16C (x86-64-v3) or AVX-512 VNNI";
+#endif
+}
+
 // The zmm decode kernel and the one-block-at-a-time kernel it replaced give the same products (to
 // fp32 rounding) on the same matrix, Q8_0 and Q4_0: at block counts around its pairs and quads (1–3
 // blocks left over), its groups of 16 (a partial last group) and a row prefix of a wider matrix.
@@ -652,8 +705,8 @@ TEST_P(QuantKernels, ZmmDecodeMatchesTheYmmKernel) {
             const Stored s = make(rows, cols, rows, 32 * stored_blocks, dtype, 61 + blocks);
             const auto x = activations(cols, 62 + blocks);
             std::vector<float> zmm(rows), ymm(rows);
-            detail::quant_matvec<true>(zmm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
-            detail::quant_matvec<false>(ymm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
+            detail::quant_matvec<detail::DecodeKernel::build>(zmm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
+            detail::quant_matvec<detail::DecodeKernel::one_block>(ymm.data(), s.view, x.data(), nullptr, nullptr, nullptr, 0);
             const auto xq = as_quantized(x.data(), cols);
             for (int i = 0; i < rows; ++i) {
                 double mag = 0;
@@ -666,12 +719,13 @@ TEST_P(QuantKernels, ZmmDecodeMatchesTheYmmKernel) {
 #endif
 }
 
-// The interleaved decode kernel (simd/quant_matvec_interleaved.hpp) against the reference and against
-// the GGUF-order zmm kernel on the same blocks: block counts around its halves of 16 and groups of 32,
+// The interleaved decode kernel (simd/quant_matvec_interleaved.hpp: AVX-512 VNNI or AVX2, whichever the
+// build has) against the reference and against the build's GGUF-order kernel on the same blocks: block counts around its halves of 16 and groups of 32,
 // rows stored exactly (the row's last group stored short) or wider (a ratio's prefix: the last group
 // partly live, or short and partly live), one thread and two.
 TEST_P(QuantKernels, InterleavedDecodeOddSizesAndPrefixes) {
-    if (!ELASTILM_QMATVEC_VNNI) GTEST_SKIP() << "interleaved decode kernel not compiled: needs -march with AVX-512 VNNI and BW";
+    if (!interleaved::kInterleavedDecode)
+        GTEST_SKIP() << "interleaved decode kernel not compiled: needs x86 with AVX2, FMA and F16C (x86-64-v3) or AVX-512 VNNI";
     const DType dtype = GetParam();
     ThreadPool pool(2);
     for (int blocks : {1, 2, 3, 15, 16, 17, 31, 32, 33, 40, 47, 48, 49, 63, 64, 65, 176})
@@ -693,7 +747,8 @@ TEST_P(QuantKernels, InterleavedDecodeOddSizesAndPrefixes) {
 // Products of one input fused over interleaved matrices (Wq, Wk, Wv at decode) give each one exactly the
 // floats of its own matvec, as in GGUF's order.
 TEST_P(QuantKernels, InterleavedFusedProductsMatchTheirOwnMatvecs) {
-    if (!ELASTILM_QMATVEC_VNNI) GTEST_SKIP() << "interleaved decode kernel not compiled: needs -march with AVX-512 VNNI and BW";
+    if (!interleaved::kInterleavedDecode)
+        GTEST_SKIP() << "interleaved decode kernel not compiled: needs x86 with AVX2, FMA and F16C (x86-64-v3) or AVX-512 VNNI";
     const DType dtype = GetParam();
     ThreadPool pool(2);
     for (int cols : {32, 1056, 2048}) {
@@ -712,6 +767,22 @@ TEST_P(QuantKernels, InterleavedFusedProductsMatchTheirOwnMatvecs) {
     }
 }
 
+// The matrices a GEMM that reads interleaved rows is checked on: same(stored, tokens, what) for odd
+// sizes (rows, blocks, and a wider stored row: a slice's last group partly live) and docs-95M's W_down
+// at every ratio's slice.
+template <class Same>
+void gemm_interleaving_cases(DType dtype, std::uint64_t seed, Same&& same) {
+    for (int rows : {1, 17, 33})
+        for (int blocks : {1, 17, 33, 49})
+            for (int wider : {0, 5}) same(make(rows, 32 * blocks, rows, 32 * (blocks + wider), dtype, seed), 7, "odd sizes");
+    const Stored down = make(Docs95M::dim, Docs95M::hidden_dim, Docs95M::dim, Docs95M::hidden_dim, dtype, seed + 1);
+    for (const WidthInfo& w : width_table<Docs95M>) {
+        Stored d = down;
+        d.view = down.view.prefix(Docs95M::dim, w.hidden);
+        same(d, 3, "docs-95M W_down at " + std::to_string(w.percent) + "%");
+    }
+}
+
 // The packed GEMM reads interleaved rows (the layers of a --no-mmap copy) into the very panels it packs
 // from GGUF's order: bit for bit the same products, at odd sizes and every ratio's slice.
 TEST_P(QuantKernels, PackedGemmReadsInterleavedRowsAsGguf) {
@@ -727,32 +798,47 @@ TEST_P(QuantKernels, PackedGemmReadsInterleavedRowsAsGguf) {
         matmul(b.data(), ldy, t.view, X.data(), cols, n, &pool);
         ASSERT_EQ(a, b) << what;
     };
-    for (int rows : {1, 17, 33})
-        for (int blocks : {1, 17, 33, 49})
-            for (int wider : {0, 5}) same(make(rows, 32 * blocks, rows, 32 * (blocks + wider), dtype, 97), 7, "odd sizes");
-    const Stored down = make(Docs95M::dim, Docs95M::hidden_dim, Docs95M::dim, Docs95M::hidden_dim, dtype, 98);
-    for (const WidthInfo& w : width_table<Docs95M>) {
-        Stored d = down;
-        d.view = down.view.prefix(Docs95M::dim, w.hidden);
-        same(d, 3, "docs-95M W_down at " + std::to_string(w.percent) + "%");
-    }
+    gemm_interleaving_cases(dtype, 97, same);
 #else
     GTEST_SKIP() << "packed GEMM not compiled: needs -march with AVX-512 VNNI and BW";
 #endif
 }
 
-// Kernels that read only GGUF's order refuse interleaved rows instead of computing garbage: the
-// one-block decode kernel and the tiled prefill GEMM (on every build), and so a build's public matvec
-// and matmul where those are its kernels.
+// The kernel that reads only GGUF's order refuses interleaved rows instead of computing garbage: the
+// one-block decode kernel (on every build), and so a build's public matvec where it is the only one.
 TEST_P(QuantKernels, KernelsForGgufOrderRefuseInterleavedRows) {
     const Stored t = interleaved_copy(make(4, 64, 4, 64, GetParam(), 99));
     const auto x = activations(64, 100);
     std::vector<float> y(4);
-    EXPECT_THROW(detail::quant_matvec<false>(y.data(), t.view, x.data(), nullptr, nullptr, nullptr, 0), Error);
-    const auto xq = quantized_tokens(x, 64, 64, 1);
-    EXPECT_THROW(qgemm::matmul_tiled(y.data(), 4, t.view, xq.data(), 1), Error);
-    if (!ELASTILM_QMATVEC_VNNI) EXPECT_THROW(matvec(y.data(), t.view, x.data(), nullptr, nullptr, 0), Error);
-    if (!ELASTILM_QGEMM_PACKED) EXPECT_THROW(matmul(y.data(), 4, t.view, x.data(), 64, 1, nullptr), Error);
+    EXPECT_THROW(detail::quant_matvec<detail::DecodeKernel::one_block>(y.data(), t.view, x.data(), nullptr, nullptr, nullptr, 0), Error);
+    if (!interleaved::kInterleavedDecode) {
+        EXPECT_THROW(matvec(y.data(), t.view, x.data(), nullptr, nullptr, 0), Error);
+    }
+}
+
+// The tiled GEMM (AVX2, NEON and scalar builds' prefill) reads interleaved rows — the layers of a
+// --no-mmap copy on an x86-64-v3 build — as the GGUF blocks they came from, a tile's slice at a time:
+// bit for bit the same products, at odd sizes and every ratio's slice, with both its micro-kernels
+// where the build has two.
+TEST_P(QuantKernels, TiledGemmReadsInterleavedRowsAsGguf) {
+    const DType dtype = GetParam();
+    ThreadPool pool(2);
+    auto same = [&](const Stored& s, int n, const std::string& what) {
+        const Stored t = interleaved_copy(s);
+        const int cols = s.view.cols, ldy = s.view.rows;
+        const auto X = activations(n * cols, std::uint64_t(n) * 37 + cols);
+        const auto xq = quantized_tokens(X, cols, cols, n);
+        std::vector<float> a(std::size_t(n) * ldy, -1), b(std::size_t(n) * ldy, -2);
+        qgemm::matmul_tiled(a.data(), ldy, s.view, xq.data(), n, &pool);
+        qgemm::matmul_tiled(b.data(), ldy, t.view, xq.data(), n, &pool);
+        ASSERT_EQ(a, b) << what;
+        if (qgemm::kMicro != qgemm::Micro::dot) {
+            qgemm::matmul_tiled<qgemm::Micro::dot>(a.data(), ldy, s.view, xq.data(), n, &pool);
+            qgemm::matmul_tiled<qgemm::Micro::dot>(b.data(), ldy, t.view, xq.data(), n, &pool);
+            ASSERT_EQ(a, b) << what << ", dot micro-kernel";
+        }
+    };
+    gemm_interleaving_cases(dtype, 101, same);
 }
 
 // The SMMLA micro-kernel (ARM with I8MM) against the dot-product one it replaces, on the same quantized

@@ -25,8 +25,8 @@
 //
 // This header is portable: it defines the layout and converts rows to and from it. Only the loader
 // interleaves (formats/load.hpp), and only a --no-mmap copy where the decode kernel reads this layout
-// (kInterleavedDecode below); every other reader of quantized rows finds the bytes with spot() or
-// gguf_row() below (the packed prefill GEMM, gguf_export).
+// (kInterleavedDecode below); every other reader of quantized rows finds the bytes with spot(),
+// gguf_row() or gguf_prefix() below (the packed and the tiled prefill GEMMs, gguf_export).
 #pragma once
 
 #include <atomic>
@@ -41,11 +41,12 @@
 
 namespace elastilm::interleaved {
 
-// Whether this build's decode kernel reads interleaved rows: with AVX-512 VNNI and BW, as
-// simd/quant_matvec.hpp chooses its kernel. Why only there: the interleaved kernel streams closer to the
-// read loop than the GGUF-order one (README, "Quantized weights"); the AVX2 and NEON kernels read GGUF's.
+// Whether this build's decode kernel reads interleaved rows: on x86 with AVX-512 VNNI and BW, or with
+// AVX2, FMA and F16C (x86-64-v3), where simd/quant_matvec_interleaved.hpp is compiled. Why: there the
+// interleaved kernel streams closer to the read loop than the GGUF-order ones (README, "Quantized
+// weights": sessions 33 and 36); the NEON kernel reads GGUF's order.
 inline constexpr bool kInterleavedDecode =
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if (defined(__AVX512VNNI__) && defined(__AVX512BW__)) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
     true;
 #else
     false;
@@ -190,6 +191,30 @@ inline void gguf_row(std::byte* out, const MatrixView& W, int r) {
     const auto* src = static_cast<const std::byte*>(W.data) + std::size_t(r) * std::size_t(row_blocks) * block_bytes(W.dtype);
     if (W.order == BlockOrder::interleaved) deinterleave_row(out, src, W.dtype, row_blocks);
     else std::memcpy(out, src, std::size_t(row_blocks) * block_bytes(W.dtype));
+}
+
+// The first W.cols / 32 blocks of row r of W as GGUF blocks, whichever order W's blocks are in: what a
+// ratio's slice reads, without moving the rest of the row (the tiled prefill GEMM, a tile at a time).
+inline void gguf_prefix(std::byte* out, const MatrixView& W, int r) {
+    const int row_blocks = int(W.ld / kQuantBlock), blocks = W.cols / kQuantBlock;
+    const std::size_t S = block_bytes(W.dtype);
+    const auto* src = static_cast<const std::byte*>(W.data) + std::size_t(r) * std::size_t(row_blocks) * S;
+    if (W.order != BlockOrder::interleaved) return void(std::memcpy(out, src, std::size_t(blocks) * S));
+    detail::require_block_type(W.dtype);
+    const std::uint32_t flip = W.dtype == DType::q8_0 ? 0x80808080u : 0u;
+    const int whole = blocks / kGroupBlocks;  // groups wholly inside the prefix: stored whole, at the same offsets
+    if (W.dtype == DType::q8_0) detail::move_whole_groups<false, 8>(out, src, whole, flip);
+    else detail::move_whole_groups<false, 4>(out, src, whole, flip);
+    for (int b = whole * kGroupBlocks; b < blocks; ++b) {
+        std::byte* block = out + std::size_t(b) * S;
+        std::memcpy(block, src + spot(W.dtype, row_blocks, b, 0).scale, 2);
+        for (int v = 0; v < vectors(W.dtype); ++v) {
+            std::uint32_t w;
+            std::memcpy(&w, src + spot(W.dtype, row_blocks, b, v).quad, 4);
+            w ^= flip;
+            std::memcpy(block + 2 + 4 * std::size_t(v), &w, 4);
+        }
+    }
 }
 
 }  // namespace elastilm::interleaved

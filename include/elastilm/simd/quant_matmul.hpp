@@ -70,14 +70,27 @@ void micro_kernel(float* Y, std::size_t ldy, const Block* const* w, const ActBlo
 
 // Walks tiles [tile0, tile1) of W against tokens [t0, t1) in groups of MR: run(w, R, r0, m0, M) with w
 // the tile's R row pointers (R < NR and M < MR at the tails). Both micro-kernel families walk the same.
+// Interleaved rows (a --no-mmap copy on a build whose decode kernel reads that order) are read as GGUF
+// blocks: each tile's rows, only the blocks W's slice uses, are moved back into this thread's buffer
+// once per chunk of TC tokens, whose products then reuse them.
 template <class Block, class Run>
 void for_each_tile(const MatrixView& W, int t0, int t1, int tile0, int tile1, Run&& run) {
-    const std::size_t row_blocks = W.ld / kQuantBlock;
+    const std::size_t row_blocks = W.ld / kQuantBlock, blocks = std::size_t(W.cols / kQuantBlock);
     const auto* base = static_cast<const Block*>(W.data);
+    const bool interleaved_rows = W.order == BlockOrder::interleaved;
+    thread_local std::vector<Block> gguf;
+    if (interleaved_rows) gguf.resize(std::size_t(NR) * blocks);
     for (int tile = tile0; tile < tile1; ++tile) {
         const int r0 = tile * NR, R = std::min(NR, W.rows - r0);
         const Block* w[NR];
-        for (int r = 0; r < R; ++r) w[r] = base + std::size_t(r0 + r) * row_blocks;
+        for (int r = 0; r < R; ++r) {
+            if (!interleaved_rows) {
+                w[r] = base + std::size_t(r0 + r) * row_blocks;
+                continue;
+            }
+            interleaved::gguf_prefix(reinterpret_cast<std::byte*>(gguf.data() + std::size_t(r) * blocks), W, r0 + r);
+            w[r] = gguf.data() + std::size_t(r) * blocks;
+        }
         for (int m0 = t0; m0 < t1; m0 += MR) run(static_cast<const Block* const*>(w), R, r0, m0, std::min(MR, t1 - m0));
     }
 }
@@ -187,7 +200,6 @@ void tiles(float* Y, int ldy, const MatrixView& W, const ActBlock* xq, int t0, i
 // forces the dot-product micro-kernel (tests compare the two where both exist).
 template <Micro K = kMicro>
 void matmul_tiled(float* Y, int ldy, const MatrixView& W, const ActBlock* xb, int n, ThreadPool* pool = nullptr) {
-    detail::require_gguf_order(W, "the tiled prefill GEMM");
     const int n_tiles = (W.rows + NR - 1) / NR;
     auto split = [&](auto&& run) {
         if (pool && pool->size() > 1 && n_tiles > 1) pool->parallel_for(n_tiles, run, 8);

@@ -3,9 +3,11 @@
 // matvec, each row one sequential stream of whole blocks. A ratio's slice is a prefix of each row's
 // blocks (W.cols a multiple of 32), so the same kernel serves every width.
 //
-// With AVX-512 VNNI and BW (-march with both) each row's dot product is simd/quant_matvec_vnni.hpp's,
-// several blocks per 512-bit vector from activations laid out for the weight type; elsewhere it is
-// simd/quant_dot.hpp's, one block at a time.
+// Rows in the interleaved block order (a --no-mmap copy, simd/quant_interleaved.hpp) are read by
+// simd/quant_matvec_interleaved.hpp's kernel (AVX-512 VNNI, or AVX2 on x86-64-v3). Rows in GGUF's order
+// (a mapped file): with AVX-512 VNNI and BW (-march with both) each row's dot product is
+// simd/quant_matvec_vnni.hpp's, several blocks per 512-bit vector from activations laid out for the
+// weight type; elsewhere it is simd/quant_dot.hpp's, one block at a time.
 #pragma once
 
 #include <algorithm>
@@ -20,19 +22,17 @@
 #include "elastilm/simd/decode_prefetch.hpp"
 #include "elastilm/simd/quant_dot.hpp"
 #include "elastilm/simd/quant_interleaved.hpp"
+#include "elastilm/simd/quant_matvec_interleaved.hpp"
 #include "elastilm/tensor.hpp"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define ELASTILM_QMATVEC_VNNI 1
-#include "elastilm/simd/quant_matvec_interleaved.hpp"
 #include "elastilm/simd/quant_matvec_vnni.hpp"
 #else
 #define ELASTILM_QMATVEC_VNNI 0
 #endif
 
 namespace elastilm {
-
-static_assert(interleaved::kInterleavedDecode == bool(ELASTILM_QMATVEC_VNNI), "the loader interleaves exactly where the kernel reads it");
 
 namespace detail {
 
@@ -130,7 +130,7 @@ inline void require_quant_view(const MatrixView& W) {
             std::string(to_string(W.dtype)) + " weights must be output-major with whole 32-element input blocks (" +
                 std::to_string(W.cols) + " inputs); a transposed product (training) needs F16 or F32 weights");
 }
-// The kernels that read only GGUF's block order (the one-block decode kernel, the tiled prefill GEMM).
+// The kernels that read only GGUF's block order (the one-block decode kernel).
 inline void require_gguf_order(const MatrixView& W, const char* kernel) {
     require(W.order == BlockOrder::gguf, "quantized product",
             std::string(kernel) + " reads GGUF's block order; these " + std::string(to_string(W.dtype)) + " weights are interleaved");
@@ -140,11 +140,15 @@ inline void require_gguf_order(const MatrixView& W, const char* kernel) {
 
 namespace detail {
 
-// y[m] = W[m]·x for `count` matrices of one dtype and one input x, with the zmm row kernel (Zmm, only
-// when compiled with AVX-512 VNNI and BW) or the one-block-at-a-time one (simd/quant_dot.hpp);
-// bench/quant_kernels.cpp times both side by side. x is quantized once and all the matrices' rows are
-// split across the pool as one range.
-template <bool Zmm>
+// Which kernel a decode product runs: the build's (for interleaved rows the interleaved kernel; for
+// GGUF's order the zmm one where AVX-512 VNNI and BW are compiled, else the one-block one), or the
+// one-block-at-a-time kernel of simd/quant_dot.hpp (GGUF's order only), which bench/quant_kernels.cpp
+// times and the tests check beside the build's.
+enum class DecodeKernel { build, one_block };
+
+// y[m] = W[m]·x for `count` matrices of one dtype and one input x, with kernel K. x is quantized once and
+// all the matrices' rows are split across the pool as one range.
+template <DecodeKernel K>
 void quant_matvec(float* const* y, const MatrixView* W, int count, const float* x, ThreadPool* pool, const MatrixView* E, const float* z,
                   std::size_t parallel_from) {
     int total = 0;
@@ -176,10 +180,10 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
     };
     // The quantized activations are thread_local: the pool's threads read the caller's copy, through the
     // pointers the lambdas capture.
-    if constexpr (Zmm) {
-#if ELASTILM_QMATVEC_VNNI
+    if constexpr (K == DecodeKernel::build) {
+#if ELASTILM_QMATVEC_INTERLEAVED
         if (W[0].order == BlockOrder::interleaved) {
-            namespace qi = qvnni_interleaved;
+            namespace qi = interleaved_matvec;
             thread_local std::vector<qi::ActHalfQ8> h8;
             thread_local std::vector<qi::ActHalfQ4> h4;
             if (W[0].dtype == DType::q8_0) qi::quantize_activations<BlockQ8_0>(h8, x, cols);
@@ -196,6 +200,8 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
             });
             return;
         }
+#endif
+#if ELASTILM_QMATVEC_VNNI
         thread_local std::vector<qvnni_matvec::ActGroupQ8> x8;
         thread_local std::vector<qvnni_matvec::ActGroupQ4> x4;
         if (W[0].dtype == DType::q8_0) qvnni_matvec::quantize_activations<BlockQ8_0>(x8, x, cols);
@@ -210,34 +216,32 @@ void quant_matvec(float* const* y, const MatrixView* W, int count, const float* 
                     return qvnni_matvec::dot_row<BlockQ4_0, H>(w, xb4, n, later);
                 });
         });
-#else
-        static_assert(!Zmm, "the zmm kernel needs -march with AVX-512 VNNI and BW");
+        return;
 #endif
-    } else {
-        require_gguf_order(W[0], "the one-block decode kernel");
-        thread_local std::vector<ActBlock> xq;
-        xq.resize(std::size_t(cols / kQuantBlock));
-        quantize_activations(xq.data(), x, cols);
-        const ActBlock* xb = xq.data();
-        with_hint([&](auto hint) {
-            constexpr PrefetchHint H = decltype(hint)::value;
-            run(
-                [xb](const BlockQ8_0* w, int n, int, const BlockQ8_0* later) {
-                    prefetch_piece<H>(later, n);
-                    return simd::dot_blocks(w, xb, n);
-                },
-                [xb](const BlockQ4_0* w, int n, int, const BlockQ4_0* later) {
-                    prefetch_piece<H>(later, n);
-                    return simd::dot_blocks(w, xb, n);
-                });
-        });
     }
+    require_gguf_order(W[0], "the one-block decode kernel");
+    thread_local std::vector<ActBlock> xq;
+    xq.resize(std::size_t(cols / kQuantBlock));
+    quantize_activations(xq.data(), x, cols);
+    const ActBlock* xb = xq.data();
+    with_hint([&](auto hint) {
+        constexpr PrefetchHint H = decltype(hint)::value;
+        run(
+            [xb](const BlockQ8_0* w, int n, int, const BlockQ8_0* later) {
+                prefetch_piece<H>(later, n);
+                return simd::dot_blocks(w, xb, n);
+            },
+            [xb](const BlockQ4_0* w, int n, int, const BlockQ4_0* later) {
+                prefetch_piece<H>(later, n);
+                return simd::dot_blocks(w, xb, n);
+            });
+    });
 }
 
-template <bool Zmm>
+template <DecodeKernel K>
 void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* pool, const MatrixView* E, const float* z,
                   std::size_t parallel_from) {
-    quant_matvec<Zmm>(&y, &W, 1, x, pool, E, z, parallel_from);
+    quant_matvec<K>(&y, &W, 1, x, pool, E, z, parallel_from);
 }
 
 }  // namespace detail
@@ -245,7 +249,7 @@ void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* poo
 // y[i] = Σ_j W(i, j) · x[j] (+ Σ_k E(i, k) · z[k] when E is given: f16, out_major, W's rows).
 inline void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPool* pool = nullptr, const MatrixView* E = nullptr,
                          const float* z = nullptr, std::size_t parallel_from = std::size_t(1) << 16) {
-    detail::quant_matvec<bool(ELASTILM_QMATVEC_VNNI)>(y, W, x, pool, E, z, parallel_from);
+    detail::quant_matvec<detail::DecodeKernel::build>(y, W, x, pool, E, z, parallel_from);
 }
 
 // y[m] = W[m]·x for matrices that read the same x (Wq, Wk, Wv; W_gate, W_up), of one block format and
@@ -256,7 +260,7 @@ inline void quant_matvec(float* y, const MatrixView& W, const float* x, ThreadPo
 inline void quant_matvecs(std::span<float* const> y, std::span<const MatrixView> W, const float* x, ThreadPool* pool = nullptr,
                           std::size_t parallel_from = std::size_t(1) << 16) {
     require(y.size() == W.size() && !W.empty(), "quantized product", "one output per matrix");
-    detail::quant_matvec<bool(ELASTILM_QMATVEC_VNNI)>(y.data(), W.data(), int(W.size()), x, pool, nullptr, nullptr, parallel_from);
+    detail::quant_matvec<detail::DecodeKernel::build>(y.data(), W.data(), int(W.size()), x, pool, nullptr, nullptr, parallel_from);
 }
 
 }  // namespace elastilm

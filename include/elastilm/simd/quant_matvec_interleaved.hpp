@@ -1,16 +1,20 @@
 // The decode dot product of one interleaved Q8_0 / Q4_0 row (simd/quant_interleaved.hpp) with the
-// activations, on x86 with AVX-512 VNNI: 16 blocks per vector, block j in int32 lane j.
+// activations, on x86: 16 blocks per half, block j in int32 lane j.
 //
 //   y = Σ_b d_w[b] · d_x[b] · Σ_k w[b][k] · x[b][k]
 //
 // Vector v of a half holds elements 4v..4v+3 of its 16 blocks (Q4_0: and 16+4v.. in the high nibbles),
-// so the activations are laid out the same way once per matvec, and each vpdpbusd adds 4 more terms of
+// so the activations are laid out the same way once per matvec, and each step adds 4 more terms of
 // every block's dot product to its lane: after V of them (8 for Q8_0, 2 × 4 for Q4_0) lane j holds block
 // j's whole integer dot product. Then one conversion and one fma with the 16 scale products d_w·d_x.
-// As in simd/quant_matvec_vnni.hpp the weights are the unsigned operand, shifted by a constant whose
-// effect is each lane's start value: Q8_0 is stored + 128, so c = −128 · Σ x; Q4_0's nibbles are w + 8,
-// so c = −8 · Σ x. Q4_0's high nibbles are used in place (16 × the value, one AND instead of a shift and
-// an AND) in a second accumulator divided by 16 at the end — exact, since it is a multiple of 16.
+// The steps are the architecture's (qa::q8_step / q4_step, with their start and finish):
+//   AVX-512 VNNI (simd/arch/quant_dot_avx512.hpp): one vpdpbusd per 64-byte vector. As in
+//     simd/quant_matvec_vnni.hpp the weights are the unsigned operand, shifted by a constant whose effect
+//     is each lane's start value: Q8_0 is stored + 128, so c = −128 · Σ x; Q4_0's nibbles are w + 8, so
+//     c = −8 · Σ x. Q4_0's high nibbles are used in place (16 × the value, one AND instead of a shift and
+//     an AND) in a second accumulator divided by 16 at the end — exact, since it is a multiple of 16.
+//   AVX2 (simd/arch/quant_interleaved_avx2.hpp, x86-64-v3): two 256-bit halves of each vector,
+//     maddubs + madd; that header says how each format keeps maddubs from saturating.
 #pragma once
 
 #include <algorithm>
@@ -20,14 +24,34 @@
 #include <type_traits>
 #include <vector>
 
-#include "elastilm/simd/arch/quant_dot_avx512.hpp"
 #include "elastilm/simd/decode_prefetch.hpp"
 #include "elastilm/simd/quant_blocks.hpp"
 #include "elastilm/simd/quant_interleaved.hpp"
 
-namespace elastilm::qvnni_interleaved {
+// The same conditions as interleaved::kInterleavedDecode: the loader interleaves exactly where this
+// kernel is compiled (static_assert below).
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#include "elastilm/simd/arch/quant_dot_avx512.hpp"
+#define ELASTILM_QMATVEC_INTERLEAVED 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include "elastilm/simd/arch/quant_interleaved_avx2.hpp"
+#define ELASTILM_QMATVEC_INTERLEAVED 1
+#else
+#define ELASTILM_QMATVEC_INTERLEAVED 0
+#endif
 
+static_assert(elastilm::interleaved::kInterleavedDecode == bool(ELASTILM_QMATVEC_INTERLEAVED),
+              "the loader interleaves exactly where the interleaved decode kernel is compiled");
+
+#if ELASTILM_QMATVEC_INTERLEAVED
+namespace elastilm::interleaved_matvec {
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 namespace qa = simd::qvnni;
+#else
+namespace qa = simd::qavx2;
+#endif
+inline constexpr const char* kName = qa::kName;
 using interleaved::kGroupBlocks;
 using interleaved::kHalfBlocks;
 
@@ -101,26 +125,21 @@ inline GroupDots group_dots(const std::byte* q, const ActHalf<Block>* a) {
     const std::byte* q1 = q + V * 64;  // the second half's vectors
     auto load = [](const std::byte* p, int v) { return qa::load_bytes(p + 64 * v); };
     if constexpr (std::is_same_v<Block, BlockQ8_0>) {
-        qa::I32 even0 = qa::load_i32(a[0].c), even1 = qa::load_i32(a[1].c), odd0 = qa::zero_i32(), odd1 = qa::zero_i32();
-#pragma GCC unroll 4
-        for (int v = 0; v < 8; v += 2) {
-            even0 = qa::dot(even0, load(q, v), qa::load_bytes(a[0].x[v]));
-            even1 = qa::dot(even1, load(q1, v), qa::load_bytes(a[1].x[v]));
-            odd0 = qa::dot(odd0, load(q, v + 1), qa::load_bytes(a[0].x[v + 1]));
-            odd1 = qa::dot(odd1, load(q1, v + 1), qa::load_bytes(a[1].x[v + 1]));
+        qa::Q8Acc h0 = qa::q8_start(a[0].c), h1 = qa::q8_start(a[1].c);
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; ++v) {
+            h0 = qa::q8_step(h0, v, load(q, v), qa::load_bytes(a[0].x[v]));
+            h1 = qa::q8_step(h1, v, load(q1, v), qa::load_bytes(a[1].x[v]));
         }
-        return {{qa::add(even0, odd0), qa::add(even1, odd1)}};
+        return {{qa::q8_finish(h0, a[0].c), qa::q8_finish(h1, a[1].c)}};
     } else {
-        qa::I32 lo0 = qa::load_i32(a[0].c), lo1 = qa::load_i32(a[1].c), hi0 = qa::zero_i32(), hi1 = qa::zero_i32();
+        qa::Q4Acc h0 = qa::q4_start(a[0].c), h1 = qa::q4_start(a[1].c);
 #pragma GCC unroll 4
         for (int v = 0; v < 4; ++v) {
-            const qa::Bytes n0 = load(q, v), n1 = load(q1, v);
-            lo0 = qa::dot(lo0, qa::low_nibbles(n0), qa::load_bytes(a[0].lo[v]));
-            lo1 = qa::dot(lo1, qa::low_nibbles(n1), qa::load_bytes(a[1].lo[v]));
-            hi0 = qa::dot(hi0, qa::high_nibbles_times16(n0), qa::load_bytes(a[0].hi[v]));
-            hi1 = qa::dot(hi1, qa::high_nibbles_times16(n1), qa::load_bytes(a[1].hi[v]));
+            h0 = qa::q4_step(h0, load(q, v), qa::load_bytes(a[0].lo[v]), qa::load_bytes(a[0].hi[v]));
+            h1 = qa::q4_step(h1, load(q1, v), qa::load_bytes(a[1].lo[v]), qa::load_bytes(a[1].hi[v]));
         }
-        return {{qa::add(lo0, qa::sixteenths(hi0)), qa::add(lo1, qa::sixteenths(hi1))}};
+        return {{qa::q4_finish(h0, a[0].c), qa::q4_finish(h1, a[1].c)}};
     }
 }
 
@@ -130,22 +149,16 @@ inline GroupDots group_dots(const std::byte* q, const ActHalf<Block>* a) {
 template <class Block>
 inline qa::I32 partial_half_dots(const std::byte* q, int stride, int live, const ActHalf<Block>& a) {
     auto load = [&](int v) { return qa::load_first_bytes(q + std::size_t(v) * stride, 4 * live); };
-    qa::I32 i0 = qa::load_i32(a.c), i1 = qa::zero_i32();
     if constexpr (std::is_same_v<Block, BlockQ8_0>) {
-#pragma GCC unroll 4
-        for (int v = 0; v < 8; v += 2) {
-            i0 = qa::dot(i0, load(v), qa::load_bytes(a.x[v]));
-            i1 = qa::dot(i1, load(v + 1), qa::load_bytes(a.x[v + 1]));
-        }
-        return qa::add(i0, i1);
+        qa::Q8Acc h = qa::q8_start(a.c);
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; ++v) h = qa::q8_step(h, v, load(v), qa::load_bytes(a.x[v]));
+        return qa::q8_finish(h, a.c);
     } else {
+        qa::Q4Acc h = qa::q4_start(a.c);
 #pragma GCC unroll 4
-        for (int v = 0; v < 4; ++v) {
-            const qa::Bytes n = load(v);
-            i0 = qa::dot(i0, qa::low_nibbles(n), qa::load_bytes(a.lo[v]));
-            i1 = qa::dot(i1, qa::high_nibbles_times16(n), qa::load_bytes(a.hi[v]));
-        }
-        return qa::add(i0, qa::sixteenths(i1));
+        for (int v = 0; v < 4; ++v) h = qa::q4_step(h, load(v), qa::load_bytes(a.lo[v]), qa::load_bytes(a.hi[v]));
+        return qa::q4_finish(h, a.c);
     }
 }
 
@@ -192,4 +205,5 @@ template <class Block, PrefetchHint H = PrefetchHint::cached>
     return qa::sum(qa::add(acc0, acc1));
 }
 
-}  // namespace elastilm::qvnni_interleaved
+}  // namespace elastilm::interleaved_matvec
+#endif

@@ -149,6 +149,29 @@ inline I32 add(I32 a, I32 b) { return _mm512_add_epi32(a, b); }
 inline void store_i32(std::int32_t* p, I32 v) { _mm512_storeu_si512(p, v); }
 inline I32 load_i32(const std::int32_t* p) { return _mm512_loadu_si512(p); }
 
+// The interleaved kernel's chains (simd/quant_matvec_interleaved.hpp), one vpdpbusd per vector; c is
+// each lane's start value, −128 · Σ x (Q8_0, stored w + 128) or −8 · Σ x (Q4_0's nibbles w + 8).
+// Q8_0: two chains, the even and the odd vectors, so that each vpdpbusd's latency hides behind another.
+struct Q8Acc {
+    I32 even, odd;
+};
+inline Q8Acc q8_start(const std::int32_t* c) { return {load_i32(c), zero_i32()}; }
+inline Q8Acc q8_step(Q8Acc a, int v, Bytes stored, Bytes x) {
+    I32& chain = v % 2 ? a.odd : a.even;
+    chain = dot(chain, stored, x);
+    return a;
+}
+inline I32 q8_finish(Q8Acc a, const std::int32_t*) { return add(a.even, a.odd); }
+// Q4_0: the low nibbles' chain, and the high nibbles' in place (16 × each), divided by 16 at the end.
+struct Q4Acc {
+    I32 low, high16;
+};
+inline Q4Acc q4_start(const std::int32_t* c) { return {load_i32(c), zero_i32()}; }
+inline Q4Acc q4_step(Q4Acc a, Bytes nibbles, Bytes x_low, Bytes x_high) {
+    return {dot(a.low, low_nibbles(nibbles), x_low), dot(a.high16, high_nibbles_times16(nibbles), x_high)};
+}
+inline I32 q4_finish(Q4Acc a, const std::int32_t*) { return add(a.low, sixteenths(a.high16)); }
+
 // A hint to bring bytes [p, p + n) in, a cache line at a time: into L2 (prefetcht1) or non-temporal
 // (prefetchnta); simd/decode_prefetch.hpp says which the CPU gets.
 template <bool NonTemporal>

@@ -27,6 +27,8 @@
 //   --orders R        R rounds alternating the read loop and fused decode passes with the blocks in
 //                     GGUF's order and interleaved (simd/quant_interleaved.hpp, the order the loader
 //                     gives a --no-mmap copy where the build has the AVX-512 VNNI kernel);
+//   --gemm-orders R   R rounds alternating the prefill GEMM on GGUF's order and on interleaved blocks
+//                     (what a --no-mmap copy's prefill pays for its decode's order);
 //   --trace R         R fused decode passes per format and split, each traced (bench/pool_trace.hpp);
 //   --arithmetic R    (builds with the interleaved AVX-512 VNNI kernel) R rounds alternating the read loop
 //                     and passes over the same interleaved rows that load everything and do none, half
@@ -219,7 +221,8 @@ const char* split_name(ThreadPool::Split s) {
 
 struct Variant {
     std::string name;
-    std::function<double()> gbs;
+    std::function<double()> gbs;  // one timing: GB/s (or GOP/s)
+    std::size_t ref = 0;  // the variant its share is of
 };
 
 // The streaming read every share below is of (bench/roofline.hpp's loop), over a 1 GiB buffer on huge pages.
@@ -230,8 +233,10 @@ Variant read_loop(const bench::HugeBuffer& buf, ThreadPool& pool) {
 }
 
 // R rounds, each timing every variant once in a rotating order, so that all of them see the same
-// machine; then each one's median GB/s and its share of the first one's (the read loop's) median.
-int print_rotating(const std::vector<Variant>& variants, int rounds, int threads) {
+// machine; then each one's median GB/s (`unit`) and its share of its reference's median (by default the
+// first variant, the read loop).
+int print_rotating(const std::vector<Variant>& variants, int rounds, int threads, const char* unit = "GB/s",
+                   const char* share = "of the read loop") {
     std::vector<std::vector<double>> gbs(variants.size());
     for (int r = 0; r < rounds; ++r)
         for (std::size_t k = 0; k < variants.size(); ++k) {
@@ -242,13 +247,46 @@ int print_rotating(const std::vector<Variant>& variants, int rounds, int threads
         std::sort(v.begin(), v.end());
         return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
     };
-    const double ref = median(gbs[0]);
-    std::printf("| %d threads, %d rounds | GB/s median (min–max) | of the read loop |\n|---|---|---|\n", threads, rounds);
+    std::printf("| %d threads, %d rounds | %s median (min–max) | %s |\n|---|---|---|\n", threads, rounds, unit, share);
     for (std::size_t i = 0; i < variants.size(); ++i)
         std::printf("| %s | %.2f (%.2f–%.2f) | %.1f %% |\n", variants[i].name.c_str(), median(gbs[i]),
                     *std::min_element(gbs[i].begin(), gbs[i].end()), *std::max_element(gbs[i].begin(), gbs[i].end()),
-                    100 * median(gbs[i]) / ref);
+                    100 * median(gbs[i]) / median(gbs[variants[i].ref]));
     return 0;
+}
+
+// --gemm-orders R (builds whose decode reads interleaved blocks): R rounds alternating the prefill GEMM
+// (512 tokens, 2 threads) on W_down and Wo of TinyLlama's shape, with the blocks in GGUF's order (a
+// mapped model) and interleaved (a --no-mmap copy): GOP/s medians, each interleaved one as a share of
+// its GGUF sibling. What reading interleaved rows costs the build's prefill GEMM.
+int gemm_orders(int rounds, int threads) {
+    if (kDecodeOrder == BlockOrder::gguf) {
+        std::fprintf(stderr, "--gemm-orders: this build's decode reads GGUF's order, so no copy is interleaved\n");
+        return 2;
+    }
+    ThreadPool pool(threads);
+    constexpr int tokens = 512;
+    std::vector<Variant> variants;
+    std::vector<std::unique_ptr<Blocks>> keep;
+    for (DType dtype : {DType::q8_0, DType::q4_0})
+        for (auto [rows, cols] : {std::pair{TinyLlama1B::dim, TinyLlama1B::hidden_dim}, std::pair{TinyLlama1B::dim, TinyLlama1B::dim}}) {
+            const std::size_t ref = variants.size();
+            for (BlockOrder order : {BlockOrder::gguf, BlockOrder::interleaved}) {
+                const MatrixView W = keep.emplace_back(std::make_unique<Blocks>(rows, cols, dtype, order))->view;
+                auto X = std::make_shared<std::vector<float>>(std::size_t(tokens) * cols, 0.25f);
+                auto Y = std::make_shared<std::vector<float>>(std::size_t(tokens) * rows);
+                variants.push_back({std::string(to_string(dtype)) + " " + std::to_string(rows) + "x" + std::to_string(cols) + ", " +
+                                        (order == BlockOrder::gguf ? "GGUF's block order" : "interleaved blocks"),
+                                    [W, X, Y, &pool] {
+                                        const auto t0 = std::chrono::steady_clock::now();
+                                        matmul(Y->data(), W.rows, W, X->data(), W.cols, tokens, &pool);
+                                        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                                        return 2.0 * tokens * W.rows * double(W.cols) / s / 1e9;
+                                    },
+                                    ref});
+            }
+        }
+    return print_rotating(variants, rounds, threads, "GOP/s", "of GGUF's order");
 }
 
 // GB/s of one decode pass.
@@ -479,6 +517,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; ++i) {
         if (std::strcmp(argv[i], "--interleaved") == 0) return side_by_side(std::atoi(argv[i + 1]), 2);
         if (std::strcmp(argv[i], "--orders") == 0) return block_orders(std::atoi(argv[i + 1]), 2);
+        if (std::strcmp(argv[i], "--gemm-orders") == 0) return gemm_orders(std::atoi(argv[i + 1]), 2);
         if (std::strcmp(argv[i], "--trace") == 0) return trace(std::atoi(argv[i + 1]), 2);
         if (std::strcmp(argv[i], "--arithmetic") == 0) {
 #if ELASTILM_QMATVEC_VNNI

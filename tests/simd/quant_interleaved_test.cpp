@@ -3,6 +3,7 @@
 // Portable: the kernels that read it are tested in quant_kernels_test.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -92,6 +93,31 @@ TEST(InterleavedBlocks, GgufRowFromEitherOrder) {
             interleaved::gguf_row(out.data(), G, r);
             EXPECT_EQ(out, want) << "GGUF row " << r;
         }
+    }
+}
+
+// gguf_prefix gives the first W.cols / 32 blocks of a row, for every prefix of a row that ends in a
+// short group: prefixes ending at a group's end, inside its halves, and inside the short group.
+TEST(InterleavedBlocks, GgufPrefixOfEveryLength) {
+    for (DType t : kTypes) {
+        const int B = 81, rows = 2;
+        const std::size_t S = block_bytes(t);
+        std::vector<std::byte> gguf;
+        for (int r = 0; r < rows; ++r) {
+            const auto row = random_row(t, B, 200 + r);
+            gguf.insert(gguf.end(), row.begin(), row.end());
+        }
+        std::vector<std::byte> inter = gguf;
+        interleaved::interleave_rows(inter.data(), t, rows, B);
+        MatrixView I{inter.data(), t, Layout::out_major, rows, 32 * B, std::size_t(32 * B)};
+        I.order = BlockOrder::interleaved;
+        for (int blocks = 1; blocks <= B; ++blocks)
+            for (int r = 0; r < rows; ++r) {
+                std::vector<std::byte> out(std::size_t(blocks) * S);
+                interleaved::gguf_prefix(out.data(), I.prefix(rows, 32 * blocks), r);
+                const auto first = gguf.begin() + std::ptrdiff_t(std::size_t(r) * B * S);
+                ASSERT_TRUE(std::equal(out.begin(), out.end(), first)) << to_string(t) << ", " << blocks << " blocks, row " << r;
+            }
     }
 }
 

@@ -39,6 +39,10 @@
 #include "elastilm/simd/quant_blocks.hpp"
 #include "elastilm/tensor.hpp"
 
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include "elastilm/simd/arch/quant_interleaved_avx2.hpp"  // move_half: a half's dwords transposed 8 blocks at a time
+#endif
+
 namespace elastilm::interleaved {
 
 // Whether this build's decode kernel reads interleaved rows: on x86 with AVX-512 VNNI and BW, or with
@@ -117,7 +121,8 @@ namespace detail {
 // A row's whole groups, moved by a loop with their shape as constants (V vectors of 16 blocks per half).
 // Why: the loader interleaves every quantized layer of a --no-mmap copy, and the generic walk
 // (for_each_piece, kept for a row's last, shorter group) moved 1.5-1.9 GB/s on an Emerald Rapids core;
-// this loop moves 3.3-3.9 (an experiment outside the repo, 200 MB of rows; the same bytes out).
+// this loop moves 3.3-3.9 (an experiment outside the repo, 200 MB of rows; the same bytes out). With
+// AVX2 each half's quant bytes are one transpose of dwords (simd/arch/quant_interleaved_avx2.hpp).
 template <bool Interleave, int V>
 void move_whole_groups(std::byte* dst, const std::byte* src, int groups, std::uint32_t flip) {
     constexpr std::size_t S = 2 + 4 * std::size_t(V), group = std::size_t(kGroupBlocks) * S;
@@ -128,6 +133,13 @@ void move_whole_groups(std::byte* dst, const std::byte* src, int groups, std::ui
             const std::size_t block = std::size_t(b) * S, scale = 2 * V * 64 + 2 * std::size_t(b);
             std::memcpy(Interleave ? d + scale : d + block, Interleave ? s + block : s + scale, 2);
         }
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+        for (int h = 0; h < 2; ++h) {
+            const std::size_t blocks = std::size_t(h * kHalfBlocks) * S + 2, half = std::size_t(h * V) * 64;
+            if (Interleave) simd::qavx2::move_half<V>(d + half, s + blocks, int(S), flip, /*to_blocks=*/false);
+            else simd::qavx2::move_half<V>(d + blocks, s + half, int(S), flip, /*to_blocks=*/true);
+        }
+#else
         // Vector by vector, so that the interleaved side is walked in order, 4 bytes at a time.
         for (int h = 0; h < 2; ++h)
             for (int v = 0; v < V; ++v)
@@ -139,6 +151,7 @@ void move_whole_groups(std::byte* dst, const std::byte* src, int groups, std::ui
                     w ^= flip;
                     std::memcpy(d + (Interleave ? inter : gguf), &w, 4);
                 }
+#endif
     }
 }
 
@@ -205,16 +218,22 @@ inline void gguf_prefix(std::byte* out, const MatrixView& W, int r) {
     const int whole = blocks / kGroupBlocks;  // groups wholly inside the prefix: stored whole, at the same offsets
     if (W.dtype == DType::q8_0) detail::move_whole_groups<false, 8>(out, src, whole, flip);
     else detail::move_whole_groups<false, 4>(out, src, whole, flip);
-    for (int b = whole * kGroupBlocks; b < blocks; ++b) {
-        std::byte* block = out + std::size_t(b) * S;
-        std::memcpy(block, src + spot(W.dtype, row_blocks, b, 0).scale, 2);
-        for (int v = 0; v < vectors(W.dtype); ++v) {
-            std::uint32_t w;
-            std::memcpy(&w, src + spot(W.dtype, row_blocks, b, v).quad, 4);
-            w ^= flip;
-            std::memcpy(block + 2 + 4 * std::size_t(v), &w, 4);
+    // The rest (a group stored short, or partly in the prefix): block by block, a half at a time.
+    for (int g = whole; g * kGroupBlocks < blocks; ++g)
+        for (int h = 0; h < 2; ++h) {
+            const Half half = half_of(W.dtype, row_blocks, g, h);
+            const int first = g * kGroupBlocks + h * kHalfBlocks, live = std::min(half.stored, blocks - first);
+            for (int j = 0; j < live; ++j) {
+                std::byte* block = out + std::size_t(first + j) * S;
+                std::memcpy(block, src + half.scales + 2 * std::size_t(j), 2);
+                for (int v = 0; v < vectors(W.dtype); ++v) {
+                    std::uint32_t w;
+                    std::memcpy(&w, src + half.quants + std::size_t(v) * std::size_t(half.stride) + 4 * std::size_t(j), 4);
+                    w ^= flip;
+                    std::memcpy(block + 2 + 4 * std::size_t(v), &w, 4);
+                }
+            }
         }
-    }
 }
 
 }  // namespace elastilm::interleaved

@@ -17,6 +17,7 @@
 // 87 % and 91 % (experiments outside the repo; README, "Quantized weights", session 36).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -156,6 +157,68 @@ template <bool NonTemporal>
 inline void prefetch(const void* p, int n) {
     constexpr auto hint = NonTemporal ? _MM_HINT_NTA : _MM_HINT_T1;
     for (int o = 0; o < n; o += 64) _mm_prefetch(static_cast<const char*>(p) + o, hint);
+}
+
+// ---- Moving rows between the orders (simd/quant_interleaved.hpp) ------------------------------------
+// One half of a group: its V vectors (V = 8: Q8_0, 4: Q4_0), vector v holding dword v of each of its 16
+// blocks, against the 16 blocks' V dwords each, `stride` bytes apart (GGUF's blocks, from their first
+// quant byte); every dword xor `flip` on the way (Q8_0's sign bits). A transpose of dwords, 8 blocks at a
+// time, and its own inverse: `to_blocks` says which way. Why: the loader moves every quantized layer of a
+// --no-mmap copy once, and the tiled prefill GEMM moves each tile's rows back once per chunk of tokens;
+// 4 bytes at a time, that cost the GEMM 3–10 % (bench/quant_kernels.cpp matmul/…/interleaved rows).
+namespace detail {
+inline void transpose8x8(__m256i r[8]) {
+    __m256i t[8], s[8];
+    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4)
+        for (int k = 0; k < 2; ++k)
+            s[i + 2 * k] = _mm256_unpacklo_epi64(t[i + k], t[i + 2 + k]), s[i + 2 * k + 1] = _mm256_unpackhi_epi64(t[i + k], t[i + 2 + k]);
+    // s[c] (c < 4): column c of rows 0–3 | column c + 4 of them; s[4 + c] the same of rows 4–7.
+    for (int c = 0; c < 4; ++c)
+        r[c] = _mm256_permute2x128_si256(s[c], s[4 + c], 0x20), r[c + 4] = _mm256_permute2x128_si256(s[c], s[4 + c], 0x31);
+}
+// Per 128-bit lane, rows 0–3 (4 dwords each) to columns: lane 0 of r[c] = column c of the lane-0 rows.
+inline void transpose4x4_lanes(__m256i r[4]) {
+    const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    r[0] = _mm256_unpacklo_epi64(t0, t2), r[1] = _mm256_unpackhi_epi64(t0, t2);
+    r[2] = _mm256_unpacklo_epi64(t1, t3), r[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+}  // namespace detail
+
+// to_blocks: src is the half and dst the first block's first quant byte; else the other way round.
+template <int V>
+inline void move_half(std::byte* dst, const std::byte* src, int stride, std::uint32_t flip, bool to_blocks) {
+    static_assert(V == 8 || V == 4, "Q8_0 or Q4_0");
+    const __m256i x = _mm256_set1_epi32(int(flip));
+    std::byte* const half_out = dst;
+    const std::byte* const half_in = src;
+    for (int p = 0; p < 2; ++p) {  // blocks 8p..8p+7: dwords 8p.. of each vector
+        auto vec_in = [&](int v) { return reinterpret_cast<const __m256i*>(half_in + 64 * v + 32 * p); };
+        auto vec_out = [&](int v) { return reinterpret_cast<__m256i*>(half_out + 64 * v + 32 * p); };
+        auto block_in = [&](int k) { return src + std::size_t(8 * p + k) * std::size_t(stride); };
+        auto block_out = [&](int k) { return dst + std::size_t(8 * p + k) * std::size_t(stride); };
+        __m256i r[V];
+        if constexpr (V == 8) {
+            for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_si256(to_blocks ? vec_in(k) : reinterpret_cast<const __m256i*>(block_in(k)));
+            detail::transpose8x8(r);
+            for (int k = 0; k < 8; ++k)
+                _mm256_storeu_si256(to_blocks ? reinterpret_cast<__m256i*>(block_out(k)) : vec_out(k), _mm256_xor_si256(r[k], x));
+        } else {
+            // Lane 0 holds blocks 8p..8p+3, lane 1 blocks 8p+4..8p+7: blocks k and k + 4 share a register.
+            for (int k = 0; k < 4; ++k)
+                r[k] = to_blocks ? _mm256_loadu_si256(vec_in(k))
+                                 : _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(block_in(4 + k)),
+                                                       reinterpret_cast<const __m128i*>(block_in(k)));
+            detail::transpose4x4_lanes(r);
+            for (int k = 0; k < 4; ++k) {
+                const __m256i o = _mm256_xor_si256(r[k], x);
+                if (to_blocks)
+                    _mm256_storeu2_m128i(reinterpret_cast<__m128i*>(block_out(4 + k)), reinterpret_cast<__m128i*>(block_out(k)), o);
+                else _mm256_storeu_si256(vec_out(k), o);
+            }
+        }
+    }
 }
 
 // ---- fp32 --------------------------------------------------------------------------------------

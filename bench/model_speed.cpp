@@ -18,7 +18,7 @@
 //   elastilm_bench_model_speed --smoke   (in-memory stories260K shape, for CI)
 //   elastilm_bench_model_speed --write-synthetic tinyllama|openllama3b|tinygqa OUT.gguf [--type f16|q8_0|q4_0]
 //   elastilm_bench_model_speed --bandwidth [-t 2]   (the streaming read GB/s alone)
-//   elastilm_bench_model_speed --read-loops [-t 2] [-r 9]   (roofline.hpp's two read loops, side by side)
+//   elastilm_bench_model_speed --read-loops [-t 2] [-r 9]   (roofline.hpp's read loops, side by side)
 //   elastilm_bench_model_speed -m MODEL.gguf --decode-bytes   (bytes of weights a full-width decode step reads)
 //   elastilm_bench_model_speed --roofline [-t 2] [--gemm …]   (CSV: read GB/s, fp32 FMA GFLOP/s, reduced-GEMM
 //                                                              instruction peak GFLOP/s, that GEMM's name)
@@ -364,7 +364,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
     return 0;
 }
 
-// --read-loops: bench/roofline.hpp's two read loops over 1 GiB side by side, alternating which goes first,
+// --read-loops: bench/roofline.hpp's read loops over 1 GiB side by side, rotating which goes first,
 // `rounds` times, with the pool's hand-off (which tells the Zen 5 VM's placements apart).
 int measure_read_loops(int threads, int rounds) {
     const std::size_t bytes = std::size_t(1) << 30;
@@ -372,22 +372,22 @@ int measure_read_loops(int threads, int rounds) {
     ThreadPool pool(threads);
     const std::size_t floats = bytes / sizeof(float);
     const double read_bytes = double(bench::read_once_bytes(floats, threads));
-    std::vector<double> first, second, ratio, handoff;
+    constexpr std::size_t loops = std::size(bench::detail::kReadPrefetches);
+    std::vector<double> gbs[loops], handoff;
     for (int r = 0; r < rounds; ++r) {
         handoff.push_back(handoff_ns(pool));
-        double s[2];
-        for (int k = 0; k < 2; ++k) {  // alternate which loop goes first
-            const int which = (k + r) % 2;
-            s[which] = bench::read_once_seconds(buf.get(), floats, pool, bench::detail::kReadPrefetches[which]);
+        for (std::size_t k = 0; k < loops; ++k) {  // rotate which loop goes first
+            const std::size_t which = (k + std::size_t(r)) % loops;
+            gbs[which].push_back(read_bytes / bench::read_once_seconds(buf.get(), floats, pool, bench::detail::kReadPrefetches[which]) /
+                                 1e9);
         }
-        first.push_back(read_bytes / s[0] / 1e9), second.push_back(read_bytes / s[1] / 1e9), ratio.push_back(s[0] / s[1]);
     }
-    std::printf("| read loop (1 GiB, %d threads, %d rounds) | GB/s, median (min–max) |\n|---|---|\n", threads, rounds);
-    std::printf("| prefetcht0 2 KB ahead, one line in four | %.2f (%.2f–%.2f) |\n", median(first),
-                *std::min_element(first.begin(), first.end()), *std::max_element(first.begin(), first.end()));
-    std::printf("| every line 8 KB ahead, the decode kernels' hint (%s) | %.2f (%.2f–%.2f) |\n", to_string(default_prefetch_hint()),
-                median(second), *std::min_element(second.begin(), second.end()), *std::max_element(second.begin(), second.end()));
-    std::printf("(every line / one in four, median of the rounds: %.3f; an empty pool hand-off, median: %.0f ns)\n", median(ratio),
+    std::printf("| read loop (1 GiB, %d threads, %d rounds, %s loads) | GB/s, median (min–max) |\n|---|---|\n", threads, rounds,
+                bench::read_loop_width());
+    for (std::size_t k = 0; k < loops; ++k)
+        std::printf("| %s | %.2f (%.2f–%.2f) |\n", bench::detail::to_string(bench::detail::kReadPrefetches[k]), median(gbs[k]),
+                    *std::min_element(gbs[k].begin(), gbs[k].end()), *std::max_element(gbs[k].begin(), gbs[k].end()));
+    std::printf("(the decode kernels' hint here: %s; an empty pool hand-off, median: %.0f ns)\n", to_string(default_prefetch_hint()),
                 median(handoff));
     return 0;
 }
@@ -467,7 +467,7 @@ int run(const cli::Args& args) {
     require(block_order == "default" || block_order == "gguf", "--block-order", "is default or gguf, not " + block_order);
     interleaved::interleave_on_load_setting() = block_order == "default";
     const bool bandwidth = args.has("--bandwidth", "", "print the machine's streaming read GB/s only");
-    const bool read_loops = args.has("--read-loops", "", "the two read loops behind every GB/s figure, side by side for -r rounds");
+    const bool read_loops = args.has("--read-loops", "", "the read loops behind every GB/s figure, side by side for -r rounds");
     const bool bytes_only = args.has("--decode-bytes", "", "with -m: print the bytes one full-width decode step reads, and exit");
     const bool traced =
         args.has("--trace", "", "decode with the quantized products' rows split statically, dynamically and by stealing, rotating, traced");

@@ -4,7 +4,8 @@
 //   reduced-precision peak — of the instruction a reduced prefill GEMM issues (AVX-512 BF16
 //   `vdpbf16ps`: 4 flops per fp32 lane; NEON `vfmaq_f16` and AVX512-FP16 `vfmadd231ph`: 2 flops per
 //   fp16 lane), 0 when the build has none.
-// All use the SIMD width our kernels are compiled for and `threads` std::threads.
+// The peaks use the SIMD width our kernels are compiled for; the read loops the widest loads the CPU has
+// (AVX-512 on x86 where the CPU has it, whatever the build's -march). All use `threads` threads.
 #pragma once
 
 #include <algorithm>
@@ -18,6 +19,9 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
 #endif
 
 #include "elastilm/simd/f16_widen.hpp"
@@ -52,48 +56,111 @@ double median_seconds(int threads, int reps, Fn&& per_thread) {
     std::sort(times.begin(), times.end());
     return times[times.size() / 2];
 }
-// Floats each of `threads` readers reads of a buffer of n: whole vectors of 4 × lanes.
-inline std::size_t read_part_size(std::size_t n, int threads) { return n / threads / (4 * simd::lanes) * (4 * simd::lanes); }
-// How a read loop prefetches. Two loops, because which reads faster depends on the machine and, on a
-// Zen 5 VM, on where its two cores sit; every figure below takes the faster of the two, measured side
+// Floats each of `threads` readers reads of a buffer of n: whole steps of 64 floats (four 512-bit loads).
+inline std::size_t read_part_size(std::size_t n, int threads) { return n / threads / 64 * 64; }
+// How a read loop prefetches. Three loops, because which reads faster depends on the machine and, on a
+// Zen 5 VM, on where its two cores sit; every figure below takes the fastest of them, measured side
 // by side: a ceiling below what decode reaches is not a ceiling.
 //   one_line_in_four: prefetcht0 2 KB ahead, one line in four, as the F16 matvec does (simd/matvec.hpp).
 //     On Intel the L2 streamer alone left the loop at ~20 GB/s on 2 cores while decode, with this
 //     hint, read ~24 GB/s. On the Zen 5 VM with its cores far apart it read 2.5-5 % more than the other.
-//   every_line: every line 8 KB ahead with the quantized decode kernels' hint (simd/decode_prefetch.hpp:
-//     prefetchnta on AMD). On the Zen 5 VM with its cores close together it read 2-8 % more than the
-//     first (bench/model_speed.cpp --read-loops), and Q4_0 decode with a 4 KB non-temporal prefetch had
-//     read up to 100.4 % of the first alone.
-enum class ReadPrefetch { one_line_in_four, every_line };
-inline constexpr ReadPrefetch kReadPrefetches[] = {ReadPrefetch::one_line_in_four, ReadPrefetch::every_line};
+//   every_line: every line 8 KB ahead, non-temporal where the decode kernels prefetch so (AMD,
+//     simd/decode_prefetch.hpp), else into L1 (prefetcht0). On the Zen 5 VM with its cores close together
+//     it read 2-8 % more than the first (bench/model_speed.cpp --read-loops), and Q4_0 decode with a 4 KB
+//     non-temporal prefetch had read up to 100.4 % of the first alone.
+//   every_line_l2: every line 8 KB ahead into L2 (prefetcht1), the quantized decode kernels' hint on
+//     Intel. On the Emerald Rapids VM it read ~5 % more than every_line; without it the portable build's
+//     interleaved decode passes read up to 101 % of the ceiling (session 36).
+enum class ReadPrefetch { one_line_in_four, every_line, every_line_l2 };
+inline constexpr ReadPrefetch kReadPrefetches[] = {ReadPrefetch::one_line_in_four, ReadPrefetch::every_line, ReadPrefetch::every_line_l2};
+inline const char* to_string(ReadPrefetch p) {
+    switch (p) {
+        case ReadPrefetch::one_line_in_four: return "prefetcht0 2 KB ahead, one line in four";
+        case ReadPrefetch::every_line: return "every line 8 KB ahead, prefetcht0 (prefetchnta where decode uses it)";
+        case ReadPrefetch::every_line_l2: return "every line 8 KB ahead, prefetcht1";
+    }
+    return "?";
+}
+
+// The prefetches of one step of 64 floats at p + i. Locality: __builtin_prefetch's, 0 non-temporal, 2
+// into L2, 3 into L1 (a constant, hence a template parameter).
+template <ReadPrefetch P, int Locality>
+[[gnu::always_inline]] inline void prefetch_step(const float* p, std::size_t i) {
+    constexpr std::size_t line = 64 / sizeof(float);
+    if constexpr (P == ReadPrefetch::one_line_in_four) {
+        __builtin_prefetch(p + i + 2048 / sizeof(float), 0, Locality);
+    } else {
+        for (std::size_t l = 0; l < 64; l += line) __builtin_prefetch(p + i + l + 8192 / sizeof(float), 0, Locality);
+    }
+}
 
 // One reader's streaming read of p[0, count) (count from read_part_size); the sum, so it is not elided.
-// Locality: __builtin_prefetch's, 0 non-temporal, 3 into L1 (a constant, hence a template parameter).
-template <ReadPrefetch P, int Locality = 3>
-float read_part(const float* p, std::size_t count) {
+// With the build's vectors (xsimd), 64 floats a step in four chains.
+template <ReadPrefetch P, int Locality>
+float read_part_simd(const float* p, std::size_t count) {
     using simd::fbatch;
-    constexpr std::size_t step = 4 * simd::lanes, line = 64 / sizeof(float);
+    constexpr std::size_t S = simd::lanes;
     fbatch a0{}, a1{}, a2{}, a3{};
-    for (std::size_t i = 0; i < count; i += step) {
-        if constexpr (P == ReadPrefetch::one_line_in_four) {
-            __builtin_prefetch(p + i + 2048 / sizeof(float), 0, Locality);
-        } else {
-            for (std::size_t l = 0; l < step; l += line) __builtin_prefetch(p + i + l + 8192 / sizeof(float), 0, Locality);
+    for (std::size_t i = 0; i < count; i += 64) {
+        prefetch_step<P, Locality>(p, i);
+        for (std::size_t k = 0; k < 64; k += 4 * S) {
+            a0 += fbatch::load_unaligned(p + i + k);
+            a1 += fbatch::load_unaligned(p + i + k + S);
+            a2 += fbatch::load_unaligned(p + i + k + 2 * S);
+            a3 += fbatch::load_unaligned(p + i + k + 3 * S);
         }
-        a0 += fbatch::load_unaligned(p + i);
-        a1 += fbatch::load_unaligned(p + i + simd::lanes);
-        a2 += fbatch::load_unaligned(p + i + 2 * simd::lanes);
-        a3 += fbatch::load_unaligned(p + i + 3 * simd::lanes);
     }
     return xsimd::hadd(a0 + a1 + a2 + a3);
 }
+#if defined(__x86_64__) && defined(__GNUC__)
+// The same with 512-bit loads, compiled for AVX-512F whatever the build's -march and run where the CPU has
+// it: on the Emerald Rapids VM a 256-bit loop read ~5 % less (~24 against ~28 GB/s on 2 cores), so a
+// portable build's decode was judged against a ceiling below the machine's.
+template <ReadPrefetch P, int Locality>
+[[gnu::target("avx512f")]] float read_part_zmm(const float* p, std::size_t count) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (std::size_t i = 0; i < count; i += 64) {
+        prefetch_step<P, Locality>(p, i);
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+inline bool cpu_has_avx512f() {
+    static const bool has = __builtin_cpu_supports("avx512f");
+    return has;
+}
+#endif
+}  // namespace detail
+// The loads the read loops use here: "512-bit" where read_part_zmm runs, else the build's vectors'.
+inline const char* read_loop_width() {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (detail::cpu_has_avx512f()) return "512-bit";
+#endif
+    return simd::lanes == 16 ? "512-bit" : simd::lanes == 8 ? "256-bit" : "128-bit";
+}
+namespace detail {
+template <ReadPrefetch P, int Locality>
+float read_part(const float* p, std::size_t count) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (cpu_has_avx512f()) return read_part_zmm<P, Locality>(p, count);
+#endif
+    return read_part_simd<P, Locality>(p, count);
+}
 inline float read_part(ReadPrefetch p, const float* buf, std::size_t count) {
-    if (p == ReadPrefetch::one_line_in_four) return read_part<ReadPrefetch::one_line_in_four>(buf, count);
-    if (default_prefetch_hint() == PrefetchHint::non_temporal) return read_part<ReadPrefetch::every_line, 0>(buf, count);
-    return read_part<ReadPrefetch::every_line>(buf, count);
+    switch (p) {
+        case ReadPrefetch::one_line_in_four: return read_part<ReadPrefetch::one_line_in_four, 3>(buf, count);
+        case ReadPrefetch::every_line:
+            if (default_prefetch_hint() == PrefetchHint::non_temporal) return read_part<ReadPrefetch::every_line, 0>(buf, count);
+            return read_part<ReadPrefetch::every_line, 3>(buf, count);
+        case ReadPrefetch::every_line_l2: return read_part<ReadPrefetch::every_line_l2, 2>(buf, count);
+    }
+    return 0;
 }
 // GB/s of reading buf[0, n) once by `threads` threads, each a contiguous part, median of `reps` passes
-// per loop, the faster loop's: the streaming read every bandwidth figure of the benches is.
+// per loop, the fastest loop's: the streaming read every bandwidth figure of the benches is.
 inline double streaming_read_gbs(const float* buf, std::size_t n, int threads, int reps) {
     const std::size_t chunk = read_part_size(n, threads);
     std::vector<float> sink(threads);
@@ -130,14 +197,14 @@ inline HugeBuffer huge_page_buffer(std::size_t bytes) {
 }
 
 // GB/s reading a buffer far larger than the last-level cache (default 1 GiB), median of 7 per read loop,
-// the faster loop's.
+// the fastest loop's.
 inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::size_t(1) << 30) {
     const HugeBuffer buf = huge_page_buffer(bytes);
     return detail::streaming_read_gbs(buf.get(), bytes / sizeof(float), threads, 7);
 }
 
 // Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part, with read loop p, or
-// with each of the two loops above one after the other: the faster's. On the pool the decode runs on,
+// with each of the loops above one after the other: the fastest's. On the pool the decode runs on,
 // not on fresh threads: those would start while the pool's workers still spin (~1 ms after each
 // product, runtime/thread_pool.hpp) and share both cores with them — on a Zen 5 VM that read 4–10 %
 // below the decode passes timed next to it.
@@ -162,7 +229,7 @@ inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& poo
     }
     return best;
 }
-// The bytes read_once_seconds reads of n floats (whole vectors per thread).
+// The bytes read_once_seconds reads of n floats (whole steps per thread).
 inline std::size_t read_once_bytes(std::size_t n, int threads) {
     return detail::read_part_size(n, threads) * std::size_t(threads) * sizeof(float);
 }

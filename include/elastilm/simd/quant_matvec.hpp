@@ -130,7 +130,7 @@ inline void require_quant_view(const MatrixView& W) {
             std::string(to_string(W.dtype)) + " weights must be output-major with whole 32-element input blocks (" +
                 std::to_string(W.cols) + " inputs); a transposed product (training) needs F16 or F32 weights");
 }
-// The kernels that read only GGUF's block order (the one-block decode kernel).
+// The kernel that reads only GGUF's block order: the one-block decode kernel.
 inline void require_gguf_order(const MatrixView& W, const char* kernel) {
     require(W.order == BlockOrder::gguf, "quantized product",
             std::string(kernel) + " reads GGUF's block order; these " + std::string(to_string(W.dtype)) + " weights are interleaved");

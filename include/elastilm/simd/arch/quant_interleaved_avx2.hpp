@@ -191,11 +191,9 @@ template <int V>
 inline void move_half(std::byte* dst, const std::byte* src, int stride, std::uint32_t flip, bool to_blocks) {
     static_assert(V == 8 || V == 4, "Q8_0 or Q4_0");
     const __m256i x = _mm256_set1_epi32(int(flip));
-    std::byte* const half_out = dst;
-    const std::byte* const half_in = src;
     for (int p = 0; p < 2; ++p) {  // blocks 8p..8p+7: dwords 8p.. of each vector
-        auto vec_in = [&](int v) { return reinterpret_cast<const __m256i*>(half_in + 64 * v + 32 * p); };
-        auto vec_out = [&](int v) { return reinterpret_cast<__m256i*>(half_out + 64 * v + 32 * p); };
+        auto vec_in = [&](int v) { return reinterpret_cast<const __m256i*>(src + 64 * v + 32 * p); };
+        auto vec_out = [&](int v) { return reinterpret_cast<__m256i*>(dst + 64 * v + 32 * p); };
         auto block_in = [&](int k) { return src + std::size_t(8 * p + k) * std::size_t(stride); };
         auto block_out = [&](int k) { return dst + std::size_t(8 * p + k) * std::size_t(stride); };
         __m256i r[V];

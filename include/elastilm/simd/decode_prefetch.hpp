@@ -44,12 +44,18 @@ enum class PrefetchHint { cached, non_temporal };
 
 inline const char* to_string(PrefetchHint h) { return h == PrefetchHint::cached ? "cached" : "non-temporal"; }
 
-inline PrefetchHint default_prefetch_hint() {
+// The defaults below differ by CPU vendor: AMD, or any other x86 (Intel), or not x86.
+enum class PrefetchFamily { amd, other_x86, not_x86 };
+inline PrefetchFamily prefetch_family() {
 #if defined(__x86_64__) || defined(__i386__)
-    return __builtin_cpu_is("amd") ? PrefetchHint::non_temporal : PrefetchHint::cached;
+    return __builtin_cpu_is("amd") ? PrefetchFamily::amd : PrefetchFamily::other_x86;
 #else
-    return PrefetchHint::cached;
+    return PrefetchFamily::not_x86;
 #endif
+}
+
+inline PrefetchHint default_prefetch_hint() {
+    return prefetch_family() == PrefetchFamily::amd ? PrefetchHint::non_temporal : PrefetchHint::cached;
 }
 
 inline std::atomic<PrefetchHint>& quant_prefetch_hint_setting() {
@@ -98,13 +104,7 @@ inline PrefetchAhead& thread_prefetch_ahead() {
 // The CPU's default distance: 0, each thread's own rate-derived distance (PrefetchAhead), on AMD and
 // off x86; a fixed 8 KB on other x86 CPUs (Intel: see above).
 inline constexpr std::size_t kIntelPrefetchBytes = 8192;
-inline std::size_t default_prefetch_distance() {
-#if defined(__x86_64__) || defined(__i386__)
-    return __builtin_cpu_is("amd") ? 0 : kIntelPrefetchBytes;
-#else
-    return 0;
-#endif
-}
+inline std::size_t default_prefetch_distance() { return prefetch_family() == PrefetchFamily::other_x86 ? kIntelPrefetchBytes : 0; }
 
 // The distance setting: 0 for each thread's own rate-derived distance, or a fixed number of bytes for
 // every thread; default_prefetch_distance() until set.

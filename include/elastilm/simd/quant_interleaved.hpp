@@ -29,6 +29,7 @@
 // gguf_row() or gguf_prefix() below (the packed and the tiled prefill GEMMs, gguf_export).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -39,8 +40,19 @@
 #include "elastilm/simd/quant_blocks.hpp"
 #include "elastilm/tensor.hpp"
 
+// The two x86 instruction sets the interleaved decode kernel is written for, tested here once for every
+// header that branches on them: AVX-512 VNNI with BW (vpdpbusd on zmm), and x86-64-v3's AVX2, FMA and
+// F16C (maddubs + madd).
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define ELASTILM_INTERLEAVED_VNNI 1
+#else
+#define ELASTILM_INTERLEAVED_VNNI 0
+#endif
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define ELASTILM_INTERLEAVED_AVX2 1
 #include "elastilm/simd/arch/quant_interleaved_avx2.hpp"  // move_half: a half's dwords transposed 8 blocks at a time
+#else
+#define ELASTILM_INTERLEAVED_AVX2 0
 #endif
 
 namespace elastilm::interleaved {
@@ -49,12 +61,7 @@ namespace elastilm::interleaved {
 // AVX2, FMA and F16C (x86-64-v3), where simd/quant_matvec_interleaved.hpp is compiled. Why: there the
 // interleaved kernel streams closer to the read loop than the GGUF-order ones (README, "Quantized
 // weights": sessions 33 and 36); the NEON kernel reads GGUF's order.
-inline constexpr bool kInterleavedDecode =
-#if (defined(__AVX512VNNI__) && defined(__AVX512BW__)) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
-    true;
-#else
-    false;
-#endif
+inline constexpr bool kInterleavedDecode = ELASTILM_INTERLEAVED_VNNI || ELASTILM_INTERLEAVED_AVX2;
 
 // Whether the loader interleaves where kInterleavedDecode allows it: yes by default; bench/model_speed's
 // --block-order gguf turns it off, to time GGUF's order with the same build.
@@ -96,15 +103,17 @@ inline Spot spot(DType t, int row_blocks, int b, int v) {
 }
 
 namespace detail {
-// Each block of a row's groups from `first_group` on: f(GGUF offset of its quant bytes 4v.., interleaved
-// offset) for each v, then g(GGUF offset of its scale, interleaved offset).
+// Each of the first `blocks` blocks of a row of `row_blocks`, from group `first_group` on: quad(GGUF
+// offset of its quant bytes 4v.., interleaved offset) for each v, then scale(GGUF offset of its scale,
+// interleaved offset).
 template <class Quad, class Scale>
-void for_each_piece(DType t, int row_blocks, int first_group, Quad&& quad, Scale&& scale) {
+void for_each_piece(DType t, int row_blocks, int blocks, int first_group, Quad&& quad, Scale&& scale) {
     const std::size_t S = block_bytes(t);
-    for (int g = first_group; g * kGroupBlocks < row_blocks; ++g)
+    for (int g = first_group; g * kGroupBlocks < blocks; ++g)
         for (int h = 0; h < 2; ++h) {
             const Half half = half_of(t, row_blocks, g, h);
-            for (int j = 0; j < half.stored; ++j) {
+            const int live = std::min(half.stored, blocks - (g * kGroupBlocks + h * kHalfBlocks));
+            for (int j = 0; j < live; ++j) {
                 const std::size_t block = std::size_t(g * kGroupBlocks + h * kHalfBlocks + j) * S;
                 for (int v = 0; v < vectors(t); ++v)
                     quad(block + 2 + 4 * std::size_t(v), half.quants + std::size_t(v) * std::size_t(half.stride) + 4 * std::size_t(j));
@@ -133,7 +142,7 @@ void move_whole_groups(std::byte* dst, const std::byte* src, int groups, std::ui
             const std::size_t block = std::size_t(b) * S, scale = 2 * V * 64 + 2 * std::size_t(b);
             std::memcpy(Interleave ? d + scale : d + block, Interleave ? s + block : s + scale, 2);
         }
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#if ELASTILM_INTERLEAVED_AVX2
         for (int h = 0; h < 2; ++h) {
             const std::size_t blocks = std::size_t(h * kHalfBlocks) * S + 2, half = std::size_t(h * V) * 64;
             if (Interleave) simd::qavx2::move_half<V>(d + half, s + blocks, int(S), flip, /*to_blocks=*/false);
@@ -155,13 +164,16 @@ void move_whole_groups(std::byte* dst, const std::byte* src, int groups, std::ui
     }
 }
 
-// Moves a row's pieces from GGUF's order into the interleaved one (Interleave) or back; dst and src must
-// not overlap. Q8_0's quant bytes change sign bits on the way (stored + 128), either way.
+// Moves the first `blocks` blocks of a row of `row_blocks` from GGUF's order into the interleaved one
+// (Interleave) or back; dst and src must not overlap. Q8_0's quant bytes change sign bits on the way
+// (stored + 128), either way. Groups wholly inside the prefix are stored whole at the same offsets in
+// both orders and move by move_whole_groups; the rest (a group stored short, or only partly in the
+// prefix) block by block.
 template <bool Interleave>
-void move_row(std::byte* dst, const std::byte* src, DType t, int row_blocks) {
+void move_prefix(std::byte* dst, const std::byte* src, DType t, int row_blocks, int blocks) {
     require_block_type(t);
     const std::uint32_t flip = t == DType::q8_0 ? 0x80808080u : 0u;
-    const int whole = row_blocks / kGroupBlocks;
+    const int whole = blocks / kGroupBlocks;
     if (t == DType::q8_0) move_whole_groups<Interleave, 8>(dst, src, whole, flip);
     else move_whole_groups<Interleave, 4>(dst, src, whole, flip);
     auto move = [&](std::size_t gguf, std::size_t inter, std::size_t n) {
@@ -173,18 +185,18 @@ void move_row(std::byte* dst, const std::byte* src, DType t, int row_blocks) {
         std::memcpy(dst + to, &w, 4);
     };
     for_each_piece(
-        t, row_blocks, whole, [&](std::size_t gguf, std::size_t inter) { move(gguf, inter, 4); },
+        t, row_blocks, blocks, whole, [&](std::size_t gguf, std::size_t inter) { move(gguf, inter, 4); },
         [&](std::size_t gguf, std::size_t inter) { move(gguf, inter, 2); });
 }
 }  // namespace detail
 
 // dst = the interleaved form of the GGUF row src (row_blocks blocks); dst and src must not overlap.
 inline void interleave_row(std::byte* dst, const std::byte* src, DType t, int row_blocks) {
-    detail::move_row<true>(dst, src, t, row_blocks);
+    detail::move_prefix<true>(dst, src, t, row_blocks, row_blocks);
 }
 // dst = the GGUF row whose interleaved form is src: interleave_row's inverse.
 inline void deinterleave_row(std::byte* dst, const std::byte* src, DType t, int row_blocks) {
-    detail::move_row<false>(dst, src, t, row_blocks);
+    detail::move_prefix<false>(dst, src, t, row_blocks, row_blocks);
 }
 
 // Interleaves the `rows` rows of `row_blocks` blocks at `data` in place (a row at a time through a copy).
@@ -213,27 +225,7 @@ inline void gguf_prefix(std::byte* out, const MatrixView& W, int r) {
     const std::size_t S = block_bytes(W.dtype);
     const auto* src = static_cast<const std::byte*>(W.data) + std::size_t(r) * std::size_t(row_blocks) * S;
     if (W.order != BlockOrder::interleaved) return void(std::memcpy(out, src, std::size_t(blocks) * S));
-    detail::require_block_type(W.dtype);
-    const std::uint32_t flip = W.dtype == DType::q8_0 ? 0x80808080u : 0u;
-    const int whole = blocks / kGroupBlocks;  // groups wholly inside the prefix: stored whole, at the same offsets
-    if (W.dtype == DType::q8_0) detail::move_whole_groups<false, 8>(out, src, whole, flip);
-    else detail::move_whole_groups<false, 4>(out, src, whole, flip);
-    // The rest (a group stored short, or partly in the prefix): block by block, a half at a time.
-    for (int g = whole; g * kGroupBlocks < blocks; ++g)
-        for (int h = 0; h < 2; ++h) {
-            const Half half = half_of(W.dtype, row_blocks, g, h);
-            const int first = g * kGroupBlocks + h * kHalfBlocks, live = std::min(half.stored, blocks - first);
-            for (int j = 0; j < live; ++j) {
-                std::byte* block = out + std::size_t(first + j) * S;
-                std::memcpy(block, src + half.scales + 2 * std::size_t(j), 2);
-                for (int v = 0; v < vectors(W.dtype); ++v) {
-                    std::uint32_t w;
-                    std::memcpy(&w, src + half.quants + std::size_t(v) * std::size_t(half.stride) + 4 * std::size_t(j), 4);
-                    w ^= flip;
-                    std::memcpy(block + 2 + 4 * std::size_t(v), &w, 4);
-                }
-            }
-        }
+    detail::move_prefix<false>(out, src, W.dtype, row_blocks, blocks);
 }
 
 }  // namespace elastilm::interleaved

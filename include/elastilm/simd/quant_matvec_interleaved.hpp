@@ -28,25 +28,17 @@
 #include "elastilm/simd/quant_blocks.hpp"
 #include "elastilm/simd/quant_interleaved.hpp"
 
-// The same conditions as interleaved::kInterleavedDecode: the loader interleaves exactly where this
-// kernel is compiled (static_assert below).
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+// Compiled exactly where the loader interleaves (interleaved::kInterleavedDecode): both test the
+// conditions simd/quant_interleaved.hpp names.
+#if ELASTILM_INTERLEAVED_VNNI
 #include "elastilm/simd/arch/quant_dot_avx512.hpp"
-#define ELASTILM_QMATVEC_INTERLEAVED 1
-#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include "elastilm/simd/arch/quant_interleaved_avx2.hpp"
-#define ELASTILM_QMATVEC_INTERLEAVED 1
-#else
-#define ELASTILM_QMATVEC_INTERLEAVED 0
 #endif
-
-static_assert(elastilm::interleaved::kInterleavedDecode == bool(ELASTILM_QMATVEC_INTERLEAVED),
-              "the loader interleaves exactly where the interleaved decode kernel is compiled");
+#define ELASTILM_QMATVEC_INTERLEAVED (ELASTILM_INTERLEAVED_VNNI || ELASTILM_INTERLEAVED_AVX2)
 
 #if ELASTILM_QMATVEC_INTERLEAVED
 namespace elastilm::interleaved_matvec {
 
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if ELASTILM_INTERLEAVED_VNNI
 namespace qa = simd::qvnni;
 #else
 namespace qa = simd::qavx2;

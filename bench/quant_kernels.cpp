@@ -397,8 +397,10 @@ int trace(int rounds, int threads) {
 // ahead), and differ only in what they do with the bytes:
 //   loads: each 64-byte vector and the scales folded into an accumulator with one xor — no arithmetic;
 //   half:  half of the dot products (Q4_0: the low nibbles; Q8_0: the even vectors), the rest only loaded;
+//   dots:  all of the dot products (Q4_0: both nibbles, an AND each), in the same loop as half;
 //   all:   the decode kernel itself (simd/quant_matvec_interleaved.hpp's dot_row), the only one of the
-//          three that also converts each group's sums to fp32 and scales them.
+//          four that also converts each group's sums to fp32 and scales them.
+// `dots` against `all` tells the dot products' cost from the rest of the kernel's.
 // Why: Q4_0 does twice Q8_0's vpdpbusd per byte, and read less of the read loop than Q8_0 in every
 // measurement; if `loads` reaches the read loop and `all` does not, the arithmetic is what holds it back.
 namespace arithmetic {
@@ -406,9 +408,15 @@ namespace arithmetic {
 namespace qi = interleaved_matvec;
 namespace qa = simd::qvnni;
 
-enum class Work { loads, half, all };
+enum class Work { loads, half, dots, all };
 constexpr const char* to_string(Work k) {
-    return k == Work::loads ? "loads only" : k == Work::half ? "half the arithmetic" : "the decode kernel";
+    switch (k) {
+        case Work::loads: return "loads only";
+        case Work::half: return "half the arithmetic";
+        case Work::dots: return "all the dot products, no scaling";
+        case Work::all: return "the decode kernel";
+    }
+    return "?";
 }
 
 inline qa::I32 fold(qa::I32 acc, qa::Bytes v) { return _mm512_xor_si512(acc, v); }
@@ -432,9 +440,15 @@ float row(const Block* w, const qi::ActHalf<Block>* a, int blocks, const Block* 
                 const int h = hv / V, v = hv % V;
                 const qa::Bytes n = qa::load_bytes(q + 64 * hv);
                 qa::I32& c = acc[h][v % 2];
-                if constexpr (K == Work::loads) c = fold(c, n);
-                else if constexpr (std::is_same_v<Block, BlockQ4_0>) c = qa::dot(c, qa::low_nibbles(n), qa::load_bytes(a[h].lo[v]));
-                else c = v % 2 == 0 ? qa::dot(c, n, qa::load_bytes(a[h].x[v])) : fold(c, n);
+                if constexpr (K == Work::loads) {
+                    c = fold(c, n);
+                } else if constexpr (std::is_same_v<Block, BlockQ4_0>) {
+                    c = qa::dot(c, qa::low_nibbles(n), qa::load_bytes(a[h].lo[v]));
+                    if constexpr (K == Work::dots)
+                        acc[h][1 - v % 2] = qa::dot(acc[h][1 - v % 2], qa::high_nibbles_times16(n), qa::load_bytes(a[h].hi[v]));
+                } else {
+                    c = K == Work::dots || v % 2 == 0 ? qa::dot(c, n, qa::load_bytes(a[h].x[v])) : fold(c, n);
+                }
             }
             acc[0][0] = fold(acc[0][0], qa::load_bytes(q + 2 * V * 64));  // the group's scales
         }
@@ -492,6 +506,7 @@ int arithmetic_cost(int rounds, int threads) {
         auto add_all = [&]<class Block>() {
             add.template operator()<Block, Work::loads>();
             add.template operator()<Block, Work::half>();
+            add.template operator()<Block, Work::dots>();
             add.template operator()<Block, Work::all>();
         };
         if (dtype == DType::q8_0) add_all.template operator()<BlockQ8_0>();

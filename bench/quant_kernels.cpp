@@ -32,7 +32,8 @@
 //   --trace R         R fused decode passes per format and split, each traced (bench/pool_trace.hpp);
 //   --arithmetic R    (builds with the interleaved AVX-512 VNNI kernel) R rounds alternating the read loop
 //                     and passes over the same interleaved rows that load everything and do none, half
-//                     or all of the kernel's arithmetic: what the arithmetic per byte costs the stream.
+//                     or all of the dot products, or run the whole kernel: what the arithmetic per byte
+//                     costs the stream.
 #include <benchmark/benchmark.h>
 
 #include <atomic>
@@ -391,7 +392,7 @@ int trace(int rounds, int threads) {
 }
 
 #if ELASTILM_QMATVEC_VNNI
-// --arithmetic R: does the decode kernel's arithmetic cost it memory bandwidth, and how much? Three row
+// --arithmetic R: does the decode kernel's arithmetic cost it memory bandwidth, and how much? Four row
 // functions read the same interleaved rows (every matrix with dim inputs of TinyLlama's 22 layers, huge
 // pages, 2 threads, each a static half of each matrix's rows) with the same prefetches (prefetcht1, 8 KB
 // ahead), and differ only in what they do with the bytes:

@@ -25,6 +25,7 @@
 //
 // Output: one CSV line per (ratio, repetition): ratio,pp_tok_s,tg_tok_s
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -294,12 +295,14 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
     const double read_bytes = double(bench::read_once_bytes(floats, threads));
     constexpr std::size_t loops = std::size(bench::detail::kReadPrefetches);
     struct Pair {
-        double decode_s, read_s[loops], handoff_ns, attention_s;
+        double decode_s;
+        std::array<double, loops> read_s;  // per read loop
+        double handoff_ns, attention_s;
     };
     std::vector<std::vector<Pair>> pairs(configs.size());  // per configuration
     const int warm[] = {1, 2, 3};
     s.append(std::span<const int>(warm), 100);
-    bench::read_once_seconds(buf.get(), floats, pool);
+    bench::read_each_loop_seconds(buf.get(), floats, pool, 0);
     for (int r = 0; r < reps; ++r) {
         s.reset();
         int token = 1;
@@ -317,10 +320,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
                 p.attention_s = s.attention_seconds() - attention0;
             };
             if ((i + r) % 2) decode();
-            for (std::size_t k = 0; k < loops; ++k) {  // rotate which loop goes first
-                const std::size_t which = (k + std::size_t(i)) % loops;
-                p.read_s[which] = bench::read_once_seconds(buf.get(), floats, pool, bench::detail::kReadPrefetches[which]);
-            }
+            p.read_s = bench::read_each_loop_seconds(buf.get(), floats, pool, std::size_t(i));
             if ((i + r) % 2 == 0) decode();
             pairs[h].push_back(p);
         }
@@ -338,7 +338,7 @@ int measure_share(ModelWeights weights, int tg, int threads, int reps, const std
         std::vector<double> handoff, decodes, reads;
         for (std::size_t i = begin; i < end; ++i) {
             decode_s += ps[i].decode_s, read_s += ps[i].read_s[loop];
-            luckiest_s += *std::min_element(std::begin(ps[i].read_s), std::end(ps[i].read_s));
+            luckiest_s += *std::min_element(ps[i].read_s.begin(), ps[i].read_s.end());
             handoff.push_back(ps[i].handoff_ns), decodes.push_back(ps[i].decode_s), reads.push_back(ps[i].read_s[loop]);
         }
         const double pairs_n = double(end - begin);
@@ -399,14 +399,9 @@ int measure_read_loops(int threads, int rounds) {
     std::vector<double> gbs[loops], fastest, handoff;
     for (int r = 0; r < rounds; ++r) {
         handoff.push_back(handoff_ns(pool));
-        double best = 0;
-        for (std::size_t k = 0; k < loops; ++k) {  // rotate which loop goes first
-            const std::size_t which = (k + std::size_t(r)) % loops;
-            gbs[which].push_back(read_bytes / bench::read_once_seconds(buf.get(), floats, pool, bench::detail::kReadPrefetches[which]) /
-                                 1e9);
-            best = std::max(best, gbs[which].back());
-        }
-        fastest.push_back(best);
+        const auto seconds = bench::read_each_loop_seconds(buf.get(), floats, pool, std::size_t(r));
+        for (std::size_t k = 0; k < loops; ++k) gbs[k].push_back(read_bytes / seconds[k] / 1e9);
+        fastest.push_back(read_bytes / *std::min_element(seconds.begin(), seconds.end()) / 1e9);
     }
     std::printf("| read loop (1 GiB, %d threads, %d rounds, %s loads) | GB/s, median (min–max) |\n|---|---|\n", threads, rounds,
                 bench::read_loop_width());

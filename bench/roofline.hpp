@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -203,8 +204,7 @@ inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::s
     return detail::streaming_read_gbs(buf.get(), bytes / sizeof(float), threads, 7);
 }
 
-// Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part, with read loop p, or
-// with each of the loops above one after the other: the fastest's. On the pool the decode runs on,
+// Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part, with read loop p. On the pool the decode runs on,
 // not on fresh threads: those would start while the pool's workers still spin (~1 ms after each
 // product, runtime/thread_pool.hpp) and share both cores with them — on a Zen 5 VM that read 4–10 %
 // below the decode passes timed next to it.
@@ -221,13 +221,16 @@ inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& poo
     (void)keep;
     return s;
 }
-inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& pool) {
-    double best = 0;
-    for (detail::ReadPrefetch p : detail::kReadPrefetches) {
-        const double s = read_once_seconds(buf, n, pool, p);
-        best = best == 0 ? s : std::min(best, s);
+// Seconds for one read of buf[0, n) by each read loop, indexed as detail::kReadPrefetches, timed one
+// after the other starting with loop `first` (callers rotate it, so that no loop always goes first).
+inline std::array<double, std::size(detail::kReadPrefetches)> read_each_loop_seconds(const float* buf, std::size_t n, ThreadPool& pool,
+                                                                                     std::size_t first) {
+    std::array<double, std::size(detail::kReadPrefetches)> s{};
+    for (std::size_t k = 0; k < s.size(); ++k) {
+        const std::size_t which = (first + k) % s.size();
+        s[which] = read_once_seconds(buf, n, pool, detail::kReadPrefetches[which]);
     }
-    return best;
+    return s;
 }
 // The bytes read_once_seconds reads of n floats (whole steps per thread).
 inline std::size_t read_once_bytes(std::size_t n, int threads) {

@@ -60,8 +60,9 @@ double median_seconds(int threads, int reps, Fn&& per_thread) {
 // Floats each of `threads` readers reads of a buffer of n: whole steps of 64 floats (four 512-bit loads).
 inline std::size_t read_part_size(std::size_t n, int threads) { return n / threads / 64 * 64; }
 // How a read loop prefetches. Three loops, because which reads faster depends on the machine and, on a
-// Zen 5 VM, on where its two cores sit; every figure below takes the fastest of them, measured side
-// by side: a ceiling below what decode reaches is not a ceiling.
+// Zen 5 VM, on where its two cores sit; every figure takes the loop that read fastest over its run, all
+// of them measured side by side: a ceiling below what decode reaches is not a ceiling. (Over its run, not
+// the fastest in each round: that picks each round's luckiest read, ~2.5 % high on the Emerald Rapids VM.)
 //   one_line_in_four: prefetcht0 2 KB ahead, one line in four, as the F16 matvec does (simd/matvec.hpp).
 //     On Intel the L2 streamer alone left the loop at ~20 GB/s on 2 cores while decode, with this
 //     hint, read ~24 GB/s. On the Zen 5 VM with its cores far apart it read 2.5-5 % more than the other.
@@ -204,10 +205,10 @@ inline double measure_read_bandwidth_gbs(int threads, std::size_t bytes = std::s
     return detail::streaming_read_gbs(buf.get(), bytes / sizeof(float), threads, 7);
 }
 
-// Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part, with read loop p. On the pool the decode runs on,
-// not on fresh threads: those would start while the pool's workers still spin (~1 ms after each
-// product, runtime/thread_pool.hpp) and share both cores with them — on a Zen 5 VM that read 4–10 %
-// below the decode passes timed next to it.
+// Seconds for one read of buf[0, n) by the pool's threads, each a contiguous part, with read loop p. On
+// the pool the decode runs on, not on fresh threads: those would start while the pool's workers still
+// spin (~1 ms after each product, runtime/thread_pool.hpp) and share both cores with them — on a Zen 5
+// VM that read 4–10 % below the decode passes timed next to it.
 inline double read_once_seconds(const float* buf, std::size_t n, ThreadPool& pool, detail::ReadPrefetch p) {
     const int threads = pool.size();
     const std::size_t chunk = detail::read_part_size(n, threads);

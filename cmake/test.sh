@@ -57,7 +57,7 @@ if command -v npm > /dev/null; then
 fi
 
 step "native build ($root/native)"
-cmake -S . -B "$root/native" -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B "$root/native" -G Ninja -DCMAKE_BUILD_TYPE=Release -DELASTILM_EXAMPLES_SYNTAX_ONLY=ON
 cmake --build "$root/native" -j "$jobs"
 
 step "native tests"

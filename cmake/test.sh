@@ -42,8 +42,8 @@ step() { printf '\n== %s == (at %d s)\n' "$*" "$SECONDS"; }
 # The llama.cpp comparison at the end needs llama.cpp built: ~300 CPU-seconds (-O0) where the cache
 # (bench/llamacpp-build.sh) does not have it yet, as on a fresh machine — 3 minutes when it ran as the last
 # step. It starts now at SCHED_IDLE priority (chrt --idle): it gets only the CPU time the steps below
-# leave unused (a build's last, long compiles, a test run's last tests, downloads), so it neither slows
-# them nor is timed in anything they measure; the last step waits for what is left of it.
+# leave unused (a build's last, long compiles, a test run's last tests, downloads); it can still cost them
+# some shared cache and memory bandwidth (tests assert no timings). The last step waits for what is left.
 llamacpp_build=""
 if command -v npm > /dev/null; then
   # In its own process group (set -m), so that a step failing stops the whole build with this script.
